@@ -1,0 +1,279 @@
+"""The whole study: check the config, prepare the data once, run the trials, write the reports.
+
+``run(cfg, out_dir)`` is what ``run_sweep.py`` calls and what tests call with a composed config.
+Per trial it builds the cutoff view of the pre-encoded corpus (one vectorised op), instantiates
+``cfg.model`` with the trial's sizes, trains it, measures it, and rewrites the reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import hydra
+import optuna
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import measure, report, search, vocab
+from sweep.config import check_config
+from sweep.corpus import SPLITS, load_corpus
+from sweep.train import SplitTensors, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    """Where the reports are and what the study recommends (None before any complete trial)."""
+
+    out_dir: Path
+    table: pd.DataFrame
+    recommended: dict[str, Any] | None
+
+
+def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, num_classes: int):
+    """Instantiate ``cfg.model`` with the sizes known only at run time."""
+    kwargs = OmegaConf.to_container(model_cfg, resolve=True)
+    kwargs.pop("name", None)  # a label for study names, not a constructor argument
+    kwargs.update(
+        num_embeddings=num_embeddings, embedding_dim=embedding_dim, num_classes=num_classes
+    )
+    return hydra.utils.instantiate(kwargs)
+
+
+def with_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with the trial's extra search keys (``search.space.X.key``) set."""
+    trial_cfg = cfg.copy()
+    for name, spec in cfg.search.space.items():
+        if name not in search.MAIN_AXES:
+            OmegaConf.update(trial_cfg, spec.key, params[name], merge=False)
+    return trial_cfg
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Versions and device, shown in the report."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "hydra": hydra.__version__,
+        "device": measure.device_name(device),
+        "torch threads": str(torch.get_num_threads()),
+    }
+
+
+def clamp_vocab_space(space: DictConfig, full_vocab_size: int) -> None:
+    """Log where the vocab_size range goes past the train vocabulary (suggest clamps it)."""
+    spec = space.vocab_size
+    if spec.high is not None and spec.high > full_vocab_size:
+        log.warning(
+            "search.space.vocab_size.high=%d is above the %d words of the train split; "
+            "clamped to %d",
+            spec.high,
+            full_vocab_size,
+            full_vocab_size,
+        )
+    if spec.low > full_vocab_size:
+        log.warning(
+            "search.space.vocab_size.low=%d is above the train vocabulary (%d); every trial "
+            "keeps the full vocabulary",
+            spec.low,
+            full_vocab_size,
+        )
+
+
+def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepResult:
+    """Run (or resume) the study described by ``cfg``; reports go to ``out_dir``."""
+    check_config(cfg)
+    device = measure.resolve_device(cfg.device)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+
+    corpus = load_corpus(cfg.data, cfg.seed)
+    encoded, data_key = vocab.load_or_build(corpus, cfg.data)
+    full_vocab = encoded.full_vocab_size
+    clamp_vocab_space(cfg.search.space, full_vocab)
+    num_classes = encoded.num_classes
+    # The corpus goes to the device once; each trial only makes its cutoff view of it.
+    ids = {s: encoded.ids[s].to(device) for s in SPLITS}
+    labels = {s: encoded.labels[s].to(device) for s in SPLITS}
+    data_bytes = sum(t.numel() * t.element_size() for t in ids.values())
+    val_histogram = vocab.id_histogram(encoded.ids["validation"], len(encoded.words))
+
+    study_signature = search.signature(
+        {
+            "data": data_key,
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "train": OmegaConf.to_container(cfg.train, resolve=True),
+            "space": OmegaConf.to_container(cfg.search.space, resolve=True),
+            "objectives": list(cfg.search.objectives),
+            "seed": cfg.seed,
+        }
+    )
+    study = search.open_study(cfg.search, cfg.seed, study_signature)
+    storage_text = search.describe_storage(cfg.search)
+    resumed = search.count_finished(study)
+    log.info(
+        "study %r in %s: %d finished trials, target %d",
+        cfg.search.study_name,
+        storage_text,
+        resumed,
+        cfg.search.n_trials,
+    )
+
+    shown_cfg = cfg.copy()
+    if shown_cfg.search.storage:
+        shown_cfg.search.storage = search.hide_password(str(shown_cfg.search.storage))
+    context = {
+        "study_name": cfg.search.study_name,
+        "storage": storage_text,
+        "overrides": list(overrides),
+        "space": {
+            name: spec.get("key", name) for name, spec in cfg.search.space.items()
+        },
+        "config": OmegaConf.to_yaml(shown_cfg),
+        "environment": environment(device),
+    }
+
+    def describe(params: dict[str, Any]) -> dict[str, Any]:
+        """Figures known before training: sizes, parameter counts, coverage, estimates."""
+        vocab_size = min(int(params["vocab_size"]), full_vocab)
+        embedding_dim = int(params["embedding_dim"])
+        trial_cfg = with_params(cfg, params)
+        with torch.device("meta"):  # counts parameters without allocating them
+            counts = build_model(trial_cfg.model, vocab_size + 2, embedding_dim, num_classes)
+            counts = counts.num_params()
+        return {
+            "vocab_size": vocab_size,
+            "num_embeddings": vocab_size + 2,
+            "min_freq": vocab.min_frequency(encoded.train_counts, vocab_size),
+            "train_coverage": vocab.coverage(encoded.train_counts, vocab_size),
+            "val_oov_rate": vocab.oov_rate(val_histogram, vocab_size),
+            "params_total": counts["total"],
+            "params_embedding": counts["embedding"],
+            "embedding_share": counts["embedding"] / counts["total"],
+            "model_mb": measure.model_mb(counts["total"]),
+            "est_peak_mb": measure.estimate_peak_mb(
+                params_total=counts["total"],
+                params_embedding=counts["embedding"],
+                embedding_dim=embedding_dim,
+                sparse=bool(trial_cfg.model.get("sparse", False)),
+                batch_size=trial_cfg.train.batch_size,
+                max_length=ids["train"].shape[1],
+                data_bytes=2 * data_bytes,  # the corpus plus this trial's cutoff view
+            ),
+            "device": measure.device_name(device),
+            "seed": cfg.seed,
+            "model": cfg.model.name,
+        }
+
+    def evaluate(params: dict[str, Any], on_epoch) -> dict[str, Any]:
+        """Train one configuration and return its measured figures."""
+        vocab_size = min(int(params["vocab_size"]), full_vocab)
+        trial_cfg = with_params(cfg, params)
+        train_cfg = trial_cfg.train
+        with measure.gpu_peak(device) as peak:
+            views = {
+                s: SplitTensors(vocab.cut(ids[s], vocab_size), labels[s], encoded.lengths[s])
+                for s in SPLITS
+            }
+            torch.manual_seed(cfg.seed)  # every trial starts from the same random stream
+            model = build_model(
+                trial_cfg.model, vocab_size + 2, int(params["embedding_dim"]), num_classes
+            ).to(device)
+            try:
+                result = fit(
+                    model,
+                    views["train"],
+                    views["validation"],
+                    views["test"],
+                    epochs=train_cfg.epochs,
+                    batch_size=train_cfg.batch_size,
+                    lr=train_cfg.lr,
+                    patience=train_cfg.patience,
+                    seed=cfg.seed,
+                    eval_batch_size=train_cfg.eval_batch_size,
+                    bucket=train_cfg.bucket,
+                    on_epoch=on_epoch,
+                )
+            finally:
+                del model, views
+        measure.release(device)
+        return {
+            "val_accuracy": result.val_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "val_loss": result.val_loss,
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.train_seconds,
+            "tokens_per_second": result.train_tokens / max(result.step_seconds, 1e-9),
+            "eval_tokens_per_second": result.eval_tokens / max(result.eval_seconds, 1e-9),
+            "gpu_peak_mb": peak["allocated_mb"],
+            "gpu_reserved_mb": peak["reserved_mb"],
+            "val_history": result.history,
+        }
+
+    durations: list[float] = []
+    last_end = [time.perf_counter()]
+
+    def write() -> pd.DataFrame:
+        table = search.trials_frame(study)
+        if table.empty:
+            return table
+        return report.write_reports(
+            table, out_dir, tolerance=cfg.report.tolerance, context=context
+        )
+
+    def after_trial(trial: optuna.trial.FrozenTrial, finished: int) -> None:
+        now = time.perf_counter()
+        durations.append(now - last_end[0])
+        last_end[0] = now
+        table = write()
+        done = table[table["state"] == "COMPLETE"]
+        best = done["val_accuracy"].max() if len(done) else float("nan")
+        remaining = max(cfg.search.n_trials - finished, 0)
+        eta = timedelta(seconds=round(sum(durations) / len(durations) * remaining))
+        acc = trial.user_attrs.get("val_accuracy", float("nan"))
+        log.info(
+            "trial %d/%d (#%d) %s in %.1fs: embedding_dim=%s vocab_size=%s params=%s "
+            "val_accuracy=%.2f | best %.2f, front %d | ETA %s",
+            min(finished, cfg.search.n_trials),
+            cfg.search.n_trials,
+            trial.number,
+            trial.state.name.lower(),
+            durations[-1],
+            trial.params.get("embedding_dim"),
+            trial.user_attrs.get("vocab_size", trial.params.get("vocab_size")),
+            f"{trial.user_attrs.get('params_total', 0):,}",
+            acc,
+            best,
+            int(table["pareto"].sum()),
+            eta,
+        )
+
+    log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
+    try:
+        search.run_trials(
+            study,
+            cfg.search,
+            full_vocab_size=full_vocab,
+            describe=describe,
+            evaluate=evaluate,
+            after_trial=after_trial,
+        )
+    finally:
+        table = write()  # also on an interrupt or a failed sweep: the reports cover the storage
+    rec = table[table["recommended"]] if len(table) else table
+    recommended = rec.iloc[0].to_dict() if len(rec) else None
+    return SweepResult(out_dir, table, recommended)

@@ -1,0 +1,196 @@
+"""Stage 4, fit: train one model from pre-encoded tensors, early-stopping on validation accuracy.
+
+No per-example Python work: a batch is one index op into an id matrix that already sits on the
+device. Batches are bucketed by length (documents of similar length share a batch, trimmed to the
+longest), so padding costs little. Loss finiteness is checked once per epoch, not per step, to
+avoid a host-device synchronisation on every step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitTensors:
+    """One split: ids (docs, max_len) and labels on the device, lengths on the host."""
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+    lengths: torch.Tensor  # host tensor: batch widths are planned without a device sync
+
+    @property
+    def tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+@dataclass
+class FitResult:
+    """What one training run measured. Accuracies are in percent."""
+
+    val_accuracy: float
+    val_loss: float
+    test_accuracy: float
+    epochs: int
+    best_epoch: int
+    train_seconds: float  # wall time of the whole fit, evaluation included
+    step_seconds: float  # wall time of the optimisation steps alone
+    eval_seconds: float
+    train_tokens: int  # tokens seen by optimisation steps, all epochs
+    eval_tokens: int
+    history: list[float] = field(default_factory=list)  # validation accuracy per epoch
+
+
+class Optimizers:
+    """Adam for dense parameters and SparseAdam for sparse embedding tables, stepped together."""
+
+    def __init__(self, model: nn.Module, lr: float):
+        sparse_ids: set[int] = set()
+        for module in model.modules():
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse:
+                sparse_ids.add(id(module.weight))
+        sparse = [p for p in model.parameters() if id(p) in sparse_ids]
+        dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+        self.optimizers: list[torch.optim.Optimizer] = []
+        if dense:
+            self.optimizers.append(torch.optim.Adam(dense, lr=lr))
+        if sparse:
+            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def plan_batches(
+    lengths: torch.Tensor, batch_size: int, generator: torch.Generator, bucket: bool = True
+) -> list[tuple[torch.Tensor, int]]:
+    """Shuffle documents into batches; return (indices, width) per batch, on the host.
+
+    With ``bucket``, documents are sorted by length inside windows of 50 batches, so a batch holds
+    similar lengths and is trimmed to its longest; the batch order is then shuffled.
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    if bucket:
+        window = batch_size * 50
+        chunks = []
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            chunks.append(chunk[torch.argsort(lengths[chunk], stable=True)])
+        order = torch.cat(chunks)
+    batches = list(torch.split(order, batch_size))
+    if bucket:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    return [(idx, max(int(lengths[idx].max()), 1)) for idx in batches]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: SplitTensors, batch_size: int) -> tuple[float, float]:
+    """Return (accuracy in percent, mean cross-entropy) of ``model`` on ``split``."""
+    model.eval()
+    order = torch.argsort(split.lengths, stable=True)  # length-sorted: little padding
+    correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=split.labels.device)
+    for idx in torch.split(order, batch_size):
+        width = max(int(split.lengths[idx].max()), 1)
+        idx = idx.to(split.ids.device, non_blocking=True)
+        logits = model(split.ids[idx, :width])
+        labels = split.labels[idx]
+        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == labels).sum()
+    n = max(len(order), 1)
+    return 100.0 * int(correct) / n, float(loss_sum) / n
+
+
+def fit(
+    model: nn.Module,
+    train: SplitTensors,
+    validation: SplitTensors,
+    test: SplitTensors,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    seed: int,
+    eval_batch_size: int = 1024,
+    bucket: bool = True,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with Adam; keep the epoch with the best validation accuracy.
+
+    ``on_epoch(epoch, val_accuracy)`` is called after every epoch (the search feeds its pruner
+    from it and may raise to stop the trial). Stops after ``patience`` epochs without a new best.
+    """
+    device = train.ids.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    generator = torch.Generator().manual_seed(seed)
+    optimizers = Optimizers(model, lr)
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    history: list[float] = []
+    step_seconds = eval_seconds = 0.0
+    train_tokens = eval_tokens = 0
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        for idx, width in plan_batches(train.lengths, batch_size, generator, bucket):
+            train_tokens += int(train.lengths[idx].sum())
+            idx = idx.to(device, non_blocking=True)
+            optimizers.zero_grad()
+            loss = nn.functional.cross_entropy(model(train.ids[idx, :width]), train.labels[idx])
+            loss.backward()
+            optimizers.step()
+            loss_sum += loss.detach()
+        sync()
+        step_seconds += time.perf_counter() - t0
+        if not torch.isfinite(loss_sum):
+            raise FloatingPointError(f"training loss became {float(loss_sum)} in epoch {epoch}")
+
+        t0 = time.perf_counter()
+        val_acc, _ = evaluate(model, validation, eval_batch_size)
+        eval_seconds += time.perf_counter() - t0
+        eval_tokens += validation.tokens
+        history.append(val_acc)
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc)
+        if epoch - best_epoch >= patience:
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    t0 = time.perf_counter()
+    val_acc, val_loss = evaluate(model, validation, eval_batch_size)
+    test_acc, _ = evaluate(model, test, eval_batch_size)
+    eval_seconds += time.perf_counter() - t0
+    eval_tokens += validation.tokens + test.tokens
+    return FitResult(
+        val_accuracy=val_acc,
+        val_loss=val_loss,
+        test_accuracy=test_acc,
+        epochs=len(history),
+        best_epoch=best_epoch,
+        train_seconds=time.perf_counter() - start,
+        step_seconds=step_seconds,
+        eval_seconds=eval_seconds,
+        train_tokens=train_tokens,
+        eval_tokens=eval_tokens,
+        history=history,
+    )

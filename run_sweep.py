@@ -1,6 +1,6 @@
 """Entry point: compose the Hydra config and run (or resume) the embedding sweep.
 
-    python run_sweep.py [group=option ...] [key=value ...]     (see --help)
+python run_sweep.py [group=option ...] [key=value ...]     (see --help)
 """
 
 import logging

@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
-_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
 
 
 class DataError(ValueError):

@@ -22,7 +22,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from error
+        raise ValueError(
+            f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={name!r} but CUDA is not available here: use device=cpu")

@@ -60,7 +60,9 @@ COLUMNS = [
 def pareto_mask(accuracy: np.ndarray, params: np.ndarray) -> np.ndarray:
     """True where no other point has accuracy >= and params <= with one of them strict."""
     accuracy, params = np.asarray(accuracy, float), np.asarray(params, float)
-    better_or_equal = (accuracy[None, :] >= accuracy[:, None]) & (params[None, :] <= params[:, None])
+    better_or_equal = (accuracy[None, :] >= accuracy[:, None]) & (
+        params[None, :] <= params[:, None]
+    )
     strictly = (accuracy[None, :] > accuracy[:, None]) | (params[None, :] < params[:, None])
     return ~(better_or_equal & strictly).any(axis=1)
 
@@ -96,7 +98,11 @@ def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, st
     out = [o for o in out if not o.lstrip("+~").startswith("search.space.")]
     for name, key in space.items():
         value = row[name]
-        if isinstance(value, float) and value.is_integer() and name in ("embedding_dim", "vocab_size"):
+        if (
+            isinstance(value, float)
+            and value.is_integer()
+            and name in ("embedding_dim", "vocab_size")
+        ):
             value = int(value)
         if name in ("embedding_dim", "vocab_size"):
             out += [f"search.space.{name}.low={value}", f"search.space.{name}.high={value}"]
@@ -217,7 +223,7 @@ def scatter_svg(table: pd.DataFrame, width: int = 720, height: int = 400) -> str
     if len(front) > 1:
         points = " ".join(
             f"{px(math.log10(p)):.1f},{py(a):.1f}"
-            for p, a in zip(front["params_total"], front["val_accuracy"])
+            for p, a in zip(front["params_total"], front["val_accuracy"], strict=True)
         )
         parts.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
     for _, row in done.iterrows():

@@ -139,9 +139,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         "study_name": cfg.search.study_name,
         "storage": storage_text,
         "overrides": list(overrides),
-        "space": {
-            name: spec.get("key", name) for name, spec in cfg.search.space.items()
-        },
+        "space": {name: spec.get("key", name) for name, spec in cfg.search.space.items()},
         "config": OmegaConf.to_yaml(shown_cfg),
         "environment": environment(device),
     }
@@ -231,9 +229,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         table = search.trials_frame(study)
         if table.empty:
             return table
-        return report.write_reports(
-            table, out_dir, tolerance=cfg.report.tolerance, context=context
-        )
+        return report.write_reports(table, out_dir, tolerance=cfg.report.tolerance, context=context)
 
     def after_trial(trial: optuna.trial.FrozenTrial, finished: int) -> None:
         now = time.perf_counter()

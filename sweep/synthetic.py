@@ -34,7 +34,7 @@ def make_words(count: int, rng: np.random.Generator) -> list[str]:
         need = count - len(words)
         lengths = rng.integers(2, 5, size=need * 2)
         picks = rng.integers(0, n, size=(need * 2, 4))
-        for length, row in zip(lengths, picks):
+        for length, row in zip(lengths, picks, strict=True):
             word = "".join(syllables[row[:length]])
             if word not in seen:
                 seen.add(word)

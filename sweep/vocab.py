@@ -59,7 +59,9 @@ class Tokenizer:
         try:
             self.regex = re.compile(pattern)
         except re.error as error:
-            raise ValueError(f"data.tokenizer.pattern={pattern!r} is not a regex: {error}") from error
+            raise ValueError(
+                f"data.tokenizer.pattern={pattern!r} is not a regex: {error}"
+            ) from error
         self.lowercase = lowercase
         self.normalize = normalize
 

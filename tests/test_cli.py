@@ -1,0 +1,70 @@
+"""run_sweep.py as a user runs it: a real sweep in a temp folder, resume, help, bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import TINY, run_cli
+
+
+def test_sweep_then_resume_from_the_default_storage(tmp_path):
+    first = run_cli([*TINY, "hydra.run.dir=run1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    assert "trial 3/3" in log and "ETA" in log
+    assert "recommended: embedding_dim=" in log
+    assert "run1/report.html" in log
+    for name in ("trials.csv", "pareto.csv", "report.html", "run_sweep.log"):
+        assert (tmp_path / "run1" / name).is_file(), name
+    trials = pd.read_csv(tmp_path / "run1" / "trials.csv")
+    assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
+    pareto = pd.read_csv(tmp_path / "run1" / "pareto.csv")
+    assert 1 <= len(pareto) <= 3
+    # The default storage lives in a stable folder per study, relative to where you run.
+    assert (tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log").is_file()
+    assert (tmp_path / "data" / "cache").is_dir()
+    assert not list((tmp_path / "run1").glob(".*.tmp"))
+
+    again = run_cli([*TINY, "search.n_trials=4", "hydra.run.dir=run2"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 finished trials, target 4" in again.stdout + again.stderr
+    assert "loaded from cache" in again.stdout + again.stderr
+    resumed = pd.read_csv(tmp_path / "run2" / "trials.csv")
+    assert resumed["trial"].tolist() == [0, 1, 2, 3]
+    assert resumed["val_accuracy"].head(3).tolist() == trials["val_accuracy"].tolist()
+
+
+def test_help_and_cfg_job(tmp_path):
+    shown = run_cli(["--help"], cwd=tmp_path)
+    assert shown.returncode == 0
+    assert "data: files, synthetic" in shown.stdout and "search: accuracy, pareto" in shown.stdout
+    job = run_cli(["--cfg", "job", "model.hidden_dim=5"], cwd=tmp_path)
+    assert job.returncode == 0 and "hidden_dim: 5" in job.stdout
+    assert not (tmp_path / "studies").exists()  # printing the config trains nothing
+
+
+def test_unknown_group_option_names_the_group(tmp_path):
+    result = run_cli(["model=nope"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/nope'" in result.stderr and "bag" in result.stderr
+
+
+def test_bad_input_exits_with_one_clear_message(tmp_path):
+    result = run_cli(["data=files", "data.train=missing.csv"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "data.train: file 'missing.csv' not found" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.slow
+def test_default_sweep_with_no_arguments(tmp_path):
+    """The README's first command, exactly: 12 trials on the default synthetic data."""
+    result = run_cli(["hydra.run.dir=out"], cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert len(trials) == 12 and (trials["state"] == "COMPLETE").all()
+    # The synthetic data makes the trade-off real: the front spans a wide accuracy range.
+    front = trials[trials["pareto"]]
+    assert front["val_accuracy"].max() - front["val_accuracy"].min() > 10
+    assert trials["val_accuracy"].max() > 75

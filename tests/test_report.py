@@ -1,0 +1,103 @@
+"""The report writer on hand-made frames: Pareto mask, recommendation, files, escaping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweep import report
+
+
+def frame(rows):
+    columns = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings",
+               "params_total", "params_embedding", "val_accuracy", "test_accuracy"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+ROWS = [
+    # trial, state, D, K, K+2, params, emb params, val acc, test acc
+    (0, "COMPLETE", 8, 100, 102, 1_000, 816, 70.0, 69.0),
+    (1, "COMPLETE", 16, 1000, 1002, 20_000, 16032, 80.0, 79.0),
+    (2, "COMPLETE", 64, 1000, 1002, 70_000, 64128, 80.4, 80.0),  # within 0.5 of the best
+    (3, "COMPLETE", 256, 5000, 5002, 1_300_000, 1280512, 80.6, 80.1),  # best accuracy
+    (4, "COMPLETE", 32, 5000, 5002, 170_000, 160064, 75.0, 74.0),  # dominated by 1 and 2
+    (5, "FAIL", 512, 9000, 9002, 4_700_000, 4608512, math.nan, math.nan),
+    (6, "PRUNED", 8, 9000, 9002, 72_000, 72016, 60.0, math.nan),
+    (7, "COMPLETE", 16, 1000, 1002, 20_000, 16032, 80.0, 78.0),  # ties trial 1 exactly
+]
+
+
+def test_pareto_mask_keeps_only_non_dominated_points():
+    accuracy = np.array([70.0, 80.0, 80.4, 80.6, 75.0, 80.0])
+    params = np.array([1e3, 2e4, 7e4, 1.3e6, 1.7e5, 2e4])
+    mask = report.pareto_mask(accuracy, params)
+    assert mask.tolist() == [True, True, True, True, False, True]  # ties are not dominated
+
+
+def test_annotate_flags_front_and_recommendation():
+    table = report.annotate(frame(ROWS), tolerance=0.5)
+    assert list(table.columns[: len(report.COLUMNS)]) == report.COLUMNS
+    assert table.loc[table["pareto"], "trial"].tolist() == [0, 1, 2, 3, 7]
+    # Smallest params within 0.5 points of 80.6 is trial 1 (80.0 is 0.6 away: not within).
+    assert table.loc[table["recommended"], "trial"].tolist() == [2]
+    assert not table.loc[table["state"] != "COMPLETE", "pareto"].any()
+
+
+@pytest.mark.parametrize("tolerance,expected", [(0.0, 3), (0.6, 1), (20.0, 0)])
+def test_recommendation_follows_tolerance(tolerance, expected):
+    table = report.annotate(frame(ROWS), tolerance=tolerance)
+    assert table.loc[table["recommended"], "trial"].tolist() == [expected]
+
+
+def test_no_complete_trial_means_no_recommendation(tmp_path):
+    table = report.write_reports(frame(ROWS[5:7]), tmp_path, tolerance=0.5, context={})
+    assert not table["recommended"].any() and not table["pareto"].any()
+    assert "No complete trial yet" in (tmp_path / "report.html").read_text()
+
+
+def test_write_reports_files_and_no_temp_left(tmp_path):
+    context = {"study_name": "s", "overrides": ["model=bag"], "space": {
+        "embedding_dim": "embedding_dim", "vocab_size": "vocab_size"}}  # fmt: skip
+    report.write_reports(frame(ROWS), tmp_path, tolerance=0.5, context=context)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.csv", "report.html", "trials.csv"]
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert len(trials) == len(ROWS)
+    assert trials["state"].tolist() == [r[1] for r in ROWS]
+    pareto = pd.read_csv(tmp_path / "pareto.csv")
+    assert pareto["trial"].tolist() == [0, 1, 2, 3, 7]
+    page = (tmp_path / "report.html").read_text()
+    assert "<svg" in page and "Pareto front (5 trials)" in page
+    assert (
+        "python run_sweep.py model=bag search.space.embedding_dim.low=64 "
+        "search.space.embedding_dim.high=64 search.space.vocab_size.low=1000 "
+        "search.space.vocab_size.high=1000 search.n_trials=1 search.study_name=s-recommended"
+    ) in page
+
+
+def test_reproduce_overrides_pins_searched_keys_and_keeps_the_rest():
+    row = pd.Series({"embedding_dim": 32.0, "vocab_size": 500.0, "lr": 0.003, "study_name": "x"})
+    space = {"embedding_dim": "embedding_dim", "vocab_size": "vocab_size", "lr": "train.lr"}
+    base = ["data=files", "data.train=a.csv", "search.n_trials=40",
+            "search.space.embedding_dim.high=512", "search.study_name=x"]  # fmt: skip
+    assert report.reproduce_overrides(row, base, space) == [
+        "data=files", "data.train=a.csv",
+        "search.space.embedding_dim.low=32", "search.space.embedding_dim.high=32",
+        "search.space.vocab_size.low=500", "search.space.vocab_size.high=500",
+        "~search.space.lr", "train.lr=0.003",
+        "search.n_trials=1", "search.study_name=x-recommended",
+    ]  # fmt: skip
+
+
+def test_user_text_is_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    rows = frame(ROWS[:2])
+    rows["fail_reason"] = evil
+    context = {"study_name": evil, "config": f"label: {evil}", "environment": {"x": evil}}
+    report.write_reports(rows, tmp_path, tolerance=0.5, context=context)
+    page = (tmp_path / "report.html").read_text()
+    assert evil not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<script>") == 1  # only the report's own table sorter

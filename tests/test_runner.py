@@ -1,0 +1,182 @@
+"""The study in-process: tiny sweeps, resume, failures, config checks, extra search keys."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+from conftest import compose_config
+
+from sweep import runner
+from sweep.config import ConfigError
+from sweep.models import BagClassifier
+from sweep.search import SearchError
+
+REQUIRED = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "params_total",
+            "params_embedding", "val_accuracy", "test_accuracy", "gpu_peak_mb", "train_seconds",
+            "tokens_per_second", "pareto", "recommended", "fail_reason", "min_freq",
+            "train_coverage", "val_oov_rate", "embedding_share", "model_mb", "val_loss",
+            "epochs", "est_peak_mb", "device", "seed"]  # fmt: skip
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    """Count calls of the training function (the only place a model is trained)."""
+    calls = []
+    real_fit = runner.fit
+
+    def counting_fit(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", counting_fit)
+    return calls
+
+
+def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
+    result = runner.run(tiny_cfg, tmp_path / "out")
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert set(REQUIRED) <= set(trials.columns)
+    assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
+    assert trials["gpu_peak_mb"].isna().all()  # CPU: missing, never 0
+    assert (trials["est_peak_mb"] > 0).all()
+    assert trials["val_accuracy"].between(0, 100).all()
+    assert (trials["tokens_per_second"] > 0).all()
+    assert (trials["num_embeddings"] == trials["vocab_size"] + 2).all()
+    for row in trials.itertuples():
+        expected = BagClassifier.expected_params(
+            row.num_embeddings, row.embedding_dim, 4, hidden_dim=tiny_cfg.model.hidden_dim
+        )
+        assert (row.params_total, row.params_embedding) == (
+            expected["total"],
+            expected["embedding"],
+        )
+    assert trials["recommended"].sum() == 1 and trials["pareto"].sum() >= 1
+    pareto = pd.read_csv(tmp_path / "out" / "pareto.csv")
+    assert pareto["trial"].tolist() == trials.loc[trials["pareto"], "trial"].tolist()
+    assert "Recommended configuration" in (tmp_path / "out" / "report.html").read_text()
+    assert result.recommended["trial"] == int(trials.loc[trials["recommended"], "trial"].iloc[0])
+
+
+def test_resume_tops_up_and_never_retrains(tiny_overrides, tmp_path, count_fits):
+    runner.run(compose_config(tiny_overrides), tmp_path / "first")
+    first = pd.read_csv(tmp_path / "first" / "trials.csv")
+    assert len(count_fits) == 3
+
+    runner.run(compose_config([*tiny_overrides, "search.n_trials=5"]), tmp_path / "second")
+    second = pd.read_csv(tmp_path / "second" / "trials.csv")
+    assert len(count_fits) == 5  # only the two new trials were trained
+    assert second["trial"].tolist() == [0, 1, 2, 3, 4]
+    kept = second[second["trial"] < 3].reset_index(drop=True)
+    for column in ("embedding_dim", "vocab_size", "val_accuracy", "datetime_start"):
+        assert kept[column].tolist() == first[column].tolist()
+
+    runner.run(compose_config([*tiny_overrides, "search.n_trials=5"]), tmp_path / "third")
+    assert len(count_fits) == 5  # target reached: nothing to train
+    assert len(pd.read_csv(tmp_path / "third" / "trials.csv")) == 5
+
+
+def test_resume_refuses_a_different_setup(tiny_overrides, tmp_path):
+    runner.run(compose_config(tiny_overrides), tmp_path / "a")
+    with pytest.raises(SearchError, match=r"search\.study_name=.*different setup"):
+        runner.run(compose_config([*tiny_overrides, "train.lr=0.1"]), tmp_path / "b")
+
+
+def test_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_cfg, tmp_path, monkeypatch):
+    real_fit, calls = runner.fit, []
+
+    def flaky_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", flaky_fit)
+    runner.run(tiny_cfg, tmp_path / "out")
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert trials["state"].tolist() == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert (
+        trials.loc[1, "fail_reason"]
+        == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    assert trials.loc[1, "params_total"] > 0  # planning figures survive the failure
+
+
+def test_max_failures_stops_the_sweep_and_keeps_the_reports(tiny_overrides, tmp_path, monkeypatch):
+    def broken_fit(*args, **kwargs):
+        raise FloatingPointError("training loss became nan in epoch 1")
+
+    monkeypatch.setattr(runner, "fit", broken_fit)
+    cfg = compose_config([*tiny_overrides, "search.max_failures=2"])
+    with pytest.raises(SearchError, match=r"search\.max_failures=2.*loss became nan"):
+        runner.run(cfg, tmp_path / "out")
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert trials["state"].tolist() == ["FAIL", "FAIL"]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "search.space.embedding_dim.low=300",
+            r"search\.space\.embedding_dim: low=300 is above high=32",
+        ),
+        ("search.space.embedding_dim.low=0", r"search\.space\.embedding_dim\.low=0 is below 1"),
+        ("search.space.vocab_size.low=-5", r"search\.space\.vocab_size\.low=-5 is below 1"),
+        ("train.epochs=0", r"train\.epochs=0 must be an integer >= 1"),
+        ("train.lr=-1", r"train\.lr=-1 must be positive"),
+        ("search.n_trials=0", r"search\.n_trials=0 must be an integer >= 1"),
+        ("report.tolerance=-1", r"report\.tolerance=-1 must be >= 0"),
+        ("device=tpu", r"device='tpu' is not"),
+    ],
+)
+def test_impossible_config_fails_before_reading_data(tiny_overrides, tmp_path, override, message):
+    with pytest.raises((ConfigError, SearchError, ValueError), match=message):
+        runner.run(compose_config([*tiny_overrides, override]), tmp_path / "out")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "studies").exists()
+
+
+def test_cutoff_above_vocabulary_is_clamped_and_logged(tiny_overrides, tmp_path, caplog):
+    cfg = compose_config([*tiny_overrides, "search.space.vocab_size.high=1000000"])
+    result = runner.run(cfg, tmp_path / "out")
+    assert "search.space.vocab_size.high=1000000 is above the" in caplog.text
+    full = int(re.search(r"above the (\d+) words of the train split; clamped", caplog.text)[1])
+    assert (result.table["vocab_size"] <= full).all()
+    assert (result.table["num_embeddings"] <= full + 2).all()
+
+
+def test_accuracy_search_with_median_pruner(tiny_overrides, tmp_path):
+    cfg = compose_config([*tiny_overrides, "search=accuracy", "search.n_trials=5",
+                          "search.pruner.n_startup_trials=1", "train.epochs=3"])  # fmt: skip
+    result = runner.run(cfg, tmp_path / "out")
+    finished = result.table["state"].isin(["COMPLETE", "PRUNED"]).sum()
+    assert finished == 5
+    pruned = result.table[result.table["state"] == "PRUNED"]
+    assert pruned["pruned_epoch"].notna().all()
+
+
+def test_extra_search_key_reaches_the_training_config(tiny_overrides, tmp_path, count_fits):
+    extra = "+search.space.lr={type:float,low:0.001,high:0.01,log:true,key:train.lr}"
+    result = runner.run(compose_config([*tiny_overrides, extra]), tmp_path / "out")
+    assert result.table["lr"].between(0.001, 0.01).all()
+    assert [c["lr"] for c in count_fits] == result.table["lr"].tolist()
+
+
+def test_extra_search_key_must_name_its_config_key(tiny_overrides, tmp_path):
+    extra = "+search.space.lr={type:float,low:0.001,high:0.01}"
+    with pytest.raises(SearchError, match=r"search\.space\.lr\.key is missing"):
+        runner.run(compose_config([*tiny_overrides, extra]), tmp_path / "out")
+
+
+def test_seeded_sweeps_repeat_exactly(tiny_overrides, tmp_path):
+    a = runner.run(
+        compose_config([*tiny_overrides, f"search.storage_dir={tmp_path}/a"]), tmp_path / "a"
+    )
+    b = runner.run(
+        compose_config([*tiny_overrides, f"search.storage_dir={tmp_path}/b"]), tmp_path / "b"
+    )
+    for column in ("embedding_dim", "vocab_size", "val_accuracy", "test_accuracy"):
+        assert a.table[column].tolist() == b.table[column].tolist()
+    assert not math.isnan(a.table["val_accuracy"].iloc[0])

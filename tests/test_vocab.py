@@ -1,0 +1,137 @@
+"""Vocabulary and cutoff: ranking, <unk>/<pad> handling, coverage, and the encoded-corpus cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sweep import vocab
+from sweep.corpus import Corpus
+from sweep.models import BagClassifier
+from sweep.train import Optimizers
+
+TOKENIZER = OmegaConf.create({"pattern": r"\w+", "lowercase": True, "normalize": "NFKC"})
+
+
+def make_corpus(train: list[str], validation: list[str], test: list[str], fingerprint="fp"):
+    texts = {"train": train, "validation": validation, "test": test}
+    labels = {s: np.arange(len(t), dtype=np.int64) % 2 for s, t in texts.items()}
+    return Corpus(texts, labels, ["a", "b"], fingerprint)
+
+
+@pytest.fixture
+def encoded():
+    corpus = make_corpus(
+        ["the cat the dog", "The CAT sat", "the bird"],
+        ["the zebra cat", "dog dog unseen"],
+        ["cat", "bird the"],
+    )
+    return vocab.build(corpus, TOKENIZER, max_length=8)
+
+
+def test_ids_are_ranked_by_train_frequency_with_specials_first(encoded):
+    assert encoded.words[:2] == ["<pad>", "<unk>"]
+    # the: 4, cat: 2, then count-1 words in alphabetical order (ties broken by the word).
+    assert encoded.words[2:] == ["the", "cat", "bird", "dog", "sat"]
+    assert encoded.train_counts.tolist() == [0, 0, 4, 2, 1, 1, 1]
+    assert encoded.full_vocab_size == 5
+
+
+def test_unseen_words_are_unk_and_rows_are_padded(encoded):
+    val = encoded.ids["validation"]
+    assert val[0, :3].tolist() == [2, vocab.UNK, 3]  # "zebra" never occurs in train
+    assert val[1, :3].tolist() == [5, 5, vocab.UNK]
+    assert encoded.lengths["validation"].tolist() == [3, 3]
+    test = encoded.ids["test"]
+    assert test[0].tolist()[1:] == [vocab.PAD] * (test.shape[1] - 1)
+
+
+def test_cut_never_reaches_num_embeddings_and_keeps_padding(encoded):
+    ids = encoded.ids["train"]
+    for k in range(0, encoded.full_vocab_size + 3):
+        view = vocab.cut(ids, k)
+        assert int(view.max()) < k + 2
+        assert torch.equal(view == vocab.PAD, ids == vocab.PAD)
+        kept = (ids < k + 2) & (ids != vocab.PAD)
+        assert torch.equal(view[kept], ids[kept])
+        assert bool((view[(ids >= k + 2)] == vocab.UNK).all())
+
+
+def test_coverage_oov_and_min_frequency(encoded):
+    counts = encoded.train_counts
+    assert vocab.coverage(counts, 1) == pytest.approx(4 / 9)
+    assert vocab.coverage(counts, 2) == pytest.approx(6 / 9)
+    assert vocab.coverage(counts, 5) == 1.0
+    hist = vocab.id_histogram(encoded.ids["validation"], len(encoded.words))
+    # validation tokens: the zebra cat dog dog unseen -> 2 unseen; at K=2 dog is cut too.
+    assert vocab.oov_rate(hist, 5) == pytest.approx(2 / 6)
+    assert vocab.oov_rate(hist, 2) == pytest.approx(4 / 6)
+    assert vocab.min_frequency(counts, 1) == 4
+    assert vocab.min_frequency(counts, 2) == 2
+    assert vocab.min_frequency(counts, 99) == 1
+
+
+def test_long_documents_are_truncated_to_max_length():
+    corpus = make_corpus(["a b c d e f", "a"], ["a b c"], ["a"])
+    encoded = vocab.build(corpus, TOKENIZER, max_length=4)
+    assert encoded.ids["train"].shape == (2, 4)
+    assert encoded.lengths["train"].tolist() == [4, 1]
+
+
+def test_padding_row_stays_zero_and_gets_no_gradient(encoded):
+    torch.manual_seed(0)
+    model = BagClassifier(num_embeddings=7, embedding_dim=4, num_classes=2, hidden_dim=3)
+    assert torch.count_nonzero(model.embed.weight[vocab.PAD]) == 0
+    optimizers = Optimizers(model, lr=0.1)
+    ids, labels = encoded.ids["train"], torch.tensor([0, 1, 0])
+    for _ in range(3):
+        optimizers.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(ids), labels)
+        loss.backward()
+        grad = model.embed.weight.grad.to_dense()
+        assert torch.count_nonzero(grad[vocab.PAD]) == 0
+        assert torch.count_nonzero(grad) > 0
+        optimizers.step()
+    assert torch.count_nonzero(model.embed.weight[vocab.PAD]) == 0
+
+
+def cache_cfg(tmp_path, **tokenizer):
+    return OmegaConf.create(
+        {
+            "cache_dir": str(tmp_path / "cache"),
+            "max_length": 16,
+            "tokenizer": {**TOKENIZER, **tokenizer},
+        }
+    )
+
+
+def test_cache_skips_tokenizing_and_never_goes_stale(tmp_path, monkeypatch):
+    corpus = make_corpus(["a b", "b c"], ["a"], ["c"], fingerprint="one")
+    first, key = vocab.load_or_build(corpus, cache_cfg(tmp_path))
+    assert (tmp_path / "cache" / f"encoded-{key}.pt").is_file()
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again although the cache holds this corpus")
+
+    monkeypatch.setattr(vocab, "build", no_tokenizing)
+    again, same_key = vocab.load_or_build(corpus, cache_cfg(tmp_path))
+    assert same_key == key
+    assert torch.equal(again.ids["train"], first.ids["train"])
+    assert again.words == first.words
+    monkeypatch.undo()
+
+    # Changed source content or any tokenizer setting: a different key, a fresh build.
+    changed = make_corpus(["a b", "b c"], ["a"], ["c"], fingerprint="two")
+    assert vocab.load_or_build(changed, cache_cfg(tmp_path))[1] != key
+    assert vocab.load_or_build(corpus, cache_cfg(tmp_path, lowercase=False))[1] != key
+    assert vocab.load_or_build(corpus, cache_cfg(tmp_path, pattern=r"\S+"))[1] != key
+
+
+def test_damaged_cache_is_rebuilt(tmp_path):
+    corpus = make_corpus(["a b", "b c"], ["a"], ["c"])
+    _, key = vocab.load_or_build(corpus, cache_cfg(tmp_path))
+    (tmp_path / "cache" / f"encoded-{key}.pt").write_bytes(b"not a torch file")
+    encoded, _ = vocab.load_or_build(corpus, cache_cfg(tmp_path))
+    assert encoded.words[2:] == ["b", "a", "c"]

@@ -268,7 +268,7 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}
 tr.rec td{background:#fde8e8;font-weight:600}
 code,pre{background:#f6f6f6;padding:2px 4px}
-pre{padding:8px;overflow-x:auto}
+pre{padding:8px;white-space:pre-wrap;word-break:break-all}
 .box{border:2px solid #d62728;padding:8px 14px;border-radius:6px}
 .scroll{max-height:480px;overflow:auto}
 """

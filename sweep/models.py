@@ -1,21 +1,40 @@
-"""Stage 3, models: text classifiers built on an ``nn.Embedding``-style front end.
+"""Stage 3, models: four text classifiers on one embedding front end (``sweep.frontend``).
 
-Each model takes ``num_embeddings`` (vocabulary cutoff K + 2 specials) and ``embedding_dim`` from
-the trial and ``num_classes`` from the data, all passed at the call site by
-``hydra.utils.instantiate``; every other size is the model's own config default. Each model counts
-its parameters with ``num_params`` (embedding table and the rest) and states the same count in
-closed form with ``expected_params``, so the search knows a trial's size before training it.
+Each takes ``num_embeddings`` (cutoff K + 2 specials + hash buckets) and ``embedding_dim`` from the
+trial and ``num_classes`` from the data, passed at the call site by ``hydra.utils.instantiate``;
+every other size is the model's own config default. ``num_params`` counts the built model (the
+embedding front end and the total); ``expected_params`` gives the same counts in closed form.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from sweep.frontend import EmbeddingFrontEnd
 from sweep.vocab import PAD
 
 
-class BagClassifier(nn.Module):
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+class TextClassifier(nn.Module):
+    """Base: owns ``self.frontend`` and counts parameters."""
+
+    frontend: EmbeddingFrontEnd
+
+    def num_params(self) -> dict[str, int]:
+        """Trainable parameters: ``embedding`` (front end: table, pad row included, and the
+        factorized projection) and ``total`` (everything, the embedding included)."""
+        total = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "embedding": self.frontend.num_params()}
+
+
+class BagClassifier(TextClassifier):
     """Mean of word embeddings (padding excluded), an optional hidden layer, a linear classifier.
 
     The fastText-style baseline: cheap, strong on topic-like tasks, and the purest probe of the
@@ -29,46 +48,240 @@ class BagClassifier(nn.Module):
         num_classes: int,
         hidden_dim: int = 0,
         dropout: float = 0.0,
+        factorized_dim: int | None = None,
         sparse: bool = True,
     ):
         super().__init__()
-        # sparse=True: the backward pass touches only the rows a batch used (SparseAdam updates
-        # them), so a step costs O(batch tokens), not O(vocabulary).
-        self.embed = nn.EmbeddingBag(
-            num_embeddings, embedding_dim, mode="mean", padding_idx=PAD, sparse=sparse
-        )
+        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        width = self.frontend.out_dim
         layers: list[nn.Module] = [nn.Dropout(dropout)]
-        width = embedding_dim
         if hidden_dim > 0:
-            layers += [nn.Linear(embedding_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
             width = hidden_dim
         layers.append(nn.Linear(width, num_classes))
         self.head = nn.Sequential(*layers)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        # A small init keeps the mean of many rows from saturating early; the pad row stays zero.
-        nn.init.normal_(self.embed.weight, std=0.1)
-        with torch.no_grad():
-            self.embed.weight[PAD].zero_()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed(ids)  # (batch, seq) -> (batch, embedding_dim), mean over non-pad tokens
+        x = self.frontend.mean(ids)  # (batch, width): mean over non-pad tokens, fused
         return self.head(x)  # (batch, num_classes) logits
-
-    def num_params(self) -> dict[str, int]:
-        """Trainable parameters: ``embedding`` (the table, pad row included) and ``total``."""
-        total = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"total": total, "embedding": self.embed.weight.numel()}
 
     @staticmethod
     def expected_params(
-        num_embeddings: int, embedding_dim: int, num_classes: int, hidden_dim: int = 0, **_
+        num_embeddings, embedding_dim, num_classes, hidden_dim=0, factorized_dim=None, **_
     ) -> dict[str, int]:
-        """The same counts as ``num_params``, in closed form (no model is built)."""
-        embedding = num_embeddings * embedding_dim
+        embedding = EmbeddingFrontEnd.expected_params(num_embeddings, embedding_dim, factorized_dim)
+        width = factorized_dim or embedding_dim
         if hidden_dim > 0:
-            head = embedding_dim * hidden_dim + hidden_dim + hidden_dim * num_classes + num_classes
+            head = _linear(width, hidden_dim) + _linear(hidden_dim, num_classes)
         else:
-            head = embedding_dim * num_classes + num_classes
+            head = _linear(width, num_classes)
         return {"total": embedding + head, "embedding": embedding}
+
+
+class CNNClassifier(TextClassifier):
+    """Kim (2014): parallel 1-D convolutions, max-over-time pooling, dropout, linear.
+
+    Windows that lie wholly in the padding are masked out of the max, so a batch's padding never
+    changes a document's prediction.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        num_classes: int,
+        kernel_sizes: Sequence[int] = (3, 4, 5),
+        num_filters: int = 100,
+        dropout: float = 0.5,
+        factorized_dim: int | None = None,
+        sparse: bool = True,
+    ):
+        super().__init__()
+        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        width = self.frontend.out_dim
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.convs = nn.ModuleList(nn.Conv1d(width, num_filters, k) for k in self.kernel_sizes)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(num_filters * len(self.kernel_sizes), num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        lengths = (ids != PAD).sum(dim=1)  # (batch,)
+        shortfall = max(self.kernel_sizes) - ids.shape[1]
+        if shortfall > 0:  # every kernel needs at least one full window
+            ids = nn.functional.pad(ids, (0, shortfall), value=PAD)
+        x = self.frontend(ids).transpose(1, 2)  # (batch, width, seq)
+        pooled = []
+        for k, conv in zip(self.kernel_sizes, self.convs, strict=True):
+            h = torch.relu(conv(x))  # (batch, filters, seq - k + 1)
+            windows = torch.arange(h.shape[2], device=ids.device)
+            valid = windows[None, :] < (lengths - k + 1).clamp(min=1)[:, None]
+            pooled.append(h.masked_fill(~valid[:, None, :], 0.0).amax(dim=2))  # (batch, filters)
+        return self.out(self.dropout(torch.cat(pooled, dim=1)))  # (batch, num_classes)
+
+    @staticmethod
+    def expected_params(
+        num_embeddings,
+        embedding_dim,
+        num_classes,
+        kernel_sizes=(3, 4, 5),
+        num_filters=100,
+        factorized_dim=None,
+        **_,
+    ) -> dict[str, int]:
+        embedding = EmbeddingFrontEnd.expected_params(num_embeddings, embedding_dim, factorized_dim)
+        width = factorized_dim or embedding_dim
+        convs = sum(width * k * num_filters + num_filters for k in kernel_sizes)
+        head = _linear(num_filters * len(kernel_sizes), num_classes)
+        return {"total": embedding + convs + head, "embedding": embedding}
+
+
+class RNNClassifier(TextClassifier):
+    """Bidirectional GRU or LSTM over packed sequences (padding is never read), pooled states."""
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        num_classes: int,
+        cell: str = "gru",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        pooling: str = "max",
+        dropout: float = 0.3,
+        factorized_dim: int | None = None,
+        sparse: bool = True,
+    ):
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"model.cell={cell!r} is unknown: use gru or lstm")
+        if pooling not in ("max", "mean"):
+            raise ValueError(f"model.pooling={pooling!r} is unknown: use max or mean")
+        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        rnn_cls = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn_cls(
+            self.frontend.out_dim,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(2 * hidden_size, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # Packing needs the lengths on the host: one small copy per batch.
+        lengths = (ids != PAD).sum(dim=1).clamp(min=1)
+        x = self.frontend(ids)  # (batch, seq, width)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        states, _ = self.rnn(packed)
+        h, _ = pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
+        # h: (batch, seq, 2 * hidden), zeros past each length
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        if self.pooling == "max":
+            pooled = h.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+        else:
+            pooled = h.sum(dim=1) / lengths[:, None].to(h.dtype)
+        return self.out(self.dropout(pooled))  # (batch, num_classes)
+
+    @staticmethod
+    def expected_params(
+        num_embeddings,
+        embedding_dim,
+        num_classes,
+        cell="gru",
+        hidden_size=128,
+        num_layers=1,
+        factorized_dim=None,
+        **_,
+    ) -> dict[str, int]:
+        embedding = EmbeddingFrontEnd.expected_params(num_embeddings, embedding_dim, factorized_dim)
+        gates = 3 if cell == "gru" else 4
+        rnn, n_in = 0, factorized_dim or embedding_dim
+        for _layer in range(num_layers):
+            per_direction = gates * (
+                hidden_size * n_in + hidden_size * hidden_size + 2 * hidden_size
+            )
+            rnn += 2 * per_direction
+            n_in = 2 * hidden_size
+        return {
+            "total": embedding + rnn + _linear(2 * hidden_size, num_classes),
+            "embedding": embedding,
+        }
+
+
+def heads_for(width: int, max_heads: int) -> int:
+    """The largest head count <= ``max_heads`` that divides ``width`` (1 always does)."""
+    return max(h for h in range(1, max(max_heads, 1) + 1) if width % h == 0)
+
+
+class TransformerClassifier(TextClassifier):
+    """A small pre-norm Transformer encoder with learned positions, a padding mask, mean pooling.
+
+    Any width works: attention uses the largest head count up to ``num_heads`` that divides the
+    width (``heads_for``), so an odd ``embedding_dim`` never crashes a trial.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        num_classes: int,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ff_dim: int = 256,
+        dropout: float = 0.1,
+        max_length: int = 512,
+        factorized_dim: int | None = None,
+        sparse: bool = True,
+    ):
+        super().__init__()
+        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        width = self.frontend.out_dim
+        self.heads = heads_for(width, num_heads)
+        self.max_length = max_length
+        self.position = nn.Embedding(max_length, width)
+        nn.init.normal_(self.position.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            width, self.heads, ff_dim, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(width, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        seq = ids.shape[1]
+        if seq > self.max_length:
+            raise ValueError(
+                f"documents of {seq} tokens exceed model.max_length={self.max_length}: "
+                "raise model.max_length or lower data.max_length"
+            )
+        pad = ids == PAD  # (batch, seq)
+        # A document with no token would mask every key (NaN); let it attend to its first slot.
+        pad[:, 0] &= ~pad.all(dim=1)
+        positions = torch.arange(seq, device=ids.device)
+        x = self.frontend(ids) + self.position(positions)[None]  # (batch, seq, width)
+        h = self.norm(self.encoder(x, src_key_padding_mask=pad))  # (batch, seq, width)
+        keep = (~pad)[..., None].to(h.dtype)
+        pooled = (h * keep).sum(dim=1) / keep.sum(dim=1)  # mean over non-pad positions
+        return self.out(self.dropout(pooled))  # (batch, num_classes)
+
+    @staticmethod
+    def expected_params(
+        num_embeddings,
+        embedding_dim,
+        num_classes,
+        num_layers=2,
+        ff_dim=256,
+        max_length=512,
+        factorized_dim=None,
+        **_,
+    ) -> dict[str, int]:
+        embedding = EmbeddingFrontEnd.expected_params(num_embeddings, embedding_dim, factorized_dim)
+        d = factorized_dim or embedding_dim
+        # attention (4 d x d maps + biases), feed-forward, two layer norms: per layer.
+        per_layer = 4 * d * d + 4 * d + 2 * d * ff_dim + ff_dim + d + 4 * d
+        body = max_length * d + num_layers * per_layer + 2 * d + _linear(d, num_classes)
+        return {"total": embedding + body, "embedding": embedding}

@@ -29,6 +29,7 @@ COLUMNS = [
     "embedding_dim",
     "vocab_size",
     "num_embeddings",
+    "hash_buckets",
     "min_freq",
     "train_coverage",
     "val_oov_rate",

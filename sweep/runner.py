@@ -30,6 +30,25 @@ from sweep.train import SplitTensors, fit
 log = logging.getLogger(__name__)
 
 
+# model.* keys that are not constructor arguments: the study-name label, and the hash buckets,
+# which act on the data view (sweep.vocab.cut) and only enlarge num_embeddings.
+NOT_MODEL_ARGS = ("name", "hash_buckets")
+
+
+def trial_sizes(params: dict[str, Any], model_cfg: DictConfig, full_vocab: int) -> dict[str, int]:
+    """The trial's cutoff K (clamped to the train vocabulary), hash buckets B, num_embeddings."""
+    vocab_size = min(int(params["vocab_size"]), full_vocab)
+    hash_buckets = int(model_cfg.get("hash_buckets") or 0)
+    if hash_buckets < 0:
+        raise ValueError(f"model.hash_buckets={hash_buckets} must be >= 0")
+    return {
+        "vocab_size": vocab_size,
+        "hash_buckets": hash_buckets,
+        "num_embeddings": vocab_size + len(vocab.SPECIALS) + hash_buckets,
+        "embedding_dim": int(params["embedding_dim"]),
+    }
+
+
 @dataclass
 class SweepResult:
     """Where the reports are and what the study recommends (None before any complete trial)."""
@@ -42,7 +61,8 @@ class SweepResult:
 def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, num_classes: int):
     """Instantiate ``cfg.model`` with the sizes known only at run time."""
     kwargs = OmegaConf.to_container(model_cfg, resolve=True)
-    kwargs.pop("name", None)  # a label for study names, not a constructor argument
+    for key in NOT_MODEL_ARGS:  # labels and data-view settings, not constructor arguments
+        kwargs.pop(key, None)
     kwargs.update(
         num_embeddings=num_embeddings, embedding_dim=embedding_dim, num_classes=num_classes
     )
@@ -146,15 +166,18 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
 
     def describe(params: dict[str, Any]) -> dict[str, Any]:
         """Figures known before training: sizes, parameter counts, coverage, estimates."""
-        vocab_size = min(int(params["vocab_size"]), full_vocab)
-        embedding_dim = int(params["embedding_dim"])
         trial_cfg = with_params(cfg, params)
+        sizes = trial_sizes(params, trial_cfg.model, full_vocab)
+        vocab_size, embedding_dim = sizes["vocab_size"], sizes["embedding_dim"]
         with torch.device("meta"):  # counts parameters without allocating them
-            counts = build_model(trial_cfg.model, vocab_size + 2, embedding_dim, num_classes)
-            counts = counts.num_params()
+            meta_model = build_model(
+                trial_cfg.model, sizes["num_embeddings"], embedding_dim, num_classes
+            )
+        counts = meta_model.num_params()
         return {
             "vocab_size": vocab_size,
-            "num_embeddings": vocab_size + 2,
+            "num_embeddings": sizes["num_embeddings"],
+            "hash_buckets": sizes["hash_buckets"],
             "min_freq": vocab.min_frequency(encoded.train_counts, vocab_size),
             "train_coverage": vocab.coverage(encoded.train_counts, vocab_size),
             "val_oov_rate": vocab.oov_rate(val_histogram, vocab_size),
@@ -178,17 +201,21 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
 
     def evaluate(params: dict[str, Any], on_epoch) -> dict[str, Any]:
         """Train one configuration and return its measured figures."""
-        vocab_size = min(int(params["vocab_size"]), full_vocab)
         trial_cfg = with_params(cfg, params)
+        sizes = trial_sizes(params, trial_cfg.model, full_vocab)
         train_cfg = trial_cfg.train
         with measure.gpu_peak(device) as peak:
             views = {
-                s: SplitTensors(vocab.cut(ids[s], vocab_size), labels[s], encoded.lengths[s])
+                s: SplitTensors(
+                    vocab.cut(ids[s], sizes["vocab_size"], sizes["hash_buckets"]),
+                    labels[s],
+                    encoded.lengths[s],
+                )
                 for s in SPLITS
             }
             torch.manual_seed(cfg.seed)  # every trial starts from the same random stream
             model = build_model(
-                trial_cfg.model, vocab_size + 2, int(params["embedding_dim"]), num_classes
+                trial_cfg.model, sizes["num_embeddings"], sizes["embedding_dim"], num_classes
             ).to(device)
             try:
                 result = fit(

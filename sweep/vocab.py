@@ -73,9 +73,22 @@ class Tokenizer:
         return self.regex.findall(text)
 
 
-def cut(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Keep the ``vocab_size`` most frequent words: every id >= vocab_size + 2 becomes UNK."""
-    return torch.where(ids < vocab_size + len(SPECIALS), ids, torch.full_like(ids, UNK))
+# Multiplier of the id hash (Knuth's multiplicative constant): spreads neighbouring ranks apart.
+_HASH_MULTIPLIER = 2654435761
+
+
+def cut(ids: torch.Tensor, vocab_size: int, hash_buckets: int = 0) -> torch.Tensor:
+    """Keep the ``vocab_size`` most frequent words; every id >= vocab_size + 2 becomes UNK.
+
+    With ``hash_buckets`` B > 0, a train word past the cutoff goes to one of B shared rows
+    (ids K + 2 ... K + 1 + B, by a fixed hash of its rank) instead of UNK; words never seen in
+    train stay UNK. Either way the result is below ``vocab_size + 2 + hash_buckets``.
+    """
+    kept = vocab_size + len(SPECIALS)
+    if hash_buckets > 0:
+        bucket = kept + (ids.long() * _HASH_MULTIPLIER) % hash_buckets
+        return torch.where(ids < kept, ids, bucket.to(ids.dtype))
+    return torch.where(ids < kept, ids, torch.full_like(ids, UNK))
 
 
 def coverage(train_counts: torch.Tensor, vocab_size: int) -> float:

@@ -83,18 +83,18 @@ def test_long_documents_are_truncated_to_max_length():
 def test_padding_row_stays_zero_and_gets_no_gradient(encoded):
     torch.manual_seed(0)
     model = BagClassifier(num_embeddings=7, embedding_dim=4, num_classes=2, hidden_dim=3)
-    assert torch.count_nonzero(model.embed.weight[vocab.PAD]) == 0
+    assert torch.count_nonzero(model.frontend.embed.weight[vocab.PAD]) == 0
     optimizers = Optimizers(model, lr=0.1)
     ids, labels = encoded.ids["train"], torch.tensor([0, 1, 0])
     for _ in range(3):
         optimizers.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(ids), labels)
         loss.backward()
-        grad = model.embed.weight.grad.to_dense()
+        grad = model.frontend.embed.weight.grad.to_dense()
         assert torch.count_nonzero(grad[vocab.PAD]) == 0
         assert torch.count_nonzero(grad) > 0
         optimizers.step()
-    assert torch.count_nonzero(model.embed.weight[vocab.PAD]) == 0
+    assert torch.count_nonzero(model.frontend.embed.weight[vocab.PAD]) == 0
 
 
 def cache_cfg(tmp_path, **tokenizer):

@@ -81,8 +81,10 @@ class BagClassifier(TextClassifier):
 class CNNClassifier(TextClassifier):
     """Kim (2014): parallel 1-D convolutions, max-over-time pooling, dropout, linear.
 
-    Windows that lie wholly in the padding are masked out of the max, so a batch's padding never
-    changes a document's prediction.
+    Convolutions are wide (k - 1 zero vectors on both sides, as in Kim's code), so the first
+    and last words of short texts sit in as many windows as the others. Windows that hold no
+    token of the document are masked out of the max, so a batch's padding never changes a
+    prediction.
     """
 
     def __init__(
@@ -100,21 +102,20 @@ class CNNClassifier(TextClassifier):
         self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
         width = self.frontend.out_dim
         self.kernel_sizes = tuple(kernel_sizes)
-        self.convs = nn.ModuleList(nn.Conv1d(width, num_filters, k) for k in self.kernel_sizes)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(width, num_filters, k, padding=k - 1) for k in self.kernel_sizes
+        )
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(num_filters * len(self.kernel_sizes), num_classes)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        lengths = (ids != PAD).sum(dim=1)  # (batch,)
-        shortfall = max(self.kernel_sizes) - ids.shape[1]
-        if shortfall > 0:  # every kernel needs at least one full window
-            ids = nn.functional.pad(ids, (0, shortfall), value=PAD)
+        lengths = (ids != PAD).sum(dim=1).clamp(min=1)  # (batch,)
         x = self.frontend(ids).transpose(1, 2)  # (batch, width, seq)
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs, strict=True):
-            h = torch.relu(conv(x))  # (batch, filters, seq - k + 1)
+            h = torch.relu(conv(x))  # (batch, filters, seq + k - 1): window t ends at token t
             windows = torch.arange(h.shape[2], device=ids.device)
-            valid = windows[None, :] < (lengths - k + 1).clamp(min=1)[:, None]
+            valid = windows[None, :] < (lengths + k - 1)[:, None]
             pooled.append(h.masked_fill(~valid[:, None, :], 0.0).amax(dim=2))  # (batch, filters)
         return self.out(self.dropout(torch.cat(pooled, dim=1)))  # (batch, num_classes)
 

@@ -1,0 +1,1 @@
+"""Benchmark commands (``python -m sweep.benchmarks.<name>``); they read real data sets by path."""

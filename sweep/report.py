@@ -39,10 +39,16 @@ COLUMNS = [
     "model_mb",
     "val_accuracy",
     "test_accuracy",
+    "val_accuracy_mean",
+    "val_accuracy_std",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "seeds",
     "val_loss",
     "epochs",
     "best_epoch",
     "pruned_epoch",
+    "reused_from",
     "train_seconds",
     "tokens_per_second",
     "gpu_peak_mb",
@@ -68,8 +74,26 @@ def pareto_mask(accuracy: np.ndarray, params: np.ndarray) -> np.ndarray:
     return ~(better_or_equal & strictly).any(axis=1)
 
 
+def seed_noise(frame: pd.DataFrame) -> float:
+    """Median standard deviation (points) of validation accuracy over seeds; NaN if unmeasured."""
+    if "val_accuracy_std" not in frame:
+        return math.nan
+    stds = frame["val_accuracy_std"].dropna()
+    return float(stds.median()) if len(stds) else math.nan
+
+
+def margin(frame: pd.DataFrame, tolerance: float) -> float:
+    """Accuracy points within which trials tie: the tolerance, or the seed noise if larger."""
+    noise = seed_noise(frame)
+    return max(tolerance, noise) if math.isfinite(noise) else tolerance
+
+
 def annotate(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Return the frame with stable columns and the ``pareto`` and ``recommended`` flags."""
+    """Return the frame with stable columns and the ``pareto`` and ``recommended`` flags.
+
+    The recommendation ranks by ``val_accuracy_mean`` where extra seeds were run, and treats
+    differences below ``margin`` (tolerance or seed noise) as ties: no win smaller than noise.
+    """
     frame = frame.copy()
     for column in COLUMNS:
         if column not in frame.columns:
@@ -81,7 +105,9 @@ def annotate(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         accuracy = frame.loc[done, "val_accuracy"].to_numpy(float)
         params = frame.loc[done, "params_total"].to_numpy(float)
         frame.loc[done, "pareto"] = pareto_mask(accuracy, params)
-        within = frame.loc[done][accuracy >= accuracy.max() - tolerance]
+        score = frame.loc[done, "val_accuracy_mean"].fillna(frame.loc[done, "val_accuracy"])
+        score = score.to_numpy(float)
+        within = frame.loc[done][score >= score.max() - margin(frame, tolerance)]
         best = within.sort_values(["params_total", "val_accuracy"], ascending=[True, False])
         frame.loc[best.index[0], "recommended"] = True
     extras = [c for c in frame.columns if c not in COLUMNS]
@@ -277,7 +303,8 @@ pre{padding:8px;white-space:pre-wrap;word-break:break-all}
 _SHOWN = [
     "trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "min_freq",
     "train_coverage", "val_oov_rate", "params_total", "params_embedding", "model_mb",
-    "val_accuracy", "test_accuracy", "val_loss", "epochs", "train_seconds",
+    "val_accuracy", "test_accuracy", "val_accuracy_mean", "val_accuracy_std", "seeds",
+    "val_loss", "epochs", "train_seconds",
     "tokens_per_second", "gpu_peak_mb", "est_peak_mb", "pareto", "recommended",
 ]  # fmt: skip
 
@@ -298,6 +325,19 @@ def render_html(table: pd.DataFrame, tolerance: float, context: dict[str, Any]) 
         row = rec.iloc[0].copy()
         row["study_name"] = study
         best = done["val_accuracy"].max()
+        noise = seed_noise(table)
+        noise_text = ""
+        if math.isfinite(noise):
+            seeds = _fmt(row["seeds"]) or "1"
+            noise_text = (
+                f"<p>Seed noise: retrained front trials vary by {esc(_fmt(noise))} points "
+                "(median standard deviation of validation accuracy over seeds). The "
+                f"recommendation ranks by the mean over seeds (this one: "
+                f"{esc(_fmt(row['val_accuracy_mean']))}% +- {esc(_fmt(row['val_accuracy_std']))}"
+                f" over {esc(seeds)} seeds) and treats trials within "
+                f"{esc(_fmt(margin(table, tolerance)))} points of the best as ties, so no "
+                "difference smaller than the noise counts as a win.</p>"
+            )
         overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
         command = "python run_sweep.py " + " ".join(overrides)
         settings = ", ".join(
@@ -310,12 +350,14 @@ def render_html(table: pd.DataFrame, tolerance: float, context: dict[str, Any]) 
             f"({esc(_fmt(row['params_embedding']))} in the embedding table), "
             f"validation accuracy {esc(_fmt(row['val_accuracy']))}% "
             f"(best {esc(_fmt(best))}%, tolerance {esc(_fmt(tolerance))} points), "
-            f"test accuracy {esc(_fmt(row['test_accuracy']))}%.</p>"
+            f"test accuracy {esc(_fmt(row['test_accuracy']))}%.</p>{noise_text}"
             f"<p>Reproduce it alone:</p><pre>{esc(command)}</pre></div>"
         )
-    failed = table[table["state"] == "FAIL"]
+    failed = table[table["state"].isin(["FAIL", "SKIPPED"])]
     failures = (
-        html_table(failed, ["trial", "embedding_dim", "vocab_size", "fail_reason"], "failures")
+        html_table(
+            failed, ["trial", "embedding_dim", "vocab_size", "state", "fail_reason"], "failures"
+        )
         if len(failed)
         else "<p>None.</p>"
     )

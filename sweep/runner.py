@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import measure, report, search, vocab
+from sweep import measure, report, search, trials, vocab
 from sweep.config import check_config
 from sweep.corpus import SPLITS, load_corpus
 from sweep.train import SplitTensors, fit
@@ -141,15 +141,20 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             "seed": cfg.seed,
         }
     )
-    study = search.open_study(cfg.search, cfg.seed, study_signature)
+    study = search.open_study(cfg.search, cfg.seed, study_signature, full_vocab)
     storage_text = search.describe_storage(cfg.search)
-    resumed = search.count_finished(study)
+    trials.fail_stale_trials(study, cfg.search.stale_after_s)
+    n_trials = cfg.search.n_trials
+    grid_size = search.grid_size(cfg.search, full_vocab)
+    if grid_size is not None and grid_size < n_trials:
+        log.info("the grid has %d points: search.n_trials=%d capped to it", grid_size, n_trials)
+        n_trials = grid_size
     log.info(
         "study %r in %s: %d finished trials, target %d",
         cfg.search.study_name,
         storage_text,
-        resumed,
-        cfg.search.n_trials,
+        trials.count_finished(study),
+        n_trials,
     )
 
     shown_cfg = cfg.copy()
@@ -199,8 +204,9 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             "model": cfg.model.name,
         }
 
-    def evaluate(params: dict[str, Any], on_epoch) -> dict[str, Any]:
-        """Train one configuration and return its measured figures."""
+    def evaluate(params: dict[str, Any], on_epoch, seed: int | None = None) -> dict[str, Any]:
+        """Train one configuration (with ``seed``, default ``cfg.seed``); return its figures."""
+        seed = cfg.seed if seed is None else seed
         trial_cfg = with_params(cfg, params)
         sizes = trial_sizes(params, trial_cfg.model, full_vocab)
         train_cfg = trial_cfg.train
@@ -213,7 +219,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
                 )
                 for s in SPLITS
             }
-            torch.manual_seed(cfg.seed)  # every trial starts from the same random stream
+            torch.manual_seed(seed)  # every trial starts from the same random stream
             model = build_model(
                 trial_cfg.model, sizes["num_embeddings"], sizes["embedding_dim"], num_classes
             ).to(device)
@@ -227,14 +233,14 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
                     batch_size=train_cfg.batch_size,
                     lr=train_cfg.lr,
                     patience=train_cfg.patience,
-                    seed=cfg.seed,
+                    seed=seed,
                     eval_batch_size=train_cfg.eval_batch_size,
                     bucket=train_cfg.bucket,
                     on_epoch=on_epoch,
                 )
             finally:
                 del model, views
-        measure.release(device)
+                measure.release(device)  # also after a failure: the next trial starts clean
         return {
             "val_accuracy": result.val_accuracy,
             "test_accuracy": result.test_accuracy,
@@ -253,7 +259,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     last_end = [time.perf_counter()]
 
     def write() -> pd.DataFrame:
-        table = search.trials_frame(study)
+        table = trials.trials_frame(study)
         if table.empty:
             return table
         return report.write_reports(table, out_dir, tolerance=cfg.report.tolerance, context=context)
@@ -265,14 +271,14 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         table = write()
         done = table[table["state"] == "COMPLETE"]
         best = done["val_accuracy"].max() if len(done) else float("nan")
-        remaining = max(cfg.search.n_trials - finished, 0)
+        remaining = max(n_trials - finished, 0)
         eta = timedelta(seconds=round(sum(durations) / len(durations) * remaining))
         acc = trial.user_attrs.get("val_accuracy", float("nan"))
         log.info(
             "trial %d/%d (#%d) %s in %.1fs: embedding_dim=%s vocab_size=%s params=%s "
             "val_accuracy=%.2f | best %.2f, front %d | ETA %s",
-            min(finished, cfg.search.n_trials),
-            cfg.search.n_trials,
+            min(finished, n_trials),
+            n_trials,
             trial.number,
             trial.state.name.lower(),
             durations[-1],
@@ -287,14 +293,23 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
 
     log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
     try:
-        search.run_trials(
+        trials.run_trials(
             study,
             cfg.search,
+            n_trials=n_trials,
             full_vocab_size=full_vocab,
             describe=describe,
             evaluate=evaluate,
             after_trial=after_trial,
         )
+        table = write()
+        repeats = int(cfg.report.get("repeats", 0))
+        if repeats > 0 and len(table):
+            # Seed noise: retrain the best front trials with more seeds; reports show mean +- std.
+            numbers = trials.front_trials(table, int(cfg.report.top_k))
+            seeds = [cfg.seed + i for i in range(1, repeats + 1)]
+            log.info("retraining front trials %s with seeds %s", numbers, seeds)
+            trials.repeat_trials(study, numbers, seeds, evaluate)
     finally:
         table = write()  # also on an interrupt or a failed sweep: the reports cover the storage
     rec = table[table["recommended"]] if len(table) else table

@@ -1,8 +1,6 @@
-"""Stage 6, search: the Optuna study (storage, sampler, pruner), the trial loop and its records.
+"""Stage 6, search: the Optuna study (storage, sampler, pruner) and the search space.
 
-The only module that imports optuna. Every figure a trial measures is stored as a user attribute,
-so ``trials_frame`` can rebuild every report from the storage alone. The loop is ask/tell: a trial
-that raises is told FAIL with its reason, a pruned one PRUNED with its epoch, and the sweep goes on.
+With ``sweep.trials`` (the trial loop and its records) the only code that imports optuna.
 """
 
 from __future__ import annotations
@@ -13,17 +11,14 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 
 log = logging.getLogger(__name__)
 
 MAIN_AXES = ("embedding_dim", "vocab_size")
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 class SearchError(ValueError):
@@ -65,8 +60,13 @@ def check_space(space) -> None:
             raise SearchError(f"{key}.high is missing (only vocab_size may use null = full)")
 
 
-def suggest(trial: optuna.Trial, space, full_vocab_size: int) -> dict[str, Any]:
-    """Suggest every key of the space; vocab_size ranges are clamped to the train vocabulary."""
+def suggest(
+    trial: optuna.Trial, space, full_vocab_size: int, grid: dict[str, list] | None = None
+) -> dict[str, Any]:
+    """Suggest every key of the space; vocab_size ranges are clamped to the train vocabulary.
+
+    With a ``grid`` (the grid sampler's value lists) each range spans its list instead.
+    """
     params: dict[str, Any] = {}
     for name, spec in space.items():
         kind = spec.get("type", "int")
@@ -74,6 +74,8 @@ def suggest(trial: optuna.Trial, space, full_vocab_size: int) -> dict[str, Any]:
             params[name] = trial.suggest_categorical(name, list(spec.choices))
             continue
         low, high = spec.low, spec.high
+        if grid is not None:
+            low, high = min(grid[name]), max(grid[name])
         if name == "vocab_size":
             high = full_vocab_size if high is None else min(high, full_vocab_size)
             low = min(low, high)
@@ -110,33 +112,84 @@ def describe_storage(search_cfg) -> str:
     return str(Path(search_cfg.storage_dir).expanduser() / search_cfg.study_name / "journal.log")
 
 
-def make_sampler(search_cfg, seed: int) -> optuna.samplers.BaseSampler:
+def grid_values(search_cfg, full_vocab_size: int) -> dict[str, list]:
+    """The grid sampler's value lists, ``null`` vocab sizes resolved to the full vocabulary."""
+    values = search_cfg.sampler.get("values") or {}
+    missing = [name for name in search_cfg.space if name not in values]
+    unknown = [name for name in values if name not in search_cfg.space]
+    if missing or unknown:
+        raise SearchError(
+            f"search.sampler.values must list every key of search.space and no other; "
+            f"missing {missing}, unknown {unknown}"
+        )
+    grid = {}
+    for name, choices in values.items():
+        choices = list(choices)
+        if not choices:
+            raise SearchError(f"search.sampler.values.{name} is empty: list at least one value")
+        if name == "vocab_size":
+            choices = sorted({full_vocab_size if v is None else min(int(v), full_vocab_size)
+                              for v in choices})  # fmt: skip
+        grid[name] = choices
+    return grid
+
+
+def make_sampler(search_cfg, seed: int, full_vocab_size: int) -> optuna.samplers.BaseSampler:
+    """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid), seeded."""
     sampler_cfg = search_cfg.sampler
     name = sampler_cfg.name
     if name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=sampler_cfg.get("n_startup_trials", 10)
         )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=sampler_cfg.get("population_size", 50)
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise SearchError(f"search.sampler.name={name!r} is unknown: use tpe or random")
+    if name == "qmc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(
+                qmc_type=sampler_cfg.get("qmc_type", "sobol"), scramble=True, seed=seed
+            )
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_values(search_cfg, full_vocab_size), seed=seed)
+    raise SearchError(
+        f"search.sampler.name={name!r} is unknown: use search/sampler=tpe|nsga2|random|qmc|grid"
+    )
+
+
+def grid_size(search_cfg, full_vocab_size: int) -> int | None:
+    """Number of distinct points of a grid sampler (None for other samplers)."""
+    if search_cfg.sampler.name != "grid":
+        return None
+    return math.prod(len(v) for v in grid_values(search_cfg, full_vocab_size).values())
 
 
 def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
+    """The pruner preset ``search.pruner`` (search/pruner=none|median|hyperband)."""
     pruner_cfg = search_cfg.get("pruner")
-    if not pruner_cfg:
+    name = pruner_cfg.name if pruner_cfg else "none"
+    if name == "none":
         return optuna.pruners.NopPruner()
     if len(search_cfg.directions) > 1:
         raise SearchError(
-            "search.pruner is set but the study has several objectives; Optuna prunes "
-            "single-objective studies only: use search=accuracy or search.pruner=null"
+            f"search.pruner={name} but the study has several objectives; Optuna prunes "
+            "single-objective studies only: use search=accuracy or search/pruner=none"
         )
-    if pruner_cfg.name == "median":
+    if name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=pruner_cfg.get("n_startup_trials", 5),
             n_warmup_steps=pruner_cfg.get("n_warmup_steps", 0),
         )
-    raise SearchError(f"search.pruner.name={pruner_cfg.name!r} is unknown: use median or null")
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=pruner_cfg.get("min_resource", 1),
+            reduction_factor=pruner_cfg.get("reduction_factor", 3),
+        )
+    raise SearchError(f"search.pruner.name={name!r} is unknown: use none, median or hyperband")
 
 
 def signature(parts: dict[str, Any]) -> str:
@@ -144,7 +197,7 @@ def signature(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def open_study(search_cfg, seed: int, study_signature: str) -> optuna.Study:
+def open_study(search_cfg, seed: int, study_signature: str, full_vocab_size: int) -> optuna.Study:
     """Create the study or load it to resume; refuse to mix trials of a different setup."""
     if search_cfg.max_failures < 1:
         raise SearchError(f"search.max_failures={search_cfg.max_failures} must be at least 1")
@@ -155,10 +208,15 @@ def open_study(search_cfg, seed: int, study_signature: str) -> optuna.Study:
         storage=make_storage(search_cfg),
         study_name=search_cfg.study_name,
         directions=list(search_cfg.directions),
-        sampler=make_sampler(search_cfg, seed),
+        sampler=make_sampler(search_cfg, seed, full_vocab_size),
         pruner=make_pruner(search_cfg),
         load_if_exists=True,
     )
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        # A resumed run must not replay the first run's random draws (they would all be
+        # duplicates): seed the sampler by the seed and how far the study has come.
+        study.sampler = make_sampler(search_cfg, seed + existing, full_vocab_size)
     stored = study.user_attrs.get("signature")
     if stored is None:
         study.set_user_attr("signature", study_signature)
@@ -175,83 +233,3 @@ def open_study(search_cfg, seed: int, study_signature: str) -> optuna.Study:
     elif [d.name.lower() for d in study.directions] != list(search_cfg.directions):
         raise SearchError(f"search.directions differ from the stored study {study.study_name!r}")
     return study
-
-
-def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-
-def run_trials(
-    study: optuna.Study,
-    search_cfg,
-    *,
-    full_vocab_size: int,
-    describe: Callable[[dict[str, Any]], dict[str, Any]],
-    evaluate: Callable[[dict[str, Any], Callable[[int, float], None]], dict[str, Any]],
-    after_trial: Callable[[optuna.trial.FrozenTrial, int], None],
-) -> int:
-    """Run trials until the study has ``search.n_trials`` finished; return how many ran here.
-
-    ``describe(params)`` gives the figures known before training (stored even if the trial
-    fails); ``evaluate(params, on_epoch)`` trains and returns the measured figures;
-    ``after_trial(frozen_trial, finished_count)`` runs after each trial (reports, progress).
-    """
-    objectives = list(search_cfg.objectives)
-    single = len(objectives) == 1
-    failures = ran = 0
-    while count_finished(study) < search_cfg.n_trials:
-        trial = study.ask()
-        ran += 1
-        state, values = optuna.trial.TrialState.FAIL, None
-        try:
-            params = suggest(trial, search_cfg.space, full_vocab_size)
-            figures = describe(params)
-            for key, value in figures.items():
-                trial.set_user_attr(key, value)
-
-            def on_epoch(epoch: int, val_accuracy: float, trial=trial) -> None:
-                if not single:
-                    return  # Optuna reports and prunes single-objective studies only
-                trial.report(val_accuracy, epoch)
-                if trial.should_prune():
-                    trial.set_user_attr("pruned_epoch", epoch)
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-            measured = evaluate(params, on_epoch)
-            for key, value in measured.items():
-                trial.set_user_attr(key, value)
-            figures.update(measured)
-            values = [figures[name] for name in objectives]
-            if any(not math.isfinite(float(v)) for v in values):
-                raise FloatingPointError(f"objective values are not finite: {values}")
-            state = optuna.trial.TrialState.COMPLETE
-        except optuna.TrialPruned:
-            state = optuna.trial.TrialState.PRUNED
-        except Exception as error:  # recorded with its reason; the sweep goes on
-            failures += 1
-            reason = f"{type(error).__name__}: {error}"
-            trial.set_user_attr("fail_reason", reason[:2000])
-            log.warning("trial %d failed: %s", trial.number, reason)
-        study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None, state)
-        after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
-        if failures >= search_cfg.max_failures:
-            raise SearchError(
-                f"{failures} trials failed in this run (search.max_failures="
-                f"{search_cfg.max_failures}); the last: {reason}. Fix the cause (fail_reason "
-                "in trials.csv) or raise search.max_failures"
-            )
-    return ran
-
-
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial of every state: number, state, params, user attributes, timing."""
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
-        row.update(trial.user_attrs)
-        row.update(trial.params)
-        row["datetime_start"] = trial.datetime_start
-        duration = trial.duration
-        row["duration_seconds"] = duration.total_seconds() if duration else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows)

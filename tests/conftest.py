@@ -22,6 +22,7 @@ TINY = [
     "search.n_trials=3",
     "search.space.embedding_dim.high=32",
     "search.space.vocab_size.low=20",
+    "report.repeats=0",
 ]
 
 

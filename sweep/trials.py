@@ -1,0 +1,280 @@
+"""Stage 6, trials: the ask/tell loop, its records in the storage, and what protects them.
+
+Every figure a trial measures is a user attribute, so ``trials_frame`` rebuilds every report from
+the storage alone. A trial that raises is told FAIL with its reason and the sweep goes on. A trial
+whose worker died (``kill -9``, a lost machine) is found at the next start by its worker's pid
+(same host) or its stale heartbeat (any host) and failed with that reason. A configuration already
+finished is never trained again: its stored result is reused. A configuration at least as large
+(by estimated peak memory) as one that ran out of memory is skipped, told PRUNED so the sampler
+learns to avoid the region, and not counted toward ``search.n_trials``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from sweep.search import SearchError, grid_values, suggest
+
+log = logging.getLogger(__name__)
+
+State = optuna.trial.TrialState
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+# Study user attribute holding the extra-seed results of front trials: {"<trial>": {"<seed>": {}}}
+REPEATS_PREFIX = "repeats:"
+
+
+def is_skipped(trial: optuna.trial.FrozenTrial) -> bool:
+    return "skipped_reason" in trial.user_attrs
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count toward ``search.n_trials``: complete or pruned, not skipped."""
+    trials = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED))
+    return sum(not is_skipped(t) for t in trials)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or "out of memory" in str(error).lower()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
+    """Fail RUNNING trials whose worker is gone; return their numbers.
+
+    Same host: the worker's pid no longer exists. Any host: no heartbeat (set at the start and
+    after every epoch) for ``stale_after_s`` seconds.
+    """
+    host = socket.gethostname()
+    storage = study._storage  # noqa: SLF001  (Optuna's public API cannot fail another's trial)
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        worker = str(trial.user_attrs.get("worker", ""))
+        beat = trial.user_attrs.get("heartbeat")
+        worker_host, _, pid = worker.rpartition(":")
+        reason = None
+        if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            reason = f"interrupted: its worker {worker} is gone (killed or crashed)"
+        elif beat is not None and time.time() - float(beat) > stale_after_s:
+            reason = f"interrupted: no heartbeat from {worker or 'its worker'} for over {stale_after_s:.0f}s"
+        elif beat is None and worker_host != host and trial.datetime_start is not None:
+            age = time.time() - trial.datetime_start.timestamp()
+            if age > stale_after_s:
+                reason = f"interrupted: no heartbeat for over {stale_after_s:.0f}s"
+        if reason:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)  # noqa: SLF001
+            storage.set_trial_state_values(trial._trial_id, State.FAIL)  # noqa: SLF001
+            log.warning("trial %d marked failed: %s", trial.number, reason)
+            failed.append(trial.number)
+    return failed
+
+
+def find_finished(study: optuna.Study, params: dict[str, Any], number: int):
+    """A COMPLETE, non-skipped trial with exactly these params, if any."""
+    for trial in study.get_trials(deepcopy=False, states=(State.COMPLETE,)):
+        original = "reused_from" not in trial.user_attrs and not is_skipped(trial)
+        if original and trial.number != number and trial.params == params:
+            return trial
+    return None
+
+
+def oom_limit(study: optuna.Study) -> tuple[float, int] | None:
+    """(smallest est_peak_mb, trial) among trials that ran out of memory, if any did."""
+    ooms = [
+        (float(t.user_attrs.get("est_peak_mb", math.inf)), t.number)
+        for t in study.get_trials(deepcopy=False, states=(State.FAIL,))
+        if t.user_attrs.get("out_of_memory")
+    ]
+    return min(ooms) if ooms else None
+
+
+def run_trials(
+    study: optuna.Study,
+    search_cfg,
+    *,
+    n_trials: int,
+    full_vocab_size: int,
+    describe: Callable[[dict[str, Any]], dict[str, Any]],
+    evaluate: Callable[..., dict[str, Any]],
+    after_trial: Callable[[optuna.trial.FrozenTrial, int], None],
+) -> int:
+    """Run trials until the study has ``n_trials`` finished; return how many ran here.
+
+    ``describe(params)`` gives the figures known before training (stored even if the trial
+    fails); ``evaluate(params, on_epoch)`` trains and returns the measured figures;
+    ``after_trial(frozen_trial, finished_count)`` runs after each trial (reports, progress).
+    """
+    objectives = list(search_cfg.objectives)
+    single = len(objectives) == 1
+    grid = grid_values(search_cfg, full_vocab_size) if search_cfg.sampler.name == "grid" else None
+    failures = ran = 0
+    reason = ""
+    while count_finished(study) < n_trials:
+        trial = study.ask()
+        ran += 1
+        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("heartbeat", time.time())
+        state, values = State.FAIL, None
+        try:
+            params = suggest(trial, search_cfg.space, full_vocab_size, grid)
+            figures = describe(params)
+            for key, value in figures.items():
+                trial.set_user_attr(key, value)
+            previous = find_finished(study, trial.params, trial.number)
+            limit = oom_limit(study)
+            if previous is not None:
+                # Same configuration, same setup: the stored result is the answer.
+                for key, value in previous.user_attrs.items():
+                    if key not in ("worker", "heartbeat"):
+                        trial.set_user_attr(key, value)
+                trial.set_user_attr("reused_from", previous.number)
+                figures.update(previous.user_attrs)
+                log.info("trial %d: same configuration as trial %d, result reused",
+                         trial.number, previous.number)  # fmt: skip
+            elif limit is not None and figures.get("est_peak_mb", 0) >= limit[0]:
+                skip = (
+                    f"skipped: estimated {figures['est_peak_mb']:.0f} MB is not below trial "
+                    f"{limit[1]}'s {limit[0]:.0f} MB, which ran out of memory"
+                )
+                trial.set_user_attr("skipped_reason", skip)
+                raise optuna.TrialPruned(skip)
+            else:
+
+                def on_epoch(epoch: int, val_accuracy: float, trial=trial) -> None:
+                    trial.set_user_attr("heartbeat", time.time())
+                    if not single:
+                        return  # Optuna reports and prunes single-objective studies only
+                    trial.report(val_accuracy, epoch)
+                    if trial.should_prune():
+                        trial.set_user_attr("pruned_epoch", epoch)
+                        raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+                measured = evaluate(params, on_epoch)
+                for key, value in measured.items():
+                    trial.set_user_attr(key, value)
+                figures.update(measured)
+            values = [figures[name] for name in objectives]
+            if any(not math.isfinite(float(v)) for v in values):
+                raise FloatingPointError(f"objective values are not finite: {values}")
+            state = State.COMPLETE
+        except optuna.TrialPruned as pruned:
+            state = State.PRUNED
+            if "skipped_reason" in trial.user_attrs:  # counts like a failure: nothing learned
+                failures += 1
+                reason = str(pruned)
+                log.warning("trial %d %s", trial.number, reason)
+        except Exception as error:  # recorded with its reason; the sweep goes on
+            failures += 1
+            reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr("fail_reason", reason[:2000])
+            if is_out_of_memory(error):
+                trial.set_user_attr("out_of_memory", True)
+            log.warning("trial %d failed: %s", trial.number, reason)
+        try:
+            study.tell(trial, values if state == State.COMPLETE else None, state)
+        except RuntimeError as error:
+            # The grid sampler asks the study to stop once its grid is covered, which Optuna
+            # allows only inside study.optimize; the trial is already stored (tell sets the
+            # state first) and this loop stops by its own count.
+            if "Study.stop" not in str(error):
+                raise
+        after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
+        if failures >= search_cfg.max_failures:
+            raise SearchError(
+                f"{failures} trials failed or were skipped in this run (search.max_failures="
+                f"{search_cfg.max_failures}); the last: {reason}. Fix the cause (fail_reason "
+                "in trials.csv: e.g. lower search.space.embedding_dim.high after out-of-memory "
+                "failures) or raise search.max_failures"
+            )
+    return ran
+
+
+def front_trials(frame: pd.DataFrame, top_k: int) -> list[int]:
+    """Numbers of at most ``top_k`` trials on the front (``frame['pareto']``), best first."""
+    front = frame[frame["pareto"].astype(bool)]
+    if "reused_from" in front:  # a reused trial repeats its original: retrain that one only
+        front = front[front["reused_from"].isna()]
+    front = front.sort_values("val_accuracy", ascending=False)
+    return front["trial"].head(top_k).astype(int).tolist()
+
+
+def stored_repeats(study: optuna.Study) -> dict[int, dict[int, dict[str, float]]]:
+    """Extra-seed results per trial: {trial: {seed: {"val_accuracy": .., "test_accuracy": ..}}}."""
+    out: dict[int, dict[int, dict[str, float]]] = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(REPEATS_PREFIX):
+            number, seed = key[len(REPEATS_PREFIX) :].split(":")
+            out.setdefault(int(number), {})[int(seed)] = value
+    return out
+
+
+def repeat_trials(
+    study: optuna.Study,
+    numbers: list[int],
+    seeds: list[int],
+    evaluate: Callable[..., dict[str, Any]],
+) -> int:
+    """Retrain trials ``numbers`` with each of ``seeds`` (skipping stored ones); return how many."""
+    done = stored_repeats(study)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    ran = 0
+    for number in numbers:
+        for seed in seeds:
+            if seed in done.get(number, {}):
+                continue
+            measured = evaluate(dict(trials[number].params), None, seed=seed)
+            study.set_user_attr(
+                f"{REPEATS_PREFIX}{number}:{seed}",
+                {k: measured[k] for k in ("val_accuracy", "test_accuracy")},
+            )
+            ran += 1
+            log.info("trial %d with seed %d: val_accuracy %.2f", number, seed,
+                     measured["val_accuracy"])  # fmt: skip
+    return ran
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial of every state: number, state, params, user attributes, timing.
+
+    Skipped trials show the state SKIPPED; trials retrained with more seeds get the mean and
+    standard deviation over all their seeds (``*_mean``, ``*_std``, ``seeds``).
+    """
+    repeats = stored_repeats(study)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        state = "SKIPPED" if is_skipped(trial) else trial.state.name
+        row: dict[str, Any] = {"trial": trial.number, "state": state}
+        row.update(trial.user_attrs)
+        row.update(trial.params)
+        if state == "SKIPPED":
+            row["fail_reason"] = trial.user_attrs["skipped_reason"]
+        row["datetime_start"] = trial.datetime_start
+        duration = trial.duration
+        row["duration_seconds"] = duration.total_seconds() if duration else math.nan
+        extra = repeats.get(trial.number)
+        if extra and state == "COMPLETE":
+            for metric in ("val_accuracy", "test_accuracy"):
+                values = [row[metric], *(r[metric] for r in extra.values())]
+                row[f"{metric}_mean"] = statistics.fmean(values)
+                row[f"{metric}_std"] = statistics.stdev(values)
+            row["seeds"] = len(extra) + 1
+        rows.append(row)
+    return pd.DataFrame(rows)

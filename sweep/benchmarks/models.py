@@ -2,7 +2,7 @@
 
     python -m sweep.benchmarks.models --datasets ../shared/datasets --out bench/models
 
-For each data set and model it runs (or resumes) a Pareto sweep of at most ``--trials`` trials and
+For each data set and model it runs (or resumes) a Pareto sweep of at most 30 trials and
 prints one table row: the test accuracy of the trial with the best validation accuracy, the
 smallest configuration whose validation accuracy is within 1 point of that best (with its size and
 test accuracy), and the published reference. Studies live under ``--out``, so an interrupted
@@ -131,9 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     for dataset, model in PAIRS:
         if args.only and f"{dataset}-{model}" not in args.only:
             continue
-        rows.append(
-            sweep_one(dataset, model, args.datasets.resolve(), args.out.resolve(), args.trials)
-        )
+        trials = args.trials or (TRIALS_20NG if dataset == "20newsgroups" else TRIALS[model])
+        rows.append(sweep_one(dataset, model, args.datasets.resolve(), args.out.resolve(), trials))
         table = pd.DataFrame(rows)
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "models.csv", index=False)

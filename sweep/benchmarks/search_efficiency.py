@@ -1,0 +1,111 @@
+"""Benchmark: how fast do TPE and NSGA-II find the accuracy-size front, against a full grid?
+
+    python -m sweep.benchmarks.search_efficiency --datasets ../shared/datasets --out bench/search
+
+On the synthetic data and on TREC (bag model), it runs a full grid over embedding_dim and
+vocab_size, then TPE and NSGA-II sweeps of 30 trials over the same ranges, and prints the
+hypervolume (validation accuracy against log10 params_total) of the front each reaches after 10,
+20 and 30 trials, as a fraction of the grid's. Reference point: accuracy 0 and the log10 size of
+the largest configuration in the space. Studies live under ``--out`` and resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from hydra import compose, initialize_config_dir
+
+from sweep.benchmarks.models import CONFIGS, markdown
+from sweep.runner import run
+
+DIMS = [4, 8, 16, 32, 64, 128, 256]
+VOCABS = [100, 200, 500, 1000, 2000, 5000, 10000, None]  # None = the full train vocabulary
+CHECKPOINTS = (10, 20, 30)
+
+
+def hypervolume(accuracy: np.ndarray, log_params: np.ndarray, log_params_ref: float) -> float:
+    """Area dominated by the points (max accuracy, min log params) above accuracy 0."""
+    order = np.argsort(log_params)
+    best, area = -math.inf, 0.0
+    xs, ys = log_params[order], accuracy[order]
+    front = []
+    for x, y in zip(xs, ys, strict=True):  # staircase: keep points that raise the accuracy
+        if y > best:
+            front.append((x, y))
+            best = y
+    for i, (x, y) in enumerate(front):
+        next_x = front[i + 1][0] if i + 1 < len(front) else log_params_ref
+        area += max(next_x - x, 0.0) * y
+    return area
+
+
+def study(name: str, data: list[str], sampler: list[str], trials: int, out: Path) -> pd.DataFrame:
+    overrides = [
+        *data,
+        "model=bag",
+        *sampler,
+        "search.space.embedding_dim.low=4",
+        "search.space.embedding_dim.high=256",
+        "search.space.vocab_size.low=100",
+        f"search.n_trials={trials}",
+        f"search.study_name={name}",
+        f"search.storage_dir={out / 'studies'}",
+        f"data.cache_dir={out / 'cache'}",
+        "report.repeats=0",
+    ]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=overrides)
+    table = run(cfg, out / "reports" / name, overrides).table
+    return table[table["state"] == "COMPLETE"].sort_values("trial")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--out", type=Path, default=Path("bench/search"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    out = args.out.resolve()
+    trec = args.datasets.resolve() / "trec"
+    datasets = {
+        "synthetic": ["data=synthetic"],
+        "trec": [
+            "data=files",
+            f"data.train={trec / 'train.csv'}",
+            f"data.test={trec / 'test.csv'}",
+            "data.tokenizer.lowercase=false",
+        ],  # fmt: skip
+    }
+    vocab_values = "[" + ",".join("null" if v is None else str(v) for v in VOCABS) + "]"
+    grid = ["search/sampler=grid", f"search.sampler.values.embedding_dim=[{','.join(map(str, DIMS))}]",
+            f"search.sampler.values.vocab_size={vocab_values}"]  # fmt: skip
+    rows = []
+    for dataset, data in datasets.items():
+        full = study(f"{dataset}-grid", data, grid, len(DIMS) * len(VOCABS), out)
+        ref = math.log10(full["params_total"].max())
+        grid_hv = hypervolume(full["val_accuracy"].to_numpy(), np.log10(full["params_total"]), ref)
+        for sampler in ("tpe", "nsga2"):
+            table = study(f"{dataset}-{sampler}", data, [f"search/sampler={sampler}"], 30, out)
+            row = {"dataset": dataset, "sampler": sampler, "grid trials": len(full)}
+            for n in CHECKPOINTS:
+                head = table.head(n)
+                hv = hypervolume(
+                    head["val_accuracy"].to_numpy(), np.log10(head["params_total"]), ref
+                )
+                row[f"HV after {n} ({100 * n / len(full):.0f}% of grid)"] = (
+                    f"{100 * hv / grid_hv:.1f}%"
+                )
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "search_efficiency.csv", index=False)
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import optuna
 import pandas as pd
 import torch
@@ -160,7 +161,13 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     shown_cfg = cfg.copy()
     if shown_cfg.search.storage:
         shown_cfg.search.storage = search.hide_password(str(shown_cfg.search.storage))
+    coverage_ks = sorted({int(k) for k in np.geomspace(1, full_vocab, 40)})
     context = {
+        "coverage_curve": {
+            "vocab_size": coverage_ks,
+            "train_coverage": [vocab.coverage(encoded.train_counts, k) for k in coverage_ks],
+            "val_oov_rate": [vocab.oov_rate(val_histogram, k) for k in coverage_ks],
+        },
         "study_name": cfg.search.study_name,
         "storage": storage_text,
         "overrides": list(overrides),
@@ -168,6 +175,10 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         "config": OmegaConf.to_yaml(shown_cfg),
         "environment": environment(device),
     }
+
+    # Everything the page shows besides the trials lives in the storage too, so
+    # ``python -m sweep.report`` can rebuild the reports from the storage alone.
+    study.set_user_attr("report_context", {**context, "tolerance": cfg.report.tolerance})
 
     def describe(params: dict[str, Any]) -> dict[str, Any]:
         """Figures known before training: sizes, parameter counts, coverage, estimates."""
@@ -262,6 +273,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         table = trials.trials_frame(study)
         if table.empty:
             return table
+        context["importance"] = trials.importances(study)
         return report.write_reports(table, out_dir, tolerance=cfg.report.tolerance, context=context)
 
     def after_trial(trial: optuna.trial.FrozenTrial, finished: int) -> None:

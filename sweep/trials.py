@@ -17,6 +17,7 @@ import os
 import socket
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -249,6 +250,38 @@ def repeat_trials(
             log.info("trial %d with seed %d: val_accuracy %.2f", number, seed,
                      measured["val_accuracy"])  # fmt: skip
     return ran
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """PED-ANOVA importance (no scikit-learn needed) of each searched key for validation accuracy; {} when not computable."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))
+        if "reused_from" not in t.user_attrs and "val_accuracy" in t.user_attrs
+    ]
+    if len(complete) < 2 or len({tuple(sorted(t.params.items())) for t in complete}) < 2:
+        return {}
+    try:
+        with warnings.catch_warnings():  # experimental API notes, not problems
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(
+                study,
+                evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                # PED-ANOVA explains low target values: negate to explain high accuracy.
+                target=lambda t: -t.user_attrs.get("val_accuracy", math.nan),
+            )
+    except (RuntimeError, ValueError, ZeroDivisionError) as error:
+        log.debug("no parameter importance: %s", error)
+        return {}
+
+
+def load_study(storage, study_name: str) -> optuna.Study:
+    """Load a stored study by name (for rebuilding reports), with a clear error if absent."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as error:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise SearchError(f"no study {study_name!r} in that storage; it holds {names}") from error
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

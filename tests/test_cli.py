@@ -68,3 +68,30 @@ def test_default_sweep_with_no_arguments(tmp_path):
     front = trials[trials["pareto"]]
     assert front["val_accuracy"].max() - front["val_accuracy"].min() > 10
     assert trials["val_accuracy"].max() > 75
+
+
+def test_reports_rebuild_from_the_storage_alone(tiny_cfg, tmp_path):
+    import subprocess
+    import sys
+
+    from sweep.runner import run
+
+    run(tiny_cfg, tmp_path / "out")
+    journal = tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log"
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.report", "--storage", str(journal),
+         "--study", "synthetic-bag-pareto", "--out", str(tmp_path / "rebuilt")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    original = pd.read_csv(tmp_path / "out" / "trials.csv")
+    rebuilt = pd.read_csv(tmp_path / "rebuilt" / "trials.csv")
+    pd.testing.assert_frame_equal(original, rebuilt)
+    page = (tmp_path / "rebuilt" / "report.html").read_text()
+    assert "Recommended configuration" in page and "chart-coverage" in page
+    missing = subprocess.run(
+        [sys.executable, "-m", "sweep.report", "--storage", str(journal), "--study", "nope",
+         "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "no study 'nope'" in missing.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep import report
+from sweep import page, report
 
 
 def frame(rows):
@@ -82,7 +82,7 @@ def test_reproduce_overrides_pins_searched_keys_and_keeps_the_rest():
     space = {"embedding_dim": "embedding_dim", "vocab_size": "vocab_size", "lr": "train.lr"}
     base = ["data=files", "data.train=a.csv", "search.n_trials=40",
             "search.space.embedding_dim.high=512", "search.study_name=x"]  # fmt: skip
-    assert report.reproduce_overrides(row, base, space) == [
+    assert page.reproduce_overrides(row, base, space) == [
         "data=files", "data.train=a.csv",
         "search.space.embedding_dim.low=32", "search.space.embedding_dim.high=32",
         "search.space.vocab_size.low=500", "search.space.vocab_size.high=500",

@@ -1,0 +1,332 @@
+"""report.html: one self-contained page (no network request of any kind) from an annotated frame.
+
+Charts are inline SVG (``sweep.plots``); a few lines of inline script sort tables and show hover
+tips. Every text that comes from data or config is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sweep import plots
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    return str(value)
+
+
+def html_table(frame: pd.DataFrame, columns: Sequence[str], table_id: str) -> str:
+    """An HTML table (every cell escaped) whose headers sort it on click."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = []
+    for _, row in frame.iterrows():
+        cls = ' class="rec"' if row.get("recommended") else ""
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            sort_key = "" if _fmt(value) == "" else html.escape(str(value), quote=True)
+            cells.append(f'<td data-v="{sort_key}">{html.escape(_fmt(value))}</td>')
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return (
+        f'<table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function (th) {
+  th.addEventListener('click', function () {
+    var i = th.cellIndex;
+    var body = th.closest('table').tBodies[0], asc = th.dataset.asc !== '1';
+    th.dataset.asc = asc ? '1' : '0';
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[i].dataset.v, y = b.cells[i].dataset.v;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, str]) -> list[str]:
+    """Command-line overrides that train exactly the configuration in ``row`` once.
+
+    ``base`` are the sweep's own overrides; ``space`` maps each search key to the config key it
+    sets (``embedding_dim`` and ``vocab_size`` to themselves). Each searched key is pinned.
+    """
+    pinned = {"search.n_trials", "search.study_name"}
+    out = [o for o in base if o.split("=", 1)[0].lstrip("+~") not in pinned]
+    out = [o for o in out if not o.lstrip("+~").startswith("search.space.")]
+    for name, key in space.items():
+        value = row[name]
+        if name in ("embedding_dim", "vocab_size"):
+            value = int(value)
+            out += [f"search.space.{name}.low={value}", f"search.space.{name}.high={value}"]
+        else:
+            out += [f"~search.space.{name}", f"{key}={value}"]
+    study = row.get("study_name") or "sweep"
+    return out + ["search.n_trials=1", f"search.study_name={study}-recommended"]
+
+
+_TIP_JS = """
+var tip = document.getElementById('tip');
+document.querySelectorAll('[data-tip]').forEach(function (el) {
+  el.addEventListener('mouseenter', function () { tip.textContent = el.dataset.tip; tip.style.display = 'block'; });
+  el.addEventListener('mousemove', function (e) { tip.style.left = (e.pageX + 12) + 'px'; tip.style.top = (e.pageY + 12) + 'px'; });
+  el.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
+});
+"""
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}
+tr.rec td{background:#fde8e8;font-weight:600}
+code,pre{background:#f6f6f6;padding:2px 4px}
+pre{padding:8px;white-space:pre-wrap;word-break:break-all}
+.box{border:2px solid #d62728;padding:8px 14px;border-radius:6px}
+.scroll{max-height:480px;overflow:auto}
+.charts{display:flex;flex-wrap:wrap;gap:12px}
+figure.chart{margin:0;border:1px solid #eee;padding:4px}
+figcaption{font-weight:600;font-size:13px;margin:2px 4px}
+#tip{position:absolute;display:none;background:#222;color:#fff;padding:4px 8px;border-radius:4px;
+font-size:12px;pointer-events:none;max-width:420px}
+"""
+
+_SHOWN = [
+    "trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "min_freq",
+    "train_coverage", "val_oov_rate", "params_total", "params_embedding", "model_mb",
+    "val_accuracy", "test_accuracy", "val_accuracy_mean", "val_accuracy_std", "seeds",
+    "val_loss", "epochs", "train_seconds",
+    "tokens_per_second", "gpu_peak_mb", "est_peak_mb", "pareto", "recommended",
+]  # fmt: skip
+
+
+def render(
+    table: pd.DataFrame, tolerance: float, context: dict[str, Any], noise: float, tie_margin: float
+) -> str:
+    """The whole report page: no external resource, every user-provided text escaped."""
+    esc = html.escape
+    study = str(context.get("study_name", ""))
+    counts = table["state"].value_counts().to_dict()
+    count_text = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials"
+    extra = [c for c in context.get("space", {}) if c not in ("embedding_dim", "vocab_size")]
+    shown = _SHOWN[:4] + [c for c in extra if c in table.columns] + _SHOWN[4:]
+    done = table[table["state"] == "COMPLETE"]
+    rec = table[table["recommended"]]
+    if rec.empty:
+        summary = "<p>No complete trial yet: no recommendation.</p>"
+    else:
+        row = rec.iloc[0].copy()
+        row["study_name"] = study
+        best = done["val_accuracy"].max()
+        noise_text = ""
+        if math.isfinite(noise):
+            seeds = _fmt(row["seeds"]) or "1"
+            noise_text = (
+                f"<p>Seed noise: retrained front trials vary by {esc(_fmt(noise))} points "
+                "(median standard deviation of validation accuracy over seeds). The "
+                f"recommendation ranks by the mean over seeds (this one: "
+                f"{esc(_fmt(row['val_accuracy_mean']))}% +- {esc(_fmt(row['val_accuracy_std']))}"
+                f" over {esc(seeds)} seeds) and treats trials within "
+                f"{esc(_fmt(tie_margin))} points of the best as ties, so no "
+                "difference smaller than the noise counts as a win.</p>"
+            )
+        overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
+        command = "python run_sweep.py " + " ".join(overrides)
+        settings = ", ".join(
+            f"{name}={_fmt(row[name])}" for name in ["embedding_dim", "vocab_size", *extra]
+        )
+        summary = (
+            '<div class="box"><h2>Recommended configuration</h2>'
+            f"<p><b>{esc(settings)}</b> (num_embeddings={esc(_fmt(row['num_embeddings']))}): "
+            f"{esc(_fmt(row['params_total']))} parameters "
+            f"({esc(_fmt(row['params_embedding']))} in the embedding table), "
+            f"validation accuracy {esc(_fmt(row['val_accuracy']))}% "
+            f"(best {esc(_fmt(best))}%, tolerance {esc(_fmt(tolerance))} points), "
+            f"test accuracy {esc(_fmt(row['test_accuracy']))}%.</p>{noise_text}"
+            f"<p>Reproduce it alone:</p><pre>{esc(command)}</pre></div>"
+        )
+    failed = table[table["state"].isin(["FAIL", "SKIPPED"])]
+    failures = (
+        html_table(
+            failed, ["trial", "embedding_dim", "vocab_size", "state", "fail_reason"], "failures"
+        )
+        if len(failed)
+        else "<p>None.</p>"
+    )
+    environment = "".join(
+        f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
+        for k, v in context.get("environment", {}).items()
+    )
+    front = table[table["pareto"]].sort_values("params_total")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<title>Embedding sweep: {esc(study)}</title><style>{_CSS}</style></head>
+<body>
+<h1>Embedding sweep: {esc(study)}</h1>
+<p>Storage <code>{esc(str(context.get("storage", "")))}</code>. Trials: {esc(count_text)}.
+Accuracies are in percent; the front is validation accuracy against params_total.</p>
+{summary}
+<h2>Accuracy against size</h2>
+<p>Grey: trials; blue: the Pareto front; red: recommended. Hover a point for its settings.</p>
+<div class="charts">{charts(table, context)}</div>
+<h2>Pareto front ({len(front)} trials)</h2>
+{html_table(front, shown, "pareto")}
+<h2>All trials</h2>
+<div class="scroll">{html_table(table, shown, "trials")}</div>
+<h2>Failed trials</h2>
+{failures}
+<h2>Environment</h2>
+<table>{environment}</table>
+<h2>Config</h2>
+<pre>{esc(str(context.get("config", "")))}</pre>
+<div id="tip"></div>
+<script>{_SORT_JS}{_TIP_JS}</script>
+</body></html>
+"""
+
+
+def _tips(frame: pd.DataFrame) -> list[str]:
+    return [
+        f"trial {int(r.trial)}: embedding_dim={_fmt(r.embedding_dim)}, vocab_size={_fmt(r.vocab_size)}, "
+        f"params={_fmt(r.params_total)}, val_accuracy={_fmt(r.val_accuracy)}"
+        for r in frame.itertuples()
+    ]
+
+
+def _bands(values: pd.Series, count: int = 3) -> list[tuple[float, float]]:
+    """Up to ``count`` log-spaced bands covering ``values``."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return [(low, high)]
+    edges = np.geomspace(low, high, count + 1)
+    return [(edges[i], edges[i + 1]) for i in range(count)]
+
+
+def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
+    """The report's seven charts, as SVG figures."""
+    done = table[(table["state"] == "COMPLETE") & table["val_accuracy"].notna()]
+    done = done.sort_values("trial")
+    acc = "validation accuracy (%)"
+    others, front = done[~done["pareto"]], done[done["pareto"]].sort_values("params_total")
+    rec = done[done["recommended"]]
+    out = [
+        plots.chart(
+            "1. Accuracy against parameters",
+            [
+                plots.Series(
+                    "trials", others["params_total"], others["val_accuracy"], _tips(others), "#999"
+                ),
+                plots.Series(
+                    "Pareto front",
+                    front["params_total"],
+                    front["val_accuracy"],
+                    _tips(front),
+                    plots.PALETTE[0],
+                    line=True,
+                ),
+                plots.Series(
+                    "recommended",
+                    rec["params_total"],
+                    rec["val_accuracy"],
+                    _tips(rec),
+                    "#d62728",
+                    radius=8,
+                    marker_attrs='stroke="#000"',
+                ),
+            ],
+            x_label="params_total (log scale)",
+            y_label=acc,
+            x_log=True,
+            chart_id="chart-front",
+        )  # fmt: skip
+    ]
+    # 2. Heatmap: best validation accuracy per (embedding_dim, vocab_size) cell, log-spaced bins.
+    cells: dict[tuple[int, int], tuple[float, str]] = {}
+    x_labels: list[str] = []
+    y_labels: list[str] = []
+    if len(done):
+        d_edges = np.geomspace(done["embedding_dim"].min(), done["embedding_dim"].max() + 1, 7)
+        k_edges = np.geomspace(done["vocab_size"].min(), done["vocab_size"].max() + 1, 7)
+        d_bin = np.clip(np.searchsorted(d_edges, done["embedding_dim"], side="right") - 1, 0, 5)
+        k_bin = np.clip(np.searchsorted(k_edges, done["vocab_size"], side="right") - 1, 0, 5)
+        x_labels = [f"{d_edges[i]:.0f}-{d_edges[i + 1]:.0f}" for i in range(6)]
+        y_labels = [f"{k_edges[i]:.0f}-{k_edges[i + 1]:.0f}" for i in range(6)]
+        grouped = done.assign(d=d_bin, k=k_bin).groupby(["d", "k"])["val_accuracy"]
+        for (d, k), best in grouped.max().items():
+            n = grouped.size()[(d, k)]
+            cells[(int(d), int(k))] = (
+                float(best),
+                f"embedding_dim {x_labels[d]}, vocab_size {y_labels[k]}: best {best:.2f}% of {n} trials",
+            )
+    lo, hi = (done["val_accuracy"].min(), done["val_accuracy"].max()) if len(done) else (0, 1)
+    out.append(plots.heatmap("2. Best accuracy over embedding_dim and vocab_size", cells, x_labels, y_labels,
+                             x_label="embedding_dim", y_label="vocab_size", value_range=(lo, hi), chart_id="chart-heatmap"))  # fmt: skip
+    # 3. Accuracy against one axis, one colour per band of the other.
+    for axis, other, number in (
+        ("embedding_dim", "vocab_size", "3a"),
+        ("vocab_size", "embedding_dim", "3b"),
+    ):
+        series = []
+        if len(done):
+            for i, (low, high) in enumerate(_bands(done[other])):
+                band = done[(done[other] >= low) & (done[other] <= high)].sort_values(axis)
+                series.append(plots.Series(f"{other} {low:.0f}-{high:.0f}", band[axis], band["val_accuracy"],
+                                           _tips(band), plots.PALETTE[i + 1], line=True))  # fmt: skip
+        out.append(plots.chart(f"{number}. Accuracy against {axis}, by {other} band", series,
+                               x_label=f"{axis} (log scale)", y_label=acc, x_log=True, chart_id=f"chart-{axis}"))  # fmt: skip
+    # 4. Coverage and OOV rate against the cutoff, from the vocabulary itself.
+    curve = context.get("coverage_curve") or {}
+    ks = curve.get("vocab_size", [])
+    out.append(plots.chart(
+        "4. Train-token coverage and validation OOV rate against the cutoff",
+        [plots.Series("train coverage", ks, [100 * c for c in curve.get("train_coverage", [])],
+                      [f"K={k}: train coverage {100 * c:.1f}%" for k, c in zip(ks, curve.get("train_coverage", []), strict=True)],
+                      plots.PALETTE[2], line=True, radius=2),
+         plots.Series("validation OOV rate", ks, [100 * c for c in curve.get("val_oov_rate", [])],
+                      [f"K={k}: validation OOV {100 * c:.1f}%" for k, c in zip(ks, curve.get("val_oov_rate", []), strict=True)],
+                      plots.PALETTE[1], line=True, radius=2)],
+        x_label="vocab_size K (log scale)", y_label="% of tokens", x_log=True, y_range=(0, 100), chart_id="chart-coverage"))  # fmt: skip
+    # 5. Optimisation history.
+    finished = table[
+        table["val_accuracy"].notna() & table["state"].isin(["COMPLETE", "PRUNED"])
+    ].sort_values("trial")
+    out.append(plots.chart(
+        "5. Optimisation history",
+        [plots.Series("trial", finished["trial"], finished["val_accuracy"], _tips(finished), "#999"),
+         plots.Series("best so far", finished["trial"], finished["val_accuracy"].cummax(), (), plots.PALETTE[0], line=True, radius=0)],
+        x_label="trial", y_label=acc, chart_id="chart-history"))  # fmt: skip
+    # 6. Parameter importance (fANOVA over the complete trials).
+    out.append(plots.bars("6. Parameter importance for validation accuracy", context.get("importance") or {},
+                          x_label="importance (PED-ANOVA, sums to 1)", chart_id="chart-importance"))  # fmt: skip
+    # 7. Memory: measured GPU peak where there is one, else the analytic estimate.
+    measured = done["gpu_peak_mb"].notna().any() if "gpu_peak_mb" in done else False
+    column, label = ("gpu_peak_mb", "GPU peak memory (MiB, measured)") if measured else (
+        "est_peak_mb", "estimated peak memory (MiB; no GPU measured)")  # fmt: skip
+    memory = done[done[column].notna()] if column in done else done.iloc[0:0]
+    out.append(plots.chart(f"7. {label.split(' (')[0]} against parameters", [
+        plots.Series(column, memory["params_total"], memory[column],
+                     [f"{t}, {column}={_fmt(m)}" for t, m in zip(_tips(memory), memory[column], strict=True)], plots.PALETTE[3])],
+        x_label="params_total (log scale)", y_label=label, x_log=True, chart_id="chart-memory"))  # fmt: skip
+    return "".join(out)

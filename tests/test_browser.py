@@ -1,0 +1,132 @@
+"""report.html in a real headless Chromium: no console error, no request, every chart drawn.
+
+Needs Debian's chromium (.ci/run installs it) and the playwright package (the dev extra; it
+drives the system browser, it downloads none).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep import report, search
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None and not os.environ.get("CI"),
+        reason="no chromium here (CI installs it and never skips)",
+    ),
+]
+
+
+def synthetic_storage(path: Path, n_trials: int, name: str = "big") -> str:
+    """A journal storage holding ``n_trials`` made-up trials of every state (no training)."""
+    storage = search.journal_storage(path)
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=["maximize", "minimize"]
+    )
+    rng = random.Random(0)
+    dist = {
+        "embedding_dim": optuna.distributions.IntDistribution(4, 256, log=True),
+        "vocab_size": optuna.distributions.IntDistribution(100, 20000, log=True),
+    }
+    trials = []
+    for number in range(n_trials):
+        d, k = rng.randint(4, 256), rng.randint(100, 20000)
+        params_total = (k + 2) * d + d * 64 + 64 + 64 * 4 + 4
+        acc = min(95.0, 40 + 12 * (d**0.2) + 4 * (k**0.15) + rng.gauss(0, 2))
+        attrs = {"val_accuracy": acc, "test_accuracy": acc - 1, "params_total": params_total,
+                 "params_embedding": (k + 2) * d, "num_embeddings": k + 2, "vocab_size": k,
+                 "est_peak_mb": params_total * 16 / 2**20, "train_coverage": 0.9,
+                 "val_oov_rate": 0.1, "model": "bag <b>&</b>"}  # fmt: skip
+        state = optuna.trial.TrialState.COMPLETE if number % 50 else optuna.trial.TrialState.FAIL
+        if state == optuna.trial.TrialState.FAIL:
+            attrs["fail_reason"] = "RuntimeError: <script>alert('x')</script>"
+        trials.append(optuna.trial.create_trial(
+            params={"embedding_dim": d, "vocab_size": k}, distributions=dist,
+            values=[acc, params_total] if state == optuna.trial.TrialState.COMPLETE else None,
+            state=state, user_attrs=attrs))  # fmt: skip
+    study.add_trials(trials)
+    ks = [1, 10, 100, 1000, 10000, 20000]
+    study.set_user_attr("report_context", {
+        "study_name": name, "space": {"embedding_dim": "embedding_dim", "vocab_size": "vocab_size"},
+        "coverage_curve": {"vocab_size": ks, "train_coverage": [0.1, 0.3, 0.6, 0.85, 0.98, 1.0],
+                           "val_oov_rate": [0.9, 0.7, 0.45, 0.2, 0.06, 0.04]},
+        "config": "label: <img src=x onerror=alert(1)>", "tolerance": 0.5})  # fmt: skip
+    return str(path)
+
+
+def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
+    """Load the page; return console errors, requests leaving the file, load seconds, chart stats."""
+    from playwright.sync_api import sync_playwright
+
+    url = page_path.resolve().as_uri()
+    errors, requests = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url) if r.url != url else None)
+        start = time.perf_counter()
+        page.goto(url, wait_until="load")
+        seconds = time.perf_counter() - start
+        charts = page.eval_on_selector_all(
+            "figure.chart svg",
+            "els => els.map(s => s.querySelectorAll('circle,rect,polyline').length)",
+        )
+        ids = page.eval_on_selector_all("figure.chart", "els => els.map(e => e.id)")
+        # Hover a point: the tooltip shows the trial's settings.
+        page.hover("#chart-front circle[data-tip]")
+        tip = page.inner_text("#tip")
+        # Sort the trial table by a column: the first row changes to the smallest value.
+        page.click("#trials th:nth-child(3)")
+        first = page.inner_text("#trials tbody tr:first-child td:nth-child(3)")
+        alerts = page.evaluate("typeof window.__alerted")
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    return {"errors": errors, "requests": requests, "seconds": seconds, "charts": charts,
+            "ids": ids, "tip": tip, "first": first, "alerts": alerts}  # fmt: skip
+
+
+def test_big_report_renders_offline_fast_and_small(tmp_path):
+    storage = synthetic_storage(tmp_path / "journal.log", 1000)
+    table = report.rebuild(storage, "big", tmp_path / "out")
+    assert len(table) == 1000
+    page_path = tmp_path / "out" / "report.html"
+    size_mb = page_path.stat().st_size / 2**20
+    assert size_mb < 10, f"report.html is {size_mb:.1f} MB"
+    result = open_in_chromium(page_path, tmp_path / "report.png")
+    print(f"1000-trial report: {size_mb:.2f} MB, loaded in {result['seconds']:.2f} s")
+    assert result["errors"] == []
+    assert result["requests"] == []
+    assert result["seconds"] < 5
+    assert result["ids"] == ["chart-front", "chart-heatmap", "chart-embedding_dim",
+                             "chart-vocab_size", "chart-coverage", "chart-history",
+                             "chart-importance", "chart-memory"]  # fmt: skip
+    assert all(n > 0 for n in result["charts"]), result["charts"]
+    assert result["tip"].startswith("trial ") and "embedding_dim=" in result["tip"]
+    assert result["first"].strip() == "4"  # sorted by embedding_dim, ascending
+    assert result["alerts"] == "undefined"
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_real_sweep_report_in_chromium(tiny_cfg, tmp_path):
+    from sweep.runner import run
+
+    run(tiny_cfg, tmp_path / "out")
+    result = open_in_chromium(tmp_path / "out" / "report.html", tmp_path / "shot.png")
+    assert result["errors"] == [] and result["requests"] == []
+    assert all(n > 0 for n in result["charts"][:6]), result["charts"]

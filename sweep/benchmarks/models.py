@@ -64,7 +64,9 @@ EXTRA = {
 log = logging.getLogger("benchmark")
 
 
-def sweep_one(dataset: str, model: str, root: Path, out: Path, trials: int) -> dict:
+def sweep_one(
+    dataset: str, model: str, root: Path, out: Path, trials: int, threads: int = 1
+) -> dict:
     """Run or resume one sweep; return its table row."""
     files, data_overrides, reference = DATASETS[dataset]
     overrides = [
@@ -80,6 +82,7 @@ def sweep_one(dataset: str, model: str, root: Path, out: Path, trials: int) -> d
         "search.space.vocab_size.low=500",
         f"search.n_trials={trials}",
         "report.repeats=0",
+        f"threads={threads}",
         f"search.study_name={dataset}-{model}",
         f"search.storage_dir={out / 'studies'}",
         f"data.cache_dir={out / 'cache'}",
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--out", type=Path, default=Path("bench/models"))
     parser.add_argument("--trials", type=int, help="trials of every sweep (default: TRIALS)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per trial")
     parser.add_argument("--only", nargs="*", help="dataset-model pairs, e.g. trec-cnn")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -132,7 +136,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.only and f"{dataset}-{model}" not in args.only:
             continue
         trials = args.trials or (TRIALS_20NG if dataset == "20newsgroups" else TRIALS[model])
-        rows.append(sweep_one(dataset, model, args.datasets.resolve(), args.out.resolve(), trials))
+        rows.append(
+            sweep_one(
+                dataset, model, args.datasets.resolve(), args.out.resolve(), trials, args.threads
+            )
+        )
         table = pd.DataFrame(rows)
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "models.csv", index=False)

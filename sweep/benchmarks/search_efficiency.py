@@ -57,6 +57,7 @@ def study(name: str, data: list[str], sampler: list[str], trials: int, out: Path
         f"search.storage_dir={out / 'studies'}",
         f"data.cache_dir={out / 'cache'}",
         "report.repeats=0",
+        "threads=1",  # one thread per trial: steady timings beside other work
     ]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="sweep", overrides=overrides)

@@ -26,6 +26,8 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, DataError, SearchError, ValueError) as error:
         log.error("%s", error)
         sys.exit(2)
+    if cfg.get("plan"):
+        return
     log.info("reports: %s/report.html (trials.csv, pareto.csv beside it)", result.out_dir)
     rec = result.recommended
     if rec is None:

@@ -77,25 +77,76 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def saved_activation_bytes(model: torch.nn.Module, batch_size: int, length: int) -> dict[str, int]:
+    """Bytes a training step keeps for backward, traced on the ``meta`` device (nothing allocated).
+
+    ``model`` must live on the meta device. Every tensor autograd saves is counted once (by
+    storage); parameters are excluded (they are counted as weights). Returns ``total`` and
+    ``largest`` (the biggest single saved tensor: a proxy for the transient peak of a layer).
+    """
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in params:
+            seen[storage._cdata] = max(seen.get(storage._cdata, 0), storage.nbytes())
+        return tensor
+
+    ids = torch.ones((batch_size, length), dtype=torch.long, device="meta")
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        logits = model(ids)
+    out = logits.numel() * logits.element_size()
+    return {"total": sum(seen.values()) + out, "largest": max([out, *seen.values()])}
+
+
 def estimate_peak_mb(
+    meta_model: torch.nn.Module,
     *,
     params_total: int,
     params_embedding: int,
     embedding_dim: int,
     sparse: bool,
     batch_size: int,
+    eval_batch_size: int,
     max_length: int,
     data_bytes: int,
-) -> float:
-    """Analytic peak memory of a bag-model trial in MiB (fp32, Adam).
+) -> dict[str, float]:
+    """Analytic peak memory of a trial in MiB (fp32 weights, Adam), on any device.
 
-    Counts the parameters, their gradients (a sparse table's gradient holds only the batch's
-    rows), Adam's two moments for every parameter, one batch of looked-up embeddings and the
-    encoded corpus held on the device.
+    Training step: weights, gradients (a sparse table's gradient holds only the batch's rows),
+    Adam's two moments for every parameter (SparseAdam keeps them dense too), the activations a
+    step saves for backward at the longest batch (traced on the meta device), and the corpus on
+    the device (the ids and the trial's cutoff view). Evaluation keeps weights, moments and the
+    last gradients, and holds about two of its largest layer outputs at ``eval_batch_size``.
+    Returns ``est_peak_mb`` and ``est_embedding_mb`` (the table's share: its weights, moments and
+    gradient).
     """
-    dense = params_total - (params_embedding if sparse else 0)
-    batch_rows = batch_size * max_length
-    gradients = dense + (batch_rows * embedding_dim if sparse else 0)
-    activations = batch_rows * embedding_dim * 2  # looked-up rows and their gradient
-    floats = params_total + gradients + 2 * params_total + activations
-    return (floats * 4 + data_bytes) / MB
+    tokens = batch_size * max_length
+    sparse_grad = tokens * embedding_dim * 4 + tokens * 8 if sparse else 0  # values + indices
+    dense_grad = (params_total - (params_embedding if sparse else 0)) * 4
+    weights_and_moments = params_total * 4 * 3
+    activations = saved_activation_bytes(meta_model, batch_size, max_length)
+    train = weights_and_moments + dense_grad + sparse_grad + activations["total"]
+    evaluation = (
+        weights_and_moments
+        + dense_grad
+        + sparse_grad
+        + 2 * activations["largest"] * eval_batch_size / batch_size
+    )
+    table_grad = sparse_grad if sparse else params_embedding * 4
+    return {
+        "est_peak_mb": (max(train, evaluation) + data_bytes) / MB,
+        "est_embedding_mb": (params_embedding * 4 * 3 + table_grad) / MB,
+    }
+
+
+def size_columns(params_total: int, params_embedding: int) -> dict[str, float]:
+    """Model size in MiB at fp32, fp16 and int8, for the embedding table and for the rest."""
+    rest = params_total - params_embedding
+    out = {"model_mb": model_mb(params_total)}
+    for name, width in (("fp32", 4), ("fp16", 2), ("int8", 1)):
+        out[f"embedding_mb_{name}"] = model_mb(params_embedding, width)
+        out[f"rest_mb_{name}"] = model_mb(rest, width)
+    return out

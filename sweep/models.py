@@ -172,12 +172,17 @@ class RNNClassifier(TextClassifier):
         self.out = nn.Linear(2 * hidden_size, num_classes)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # Packing needs the lengths on the host: one small copy per batch.
         lengths = (ids != PAD).sum(dim=1).clamp(min=1)
         x = self.frontend(ids)  # (batch, seq, width)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, _ = self.rnn(packed)
-        h, _ = pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
+        if ids.is_meta:
+            # Shape tracing (memory estimates): meta lengths cannot reach the host; run the full
+            # padded length, the worst case of a bucket.
+            h = self.rnn(x)[0]
+        else:
+            # Packing needs the lengths on the host: one small copy per batch.
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            states, _ = self.rnn(packed)
+            h, _ = pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
         # h: (batch, seq, 2 * hidden), zeros past each length
         mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
         if self.pooling == "max":

@@ -74,7 +74,7 @@ def with_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
     """A copy of ``cfg`` with the trial's extra search keys (``search.space.X.key``) set."""
     trial_cfg = cfg.copy()
     for name, spec in cfg.search.space.items():
-        if name not in search.MAIN_AXES:
+        if name not in search.MAIN_AXES and name in params:
             OmegaConf.update(trial_cfg, spec.key, params[name], merge=False)
     return trial_cfg
 
@@ -112,6 +112,47 @@ def clamp_vocab_space(space: DictConfig, full_vocab_size: int) -> None:
         )
 
 
+PLAN_COLUMNS = [
+    "embedding_dim", "vocab_size", "num_embeddings", "params_total", "params_embedding",
+    "embedding_share", "model_mb", "embedding_mb_fp32", "embedding_mb_fp16", "embedding_mb_int8",
+    "rest_mb_fp32", "rest_mb_fp16", "rest_mb_int8", "est_peak_mb", "est_embedding_mb",
+    "train_coverage", "val_oov_rate", "over_max_params", "over_max_memory_mb",
+]  # fmt: skip
+
+
+def plan_points(spec, count: int, full_vocab_size: int | None = None) -> list[int]:
+    """``count`` values spanning a search axis, both ends included (log-spaced when ``log``)."""
+    high = spec.high
+    if full_vocab_size is not None:
+        high = full_vocab_size if high is None else min(high, full_vocab_size)
+    low = min(spec.low, high)
+    spread = np.geomspace if spec.get("log") else np.linspace
+    return sorted({int(round(v)) for v in spread(low, high, max(count, 2))})
+
+
+def plan(cfg: DictConfig, describe, full_vocab: int, out_dir: Path) -> SweepResult:
+    """``plan=true``: size, memory and budget of a grid over the space, with no training."""
+    space = cfg.search.space
+    rows = []
+    for embedding_dim in plan_points(space.embedding_dim, cfg.plan_points):
+        for vocab_size in plan_points(space.vocab_size, cfg.plan_points, full_vocab):
+            figures = describe({"embedding_dim": embedding_dim, "vocab_size": vocab_size})
+            max_params, max_memory = cfg.search.get("max_params"), cfg.search.get("max_memory_mb")
+            figures.update(
+                embedding_dim=embedding_dim,
+                over_max_params=max_params is not None and figures["params_total"] > max_params,
+                over_max_memory_mb=max_memory is not None and figures["est_peak_mb"] > max_memory,
+            )
+            rows.append(figures)
+    table = pd.DataFrame(rows)[PLAN_COLUMNS]
+    report.write_atomic(Path(out_dir) / "plan.csv", table.to_csv(index=False))
+    shown = table[["embedding_dim", "vocab_size", "params_total", "model_mb", "est_peak_mb",
+                   "over_max_params", "over_max_memory_mb"]]  # fmt: skip
+    log.info("plan (no training), %d points:\n%s", len(table), shown.to_string(index=False))
+    log.info("plan: %s/plan.csv", out_dir)
+    return SweepResult(Path(out_dir), table, None)
+
+
 def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepResult:
     """Run (or resume) the study described by ``cfg``; reports go to ``out_dir``."""
     check_config(cfg)
@@ -131,6 +172,46 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     labels = {s: encoded.labels[s].to(device) for s in SPLITS}
     data_bytes = sum(t.numel() * t.element_size() for t in ids.values())
     val_histogram = vocab.id_histogram(encoded.ids["validation"], len(encoded.words))
+
+    def describe(params: dict[str, Any]) -> dict[str, Any]:
+        """Figures known before training: sizes, parameter counts, coverage, estimates."""
+        trial_cfg = with_params(cfg, params)
+        sizes = trial_sizes(params, trial_cfg.model, full_vocab)
+        vocab_size, embedding_dim = sizes["vocab_size"], sizes["embedding_dim"]
+        with torch.device("meta"):  # counts parameters without allocating them
+            meta_model = build_model(
+                trial_cfg.model, sizes["num_embeddings"], embedding_dim, num_classes
+            )
+        counts = meta_model.num_params()
+        return {
+            "vocab_size": vocab_size,
+            "num_embeddings": sizes["num_embeddings"],
+            "hash_buckets": sizes["hash_buckets"],
+            "min_freq": vocab.min_frequency(encoded.train_counts, vocab_size),
+            "train_coverage": vocab.coverage(encoded.train_counts, vocab_size),
+            "val_oov_rate": vocab.oov_rate(val_histogram, vocab_size),
+            "params_total": counts["total"],
+            "params_embedding": counts["embedding"],
+            "embedding_share": counts["embedding"] / counts["total"],
+            **measure.size_columns(counts["total"], counts["embedding"]),
+            **measure.estimate_peak_mb(
+                meta_model,
+                params_total=counts["total"],
+                params_embedding=counts["embedding"],
+                embedding_dim=embedding_dim,
+                sparse=bool(trial_cfg.model.get("sparse", False)),
+                batch_size=trial_cfg.train.batch_size,
+                eval_batch_size=trial_cfg.train.eval_batch_size,
+                max_length=ids["train"].shape[1],
+                data_bytes=2 * data_bytes,  # the corpus plus this trial's cutoff view
+            ),
+            "device": measure.device_name(device),
+            "seed": cfg.seed,
+            "model": cfg.model.name,
+        }
+
+    if cfg.get("plan"):
+        return plan(cfg, describe, full_vocab, out_dir)
 
     study_signature = search.signature(
         {
@@ -180,41 +261,6 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     # ``python -m sweep.report`` can rebuild the reports from the storage alone.
     study.set_user_attr("report_context", {**context, "tolerance": cfg.report.tolerance})
 
-    def describe(params: dict[str, Any]) -> dict[str, Any]:
-        """Figures known before training: sizes, parameter counts, coverage, estimates."""
-        trial_cfg = with_params(cfg, params)
-        sizes = trial_sizes(params, trial_cfg.model, full_vocab)
-        vocab_size, embedding_dim = sizes["vocab_size"], sizes["embedding_dim"]
-        with torch.device("meta"):  # counts parameters without allocating them
-            meta_model = build_model(
-                trial_cfg.model, sizes["num_embeddings"], embedding_dim, num_classes
-            )
-        counts = meta_model.num_params()
-        return {
-            "vocab_size": vocab_size,
-            "num_embeddings": sizes["num_embeddings"],
-            "hash_buckets": sizes["hash_buckets"],
-            "min_freq": vocab.min_frequency(encoded.train_counts, vocab_size),
-            "train_coverage": vocab.coverage(encoded.train_counts, vocab_size),
-            "val_oov_rate": vocab.oov_rate(val_histogram, vocab_size),
-            "params_total": counts["total"],
-            "params_embedding": counts["embedding"],
-            "embedding_share": counts["embedding"] / counts["total"],
-            "model_mb": measure.model_mb(counts["total"]),
-            "est_peak_mb": measure.estimate_peak_mb(
-                params_total=counts["total"],
-                params_embedding=counts["embedding"],
-                embedding_dim=embedding_dim,
-                sparse=bool(trial_cfg.model.get("sparse", False)),
-                batch_size=trial_cfg.train.batch_size,
-                max_length=ids["train"].shape[1],
-                data_bytes=2 * data_bytes,  # the corpus plus this trial's cutoff view
-            ),
-            "device": measure.device_name(device),
-            "seed": cfg.seed,
-            "model": cfg.model.name,
-        }
-
     def evaluate(params: dict[str, Any], on_epoch, seed: int | None = None) -> dict[str, Any]:
         """Train one configuration (with ``seed``, default ``cfg.seed``); return its figures."""
         seed = cfg.seed if seed is None else seed
@@ -260,7 +306,9 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             "best_epoch": result.best_epoch,
             "train_seconds": result.train_seconds,
             "tokens_per_second": result.train_tokens / max(result.step_seconds, 1e-9),
+            "examples_per_second": result.train_examples / max(result.step_seconds, 1e-9),
             "eval_tokens_per_second": result.eval_tokens / max(result.eval_seconds, 1e-9),
+            "eval_examples_per_second": result.eval_examples / max(result.eval_seconds, 1e-9),
             "gpu_peak_mb": peak["allocated_mb"],
             "gpu_reserved_mb": peak["reserved_mb"],
             "val_history": result.history,

@@ -134,18 +134,41 @@ def grid_values(search_cfg, full_vocab_size: int) -> dict[str, list]:
     return grid
 
 
+TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def _budget_constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return [float(trial.user_attrs.get("budget_excess", 0.0))]
+
+
 def make_sampler(search_cfg, seed: int, full_vocab_size: int) -> optuna.samplers.BaseSampler:
     """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid), seeded."""
     sampler_cfg = search_cfg.sampler
     name = sampler_cfg.name
+    # With a budget the model-based samplers learn its border from each trial's budget_excess
+    # (Optuna constraints: > 0 is infeasible), so over-budget regions stop being suggested.
+    budgets = (
+        search_cfg.get("max_params") is not None or search_cfg.get("max_memory_mb") is not None
+    )
+    # Optuna >= 5 reads them from Trial.set_constraint (set by the trial loop); older releases
+    # need the constraints_func.
+    constraints = _budget_constraint if budgets and not TRIAL_CONSTRAINTS else None
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=sampler_cfg.get("n_startup_trials", 10)
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=sampler_cfg.get("n_startup_trials", 10),
+                constraints_func=constraints,
+            )
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=sampler_cfg.get("population_size", 50)
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.NSGAIISampler(
+                seed=seed,
+                population_size=sampler_cfg.get("population_size", 50),
+                constraints_func=constraints,
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":

@@ -47,6 +47,8 @@ class FitResult:
     eval_seconds: float
     train_tokens: int  # tokens seen by optimisation steps, all epochs
     eval_tokens: int
+    train_examples: int  # documents seen by optimisation steps, all epochs
+    eval_examples: int
     history: list[float] = field(default_factory=list)  # validation accuracy per epoch
 
 
@@ -142,7 +144,7 @@ def fit(
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[float] = []
     step_seconds = eval_seconds = 0.0
-    train_tokens = eval_tokens = 0
+    train_tokens = eval_tokens = train_examples = eval_examples = 0
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
@@ -150,6 +152,7 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         for idx, width in plan_batches(train.lengths, batch_size, generator, bucket):
             train_tokens += int(train.lengths[idx].sum())
+            train_examples += len(idx)
             idx = idx.to(device, non_blocking=True)
             optimizers.zero_grad()
             loss = nn.functional.cross_entropy(model(train.ids[idx, :width]), train.labels[idx])
@@ -165,6 +168,7 @@ def fit(
         val_acc, _ = evaluate(model, validation, eval_batch_size)
         eval_seconds += time.perf_counter() - t0
         eval_tokens += validation.tokens
+        eval_examples += len(validation.lengths)
         history.append(val_acc)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
@@ -181,6 +185,7 @@ def fit(
     test_acc, _ = evaluate(model, test, eval_batch_size)
     eval_seconds += time.perf_counter() - t0
     eval_tokens += validation.tokens + test.tokens
+    eval_examples += len(validation.lengths) + len(test.lengths)
     return FitResult(
         val_accuracy=val_acc,
         val_loss=val_loss,
@@ -192,5 +197,7 @@ def fit(
         eval_seconds=eval_seconds,
         train_tokens=train_tokens,
         eval_tokens=eval_tokens,
+        train_examples=train_examples,
+        eval_examples=eval_examples,
         history=history,
     )

@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from sweep.search import SearchError, grid_values, suggest
+from sweep.search import TRIAL_CONSTRAINTS, SearchError, grid_values, suggest
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,25 @@ def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     return failed
 
 
+def budget_excess(figures: dict[str, Any], search_cfg) -> float:
+    """How far a configuration is over the budgets: max of value / limit - 1 (<= 0: within)."""
+    excess = -math.inf
+    for limit_key, figure in (("max_params", "params_total"), ("max_memory_mb", "est_peak_mb")):
+        limit = search_cfg.get(limit_key)
+        if limit is not None and figure in figures:
+            excess = max(excess, float(figures[figure]) / float(limit) - 1.0)
+    return excess if math.isfinite(excess) else 0.0
+
+
+def over_budget(figures: dict[str, Any], search_cfg) -> str | None:
+    """The reason a configuration breaks ``search.max_params`` or ``search.max_memory_mb``."""
+    for limit_key, figure in (("max_params", "params_total"), ("max_memory_mb", "est_peak_mb")):
+        limit = search_cfg.get(limit_key)
+        if limit is not None and float(figures.get(figure, 0)) > float(limit):
+            return f"skipped: over budget, {figure}={figures[figure]:,.0f} > search.{limit_key}={limit:,}"
+    return None
+
+
 def find_finished(study: optuna.Study, params: dict[str, Any], number: int):
     """A COMPLETE, non-skipped trial with exactly these params, if any."""
     for trial in study.get_trials(deepcopy=False, states=(State.COMPLETE,)):
@@ -126,7 +145,7 @@ def run_trials(
     objectives = list(search_cfg.objectives)
     single = len(objectives) == 1
     grid = grid_values(search_cfg, full_vocab_size) if search_cfg.sampler.name == "grid" else None
-    failures = ran = 0
+    failures = ran = skips = 0
     reason = ""
     while count_finished(study) < n_trials:
         trial = study.ask()
@@ -137,6 +156,10 @@ def run_trials(
         try:
             params = suggest(trial, search_cfg.space, full_vocab_size, grid)
             figures = describe(params)
+            figures["budget_excess"] = budget_excess(figures, search_cfg)
+            budgets = ("max_params", "max_memory_mb")
+            if TRIAL_CONSTRAINTS and any(search_cfg.get(k) is not None for k in budgets):
+                trial.set_constraint("budget", figures["budget_excess"])
             for key, value in figures.items():
                 trial.set_user_attr(key, value)
             previous = find_finished(study, trial.params, trial.number)
@@ -150,6 +173,10 @@ def run_trials(
                 figures.update(previous.user_attrs)
                 log.info("trial %d: same configuration as trial %d, result reused",
                          trial.number, previous.number)  # fmt: skip
+            elif over_budget(figures, search_cfg):
+                skip = over_budget(figures, search_cfg)
+                trial.set_user_attr("skipped_reason", skip)
+                raise optuna.TrialPruned(skip)
             elif limit is not None and figures.get("est_peak_mb", 0) >= limit[0]:
                 skip = (
                     f"skipped: estimated {figures['est_peak_mb']:.0f} MB is not below trial "
@@ -176,14 +203,23 @@ def run_trials(
             if any(not math.isfinite(float(v)) for v in values):
                 raise FloatingPointError(f"objective values are not finite: {values}")
             state = State.COMPLETE
+            skips = 0
         except optuna.TrialPruned as pruned:
             state = State.PRUNED
-            if "skipped_reason" in trial.user_attrs:  # counts like a failure: nothing learned
-                failures += 1
-                reason = str(pruned)
-                log.warning("trial %d %s", trial.number, reason)
+            if "skipped_reason" in trial.user_attrs:
+                skips += 1
+                log.info("trial %d %s", trial.number, pruned)
+                if skips >= search_cfg.get("max_consecutive_skips", 50):
+                    raise SearchError(
+                        f"{skips} suggestions in a row were skipped (the last: {pruned}); the "
+                        "search space lies mostly over budget or past an out-of-memory size: "
+                        "narrow search.space, raise the budget, or check `plan=true`"
+                    ) from None
+            else:
+                skips = 0
         except Exception as error:  # recorded with its reason; the sweep goes on
             failures += 1
+            skips = 0
             reason = f"{type(error).__name__}: {error}"
             trial.set_user_attr("fail_reason", reason[:2000])
             if is_out_of_memory(error):

@@ -1,0 +1,43 @@
+"""GPU memory measurement on CUDA (marked gpu; skipped where there is no CUDA device)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose_config
+
+from sweep import runner
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.mark.parametrize("name", ["bag", "cnn", "rnn", "transformer"])
+def test_measured_peak_and_estimate(name, tiny_overrides, tmp_path):
+    grid = ["search/sampler=grid", "search.sampler.values.embedding_dim=[8,32]",
+            "search.sampler.values.vocab_size=[50,null]"]  # fmt: skip
+    cfg = compose_config([*tiny_overrides, f"model={name}", "device=cuda", *grid,
+                          "search.n_trials=4"])  # fmt: skip
+    table = runner.run(cfg, tmp_path / "out").table
+    assert (table["state"] == "COMPLETE").all()
+    assert (table["gpu_peak_mb"] > 0).all()
+    assert (table["gpu_reserved_mb"] >= table["gpu_peak_mb"]).all()
+    ratio = table["est_peak_mb"] / table["gpu_peak_mb"]
+    assert ratio.between(0.85, 1.15).all(), ratio.tolist()
+
+
+def test_a_trial_figure_does_not_depend_on_the_previous_trial(tiny_overrides, tmp_path):
+    # The same small configuration after a large one and alone: the same peak.
+    big_first = ["search/sampler=grid", "search.sampler.values.embedding_dim=[256,8]",
+                 "search.sampler.values.vocab_size=[null]"]  # fmt: skip
+    cfg = compose_config([*tiny_overrides, "device=cuda", *big_first, "search.n_trials=2"])
+    table = runner.run(cfg, tmp_path / "a").table
+    alone = compose_config([*tiny_overrides, "device=cuda", "search/sampler=grid",
+                            "search.sampler.values.embedding_dim=[8]",
+                            "search.sampler.values.vocab_size=[null]", "search.n_trials=1",
+                            f"search.storage_dir={tmp_path}/b"])  # fmt: skip
+    single = runner.run(alone, tmp_path / "b").table
+    after_big = table.loc[table["embedding_dim"] == 8, "gpu_peak_mb"].item()
+    assert after_big == pytest.approx(single["gpu_peak_mb"].item(), rel=0.01)

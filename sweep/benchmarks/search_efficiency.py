@@ -30,6 +30,7 @@ CHECKPOINTS = (10, 20, 30)
 
 def hypervolume(accuracy: np.ndarray, log_params: np.ndarray, log_params_ref: float) -> float:
     """Area dominated by the points (max accuracy, min log params) above accuracy 0."""
+    accuracy, log_params = np.asarray(accuracy, float), np.asarray(log_params, float)
     order = np.argsort(log_params)
     best, area = -math.inf, 0.0
     xs, ys = log_params[order], accuracy[order]

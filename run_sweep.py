@@ -10,7 +10,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweep.config import ConfigError
+from sweep import parallel
+from sweep.config import ConfigError, check_config
 from sweep.corpus import DataError
 from sweep.runner import run
 from sweep.search import SearchError
@@ -21,8 +22,14 @@ log = logging.getLogger("run_sweep")
 @hydra.main(version_base="1.3", config_path="configs", config_name="sweep")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    out_dir, overrides = hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task)
     try:
-        result = run(cfg, hydra_cfg.runtime.output_dir, hydra_cfg.overrides.task)
+        check_config(cfg)
+        if cfg.search.workers != 1 and not cfg.get("plan"):
+            table, codes = parallel.launch(cfg, out_dir, overrides)
+            log.info("reports: %s/report.html (trials.csv, pareto.csv beside it)", out_dir)
+            sys.exit(0 if all(code == 0 for code in codes) else 1)
+        result = run(cfg, out_dir, overrides)
     except (ConfigError, DataError, SearchError, ValueError) as error:
         log.error("%s", error)
         sys.exit(2)

@@ -162,14 +162,21 @@ def rebuild(storage: str, study_name: str, out_dir: Path, tolerance: float | Non
     from sweep import search, trials  # the storage readers (they import optuna)
 
     study = trials.load_study(search.make_storage({"storage": storage}), study_name)
-    context = dict(study.user_attrs.get("report_context") or {"study_name": study_name})
-    context["storage"] = search.hide_password(storage)
+    return rebuild_study(study, out_dir, tolerance, search.hide_password(storage))
+
+
+def rebuild_study(study, out_dir: Path, tolerance: float | None, storage_text: str):
+    """The reports of a loaded study, with the page context the study stored."""
+    from sweep import trials
+
+    context = dict(study.user_attrs.get("report_context") or {"study_name": study.study_name})
+    context["storage"] = storage_text
     context["importance"] = trials.importances(study)
     if tolerance is None:
         tolerance = float(context.get("tolerance", 0.5))
     frame = trials.trials_frame(study)
     if frame.empty:
-        raise SystemExit(f"study {study_name!r} has no trials yet")
+        raise SystemExit(f"study {study.study_name!r} has no trials yet")
     return write_reports(frame, out_dir, tolerance=tolerance, context=context)
 
 

@@ -251,7 +251,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         },
         "study_name": cfg.search.study_name,
         "storage": storage_text,
-        "overrides": list(overrides),
+        "overrides": [search.hide_password(o) for o in overrides],
         "space": {name: spec.get("key", name) for name, spec in cfg.search.space.items()},
         "config": OmegaConf.to_yaml(shown_cfg),
         "environment": environment(device),

@@ -236,10 +236,12 @@ def open_study(search_cfg, seed: int, study_signature: str, full_vocab_size: int
         load_if_exists=True,
     )
     existing = len(study.get_trials(deepcopy=False))
-    if existing:
+    worker = int(search_cfg.get("worker_index", 0))
+    if existing or worker:
         # A resumed run must not replay the first run's random draws (they would all be
-        # duplicates): seed the sampler by the seed and how far the study has come.
-        study.sampler = make_sampler(search_cfg, seed + existing, full_vocab_size)
+        # duplicates), nor may parallel workers draw alike: seed the sampler by the seed, how far
+        # the study has come and the worker.
+        study.sampler = make_sampler(search_cfg, seed + existing + 7919 * worker, full_vocab_size)
     stored = study.user_attrs.get("signature")
     if stored is None:
         study.set_user_attr("signature", study_signature)

@@ -44,6 +44,10 @@ def count_finished(study: optuna.Study) -> int:
     return sum(not is_skipped(t) for t in trials)
 
 
+def count_running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "out of memory" in str(error).lower()
 
@@ -147,7 +151,12 @@ def run_trials(
     grid = grid_values(search_cfg, full_vocab_size) if search_cfg.sampler.name == "grid" else None
     failures = ran = skips = 0
     reason = ""
-    while count_finished(study) < n_trials:
+    # Other workers' running trials count too, so several workers stop near n_trials together
+    # (two that ask at the same instant may still overshoot it by one).
+    while count_finished(study) + count_running(study) < n_trials:
+        # A worker that died mid-trial must not hold its slot: fail its trial (pid or heartbeat).
+        if fail_stale_trials(study, search_cfg.stale_after_s):
+            continue
         trial = study.ask()
         ran += 1
         trial.set_user_attr("worker", WORKER)

@@ -1,0 +1,97 @@
+"""Several workers on one study: ``search.workers=N`` starts N processes sharing the storage.
+
+Each worker is the same command (``run_sweep.py`` with the run's overrides) as a subprocess, so a
+worker is exactly what a user would start by hand on another machine, and one that dies (killed,
+out of memory) leaves the others going. On a machine with GPUs each worker is pinned to one
+(``CUDA_VISIBLE_DEVICES`` round-robin over the visible devices); ``search.workers=auto`` starts
+``search.trials_per_gpu`` workers per GPU (one worker on a machine without GPUs). The parent
+prepares the data once (so workers load the cache), waits, fails the trials of workers that died,
+and writes one combined report from the storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from sweep import corpus, report, search, trials, vocab
+
+log = logging.getLogger(__name__)
+
+RUN_SWEEP = Path(__file__).resolve().parents[1] / "run_sweep.py"
+# Overrides the parent sets for each worker itself.
+_PER_WORKER = ("search.workers", "search.worker_index", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids workers may be pinned to: CUDA_VISIBLE_DEVICES, else every device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def worker_count(search_cfg, gpus: Sequence[str]) -> int:
+    """``search.workers`` as a number (``auto``: trials_per_gpu per GPU, 1 without GPUs)."""
+    workers = search_cfg.get("workers", 1)
+    if workers == "auto":
+        return max(len(gpus) * int(search_cfg.get("trials_per_gpu", 1)), 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise search.SearchError(f"search.workers={workers!r} must be an integer >= 1 or auto")
+    return workers
+
+
+def worker_commands(overrides: Sequence[str], count: int, out_dir: Path, gpus: Sequence[str]):
+    """(argv, environment) of each worker; worker i gets GPU gpus[i % len(gpus)] if any."""
+    base = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _PER_WORKER]
+    commands = []
+    for index in range(count):
+        argv = [sys.executable, str(RUN_SWEEP), *base, "search.workers=1",
+                f"search.worker_index={index}", f"hydra.run.dir={out_dir / f'worker-{index}'}"]  # fmt: skip
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        commands.append((argv, env))
+    return commands
+
+
+def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
+    """Run the study with several worker processes; return the combined report's table."""
+    out_dir = Path(out_dir)
+    gpus = visible_gpus()
+    count = worker_count(cfg.search, gpus)
+    # Prepare the encoded corpus once: the workers then load it from the cache.
+    encoded, _ = vocab.load_or_build(corpus.load_corpus(cfg.data, cfg.seed), cfg.data)
+    log.info(
+        "starting %d workers on study %r%s", count, cfg.search.study_name,
+        f" over GPUs {gpus}" if gpus else "",
+    )  # fmt: skip
+    started = time.perf_counter()
+    procs = []
+    for argv, env in worker_commands(overrides, count, out_dir, gpus):
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL))
+    codes = [proc.wait() for proc in procs]
+    for index, code in enumerate(codes):
+        if code != 0:
+            log.warning(
+                "worker %d exited with code %d (see %s/worker-%d)", index, code, out_dir, index
+            )
+    storage = search.make_storage(cfg.search)
+    study = trials.load_study(storage, cfg.search.study_name)
+    trials.fail_stale_trials(study, cfg.search.stale_after_s)  # trials of workers that died
+    table = report.rebuild_study(
+        study, out_dir, cfg.report.tolerance, search.describe_storage(cfg.search)
+    )
+    log.info(
+        "%d workers done in %.0fs; the study holds %d finished trials",
+        count, time.perf_counter() - started, trials.count_finished(study),
+    )  # fmt: skip
+    return table, codes

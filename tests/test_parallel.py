@@ -1,0 +1,184 @@
+"""Several workers on one study, a worker killed mid-run, multirun fan-out, storage URLs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import ROOT, TINY, compose_config, run_cli
+
+from sweep import parallel, search, trials
+
+State = optuna.trial.TrialState
+SLOWER = [
+    *TINY,
+    "data.synthetic.num_docs=2000",
+    "train.epochs=15",
+    "train.patience=15",
+    "threads=1",
+]
+
+
+def test_workers_share_one_study_and_write_one_report(tmp_path):
+    result = run_cli(
+        [*TINY, "search.workers=2", "search.n_trials=6", "hydra.run.dir=out"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    done = table[table["state"] == "COMPLETE"]
+    assert 6 <= len(done) <= 7  # two workers asking at the same instant may overshoot by one
+    assert table["trial"].is_unique and done["worker"].nunique() == 2
+    assert (tmp_path / "out" / "worker-0" / "trials.csv").is_file()
+    assert (tmp_path / "out" / "worker-1" / "trials.csv").is_file()
+    assert "Recommended configuration" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_worker_commands_pin_gpus_round_robin(tmp_path):
+    commands = parallel.worker_commands(
+        ["model=cnn", "search.workers=4", "hydra.run.dir=x"], 4, tmp_path, ["0", "1"]
+    )
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in commands] == ["0", "1", "0", "1"]
+    argv = commands[3][0]
+    assert "model=cnn" in argv and "search.workers=1" in argv and "search.worker_index=3" in argv
+    assert "hydra.run.dir=x" not in argv and f"hydra.run.dir={tmp_path / 'worker-3'}" in argv
+    cfg = compose_config(["search.workers=auto", "search.trials_per_gpu=3"])
+    assert parallel.worker_count(cfg.search, ["0", "1"]) == 6
+    assert parallel.worker_count(cfg.search, []) == 1
+
+
+def start_workers(tmp_path, storage_args, count=3, n_trials=6):
+    procs = []
+    for index in range(count):
+        argv = [sys.executable, str(ROOT / "run_sweep.py"), *SLOWER, *storage_args,
+                f"search.n_trials={n_trials}", f"search.worker_index={index}",
+                f"hydra.run.dir=w{index}"]  # fmt: skip
+        procs.append(subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    return procs
+
+
+def kill_one_mid_trial(procs, load_study, timeout=300):
+    """SIGKILL the worker that runs a trial; return the trial's number."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            study = load_study()
+        except Exception:  # not created yet
+            continue
+        for trial in study.get_trials(states=(State.RUNNING,)):
+            pid = int(str(trial.user_attrs.get("worker", ":0")).rsplit(":", 1)[1] or 0)
+            victim = [p for p in procs if p.pid == pid]
+            if victim and "params_total" in trial.user_attrs:
+                os.kill(pid, signal.SIGKILL)
+                victim[0].wait()
+                return trial.number
+    raise AssertionError("no running trial seen")
+
+
+def check_shared_study(study, killed_number, n_trials):
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[killed_number].state == State.FAIL
+    assert "interrupted" in by_number[killed_number].user_attrs["fail_reason"]
+    finished = [t for t in study.get_trials() if t.state == State.COMPLETE]
+    assert n_trials <= len(finished) <= n_trials + 1  # none lost; at most one overshoot
+    numbers = [t.number for t in study.get_trials()]
+    assert len(numbers) == len(set(numbers))
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) >= 2
+
+
+@pytest.mark.slow
+def test_three_workers_one_killed_on_the_journal_storage(tmp_path):
+    journal = tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log"
+    procs = start_workers(tmp_path, [])
+
+    def load():
+        return optuna.load_study(study_name="synthetic-bag-pareto",
+                                 storage=search.journal_storage(journal))  # fmt: skip
+
+    killed = kill_one_mid_trial(procs, load)
+    for proc in procs:
+        proc.wait(timeout=600)
+    alive = [p for p in procs if p.returncode != -signal.SIGKILL]
+    assert len(alive) == 2 and all(p.returncode == 0 for p in alive), [
+        p.stderr.read()[-2000:] for p in alive
+    ]
+    check_shared_study(load(), killed, 6)
+
+
+POSTGRES = os.environ.get("SWEEP_TEST_POSTGRES_URL")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not POSTGRES and not os.environ.get("CI"),
+    reason="set SWEEP_TEST_POSTGRES_URL (CI starts a server)",
+)
+def test_three_workers_one_killed_on_postgresql(tmp_path):
+    assert POSTGRES, "CI must export SWEEP_TEST_POSTGRES_URL (see .ci/run)"
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    procs = start_workers(tmp_path, [f"search.storage={POSTGRES}", f"search.study_name={name}"])
+
+    def load():
+        return optuna.load_study(study_name=name, storage=POSTGRES)
+
+    killed = kill_one_mid_trial(procs, load)
+    for proc in procs:
+        proc.wait(timeout=600)
+    check_shared_study(load(), killed, 6)
+    # One combined report from the storage; the password appears nowhere.
+    password = POSTGRES.split("//", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "sweep.report", "--storage", POSTGRES, "--study", name, "--out", "combined"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert password not in rebuilt.stdout + rebuilt.stderr
+    files = [
+        p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".csv", ".html", ".log")
+    ]
+    assert any(p.name == "report.html" for p in files)
+    for path in files:
+        assert password not in path.read_text(errors="ignore"), path
+
+
+def test_passwords_are_masked():
+    assert (
+        search.hide_password("postgresql://sweep:s3cret@db:5432/x")
+        == "postgresql://sweep:***@db:5432/x"
+    )
+    assert search.hide_password("sqlite:///a.db") == "sqlite:///a.db"
+    cfg = compose_config(["search.storage=postgresql://u:pw@h/db"])
+    assert "pw" not in search.describe_storage(cfg.search)
+
+
+def test_stale_running_trial_does_not_block_the_others(tmp_path):
+    storage = search.journal_storage(tmp_path / "j.log")
+    study = optuna.create_study(storage=storage, study_name="s")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()
+    trial.set_user_attr("worker", f"{trials.socket.gethostname()}:{dead.pid}")
+    assert trials.count_running(study) == 1
+    trials.fail_stale_trials(study, 600)
+    assert trials.count_running(study) == 0
+
+
+def test_multirun_fans_out_and_summarises(tmp_path):
+    result = run_cli(
+        ["--multirun", "model=bag,cnn", *TINY, "search.n_trials=2", "hydra.sweep.dir=mr"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "mr" / "summary.csv")
+    assert summary["study"].tolist() == ["synthetic-bag-pareto", "synthetic-cnn-pareto"]
+    assert (summary["complete trials"] == 2).all()
+    page = (tmp_path / "mr" / "summary.html").read_text()
+    assert page.count("<polyline") + page.count("<circle") >= 2

@@ -182,3 +182,21 @@ def test_multirun_fans_out_and_summarises(tmp_path):
     assert (summary["complete trials"] == 2).all()
     page = (tmp_path / "mr" / "summary.html").read_text()
     assert page.count("<polyline") + page.count("<circle") >= 2
+
+
+@pytest.mark.slow
+def test_workers_through_the_submitit_launcher(tmp_path):
+    """The cluster path of the README, with submitit's local executor instead of SLURM."""
+    result = run_cli(["--multirun", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20",
+                      "search.worker_index=0,1", *TINY, "search.n_trials=4", "hydra.sweep.dir=mr"],
+                     cwd=tmp_path, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(
+        study_name="synthetic-bag-pareto",
+        storage=search.journal_storage(
+            tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log"
+        ),
+    )
+    finished = [t for t in study.get_trials() if t.state == State.COMPLETE]
+    assert 4 <= len(finished) <= 5
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # two submitit jobs shared it

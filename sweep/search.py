@@ -153,32 +153,29 @@ def make_sampler(search_cfg, seed: int, full_vocab_size: int) -> optuna.samplers
     # Optuna >= 5 reads them from Trial.set_constraint (set by the trial loop); older releases
     # need the constraints_func.
     constraints = _budget_constraint if budgets and not TRIAL_CONSTRAINTS else None
-    if name == "tpe":
-        with warnings.catch_warnings():
+    factories = {
+        "tpe": lambda: optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=sampler_cfg.get("n_startup_trials", 10),
+            constraints_func=constraints,
+        ),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(
+            seed=seed,
+            population_size=sampler_cfg.get("population_size", 50),
+            constraints_func=constraints,
+        ),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(
+            qmc_type=sampler_cfg.get("qmc_type", "sobol"), scramble=True, seed=seed
+        ),
+        "grid": lambda: optuna.samplers.GridSampler(
+            grid_values(search_cfg, full_vocab_size), seed=seed
+        ),
+    }
+    if name in factories:
+        with warnings.catch_warnings():  # experimental-API notes of QMC and constraints
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=seed,
-                n_startup_trials=sampler_cfg.get("n_startup_trials", 10),
-                constraints_func=constraints,
-            )
-    if name == "nsga2":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.NSGAIISampler(
-                seed=seed,
-                population_size=sampler_cfg.get("population_size", 50),
-                constraints_func=constraints,
-            )
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "qmc":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(
-                qmc_type=sampler_cfg.get("qmc_type", "sobol"), scramble=True, seed=seed
-            )
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid_values(search_cfg, full_vocab_size), seed=seed)
+            return factories[name]()
     raise SearchError(
         f"search.sampler.name={name!r} is unknown: use search/sampler=tpe|nsga2|random|qmc|grid"
     )

@@ -59,3 +59,19 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300):
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    """Count calls of the training function (the only place a model is trained)."""
+    from sweep import runner
+
+    calls = []
+    real_fit = runner.fit
+
+    def counting_fit(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", counting_fit)
+    return calls

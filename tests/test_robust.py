@@ -96,19 +96,6 @@ def test_stale_trials_are_failed_and_live_ones_kept(tmp_path):
     assert by_number[numbers["other host, fresh"]].state == State.RUNNING
 
 
-@pytest.fixture
-def count_fits(monkeypatch):
-    calls = []
-    real_fit = runner.fit
-
-    def counting_fit(*args, **kwargs):
-        calls.append(kwargs)
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "fit", counting_fit)
-    return calls
-
-
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "qmc"])
 def test_sampler_presets_run_seeded(sampler, tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, f"search/sampler={sampler}"]

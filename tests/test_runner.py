@@ -21,20 +21,6 @@ REQUIRED = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "
             "epochs", "est_peak_mb", "device", "seed"]  # fmt: skip
 
 
-@pytest.fixture
-def count_fits(monkeypatch):
-    """Count calls of the training function (the only place a model is trained)."""
-    calls = []
-    real_fit = runner.fit
-
-    def counting_fit(*args, **kwargs):
-        calls.append(kwargs)
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "fit", counting_fit)
-    return calls
-
-
 def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     result = runner.run(tiny_cfg, tmp_path / "out")
     trials = pd.read_csv(tmp_path / "out" / "trials.csv")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from sweep.benchmarks.models import CONFIGS, markdown
+from sweep.benchmarks.models import CONFIGS, save_and_print
 from sweep.measure import device_name, resolve_device
 from sweep.runner import run
 
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/memory"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra config overrides, e.g. train.batch_size=128"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     out = args.out.resolve()
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             "search.sampler.values.embedding_dim=[4,256]", "search.sampler.values.vocab_size=[100,null]",
             "train.epochs=2", "report.repeats=0", f"search.study_name=memory-{model}",
             f"search.storage_dir={out / 'studies'}", f"data.cache_dir={out / 'cache'}",
+            *args.overrides,
         ]  # fmt: skip
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             cfg = compose(config_name="sweep", overrides=overrides)
@@ -49,10 +53,8 @@ def main(argv: list[str] | None = None) -> None:
                 "est / measured": round(row.est_peak_mb / row.gpu_peak_mb, 3),
             })  # fmt: skip
     table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "memory.csv", index=False)
     print(f"device: {device_name(resolve_device(args.device))}")
-    print(markdown(table))
+    save_and_print(table, out / "memory.csv")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,13 @@ def sweep_one(
     }
 
 
+def save_and_print(table: pd.DataFrame, path: Path) -> None:
+    """Write a benchmark's table as CSV and print it as markdown (for the README)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    print(markdown(table))
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (pandas' own needs the optional tabulate package)."""
     lines = ["| " + " | ".join(map(str, table.columns)) + " |"]
@@ -139,10 +146,10 @@ def main(argv: list[str] | None = None) -> None:
                 dataset, model, args.datasets.resolve(), args.out.resolve(), trials, args.threads
             )
         )
-        table = pd.DataFrame(rows)
+        # After every sweep: an interrupted benchmark keeps the rows it has.
         args.out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out / "models.csv", index=False)
-    print(markdown(pd.DataFrame(rows)))
+        pd.DataFrame(rows).to_csv(args.out / "models.csv", index=False)
+    save_and_print(pd.DataFrame(rows), args.out / "models.csv")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.benchmarks.models import markdown
+from sweep.benchmarks.models import save_and_print
 
 RUN_SWEEP = Path(__file__).resolve().parents[2] / "run_sweep.py"
 
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> None:
                          "wall seconds": round(seconds, 1), "trials/hour": round(per_hour),
                          "speed-up": round(per_hour / base, 2)})  # fmt: skip
     table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "scaling.csv", index=False)
-    print(markdown(table))
+    save_and_print(table, out / "scaling.csv")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from sweep.benchmarks.models import CONFIGS, markdown
+from sweep.benchmarks.models import CONFIGS, save_and_print
 from sweep.runner import run
 
 DIMS = [4, 8, 16, 32, 64, 128, 256]
@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                 row[f"{n} trials as share of grid"] = f"{100 * n / len(full):.0f}%"
             rows.append(row)
     table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "search_efficiency.csv", index=False)
-    print(markdown(table))
+    save_and_print(table, out / "search_efficiency.csv")
 
 
 if __name__ == "__main__":

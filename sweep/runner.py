@@ -70,11 +70,33 @@ def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, 
     return hydra.utils.instantiate(kwargs)
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def model_option(name: str) -> DictConfig:
+    """The ``model=<name>`` config group option as composed (front-end defaults merged in)."""
+    path = CONFIGS / "model" / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+        raise ValueError(f"search.space: model {name!r} is not an option of model/ ({options})")
+    option = OmegaConf.load(path)
+    option.pop("defaults", None)
+    return OmegaConf.merge(OmegaConf.load(CONFIGS / "model" / "common" / "frontend.yaml"), option)
+
+
 def with_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
-    """A copy of ``cfg`` with the trial's extra search keys (``search.space.X.key``) set."""
+    """A copy of ``cfg`` with the trial's extra search keys (``search.space.X.key``) set.
+
+    ``key: model`` searches the model itself: its value names a ``model=`` option, whose
+    defaults replace ``cfg.model`` for the trial.
+    """
     trial_cfg = cfg.copy()
     for name, spec in cfg.search.space.items():
-        if name not in search.MAIN_AXES and name in params:
+        if name in search.MAIN_AXES or name not in params:
+            continue
+        if spec.key == "model":
+            trial_cfg.model = model_option(params[name])
+        else:
             OmegaConf.update(trial_cfg, spec.key, params[name], merge=False)
     return trial_cfg
 
@@ -207,7 +229,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             ),
             "device": measure.device_name(device),
             "seed": cfg.seed,
-            "model": cfg.model.name,
+            "model": trial_cfg.model.name,
         }
 
     if cfg.get("plan"):

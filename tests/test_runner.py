@@ -166,3 +166,24 @@ def test_seeded_sweeps_repeat_exactly(tiny_overrides, tmp_path):
     for column in ("embedding_dim", "vocab_size", "val_accuracy", "test_accuracy"):
         assert a.table[column].tolist() == b.table[column].tolist()
     assert not math.isnan(a.table["val_accuracy"].iloc[0])
+
+
+def test_the_model_itself_can_be_searched(tiny_overrides, tmp_path, count_fits):
+    extra = "+search.space.arch={type:categorical,choices:[bag,cnn],key:model}"
+    cfg = compose_config([*tiny_overrides, extra, "search.n_trials=4", "search/sampler=random"])
+    table = runner.run(cfg, tmp_path / "out").table
+    assert set(table["arch"]) <= {"bag", "cnn"} and (table["model"] == table["arch"]).all()
+    assert (table["state"] == "COMPLETE").all()
+    # each trial's size comes from its own model's config (CNN: 100 filters of widths 3, 4, 5)
+    for row in table.itertuples():
+        d = row.embedding_dim
+        body = sum(d * k * 100 + 100 for k in (3, 4, 5)) + 300 * 4 + 4 if row.arch == "cnn" else (
+            d * 64 + 64 + 64 * 4 + 4)  # fmt: skip
+        assert row.params_total - row.params_embedding == body
+
+
+def test_unknown_model_choice_fails_the_trial_with_its_name(tiny_overrides, tmp_path):
+    extra = "+search.space.arch={type:categorical,choices:[nope],key:model}"
+    cfg = compose_config([*tiny_overrides, extra, "search.max_failures=1"])
+    with pytest.raises(SearchError, match=r"model 'nope' is not an option"):
+        runner.run(cfg, tmp_path / "out")

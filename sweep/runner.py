@@ -247,7 +247,6 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     )
     study = search.open_study(cfg.search, cfg.seed, study_signature, full_vocab)
     storage_text = search.describe_storage(cfg.search)
-    trials.fail_stale_trials(study, cfg.search.stale_after_s)
     n_trials = cfg.search.n_trials
     grid_size = search.grid_size(cfg.search, full_vocab)
     if grid_size is not None and grid_size < n_trials:

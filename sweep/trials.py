@@ -153,10 +153,12 @@ def run_trials(
     reason = ""
     # Other workers' running trials count too, so several workers stop near n_trials together
     # (two that ask at the same instant may still overshoot it by one).
-    while count_finished(study) + count_running(study) < n_trials:
-        # A worker that died mid-trial must not hold its slot: fail its trial (pid or heartbeat).
-        if fail_stale_trials(study, search_cfg.stale_after_s):
-            continue
+    while True:
+        # A worker that died mid-trial must not hold its slot: fail its trial (pid or heartbeat)
+        # before counting, also when the count would otherwise say the study is done.
+        fail_stale_trials(study, search_cfg.stale_after_s)
+        if count_finished(study) + count_running(study) >= n_trials:
+            break
         trial = study.ask()
         ran += 1
         trial.set_user_attr("worker", WORKER)

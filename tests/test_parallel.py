@@ -68,6 +68,8 @@ def kill_one_mid_trial(procs, load_study, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.3)
+        if all(p.poll() is not None for p in procs):  # every worker ended: show why
+            raise AssertionError("workers exited early: " + procs[0].stderr.read()[-2000:])
         try:
             study = load_study()
         except Exception:  # not created yet

@@ -383,8 +383,9 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             evaluate=evaluate,
             after_trial=after_trial,
         )
-        table = write()
         repeats = int(cfg.report.get("repeats", 0))
+        # The front as the last trial's reports saw it (annotated, not written again).
+        table = report.annotate(trials.trials_frame(study), cfg.report.tolerance)
         if repeats > 0 and len(table):
             # Seed noise: retrain the best front trials with more seeds; reports show mean +- std.
             numbers = trials.front_trials(table, int(cfg.report.top_k))

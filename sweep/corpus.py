@@ -1,9 +1,11 @@
 """Stage 1, corpus: load texts and labels from the configured source and split them.
 
-Sources: ``synthetic`` (generated from the seed, see ``sweep.synthetic``) and ``files`` (CSV, TSV,
-JSONL or Parquet, optionally compressed). Missing validation or test files are split off the train
-file, stratified by class and seeded. Every problem with the input is a ``DataError`` that names the
-config key or file at fault, raised before any training starts.
+Sources: ``synthetic`` (generated from the seed, see ``sweep.synthetic``), ``files`` (local paths
+or fsspec URLs, read by ``sweep.tables``) and ``named`` (a public benchmark downloaded and
+converted by ``sweep.datasets``). Missing validation or test files are split off the train file,
+stratified by class and seeded. Empty texts, labels written as text or numbers, texts shared by
+train and test: each is handled by a config key, and every problem with the input is a
+``DataError`` that names the config key or file at fault, raised before any training starts.
 """
 
 from __future__ import annotations
@@ -11,29 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sweep import synthetic
+from sweep.tables import DataError, is_url, local_path, read_table
+
+__all__ = ["SPLITS", "Corpus", "DataError", "load_corpus"]
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
-_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-    ".parquet": "parquet",
-}
-
-
-class DataError(ValueError):
-    """Bad input data or data config; the message names the key or file and what to do."""
+_INTEGRAL = re.compile(r"[+-]?\d+\.0*")
 
 
 @dataclass
@@ -44,41 +39,59 @@ class Corpus:
     labels: dict[str, np.ndarray]  # int64 class ids per split
     label_names: list[str]  # class id -> original label, as text
     fingerprint: str  # hash of the source's content and the split settings
+    stats: dict = field(default_factory=dict)  # rows dropped, leakage, per-class counts
 
 
 def load_corpus(data_cfg, seed: int) -> Corpus:
     """Load the corpus described by ``cfg.data``; ``seed`` drives generation and splitting."""
     source = data_cfg.source
+    text_column = data_cfg.get("text_column", "text")
+    label_column = data_cfg.get("label_column", "label")
     if source == "synthetic":
         params = dict(data_cfg.synthetic)
         texts, labels = synthetic.generate(seed=seed, **params)
-        frames = {"train": pd.DataFrame({"text": texts, "label": labels})}
+        # Object columns hold the generated strings themselves (no copy into another layout).
+        frames = {"train": pd.DataFrame({"text": texts, "label": labels}, dtype=object)}
+        del texts, labels
         identity = {"synthetic": params, "seed": seed}
         text_column, label_column = "text", "label"
-    elif source == "files":
-        text_column, label_column = data_cfg.text_column, data_cfg.label_column
-        frames, identity = {}, {}
-        for split in SPLITS:
-            path = data_cfg.get(split)
-            if path is None:
-                if split == "train":
-                    raise DataError("data.train is not set: pass data.train=PATH (CSV, TSV, ...)")
-                continue
-            frames[split] = read_table(split, path, data_cfg.get("format", "auto"))
-            check_columns(frames[split], split, path, text_column, label_column)
-            identity[split] = file_digest(Path(path))
+        where = {"train": "the synthetic corpus"}
+    elif source in ("files", "named"):
+        if source == "named":
+            from sweep import datasets
+
+            paths = datasets.prepare(data_cfg)
+        else:
+            paths = {s: data_cfg.get(s) for s in SPLITS if data_cfg.get(s) is not None}
+            if "train" not in paths:
+                raise DataError("data.train is not set: pass data.train=PATH (CSV, TSV, ...)")
+        frames, identity, where = {}, {}, {}
+        for split, path_text in paths.items():
+            path = local_path(split, str(path_text), data_cfg.get("cache_dir"))
+            frames[split] = read_table(
+                split, path, data_cfg.get("format", "auto"), data_cfg.get("encoding", "utf-8")
+            )
+            check_columns(frames[split], split, str(path_text), text_column, label_column)
+            identity[split] = file_digest(path)
+            where[split] = str(path_text) if is_url(str(path_text)) else str(path)
     else:
-        raise DataError(f"data.source={source!r} is unknown: use 'synthetic' or 'files'")
+        raise DataError(f"data.source={source!r} is unknown: use 'synthetic', 'files' or 'named'")
 
     split_cfg = {
         "validation_fraction": data_cfg.validation_fraction,
         "test_fraction": data_cfg.test_fraction,
         "seed": seed,
     }
-    frames = {s: clean(f, s, data_cfg, text_column, label_column) for s, f in frames.items()}
+    policy = {"empty": data_cfg.get("empty", "drop"), "leakage": data_cfg.get("leakage", "warn")}
+    stats: dict = {"dropped_empty": {}, "leakage": {}}
+    frames = {
+        s: clean(f, s, where[s], text_column, label_column, policy["empty"], stats)
+        for s, f in frames.items()
+    }
     frames = fill_missing_splits(frames, label_column, **split_cfg)
+    frames = check_leakage(frames, text_column, policy["leakage"], stats)
 
-    label_names = sorted(frames["train"][label_column].unique(), key=str)
+    label_names = sorted(frames["train"][label_column].unique(), key=label_sort_key)
     if len(label_names) < 2:
         raise DataError(
             f"data.label_column={label_column!r}: the train split has a single class "
@@ -95,45 +108,22 @@ def load_corpus(data_cfg, seed: int) -> Corpus:
             )
         labels[split] = frame[label_column].map(label_ids).to_numpy(dtype=np.int64)
         texts[split] = frame[text_column].tolist()
-    identity.update(split_cfg, columns=[text_column, label_column])
+    stats["classes"] = {
+        name: {s: int((labels[s] == i).sum()) for s in SPLITS} for i, name in enumerate(label_names)
+    }
+    identity.update(split_cfg, columns=[text_column, label_column], **policy)
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     sizes = ", ".join(f"{s} {len(texts[s])}" for s in SPLITS)
     log.info("corpus: %s; %d classes", sizes, len(label_names))
-    return Corpus(texts, labels, [str(n) for n in label_names], fingerprint)
+    return Corpus(texts, labels, list(label_names), fingerprint, stats)
 
 
-def table_format(path: Path, fmt: str) -> tuple[str, str | None]:
-    """Return (format, compression suffix) of ``path``; ``fmt`` other than 'auto' wins."""
-    suffixes = [s.lower() for s in path.suffixes]
-    compression = suffixes.pop() if suffixes and suffixes[-1] in _COMPRESSIONS else None
-    if fmt != "auto":
-        return fmt, compression
-    if suffixes and suffixes[-1] in _FORMATS:
-        return _FORMATS[suffixes[-1]], compression
-    raise DataError(
-        f"{path}: cannot tell the format from the file name; name it .csv, .tsv, .jsonl or "
-        ".parquet (optionally .gz), or set data.format=csv|tsv|jsonl|parquet"
-    )
-
-
-def read_table(split: str, path_text: str, fmt: str) -> pd.DataFrame:
-    """Read one data file into a DataFrame; errors name ``data.<split>`` and the path."""
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise DataError(f"data.{split}: file {str(path)!r} not found; pass an existing path")
-    kind, _ = table_format(path, fmt)
+def label_sort_key(name: str):
+    """Numeric labels in numeric order (2 before 10), then the others alphabetically."""
     try:
-        if kind == "csv":
-            return pd.read_csv(path, keep_default_na=False, dtype=str)
-        if kind == "tsv":
-            return pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str, quoting=3)
-        if kind == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        if kind == "parquet":
-            return pd.read_parquet(path)
-    except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise DataError(f"data.{split}: cannot read {str(path)!r} as {kind}: {error}") from error
-    raise DataError(f"data.format={kind!r} is unknown: use csv, tsv, jsonl or parquet")
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
 
 
 def check_columns(frame: pd.DataFrame, split: str, path: str, text_col: str, label_col: str):
@@ -146,22 +136,86 @@ def check_columns(frame: pd.DataFrame, split: str, path: str, text_col: str, lab
             )
 
 
-def clean(frame, split: str, data_cfg, text_col: str, label_col: str) -> pd.DataFrame:
-    """Drop rows with an empty text or label (counted in the log); fail on an empty split."""
-    frame = frame[[text_col, label_col]].copy()
-    text = frame[text_col].astype("string").fillna("")
-    label = frame[label_col]
-    keep = (text.str.strip() != "").to_numpy() & label.notna().to_numpy()
-    keep &= (label.astype("string").str.strip() != "").fillna(False).to_numpy()
-    dropped = int((~keep).sum())
-    if dropped:
-        log.warning("data.%s: dropped %d rows with an empty text or label", split, dropped)
-    frame = frame[keep]
-    frame[text_col] = text[keep].astype(str)
-    if frame.empty:
-        where = data_cfg.get(split) or data_cfg.source
+def label_text(value) -> str:
+    """One label as text: 1, 1.0 and "1" are the same class; NaN/None become ''."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (bool, np.bool_)):
+        return str(value).lower()
+    text = str(value).strip()
+    # "1.0" in a text column is the class 1 of a numeric column (pandas writes ints as floats
+    # when a column has a missing value).
+    if _INTEGRAL.fullmatch(text):
+        return str(int(float(text)))
+    return text
+
+
+def clean(frame, split, where, text_col, label_col, empty_policy, stats) -> pd.DataFrame:
+    """Normalise labels to text; drop (and count) or reject rows with an empty text or label."""
+    if empty_policy not in ("drop", "error"):
+        raise DataError(f"data.empty={empty_policy!r} is unknown: use drop or error")
+    # Python strings (object dtype) from here on: the encoder reads them one by one, and
+    # converting once here avoids a second copy of every text later.
+    text = frame[text_col].astype(object)
+    has_text = text.notna().to_numpy().copy()
+    if not has_text.all() or not all(isinstance(t, str) for t in text):
+        text = text.where(has_text, "").map(str).astype(object)
+    # A text is empty when it has no non-space character (regex: fast on long documents).
+    has_text &= text.str.contains(r"\S", regex=True).to_numpy(dtype=bool)
+    label = frame[label_col].map(label_text)
+    keep = has_text & (label != "").to_numpy()
+    bad = np.flatnonzero(~keep)
+    if len(bad) and empty_policy == "error":
+        what = "text" if not has_text[bad[0]] else "label"
+        raise DataError(
+            f"data.{split}: {where} row {bad[0] + 1} (of the data, header not counted) has an "
+            f"empty {what}, and {len(bad)} rows in all have an empty text or label; fix them "
+            "or set data.empty=drop to drop them"
+        )
+    if len(bad):
+        log.warning("data.%s: dropped %d rows with an empty text or label", split, len(bad))
+    stats["dropped_empty"][split] = int(len(bad))
+    out = pd.DataFrame({text_col: text[keep], label_col: label[keep]}, dtype=object)
+    if out.empty:
         raise DataError(f"data.{split}: {where} has no rows with a text and a label")
-    return frame.reset_index(drop=True)
+    return out
+
+
+def check_leakage(frames, text_col: str, policy: str, stats) -> dict:
+    """Count validation/test texts that also occur in train (after trimming spaces).
+
+    ``warn`` logs the count, ``drop`` removes them from validation/test, ``error`` stops.
+    """
+    if policy not in ("warn", "drop", "error"):
+        raise DataError(f"data.leakage={policy!r} is unknown: use warn, drop or error")
+    seen = {t.strip() for t in frames["train"][text_col]}
+    out = dict(frames)
+    for split in ("validation", "test"):
+        frame = frames[split]
+        shared = frame[text_col].map(lambda t: t.strip() in seen).to_numpy(dtype=bool)
+        count = int(shared.sum())
+        stats["leakage"][split] = count
+        if not count:
+            continue
+        message = (
+            f"data: {count} of {len(frame)} {split} texts ({100 * count / len(frame):.1f}%) "
+            f"also occur in train, so the {split} accuracy is optimistic"
+        )
+        if policy == "error":
+            raise DataError(
+                message + "; remove them from the files, or set data.leakage=drop (drop them "
+                "from the split) or data.leakage=warn"
+            )
+        if policy == "drop":
+            out[split] = frame[~shared].reset_index(drop=True)
+            log.warning("%s: dropped them from %s (data.leakage=drop)", message, split)
+            if out[split].empty:
+                raise DataError(f"data.{split}: every text also occurs in train; nothing left")
+        else:
+            log.warning("%s; set data.leakage=drop to drop them", message)
+    return out
 
 
 def fill_missing_splits(frames, label_column, *, validation_fraction, test_fraction, seed):

@@ -197,6 +197,8 @@ Accuracies are in percent; the front is validation accuracy against params_total
 <div class="scroll">{html_table(table, shown, "trials")}</div>
 <h2>Failed trials</h2>
 {failures}
+<h2>Data</h2>
+{data_section(context.get("data", {}))}
 <h2>Environment</h2>
 <table>{environment}</table>
 <h2>Config</h2>
@@ -205,6 +207,43 @@ Accuracies are in percent; the front is validation accuracy against params_total
 <script>{_SORT_JS}{_TIP_JS}</script>
 </body></html>
 """
+
+
+def data_section(data: dict[str, Any]) -> str:
+    """Documents per class and split, rows dropped as empty, texts shared with train."""
+    classes = data.get("classes")
+    if not classes:
+        return "<p>No data summary stored with this study.</p>"
+    splits = ("train", "validation", "test")
+    frame = pd.DataFrame(
+        [
+            {"class": name, **{s: counts.get(s, 0) for s in splits}}
+            for name, counts in classes.items()
+        ]
+    )
+    frame.loc[len(frame)] = {"class": "all", **{s: int(frame[s].sum()) for s in splits}}
+    notes = []
+    dropped = {s: n for s, n in data.get("dropped_empty", {}).items() if n}
+    if dropped:
+        notes.append(
+            "Rows dropped for an empty text or label: "
+            + ", ".join(f"{s} {n}" for s, n in dropped.items())
+            + "."
+        )
+    leaked = {s: n for s, n in data.get("leakage", {}).items() if n}
+    if leaked:
+        notes.append(
+            "Texts that also occur in train (leakage; accuracy on them is optimistic): "
+            + ", ".join(f"{s} {n}" for s, n in leaked.items())
+            + "."
+        )
+    if "vocabulary" in data:
+        notes.append(
+            f"Vocabulary: {_fmt(data['vocabulary'])} distinct train words (and n-grams), "
+            f"{_fmt(data.get('train_tokens'))} train tokens."
+        )
+    text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    return html_table(frame, ["class", *splits], "classes") + text
 
 
 def _tips(frame: pd.DataFrame) -> list[str]:

@@ -186,6 +186,8 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
 
     corpus = load_corpus(cfg.data, cfg.seed)
     encoded, data_key = vocab.load_or_build(corpus, cfg.data)
+    data_stats = corpus.stats
+    del corpus  # the raw texts are encoded now; a large corpus need not stay in memory
     full_vocab = encoded.full_vocab_size
     clamp_vocab_space(cfg.search.space, full_vocab)
     num_classes = encoded.num_classes
@@ -276,6 +278,11 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         "space": {name: spec.get("key", name) for name, spec in cfg.search.space.items()},
         "config": OmegaConf.to_yaml(shown_cfg),
         "environment": environment(device),
+        "data": {
+            **data_stats,
+            "vocabulary": full_vocab,
+            "train_tokens": int(encoded.train_counts.sum()),
+        },
     }
 
     # Everything the page shows besides the trials lives in the storage too, so

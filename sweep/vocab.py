@@ -15,12 +15,12 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from sweep.corpus import SPLITS, Corpus
 
@@ -53,24 +53,86 @@ class Encoded:
 
 
 class Tokenizer:
-    """Unicode normalisation, optional lowercasing and a regex word pattern."""
+    """Unicode normalisation, optional lowercasing, a regex word pattern and optional n-grams.
 
-    def __init__(self, pattern: str, lowercase: bool = True, normalize: str | None = "NFKC"):
+    ``word_ngrams`` n > 1 adds the word n-grams ending at each word, as fastText's ``wordNgrams``
+    (joined by a space, which the default pattern never yields inside a token); ``char_ngrams``
+    ``[min, max]`` adds the character n-grams of ``<word>`` as fastText's ``minn``/``maxn``
+    (prefixed by ``#``, which the default pattern never yields inside a token, so they cannot
+    collide with words). The features of a word follow it, so truncation to ``data.max_length``
+    keeps the n-grams of the words it keeps.
+    """
+
+    def __init__(
+        self,
+        pattern: str,
+        lowercase: bool = True,
+        normalize: str | None = "NFKC",
+        word_ngrams: int = 1,
+        char_ngrams=None,
+    ):
         try:
             self.regex = re.compile(pattern)
         except re.error as error:
             raise ValueError(
                 f"data.tokenizer.pattern={pattern!r} is not a regex: {error}"
             ) from error
+        if normalize:
+            try:
+                unicodedata.normalize(normalize, "a")
+            except ValueError as error:
+                raise ValueError(
+                    f"data.tokenizer.normalize={normalize!r} is not a Unicode normal form: "
+                    "use NFC, NFKC, NFD, NFKD or null"
+                ) from error
+        if int(word_ngrams) < 1:
+            raise ValueError(f"data.tokenizer.word_ngrams must be at least 1, got {word_ngrams}")
+        if char_ngrams is not None:
+            char_ngrams = list(char_ngrams)
+            if len(char_ngrams) != 2 or not 1 <= int(char_ngrams[0]) <= int(char_ngrams[1]):
+                raise ValueError(
+                    f"data.tokenizer.char_ngrams={char_ngrams} must be null or [min, max] with "
+                    "1 <= min <= max, e.g. [3, 6] as fastText"
+                )
         self.lowercase = lowercase
         self.normalize = normalize
+        self.word_ngrams = int(word_ngrams)
+        self.char_ngrams = None if char_ngrams is None else tuple(int(n) for n in char_ngrams)
+
+    @classmethod
+    def from_config(cls, cfg) -> Tokenizer:
+        """Build from ``data.tokenizer`` (every key optional but ``pattern``)."""
+        return cls(
+            cfg.pattern,
+            cfg.get("lowercase", True),
+            cfg.get("normalize"),
+            cfg.get("word_ngrams", 1),
+            cfg.get("char_ngrams"),
+        )
 
     def __call__(self, text: str) -> list[str]:
         if self.normalize:
             text = unicodedata.normalize(self.normalize, text)
         if self.lowercase:
             text = text.lower()
-        return self.regex.findall(text)
+        words = self.regex.findall(text)
+        if self.word_ngrams == 1 and self.char_ngrams is None:
+            return words
+        return self.with_ngrams(words)
+
+    def with_ngrams(self, words: list[str]) -> list[str]:
+        """Each word followed by its character n-grams and the word n-grams ending at it."""
+        out: list[str] = []
+        low, high = self.char_ngrams or (0, -1)
+        for i, word in enumerate(words):
+            out.append(word)
+            if self.char_ngrams:
+                marked = f"<{word}>"
+                for n in range(low, min(high, len(marked)) + 1):
+                    out.extend("#" + marked[j : j + n] for j in range(len(marked) - n + 1))
+            for n in range(2, min(self.word_ngrams, i + 1) + 1):
+                out.append(" ".join(words[i - n + 1 : i + 1]))
+        return out
 
 
 # Multiplier of the id hash (Knuth's multiplicative constant): spreads neighbouring ranks apart.
@@ -117,52 +179,97 @@ def id_histogram(ids: torch.Tensor, num_ids: int) -> torch.Tensor:
 
 
 def build(corpus: Corpus, tokenizer_cfg, max_length: int) -> Encoded:
-    """Tokenize every split once, count words on train, rank, and encode to padded tensors."""
+    """Tokenize every split once, count words on train, rank, and encode to padded tensors.
+
+    One streaming pass per split: each document's tokens become provisional ids (first-seen
+    order) at once, so no token list outlives its document; ranking by count is then a
+    permutation of the ids. Memory stays near the size of the id arrays, not the token lists.
+    """
     if max_length < 1:
         raise ValueError(f"data.max_length must be at least 1, got {max_length}")
-    tokenizer = Tokenizer(
-        tokenizer_cfg.pattern, tokenizer_cfg.lowercase, tokenizer_cfg.get("normalize")
-    )
-    tokens = {split: [tokenizer(t) for t in corpus.texts[split]] for split in SPLITS}
-    counts = Counter(word for doc in tokens["train"] for word in doc)
-    if not counts:
+    tokenizer = Tokenizer.from_config(tokenizer_cfg)
+    index: dict[str, int] = {}  # word -> provisional id, train words only
+    flat, lengths = {}, {}
+    counts = np.zeros(0, dtype=np.int64)
+    for split in SPLITS:
+        flat[split], lengths[split], split_counts = tokenize_split(
+            corpus.texts[split], tokenizer, index, grow=split == "train", max_length=max_length
+        )
+        if split == "train":
+            counts = split_counts
+    if not index:
         raise ValueError(
             "data.tokenizer.pattern found no tokens in the train split; check the pattern "
             "and data.text_column"
         )
+    provisional = list(index)
+    del index
     # Rank by count, ties broken by the word itself so the ids are deterministic.
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    words = [*SPECIALS, *(word for word, _ in ranked)]
-    index = {word: i for i, word in enumerate(words)}
-    train_counts = torch.tensor([0, 0, *(c for _, c in ranked)], dtype=torch.int64)
+    count_list = counts.tolist()
+    order = sorted(range(len(provisional)), key=lambda i: (-count_list[i], provisional[i]))
+    words = [*SPECIALS, *(provisional[i] for i in order)]
+    rank = np.empty(len(order) + 1, dtype=np.int32)
+    rank[np.asarray(order, dtype=np.int64)] = np.arange(len(SPECIALS), len(words), dtype=np.int32)
+    rank[-1] = UNK  # provisional id -1: a word never seen in train
+    train_counts = torch.from_numpy(np.concatenate([[0, 0], counts[order]]).astype(np.int64))
 
-    ids, lengths = {}, {}
-    for split in SPLITS:
-        ids[split], lengths[split] = encode(tokens[split], index, max_length)
+    ids = {split: pad(rank[flat[split]], lengths[split]) for split in SPLITS}
+    lengths = {split: torch.from_numpy(lengths[split]) for split in SPLITS}
     labels = {split: torch.tensor(corpus.labels[split]) for split in SPLITS}
     log.info(
         "vocabulary: %d train words, %d train tokens; max_length %d",
-        len(ranked),
+        len(order),
         int(train_counts.sum()),
         ids["train"].shape[1],
     )
     return Encoded(ids, lengths, labels, train_counts, words, list(corpus.label_names))
 
 
-def encode(docs: list[list[str]], index: dict[str, int], max_length: int):
-    """Map tokens to ids (UNK when unseen), truncate to ``max_length`` and pad with PAD."""
-    flat = np.fromiter(
-        (index.get(w, UNK) for doc in docs for w in doc[:max_length]), dtype=np.int32
-    )
-    lengths = np.fromiter((min(len(doc), max_length) for doc in docs), dtype=np.int64)
+_CHUNK = 20_000  # documents per vectorised step: bounds the Python id lists' memory
+
+
+def tokenize_split(texts, tokenizer, index: dict[str, int], *, grow: bool, max_length: int):
+    """Provisional ids of the kept tokens (flat), kept tokens per document, and id counts.
+
+    With ``grow`` new words get the next provisional id; otherwise they are -1 (unseen in
+    train). Counts cover every token, also past ``max_length``, so that the ranking and
+    the coverage figures describe the whole train split.
+    """
+    pieces, lengths = [], np.empty(len(texts), dtype=np.int64)
+    counts = np.zeros(len(index), dtype=np.int64)
+    lookup = index.setdefault if grow else index.get
+    for start in range(0, len(texts), _CHUNK):
+        chunk_ids: list[int] = []
+        full = np.empty(min(_CHUNK, len(texts) - start), dtype=np.int64)
+        for j, text in enumerate(texts[start : start + _CHUNK]):
+            tokens = tokenizer(text)
+            full[j] = len(tokens)
+            if grow:
+                chunk_ids.extend([lookup(w, len(index)) for w in tokens])
+            else:
+                chunk_ids.extend([lookup(w, -1) for w in tokens])
+        chunk = np.asarray(chunk_ids, dtype=np.int64)
+        if grow:
+            counts = np.bincount(chunk, minlength=len(index)) + np.pad(
+                counts, (0, len(index) - len(counts))
+            )
+        # Keep the first max_length tokens of each document: position within its document.
+        starts = np.cumsum(full) - full
+        position = np.arange(chunk.size) - np.repeat(starts, full)
+        pieces.append(chunk[position < max_length].astype(np.int32))
+        lengths[start : start + len(full)] = np.minimum(full, max_length)
+    flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+    return flat, lengths, counts
+
+
+def pad(flat: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+    """Scatter flat ids into a PAD-filled (documents, longest) int32 matrix."""
     width = max(int(lengths.max(initial=0)), 1)
-    matrix = np.zeros((len(docs), width), dtype=np.int32)
-    # Scatter the flat ids into the padded matrix: row = document, column = position in it.
-    rows = np.repeat(np.arange(len(docs)), lengths)
+    matrix = np.zeros((len(lengths), width), dtype=np.int32)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.cumsum(lengths) - lengths
-    cols = np.arange(flat.size) - np.repeat(starts, lengths)
-    matrix[rows, cols] = flat
-    return torch.from_numpy(matrix), torch.from_numpy(lengths)
+    matrix[rows, np.arange(flat.size) - np.repeat(starts, lengths)] = flat
+    return torch.from_numpy(matrix)
 
 
 def cache_key(corpus: Corpus, tokenizer_cfg, max_length: int) -> str:
@@ -170,7 +277,9 @@ def cache_key(corpus: Corpus, tokenizer_cfg, max_length: int) -> str:
     identity = {
         "version": CACHE_VERSION,
         "corpus": corpus.fingerprint,
-        "tokenizer": {k: tokenizer_cfg[k] for k in sorted(tokenizer_cfg)},
+        "tokenizer": OmegaConf.to_container(tokenizer_cfg, resolve=True)
+        if isinstance(tokenizer_cfg, DictConfig)
+        else dict(tokenizer_cfg),
         "max_length": max_length,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]

@@ -75,3 +75,67 @@ def count_fits(monkeypatch):
 
     monkeypatch.setattr(runner, "fit", counting_fit)
     return calls
+
+
+class FileServer:
+    """A loopback HTTP server for download tests: serves ``files``, honours Range requests, and
+    can drop the connection part-way (``drop_after[path] = [bytes, ...]``, one entry per
+    request to break) or ignore Range (``no_range``). ``requests`` logs (path, Range header)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.drop_after: dict[str, list[int]] = {}
+        self.no_range = False
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if rng and not server.no_range:
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                drops = server.drop_after.get(self.path)
+                if drops:
+                    self.wfile.write(body[: drops.pop(0)])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def file_server():
+    server = FileServer()
+    yield server
+    server.close()

@@ -25,3 +25,13 @@ def test_hypervolume_grows_with_a_better_front():
 def test_markdown_table():
     text = markdown(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
     assert text.splitlines() == ["| a | b |", "| --- | --- |", "| 1 | x |", "| 2 | y |"]
+
+
+def test_data_prep_benchmark_prints_time_and_memory(tmp_path, capsys):
+    from sweep.benchmarks import data_prep
+
+    data_prep.main(["--docs", "3000", "--out", str(tmp_path)])
+    row = pd.read_csv(tmp_path / "data_prep.csv").iloc[0]
+    assert row["documents"] == 3000 and row["all_tokens_kept"] > 3000 * 40
+    assert 0 < row["total_s"] < 60 and row["peak_rss_mb"] >= row["rss_after_imports_mb"] > 0
+    assert "peak_rss_mb" in capsys.readouterr().out

@@ -147,3 +147,92 @@ def test_synthetic_size_is_configurable():
     corpus = load_corpus(cfg.data, seed=0)
     assert sum(len(t) for t in corpus.texts.values()) == 100
     assert len(corpus.label_names) == 3
+
+
+def test_labels_as_numbers_or_text_are_one_class(tmp_path):
+    # JSONL keeps numbers as numbers; the CSV test file has them as text: 1, 1.0 and "1" agree.
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        "".join(json.dumps({"text": f"doc {i}", "label": i % 2}) + "\n" for i in range(40))
+    )
+    test = write(tmp_path / "test.csv", [(f"other {i}", f"{i % 2}.0") for i in range(6)])
+    corpus = load_corpus(files_cfg(tmp_path, train=train, test=test), 0)
+    assert corpus.label_names == ["0", "1"]
+    assert corpus.labels["test"].tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_numeric_labels_sort_numerically(tmp_path):
+    rows = [(f"doc {i}", str([2, 10, 1][i % 3])) for i in range(30)]
+    corpus = load_corpus(files_cfg(tmp_path, train=write(tmp_path / "d.csv", rows)), 0)
+    assert corpus.label_names == ["1", "2", "10"]
+
+
+def test_empty_texts_and_nan_labels_can_be_an_error_naming_the_row(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = [{"text": f"doc {i}", "label": "a" if i % 2 else "b"} for i in range(20)]
+    rows[7]["text"] = None
+    rows[9]["label"] = None
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    corpus = load_corpus(files_cfg(tmp_path, train=path), 0)
+    assert corpus.stats["dropped_empty"]["train"] == 2
+    with pytest.raises(DataError, match=r"data\.train: .*d\.jsonl row 8 .*empty text.*2 rows"):
+        load_corpus(files_cfg(tmp_path, train=path, empty="error"), 0)
+
+
+def test_non_utf8_bytes_name_the_file_and_line_or_use_the_configured_encoding(tmp_path):
+    path = tmp_path / "latin.csv"
+    lines = ["text,label", *(f"plain {i},{'ab'[i % 2]}" for i in range(20))]
+    lines[5] = "caf\xe9 au lait,a"
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    with pytest.raises(
+        DataError, match=r"latin\.csv' is not valid utf-8 \(line 6, byte 4.*data\.encoding"
+    ):
+        load_corpus(files_cfg(tmp_path, train=path), 0)
+    corpus = load_corpus(files_cfg(tmp_path, train=path, encoding="latin-1"), 0)
+    assert "caf\xe9 au lait" in [t for s in corpus.texts for t in corpus.texts[s]]
+
+
+def test_texts_shared_by_train_and_test_warn_drop_or_fail(tmp_path, caplog):
+    train = write(tmp_path / "train.csv")
+    test = write(
+        tmp_path / "test.csv", [*ROWS[:3], ("a new text", "pos"), (" " + ROWS[4][0], "neg")]
+    )
+    corpus = load_corpus(files_cfg(tmp_path, train=train, test=test), 0)
+    assert corpus.stats["leakage"]["test"] == 4
+    assert "4 of 5 test texts (80.0%) also occur in train" in caplog.text
+    dropped = load_corpus(files_cfg(tmp_path, train=train, test=test, leakage="drop"), 0)
+    assert dropped.texts["test"] == ["a new text"]
+    with pytest.raises(DataError, match=r"4 of 5 test texts.*data\.leakage=drop"):
+        load_corpus(files_cfg(tmp_path, train=train, test=test, leakage="error"), 0)
+
+
+def test_per_class_counts_are_reported_for_every_split(tmp_path):
+    corpus = load_corpus(files_cfg(tmp_path, train=write(tmp_path / "d.csv")), 0)
+    assert corpus.stats["classes"] == {
+        name: {"train": 16, "validation": 2, "test": 2} for name in ("mid", "neg", "pos")
+    }
+
+
+def test_fsspec_urls_are_read_and_cached(tmp_path):
+    import fsspec
+
+    frame = pd.DataFrame(ROWS, columns=["text", "label"])
+    with fsspec.open("memory://bucket/d.csv.gz", "wb", compression="gzip") as handle:
+        handle.write(frame.to_csv(index=False).encode())
+    corpus = load_corpus(files_cfg(tmp_path, train="memory://bucket/d.csv.gz"), 0)
+    assert sum(len(t) for t in corpus.texts.values()) == len(ROWS)
+    assert list((tmp_path / "cache" / "remote").glob("*/d.csv.gz"))
+
+
+def test_http_urls_are_read(tmp_path, file_server):
+    frame = pd.DataFrame(ROWS, columns=["text", "label"])
+    file_server.files["/data/train.csv"] = frame.to_csv(index=False).encode()
+    corpus = load_corpus(files_cfg(tmp_path, train=f"{file_server.url}/data/train.csv"), 0)
+    assert corpus.label_names == ["mid", "neg", "pos"]
+
+
+def test_unreachable_or_missing_urls_name_the_key(tmp_path, file_server):
+    with pytest.raises(DataError, match=r"data\.train: .*missing\.csv"):
+        load_corpus(files_cfg(tmp_path, train=f"{file_server.url}/missing.csv"), 0)
+    with pytest.raises(DataError, match=r"data\.train=.*nosuchproto://.*"):
+        load_corpus(files_cfg(tmp_path, train="nosuchproto://x/d.csv"), 0)

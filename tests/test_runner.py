@@ -42,7 +42,12 @@ def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     assert trials["recommended"].sum() == 1 and trials["pareto"].sum() >= 1
     pareto = pd.read_csv(tmp_path / "out" / "pareto.csv")
     assert pareto["trial"].tolist() == trials.loc[trials["pareto"], "trial"].tolist()
-    assert "Recommended configuration" in (tmp_path / "out" / "report.html").read_text()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Recommended configuration" in page
+    # Per-class counts for every split (400 documents: 320 / 40 / 40, stratified).
+    classes = re.search(r'<table id="classes".*?</table>', page, re.S).group(0)
+    assert classes.count("<tr>") == 1 + 4 + 1  # header, four classes, total
+    assert '<td data-v="all">all</td><td data-v="320">320</td><td data-v="40">40</td>' in classes
     assert result.recommended["trial"] == int(trials.loc[trials["recommended"], "trial"].iloc[0])
 
 

@@ -127,6 +127,18 @@ def test_cache_skips_tokenizing_and_never_goes_stale(tmp_path, monkeypatch):
     assert vocab.load_or_build(changed, cache_cfg(tmp_path))[1] != key
     assert vocab.load_or_build(corpus, cache_cfg(tmp_path, lowercase=False))[1] != key
     assert vocab.load_or_build(corpus, cache_cfg(tmp_path, pattern=r"\S+"))[1] != key
+    keys = {key}
+    for setting in (
+        {"normalize": "NFC"},
+        {"normalize": None},
+        {"word_ngrams": 2},
+        {"char_ngrams": [3, 5]},
+        {"char_ngrams": [2, 5]},
+    ):
+        keys.add(vocab.load_or_build(corpus, cache_cfg(tmp_path, **setting))[1])
+    assert len(keys) == 6
+    longer = OmegaConf.merge(cache_cfg(tmp_path), {"max_length": 17})
+    assert vocab.load_or_build(corpus, longer)[1] != key
 
 
 def test_damaged_cache_is_rebuilt(tmp_path):
@@ -135,3 +147,38 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     (tmp_path / "cache" / f"encoded-{key}.pt").write_bytes(b"not a torch file")
     encoded, _ = vocab.load_or_build(corpus, cache_cfg(tmp_path))
     assert encoded.words[2:] == ["b", "a", "c"]
+
+
+def test_unicode_normalisation_and_case():
+    nfkc = vocab.Tokenizer(r"\w+", lowercase=True, normalize="NFKC")
+    # Full-width letters, a ligature and a composed vs decomposed accent all meet.
+    assert nfkc("ＡＢＣ ﬁne Cafe\u0301 CAFÉ") == ["abc", "fine", "café", "café"]
+    raw = vocab.Tokenizer(r"\w+", lowercase=False, normalize=None)
+    assert raw("ＡＢＣ Café") == ["ＡＢＣ", "Café"]
+    with pytest.raises(ValueError, match="data.tokenizer.normalize='NFX'"):
+        vocab.Tokenizer(r"\w+", normalize="NFX")
+
+
+def test_word_bigrams_follow_each_word_like_fasttext():
+    tokenizer = vocab.Tokenizer(r"\w+", word_ngrams=2)
+    assert tokenizer("The cat sat") == ["the", "cat", "the cat", "sat", "cat sat"]
+    trigrams = vocab.Tokenizer(r"\w+", word_ngrams=3)
+    assert trigrams("a b c")[-3:] == ["c", "b c", "a b c"]
+
+
+def test_character_ngrams_of_the_marked_word():
+    tokenizer = vocab.Tokenizer(r"\w+", char_ngrams=[3, 4])
+    assert tokenizer("cat") == ["cat", "#<ca", "#cat", "#at>", "#<cat", "#cat>"]
+    with pytest.raises(ValueError, match=r"data.tokenizer.char_ngrams"):
+        vocab.Tokenizer(r"\w+", char_ngrams=[4, 3])
+
+
+def test_ngrams_enter_the_vocabulary_and_are_cut_like_words():
+    corpus = make_corpus(["good movie", "bad movie", "good movie"], ["good movie"], ["bad"])
+    cfg = OmegaConf.create({**TOKENIZER, "word_ngrams": 2})
+    encoded = vocab.build(corpus, cfg, max_length=8)
+    assert encoded.words[2:5] == ["movie", "good", "good movie"]
+    assert encoded.ids["validation"][0, :3].tolist() == [3, 2, 4]
+    # Truncation keeps whole feature runs from the front: word, then the bigram ending at it.
+    short = vocab.build(corpus, cfg, max_length=2)
+    assert short.ids["validation"][0].tolist() == [3, 2]

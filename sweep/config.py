@@ -42,4 +42,9 @@ def check_config(cfg: DictConfig) -> None:
         cfg.get("threads") is None or int(cfg.threads) >= 1,
         f"threads={cfg.get('threads')} must be >= 1 or null",
     )
+    sparse = cfg.model.get("sparse", "auto")
+    _require(
+        sparse == "auto" or isinstance(sparse, bool),
+        f"model.sparse={sparse!r} must be true, false or auto",
+    )
     check_space(cfg.search.space)

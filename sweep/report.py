@@ -56,6 +56,7 @@ COLUMNS = [
     "pruned_epoch",
     "reused_from",
     "train_seconds",
+    "cutoff_seconds",
     "tokens_per_second",
     "examples_per_second",
     "eval_tokens_per_second",

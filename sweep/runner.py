@@ -7,6 +7,7 @@ Per trial it builds the cutoff view of the pre-encoded corpus (one vectorised op
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import measure, report, search, trials, vocab
 from sweep.config import check_config
 from sweep.corpus import SPLITS, load_corpus
+from sweep.frontend import use_sparse
 from sweep.train import SplitTensors, fit
 
 log = logging.getLogger(__name__)
@@ -59,13 +61,46 @@ class SweepResult:
     recommended: dict[str, Any] | None
 
 
+def write_timing(timing: dict[str, float], total: float, out_dir: Path) -> None:
+    """Log where the wall time went and write it to ``timing.json`` (the speed benchmark's
+    source): training (model init and fit, evaluation included) against everything else."""
+    training = timing["training"] + timing["model"]
+    other = total - training - timing["data"] - timing["cutoff"] - timing["reports"]
+    figures = {
+        "total_s": total,
+        "trials": timing["trials"],
+        "training_s": training,
+        "data_s": timing["data"],
+        "cutoff_s": timing["cutoff"],
+        "reports_s": timing["reports"],
+        "search_and_storage_s": other,
+        "outside_training_pct": 100.0 * (total - training) / max(total, 1e-9),
+    }
+    log.info(
+        "time: %.1fs in all; training %.1fs (%d fits), data %.1fs, cutoff views %.2fs, "
+        "reports %.1fs, search and storage %.1fs: %.1f%% outside training",
+        total,
+        training,
+        timing["trials"],
+        timing["data"],
+        timing["cutoff"],
+        timing["reports"],
+        other,
+        figures["outside_training_pct"],
+    )
+    report.write_atomic(out_dir / "timing.json", json.dumps(figures, indent=1))
+
+
 def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, num_classes: int):
     """Instantiate ``cfg.model`` with the sizes known only at run time."""
     kwargs = OmegaConf.to_container(model_cfg, resolve=True)
     for key in NOT_MODEL_ARGS:  # labels and data-view settings, not constructor arguments
         kwargs.pop(key, None)
     kwargs.update(
-        num_embeddings=num_embeddings, embedding_dim=embedding_dim, num_classes=num_classes
+        num_embeddings=num_embeddings,
+        embedding_dim=embedding_dim,
+        num_classes=num_classes,
+        sparse=use_sparse(kwargs.get("sparse", "auto"), num_embeddings),
     )
     return hydra.utils.instantiate(kwargs)
 
@@ -196,6 +231,9 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     labels = {s: encoded.labels[s].to(device) for s in SPLITS}
     data_bytes = sum(t.numel() * t.element_size() for t in ids.values())
     val_histogram = vocab.id_histogram(encoded.ids["validation"], len(encoded.words))
+    # Where the sweep's wall time goes (logged and written to timing.json at the end).
+    timing = {"data": time.perf_counter() - started, "cutoff": 0.0, "model": 0.0}
+    timing.update(training=0.0, reports=0.0, trials=0)
 
     def describe(params: dict[str, Any]) -> dict[str, Any]:
         """Figures known before training: sizes, parameter counts, coverage, estimates."""
@@ -223,7 +261,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
                 params_total=counts["total"],
                 params_embedding=counts["embedding"],
                 embedding_dim=embedding_dim,
-                sparse=bool(trial_cfg.model.get("sparse", False)),
+                sparse=use_sparse(trial_cfg.model.get("sparse", "auto"), sizes["num_embeddings"]),
                 batch_size=trial_cfg.train.batch_size,
                 eval_batch_size=trial_cfg.train.eval_batch_size,
                 max_length=ids["train"].shape[1],
@@ -296,6 +334,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         sizes = trial_sizes(params, trial_cfg.model, full_vocab)
         train_cfg = trial_cfg.train
         with measure.gpu_peak(device) as peak:
+            t0 = time.perf_counter()
             views = {
                 s: SplitTensors(
                     vocab.cut(ids[s], sizes["vocab_size"], sizes["hash_buckets"]),
@@ -304,10 +343,14 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
                 )
                 for s in SPLITS
             }
+            cutoff_seconds = time.perf_counter() - t0
             torch.manual_seed(seed)  # every trial starts from the same random stream
             model = build_model(
                 trial_cfg.model, sizes["num_embeddings"], sizes["embedding_dim"], num_classes
             ).to(device)
+            timing["model"] += time.perf_counter() - t0 - cutoff_seconds
+            timing["cutoff"] += cutoff_seconds
+            t0 = time.perf_counter()
             try:
                 result = fit(
                     model,
@@ -326,6 +369,8 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             finally:
                 del model, views
                 measure.release(device)  # also after a failure: the next trial starts clean
+                timing["training"] += time.perf_counter() - t0
+                timing["trials"] += 1
         return {
             "val_accuracy": result.val_accuracy,
             "test_accuracy": result.test_accuracy,
@@ -333,6 +378,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             "epochs": result.epochs,
             "best_epoch": result.best_epoch,
             "train_seconds": result.train_seconds,
+            "cutoff_seconds": cutoff_seconds,
             "tokens_per_second": result.train_tokens / max(result.step_seconds, 1e-9),
             "examples_per_second": result.train_examples / max(result.step_seconds, 1e-9),
             "eval_tokens_per_second": result.eval_tokens / max(result.eval_seconds, 1e-9),
@@ -346,11 +392,15 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     last_end = [time.perf_counter()]
 
     def write() -> pd.DataFrame:
+        t0 = time.perf_counter()
         table = trials.trials_frame(study)
-        if table.empty:
-            return table
-        context["importance"] = trials.importances(study)
-        return report.write_reports(table, out_dir, tolerance=cfg.report.tolerance, context=context)
+        if not table.empty:
+            context["importance"] = trials.importances(study)
+            table = report.write_reports(
+                table, out_dir, tolerance=cfg.report.tolerance, context=context
+            )
+        timing["reports"] += time.perf_counter() - t0
+        return table
 
     def after_trial(trial: optuna.trial.FrozenTrial, finished: int) -> None:
         now = time.perf_counter()
@@ -401,6 +451,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             trials.repeat_trials(study, numbers, seeds, evaluate)
     finally:
         table = write()  # also on an interrupt or a failed sweep: the reports cover the storage
+        write_timing(timing, time.perf_counter() - started, out_dir)
     rec = table[table["recommended"]] if len(table) else table
     recommended = rec.iloc[0].to_dict() if len(rec) else None
     return SweepResult(out_dir, table, recommended)

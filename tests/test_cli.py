@@ -37,7 +37,11 @@ def test_sweep_then_resume_from_the_default_storage(tmp_path):
 def test_help_and_cfg_job(tmp_path):
     shown = run_cli(["--help"], cwd=tmp_path)
     assert shown.returncode == 0
-    assert "data: 20newsgroups, ag_news, dbpedia, files, imdb, sst2, synthetic, trec, yelp_polarity" in shown.stdout and "search: accuracy, pareto" in shown.stdout
+    assert (
+        "data: 20newsgroups, ag_news, dbpedia, files, imdb, sst2, synthetic, trec, yelp_polarity"
+        in shown.stdout
+        and "search: accuracy, pareto" in shown.stdout
+    )
     job = run_cli(["--cfg", "job", "model.hidden_dim=5"], cwd=tmp_path)
     assert job.returncode == 0 and "hidden_dim: 5" in job.stdout
     assert not (tmp_path / "studies").exists()  # printing the config trains nothing

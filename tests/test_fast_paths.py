@@ -1,0 +1,117 @@
+"""The fast training paths give the same numbers as the plain PyTorch ones they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sweep.frontend import CountMean, distinct_ids
+from sweep.models import BagClassifier, CNNClassifier
+from sweep.train import FusedAdam, LazyAdam, Optimizers
+
+
+def batch(seed: int, rows=6, width=9, vocab=40):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (rows, width), generator=g)
+    ids[2] = 0  # an all-pad row
+    ids[3, 4:] = 0  # a short row
+    return ids
+
+
+def test_distinct_ids_leave_out_padding():
+    rows, position = distinct_ids(torch.tensor([5, 0, 3, 5, 9, 0]), 12)
+    assert rows.tolist() == [3, 5, 9]
+    assert position.tolist()[::2] == [1, 0, 2] and position[3] == 1
+
+
+def test_fused_mean_matches_embedding_bag_values_and_gradients():
+    torch.manual_seed(0)
+    weight = torch.randn(40, 8, requires_grad=True)
+    plain = weight.detach().clone().requires_grad_()
+    ids = batch(0)
+    ours, theirs = (
+        CountMean.apply(weight, ids),
+        F.embedding_bag(ids, plain, mode="mean", padding_idx=0),
+    )
+    torch.testing.assert_close(ours, theirs)
+    assert torch.count_nonzero(ours[2]) == 0
+    upstream = torch.randn_like(ours)
+    ours.backward(upstream)
+    theirs.backward(upstream)
+    assert weight.grad.is_sparse
+    torch.testing.assert_close(weight.grad.to_dense(), plain.grad)
+    assert torch.count_nonzero(weight.grad.to_dense()[0]) == 0  # <pad> gets no gradient
+
+
+def test_bag_model_uses_the_fused_mean_only_when_training_sparse_on_cpu(monkeypatch):
+    calls = []
+    real = CountMean.apply
+    monkeypatch.setattr(CountMean, "apply", lambda *a: calls.append(1) or real(*a))
+    model = BagClassifier(40, 8, 3, sparse=True)
+    model(batch(1)).sum().backward()
+    assert calls == [1]
+    with torch.no_grad():
+        model(batch(1))  # evaluation: embedding_bag
+    BagClassifier(40, 8, 3, sparse=False)(batch(1)).sum().backward()
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("model_class", [BagClassifier, CNNClassifier])
+def test_lazy_adam_trains_like_sparse_adam(model_class):
+    def train(optimizer_class):
+        torch.manual_seed(0)
+        model = model_class(40, 8, 3, sparse=True)
+        table = [model.frontend.embed.weight]
+        dense = [p for p in model.parameters() if p is not table[0]]
+        optimizers = [optimizer_class(table, lr=0.01), torch.optim.Adam(dense, lr=0.01)]
+        labels = torch.tensor([0, 1, 2, 0, 1, 2])
+        for step in range(20):
+            for o in optimizers:
+                o.zero_grad()
+            F.cross_entropy(model(batch(step % 4)), labels).backward()
+            for o in optimizers:
+                o.step()
+        return model.frontend.embed.weight.detach()
+
+    torch.manual_seed(0)
+    initial = model_class(40, 8, 3, sparse=True).frontend.embed.weight.detach()
+    lazy, reference = train(LazyAdam), train(torch.optim.SparseAdam)
+    assert (lazy - initial).abs().max() > 0.05  # it trained
+    torch.testing.assert_close(lazy, reference)  # the same update rule, to float precision
+
+
+def test_lazy_adam_leaves_unused_rows_alone():
+    torch.manual_seed(0)
+    table = nn.Embedding(30, 4, padding_idx=0, sparse=True)
+    before = table.weight.detach().clone()
+    optimizer = LazyAdam([table.weight], lr=0.1)
+    table(torch.tensor([[3, 5, 5, 0]])).sum().backward()
+    optimizer.step()
+    changed = (table.weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [3, 5]
+
+
+def test_optimizers_split_sparse_and_dense_parameters():
+    model = BagClassifier(40, 8, 3, hidden_dim=5, sparse=True)
+    kinds = sorted(type(o).__name__ for o in Optimizers(model, 0.01).optimizers)
+    assert kinds == ["FusedAdam", "LazyAdam"]
+
+
+def test_fused_adam_trains_like_torch_adam():
+    def train(make):
+        torch.manual_seed(0)
+        model = CNNClassifier(40, 8, 3, sparse=False)
+        optimizer = make(model.parameters())
+        labels = torch.tensor([0, 1, 2, 0, 1, 2])
+        for step in range(15):
+            optimizer.zero_grad()
+            F.cross_entropy(model(batch(step % 4)), labels).backward()
+            optimizer.step()
+        return [p.detach() for p in model.parameters()]
+
+    ours = train(lambda params: FusedAdam(params, lr=0.01))
+    theirs = train(lambda params: torch.optim.Adam(params, lr=0.01))
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)

@@ -112,6 +112,8 @@ def load_corpus(data_cfg, seed: int) -> Corpus:
         name: {s: int((labels[s] == i).sum()) for s in SPLITS} for i, name in enumerate(label_names)
     }
     identity.update(split_cfg, columns=[text_column, label_column], **policy)
+    if source != "synthetic":  # the same bytes read another way are another corpus
+        identity.update(format=data_cfg.get("format", "auto"), encoding=data_cfg.get("encoding"))
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     sizes = ", ".join(f"{s} {len(texts[s])}" for s in SPLITS)
     log.info("corpus: %s; %d classes", sizes, len(label_names))

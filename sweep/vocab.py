@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PAD, UNK = 0, 1
 SPECIALS = ("<pad>", "<unk>")
-CACHE_VERSION = 1  # bump when the cached layout changes
+CACHE_VERSION = 2  # bump when the cached layout or the encoding changes
 
 
 @dataclass

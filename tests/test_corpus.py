@@ -236,3 +236,10 @@ def test_unreachable_or_missing_urls_name_the_key(tmp_path, file_server):
         load_corpus(files_cfg(tmp_path, train=f"{file_server.url}/missing.csv"), 0)
     with pytest.raises(DataError, match=r"data\.train=.*nosuchproto://.*"):
         load_corpus(files_cfg(tmp_path, train="nosuchproto://x/d.csv"), 0)
+
+
+def test_fingerprint_follows_the_encoding_and_cleaning_options(tmp_path):
+    path = write(tmp_path / "d.csv")
+    base = load_corpus(files_cfg(tmp_path, train=path), 0).fingerprint
+    for option in ({"encoding": "latin-1"}, {"leakage": "drop"}, {"empty": "error"}):
+        assert load_corpus(files_cfg(tmp_path, train=path, **option), 0).fingerprint != base

@@ -97,8 +97,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_cfg, tmp_path, monk
     trials = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert trials["state"].tolist() == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert (
-        trials.loc[1, "fail_reason"]
-        == "RuntimeError: cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"
+        trials.loc[1, "fail_reason"] == "RuntimeError: cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"
     )
     assert trials.loc[1, "params_total"] > 0  # planning figures survive the failure
 

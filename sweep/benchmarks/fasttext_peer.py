@@ -26,20 +26,24 @@ def main():
         job = json.load(handle)
     for lr, epoch in job["grid"]:
         times = []
-        for _ in range(job.get("timing_runs", 1)):
-            start = time.perf_counter()
-            model = fasttext.train_supervised(
-                input=job["train"],
-                dim=job["dim"],
-                lr=lr,
-                epoch=epoch,
-                minCount=1,
-                wordNgrams=job.get("word_ngrams", 1),
-                thread=job["threads"],
-                seed=job.get("seed", 0),
-                verbose=0,
-            )
-            times.append(time.perf_counter() - start)
+        try:
+            for _ in range(job.get("timing_runs", 1)):
+                start = time.perf_counter()
+                model = fasttext.train_supervised(
+                    input=job["train"],
+                    dim=job["dim"],
+                    lr=lr,
+                    epoch=epoch,
+                    minCount=1,
+                    wordNgrams=job.get("word_ngrams", 1),
+                    thread=job["threads"],
+                    seed=job.get("seed", 0),
+                    verbose=0,
+                )
+                times.append(time.perf_counter() - start)
+        except RuntimeError as error:  # "Encountered NaN.": this lr diverges; skip it
+            print(json.dumps({"lr": lr, "epoch": epoch, "failed": str(error)}), flush=True)
+            continue
         row = {
             "lr": lr,
             "epoch": epoch,

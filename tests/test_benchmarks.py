@@ -35,3 +35,38 @@ def test_data_prep_benchmark_prints_time_and_memory(tmp_path, capsys):
     assert row["documents"] == 3000 and row["all_tokens_kept"] > 3000 * 40
     assert 0 < row["total_s"] < 60 and row["peak_rss_mb"] >= row["rss_after_imports_mb"] > 0
     assert "peak_rss_mb" in capsys.readouterr().out
+
+
+def test_speed_benchmark_pieces_train_both_sides_on_the_same_data(tiny_cfg):
+    from sweep import vocab
+    from sweep.benchmarks import speed
+    from sweep.benchmarks.reference import reference_trial
+    from sweep.corpus import load_corpus
+
+    corpus = load_corpus(tiny_cfg.data, 0)
+    encoded = vocab.build(corpus, tiny_cfg.data.tokenizer, tiny_cfg.data.max_length)
+    train = {**speed.TRAIN, "epochs": 3, "eval_batch_size": 256, "bucket": True}
+    ours = speed.our_trial(encoded, tiny_cfg.model, 8, 0, train, curve=True)
+    labels = {s: encoded.labels[s].tolist() for s in corpus.texts}
+    settings = {k: v for k, v in train.items() if k not in ("eval_batch_size", "bucket")}
+    theirs = reference_trial(
+        corpus.texts, labels, vocab.Tokenizer.from_config(tiny_cfg.data.tokenizer),
+        vocab_size=encoded.full_vocab_size, embedding_dim=8, num_classes=encoded.num_classes,
+        max_length=tiny_cfg.data.max_length, seed=0, curve=True, **settings,
+    )  # fmt: skip
+    for run in (ours, theirs):
+        assert run["seconds"] > 0 and 0 <= run["test_accuracy"] <= 100
+        assert 1 <= len(run["curve"]) <= 3
+        times = [t for t, _ in run["curve"]]
+        assert times == sorted(times) and times[-1] <= run["seconds"]
+    assert 0 < ours["cutoff_seconds"] < ours["seconds"]
+
+
+def test_time_to_reach_and_reach():
+    from sweep.benchmarks.speed import reach, time_to_reach
+
+    curve = [(0.1, 50.0), (0.2, 70.0), (0.3, 65.0), (0.4, 80.0)]
+    assert time_to_reach(curve, 70.0) == 0.2 and time_to_reach(curve, 75.0) == 0.4
+    assert np.isnan(time_to_reach(curve, 81.0))
+    mean, reached = reach([{"curve": curve}, {"curve": [(1.0, 60.0)]}], 70.0)
+    assert mean == 0.2 and reached == "1/2"

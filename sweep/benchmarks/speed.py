@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         ablation += extra
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
-    table = pd.DataFrame(rows).round(3)
+    table = pd.DataFrame(rows).round(4)
     save_and_print(table, args.out / "speed.csv")
     if ablation:
         print()

@@ -70,9 +70,10 @@ class CountMean(torch.autograd.Function):
         rows, position = distinct_ids(flat, weight.shape[0])
         doc = torch.arange(batch, device=ids.device).repeat_interleave(width)
         used = (flat != PAD).to(weight.dtype)
+        # (Sliced: with no non-pad id at all, bincount still returns one bin.)
         counts = torch.bincount(
             doc * len(rows) + position, weights=used, minlength=batch * len(rows)
-        ).view(batch, len(rows))
+        )[: batch * len(rows)].view(batch, len(rows))
         share = (counts / counts.sum(dim=1, keepdim=True).clamp(min=1.0)).to(weight.dtype)
         ctx.save_for_backward(share, rows)
         ctx.table_shape = weight.shape

@@ -4,7 +4,7 @@ Formats: CSV, TSV, JSONL and Parquet, optionally gzip/bz2/xz/zstd/zip compressed
 protocol (``s3://``, ``gs://``, ``hf://``, ``http(s)://``, any fsspec protocol) are copied once
 into ``<data.cache_dir>/remote/`` under a key made of the URL and the remote file's size and
 version tag (ETag, checksum or modification time), so a rerun reads the local copy and a changed
-remote file is fetched again. Every error is a ``DataError`` naming the config key and the file.
+remote file is fetched again (always, when the server gives no version tag). Every error is a ``DataError`` naming the config key and the file.
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ def fetch_remote(split: str, url: str, cache_dir: str | None) -> Path:
     root = Path(cache_dir or Path(tempfile.gettempdir()) / "embedding-sweep").expanduser()
     name = Path(remote.split("?")[0]).name or "data"
     target = root / "remote" / key / name
-    if target.is_file():
+    # Without a version tag (some HTTP servers send none) a same-sized new file would look
+    # unchanged: fetch it again rather than trust the copy.
+    if target.is_file() and version is not None:
         log.info("data.%s: using the cached copy %s of %s", split, target, url)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

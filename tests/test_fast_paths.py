@@ -115,3 +115,18 @@ def test_fused_adam_trains_like_torch_adam():
     theirs = train(lambda params: torch.optim.Adam(params, lr=0.01))
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_a_batch_of_documents_without_tokens_trains(sparse):
+    # Length buckets put documents whose text yields no token (e.g. "!!!" with pattern \w+)
+    # into one all-pad batch: the step must be a harmless no-op for the table.
+    model = BagClassifier(50, 8, 3, sparse=sparse)
+    optimizers = Optimizers(model, 0.01)
+    before = model.frontend.embed.weight.detach().clone()
+    optimizers.zero_grad()
+    F.cross_entropy(
+        model(torch.zeros(4, 6, dtype=torch.int32)), torch.tensor([0, 1, 2, 0])
+    ).backward()
+    optimizers.step()
+    torch.testing.assert_close(model.frontend.embed.weight.detach(), before)

@@ -6,10 +6,12 @@ For each data set (20 Newsgroups, TREC, the synthetic default) and one embedding
 the same tokens (our tokenizer, ``data.max_length`` 256), splits and thread count:
 
 - ours: a sweep trial of the bag model as the runner runs it (cutoff view of the pre-encoded
-  corpus, model on the device, ``fit``: sparse gradients, SparseAdam, length buckets), the
-  mean-of-embeddings-then-linear model that fastText trains (``model.hidden_dim=0``);
-- reference: ``sweep.benchmarks.reference``, the same model and training settings written the
-  usual way (vocabulary rebuilt per trial, DataLoader over lists, padding collate, dense Adam);
+  corpus, model on the device, ``fit``: ``model.sparse=auto``, fused mean, LazyAdam, length
+  buckets), the mean-of-embeddings-then-linear model that fastText trains
+  (``model.hidden_dim=0``), its learning rate tuned on validation over ``--lrs``;
+- reference: ``sweep.benchmarks.reference``, the same model and training settings (our tuned
+  learning rate included) written the usual way (vocabulary rebuilt per trial, DataLoader over
+  lists, padding collate, dense Adam);
 - fastText: ``train_supervised`` at the same dimension, in its own virtual environment
   (``--fasttext-venv``; created with ``fasttext-wheel`` and ``numpy<2`` when missing), on
   shuffled lines, its lr and epochs tuned on our validation split over a grid.

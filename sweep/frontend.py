@@ -38,16 +38,19 @@ def use_sparse(setting, num_embeddings: int) -> bool:
 _COUNT_MATRIX_LIMIT = 1 << 22
 
 
-def distinct_ids(flat: torch.Tensor, num_embeddings: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sorted distinct non-pad ids, position of each element of ``flat`` among them).
+def distinct_ids(
+    flat: torch.Tensor, num_embeddings: int, skip: int | None = PAD
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted distinct ids, position of each element of ``flat`` among them).
 
     Marks ids in a vocabulary-sized mask instead of sorting the batch: O(vocabulary + tokens),
-    several times faster than ``torch.unique`` for the batches of a trial. PAD is left out (its
-    elements get position 0 and must be masked by the caller).
+    several times faster than ``torch.unique`` for the batches of a trial. The id ``skip``
+    (PAD by default) is left out: its elements get position 0 and must be masked by the caller.
     """
     mark = torch.zeros(num_embeddings, dtype=torch.bool, device=flat.device)
     mark[flat] = True
-    mark[PAD] = False
+    if skip is not None:
+        mark[skip] = False
     rows = mark.nonzero().squeeze(1)
     position = torch.zeros(num_embeddings, dtype=torch.long, device=flat.device)
     position[rows] = torch.arange(len(rows), device=flat.device)

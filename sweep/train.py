@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sweep.frontend import distinct_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -112,16 +114,12 @@ class LazyAdam:
         index, values = grad._indices()[0], grad._values()
         if grad.is_coalesced():
             return index, values
-        mark = torch.zeros(grad.shape[0], dtype=torch.bool, device=index.device)
-        mark[index] = True
-        rows = mark.nonzero().squeeze(1)
+        rows, position = distinct_ids(index, grad.shape[0], skip=None)
         if len(rows) == len(index):  # already one entry per row (the fused mean's gradient)
             return index, values
-        position = torch.zeros(grad.shape[0], dtype=torch.long, device=index.device)
-        position[rows] = torch.arange(len(rows), device=index.device)
         summed = torch.zeros((len(rows), *values.shape[1:]), dtype=values.dtype,
                              device=values.device)  # fmt: skip
-        return rows, summed.index_add_(0, position[index], values)
+        return rows, summed.index_add_(0, position, values)
 
 
 class FusedAdam:

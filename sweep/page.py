@@ -223,20 +223,13 @@ def data_section(data: dict[str, Any]) -> str:
     )
     frame.loc[len(frame)] = {"class": "all", **{s: int(frame[s].sum()) for s in splits}}
     notes = []
-    dropped = {s: n for s, n in data.get("dropped_empty", {}).items() if n}
-    if dropped:
-        notes.append(
-            "Rows dropped for an empty text or label: "
-            + ", ".join(f"{s} {n}" for s, n in dropped.items())
-            + "."
-        )
-    leaked = {s: n for s, n in data.get("leakage", {}).items() if n}
-    if leaked:
-        notes.append(
-            "Texts that also occur in train (leakage; accuracy on them is optimistic): "
-            + ", ".join(f"{s} {n}" for s, n in leaked.items())
-            + "."
-        )
+    for key, label in (
+        ("dropped_empty", "Rows dropped for an empty text or label"),
+        ("leakage", "Texts that also occur in train (leakage; accuracy on them is optimistic)"),
+    ):
+        counts = {s: n for s, n in data.get(key, {}).items() if n}
+        if counts:
+            notes.append(f"{label}: " + ", ".join(f"{s} {n}" for s, n in counts.items()) + ".")
     if "vocabulary" in data:
         notes.append(
             f"Vocabulary: {_fmt(data['vocabulary'])} distinct train words (and n-grams), "

@@ -101,3 +101,18 @@ def test_user_text_is_escaped(tmp_path):
     assert evil not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count("<script>") == 1  # only the report's own table sorter
+
+
+def test_data_section_counts_classes_drops_and_leakage():
+    from sweep.page import data_section
+
+    page = data_section({
+        "classes": {"<b>a</b>": {"train": 3, "validation": 1, "test": 1},
+                    "b": {"train": 5, "validation": 2, "test": 0}},
+        "dropped_empty": {"train": 2, "test": 0},
+        "leakage": {"validation": 0, "test": 4},
+    })  # fmt: skip
+    assert "&lt;b&gt;a&lt;/b&gt;" in page and "<b>a</b>" not in page  # class names escaped
+    assert '<td data-v="all">all</td><td data-v="8">8</td><td data-v="3">3</td>' in page
+    assert "empty text or label: train 2." in page
+    assert "optimistic): test 4." in page and "validation 0" not in page

@@ -16,16 +16,15 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from sweep.atomic import replacing
 from sweep.download import fetch
 from sweep.tables import DataError
 
@@ -83,10 +82,8 @@ def prepare(data_cfg) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, frame in frames.items():
         frame = frame[["text", "label"]].astype(str)
-        handle, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-        os.close(handle)
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, out_dir / f"{split}.parquet")
+        with replacing(out_dir / f"{split}.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
     done.write_text(json.dumps(sorted(frames)))  # written last: marks a finished conversion
     return {s: out_dir / f"{s}.parquet" for s in frames}
 

@@ -11,8 +11,6 @@ run always leaves complete reports.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sweep import page
+from sweep.atomic import replacing
 
 # Stable column order of trials.csv (documented in the README); extra params follow.
 COLUMNS = [
@@ -128,15 +127,8 @@ def annotate(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def write_reports(

@@ -13,11 +13,12 @@ import codecs
 import hashlib
 import io
 import logging
-import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from sweep.atomic import replacing
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +126,11 @@ def fetch_remote(split: str, url: str, cache_dir: str | None) -> Path:
     if target.is_file() and version is not None:
         log.info("data.%s: using the cached copy %s of %s", split, target, url)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    os.close(handle)
     log.info("data.%s: downloading %s to %s", split, url, target)
     try:
-        fs.get_file(remote, tmp)
-        os.replace(tmp, target)  # atomic: a half-copied file is never read
+        with replacing(target, suffix=".part") as tmp:  # a half-copied file is never read
+            fs.get_file(remote, tmp)
     except Exception as error:
-        Path(tmp).unlink(missing_ok=True)
         raise DataError(f"data.{split}: copying {url!r} failed ({error}); try again") from error
     return target
 

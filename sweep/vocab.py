@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.atomic import replacing
 from sweep.corpus import SPLITS, Corpus
 
 log = logging.getLogger(__name__)
@@ -300,10 +299,7 @@ def load_or_build(corpus: Corpus, data_cfg) -> tuple[Encoded, str]:
         except Exception as error:  # a damaged cache is rebuilt, never trusted
             log.warning("ignoring unreadable cache %s (%s); rebuilding", path, error)
     encoded = build(corpus, data_cfg.tokenizer, data_cfg.max_length)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    torch.save(encoded.__dict__, tmp)
-    os.replace(tmp, path)  # atomic: a half-written cache is never read
+    with replacing(path) as tmp:  # a half-written cache is never read
+        torch.save(encoded.__dict__, tmp)
     log.info("encoded corpus: cached at %s", path)
     return encoded, key

@@ -252,10 +252,8 @@ def tokenize_split(texts, tokenizer, index: dict[str, int], *, grow: bool, max_l
             counts = np.bincount(chunk, minlength=len(index)) + np.pad(
                 counts, (0, len(index) - len(counts))
             )
-        # Keep the first max_length tokens of each document: position within its document.
-        starts = np.cumsum(full) - full
-        position = np.arange(chunk.size) - np.repeat(starts, full)
-        pieces.append(chunk[position < max_length].astype(np.int32))
+        # Keep the first max_length tokens of each document.
+        pieces.append(chunk[positions(full) < max_length].astype(np.int32))
         lengths[start : start + len(full)] = np.minimum(full, max_length)
     flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     return flat, lengths, counts
@@ -266,9 +264,14 @@ def pad(flat: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
     width = max(int(lengths.max(initial=0)), 1)
     matrix = np.zeros((len(lengths), width), dtype=np.int32)
     rows = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.cumsum(lengths) - lengths
-    matrix[rows, np.arange(flat.size) - np.repeat(starts, lengths)] = flat
+    matrix[rows, positions(lengths)] = flat
     return torch.from_numpy(matrix)
+
+
+def positions(lengths: np.ndarray) -> np.ndarray:
+    """Each token's position within its document, for documents of ``lengths`` laid end to end."""
+    starts = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
 
 
 def cache_key(corpus: Corpus, tokenizer_cfg, max_length: int) -> str:

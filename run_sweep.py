@@ -1,6 +1,9 @@
 """Entry point: compose the Hydra config and run (or resume) the embedding sweep.
 
 python run_sweep.py [group=option ...] [key=value ...]     (see --help)
+
+Exit codes: 0 done; 2 bad input (config, data, storage: one line naming the key or file); 1 an
+unexpected error (its traceback, with any password masked, is in the log).
 """
 
 import logging
@@ -13,16 +16,24 @@ from omegaconf import DictConfig
 from sweep import parallel
 from sweep.config import ConfigError, check_config
 from sweep.corpus import DataError
+from sweep.report import ReportError
 from sweep.runner import run
 from sweep.search import SearchError
+from sweep.secrets import install_log_masking, scrub_files
 
 log = logging.getLogger("run_sweep")
+USER_ERROR = 2
+_started = False  # False while Hydra composes: its errors are user errors too (exit 2)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="sweep")
 def main(cfg: DictConfig) -> None:
+    global _started
+    _started = True
+    install_log_masking()
     hydra_cfg = HydraConfig.get()
     out_dir, overrides = hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task)
+    scrub_files(out_dir)  # Hydra saved the overrides as typed: a literal password goes
     try:
         check_config(cfg)
         if cfg.search.workers != 1 and not cfg.get("plan"):
@@ -32,7 +43,13 @@ def main(cfg: DictConfig) -> None:
         result = run(cfg, out_dir, overrides)
     except (ConfigError, DataError, SearchError, ValueError) as error:
         log.error("%s", error)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
+    except ReportError as error:  # a full disk: one line, the storage has every trial
+        log.error("%s", error)
+        sys.exit(1)
+    except Exception:  # not Hydra's handler: it would print the overrides as typed
+        log.exception("the sweep stopped on an unexpected error")
+        sys.exit(1)
     if cfg.get("plan"):
         return
     log.info("reports: %s/report.html (trials.csv, pareto.csv beside it)", result.out_dir)
@@ -53,4 +70,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        # Hydra exits 1 on an unknown key, group option or bad override: bad input, so 2.
+        if stop.code == 1 and not _started:
+            sys.exit(USER_ERROR)
+        raise

@@ -6,9 +6,14 @@ are checked by ``sweep.corpus`` as it reads them, still before training.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import difflib
+import math
 
-from sweep.search import check_space
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from sweep.search import check_space, check_study_name
+
+_ABSENT = object()
 
 
 class ConfigError(ValueError):
@@ -48,3 +53,38 @@ def check_config(cfg: DictConfig) -> None:
         f"model.sparse={sparse!r} must be true, false or auto",
     )
     check_space(cfg.search.space)
+    check_study_name(cfg.search.study_name)
+    check_finite(cfg)
+    check_search_keys(cfg)
+
+
+def check_finite(node, prefix: str = "") -> None:
+    """Every number in the config is finite: ``train.lr=inf`` or ``nan`` stops here."""
+    if isinstance(node, (DictConfig, ListConfig)):  # as written: no interpolation resolved
+        node = OmegaConf.to_container(node, resolve=False)
+    items = enumerate(node) if isinstance(node, list) else node.items()
+    for key, value in items:
+        name = f"{prefix}{key}" if isinstance(node, dict) else f"{prefix[:-1]}[{key}]"
+        if isinstance(value, (dict, list)):
+            check_finite(value, f"{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} is not a finite number: give a real value")
+
+
+def check_search_keys(cfg: DictConfig) -> None:
+    """Each extra search key (``search.space.X.key``) names a key the config has."""
+    for name, spec in cfg.search.space.items():
+        key = spec.get("key")
+        if not key or key == "model":
+            continue
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            parent, _, leaf = str(key).rpartition(".")
+            siblings = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+            siblings = siblings if isinstance(siblings, DictConfig) else {}
+            known = [f"{parent}.{k}" if parent else str(k) for k in siblings]
+            close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.7)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"search.space.{name}.key={key!r} is not a key of the config{hint} "
+                "(python run_sweep.py --cfg job lists them)"
+            )

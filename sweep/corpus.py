@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sweep import synthetic
-from sweep.tables import DataError, is_url, local_path, read_table
+from sweep.tables import DataError, is_url, local_path, read_table, shorten
 
 __all__ = ["SPLITS", "Corpus", "DataError", "load_corpus"]
 
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _INTEGRAL = re.compile(r"[+-]?\d+\.0*")
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+# Label texts that spreadsheets and pandas write for a missing value: missing, not a class.
+MISSING_LABELS = frozenset({"nan", "null", "none", "na", "n/a", "<na>", "nat"})
 
 
 @dataclass
@@ -103,7 +106,8 @@ def load_corpus(data_cfg, seed: int) -> Corpus:
         unknown = set(frame[label_column].unique()) - set(label_ids)
         if unknown:
             raise DataError(
-                f"data.{split}: labels {sorted(map(str, unknown))[:5]} never occur in the train "
+                f"data.{split}: labels {[shorten(u, 40) for u in sorted(map(str, unknown))[:5]]} "
+                f"({len(unknown)} in all) never occur in the train "
                 "split; every class must have training examples"
             )
         labels[split] = frame[label_column].map(label_ids).to_numpy(dtype=np.int64)
@@ -132,9 +136,12 @@ def check_columns(frame: pd.DataFrame, split: str, path: str, text_col: str, lab
     """Raise a DataError naming the key when the text or label column is missing."""
     for key, column in (("text_column", text_col), ("label_column", label_col)):
         if column not in frame.columns:
+            names = [shorten(c, 40) for c in frame.columns[:10]]
+            more = f" and {len(frame.columns) - 10} more" if len(frame.columns) > 10 else ""
             raise DataError(
                 f"data.{key}={column!r} is not a column of {path} (data.{split}); its columns "
-                f"are {list(map(str, frame.columns))}: set data.{key}=<one of them>"
+                f"are {names}{more}: set data.{key}=<one of them>, or give the file a header "
+                "line if it has none"
             )
 
 
@@ -147,11 +154,54 @@ def label_text(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return str(value).lower()
     text = str(value).strip()
+    if text.lower() in MISSING_LABELS:
+        return ""
     # "1.0" in a text column is the class 1 of a numeric column (pandas writes ints as floats
     # when a column has a missing value).
     if _INTEGRAL.fullmatch(text):
         return str(int(float(text)))
     return text
+
+
+def as_text(column: pd.Series, split: str, key: str, name: str) -> pd.Series:
+    """A column as Python strings: bytes decoded (UTF-8) and other non-text values converted,
+    each with a warning naming the column and the type; undecodable bytes are a DataError."""
+    values = column.astype(object)
+    kinds = {type(v).__name__ for v in values.dropna() if not isinstance(v, str)}
+    if not kinds:
+        return values
+    if "bytes" in kinds:
+        try:
+            values = values.map(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v)
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"data.{key}={name!r} (data.{split}) holds bytes that are not UTF-8 "
+                f"({error.reason}); store the column as text"
+            ) from None
+    log.warning(
+        "data.%s: column %r (data.%s) holds %s values, not text; converted to text",
+        key,
+        name,
+        split,
+        "/".join(sorted(kinds)),
+    )
+    return values.map(lambda v: v if isinstance(v, str) or v is None else str(v)).astype(object)
+
+
+def warn_numeric_texts(text: pd.Series, split: str, text_col: str) -> None:
+    """Warn when most texts are numbers: usually the text and label columns are mixed up."""
+    sample = text.head(1000)
+    numeric = sample.map(lambda t: bool(_NUMBER.fullmatch(t))).to_numpy(dtype=bool)
+    if len(sample) and numeric.mean() > 0.5:
+        log.warning(
+            "data.text_column=%r (data.%s): %d of the first %d texts are numbers (e.g. %r); "
+            "a classifier learns little from them: check data.text_column",
+            text_col,
+            split,
+            int(numeric.sum()),
+            len(sample),
+            shorten(sample[numeric].iloc[0], 40),
+        )
 
 
 def clean(frame, split, where, text_col, label_col, empty_policy, stats) -> pd.DataFrame:
@@ -160,13 +210,16 @@ def clean(frame, split, where, text_col, label_col, empty_policy, stats) -> pd.D
         raise DataError(f"data.empty={empty_policy!r} is unknown: use drop or error")
     # Python strings (object dtype) from here on: the encoder reads them one by one, and
     # converting once here avoids a second copy of every text later.
-    text = frame[text_col].astype(object)
+    text = as_text(frame[text_col], split, "text_column", text_col)
     has_text = text.notna().to_numpy().copy()
     if not has_text.all() or not all(isinstance(t, str) for t in text):
         text = text.where(has_text, "").map(str).astype(object)
     # A text is empty when it has no non-space character (regex: fast on long documents).
     has_text &= text.str.contains(r"\S", regex=True).to_numpy(dtype=bool)
-    label = frame[label_col].map(label_text)
+    label = frame[label_col]
+    if label.map(lambda v: isinstance(v, bytes)).any():
+        label = as_text(label, split, "label_column", label_col)
+    label = label.map(label_text)
     keep = has_text & (label != "").to_numpy()
     bad = np.flatnonzero(~keep)
     if len(bad) and empty_policy == "error":
@@ -177,9 +230,15 @@ def clean(frame, split, where, text_col, label_col, empty_policy, stats) -> pd.D
             "or set data.empty=drop to drop them"
         )
     if len(bad):
-        log.warning("data.%s: dropped %d rows with an empty text or label", split, len(bad))
+        log.warning(
+            "data.%s: dropped %d rows with an empty or missing (NaN, null) text or label",
+            split,
+            len(bad),
+        )
     stats["dropped_empty"][split] = int(len(bad))
     out = pd.DataFrame({text_col: text[keep], label_col: label[keep]}, dtype=object)
+    if len(out):
+        warn_numeric_texts(out[text_col], split, text_col)
     if out.empty:
         raise DataError(f"data.{split}: {where} has no rows with a text and a label")
     return out
@@ -232,6 +291,13 @@ def fill_missing_splits(frames, label_column, *, validation_fraction, test_fract
     if sum(missing.values()) >= 1.0:
         raise DataError("data.validation_fraction + data.test_fraction must be below 1")
     train = frames["train"]
+    class_sizes = train[label_column].value_counts()
+    if len(train) > 1 and (class_sizes == 1).all():
+        raise DataError(
+            f"data.label_column={label_column!r}: each of the {len(train)} train rows has its "
+            "own label (every label occurs once), so it cannot be a class; point "
+            "data.label_column at the class column"
+        )
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in ("train", *missing)}
     for _, rows in train.groupby(label_column, sort=True).indices.items():

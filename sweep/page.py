@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sweep import plots
+from sweep.secrets import HIDDEN
 
 
 def _fmt(value: Any) -> str:
@@ -86,6 +88,26 @@ def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, st
     return out + ["search.n_trials=1", f"search.study_name={study}-recommended"]
 
 
+# Stands for a password the page leaves out; the command reads it from the environment.
+SECRET_VARIABLE = "SWEEP_PASSWORD"
+
+
+def reproduce_command(overrides: Sequence[str]) -> tuple[str, str]:
+    """(shell command, note): every override shell-quoted, so a value with spaces, quotes,
+    ``$()`` or non-ASCII text runs as shown and never in the shell; a masked password becomes
+    ``${oc.env:SWEEP_PASSWORD}`` and the note says to set that variable."""
+    hidden = [o for o in overrides if HIDDEN in o]
+    overrides = [o.replace(HIDDEN, f"${{oc.env:{SECRET_VARIABLE}}}") for o in overrides]
+    command = shlex.join(["python", "run_sweep.py", *overrides])
+    note = ""
+    if hidden:
+        note = (
+            f"The storage password is left out: set it first with export {SECRET_VARIABLE}=... "
+            "(the command reads it from the environment)."
+        )
+    return command, note
+
+
 _TIP_JS = """
 var tip = document.getElementById('tip');
 document.querySelectorAll('[data-tip]').forEach(function (el) {
@@ -152,7 +174,7 @@ def render(
                 "difference smaller than the noise counts as a win.</p>"
             )
         overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
-        command = "python run_sweep.py " + " ".join(overrides)
+        command, secret_note = reproduce_command(overrides)
         settings = ", ".join(
             f"{name}={_fmt(row[name])}" for name in ["embedding_dim", "vocab_size", *extra]
         )
@@ -164,7 +186,7 @@ def render(
             f"validation accuracy {esc(_fmt(row['val_accuracy']))}% "
             f"(best {esc(_fmt(best))}%, tolerance {esc(_fmt(tolerance))} points), "
             f"test accuracy {esc(_fmt(row['test_accuracy']))}%.</p>{noise_text}"
-            f"<p>Reproduce it alone:</p><pre>{esc(command)}</pre></div>"
+            f"<p>Reproduce it alone:</p><pre>{esc(command)}</pre>{esc(secret_note)}</div>"
         )
     failed = table[table["state"].isin(["FAIL", "SKIPPED"])]
     failures = (

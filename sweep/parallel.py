@@ -22,13 +22,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from sweep import corpus, report, search, trials, vocab
+from sweep import corpus, report, search, storage, trials, vocab
 
 log = logging.getLogger(__name__)
 
 RUN_SWEEP = Path(__file__).resolve().parents[1] / "run_sweep.py"
 # Overrides the parent sets for each worker itself.
 _PER_WORKER = ("search.workers", "search.worker_index", "hydra.run.dir", "hydra.sweep.dir")
+# The storage URL reaches a worker through its environment, never its argv or saved config (it
+# may hold a password): the worker's override names the variable instead.
+STORAGE_VARIABLE = "SWEEP_STORAGE_URL"
 
 
 def visible_gpus() -> list[str]:
@@ -49,14 +52,29 @@ def worker_count(search_cfg, gpus: Sequence[str]) -> int:
     return workers
 
 
-def worker_commands(overrides: Sequence[str], count: int, out_dir: Path, gpus: Sequence[str]):
-    """(argv, environment) of each worker; worker i gets GPU gpus[i % len(gpus)] if any."""
-    base = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _PER_WORKER]
+def worker_commands(
+    overrides: Sequence[str],
+    count: int,
+    out_dir: Path,
+    gpus: Sequence[str],
+    storage: str | None = None,
+):
+    """(argv, environment) of each worker; worker i gets GPU gpus[i % len(gpus)] if any.
+
+    ``storage`` is the resolved ``search.storage``: it goes into the environment
+    (``SWEEP_STORAGE_URL``), and the workers' override reads it from there.
+    """
+    pinned = (*_PER_WORKER, "search.storage")
+    base = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in pinned]
+    if storage:
+        base.append(f"search.storage=${{oc.env:{STORAGE_VARIABLE}}}")
     commands = []
     for index in range(count):
         argv = [sys.executable, str(RUN_SWEEP), *base, "search.workers=1",
                 f"search.worker_index={index}", f"hydra.run.dir={out_dir / f'worker-{index}'}"]  # fmt: skip
         env = dict(os.environ)
+        if storage:
+            env[STORAGE_VARIABLE] = storage
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
         commands.append((argv, env))
@@ -76,7 +94,8 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     )  # fmt: skip
     started = time.perf_counter()
     procs = []
-    for argv, env in worker_commands(overrides, count, out_dir, gpus):
+    storage_url = cfg.search.get("storage")
+    for argv, env in worker_commands(overrides, count, out_dir, gpus, storage_url):
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL))
     codes = [proc.wait() for proc in procs]
     for index, code in enumerate(codes):
@@ -84,12 +103,10 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
             log.warning(
                 "worker %d exited with code %d (see %s/worker-%d)", index, code, out_dir, index
             )
-    storage = search.make_storage(cfg.search)
-    study = trials.load_study(storage, cfg.search.study_name)
+    storage_text = storage.describe_storage(cfg.search)
+    study = trials.load_study(storage.make_storage(cfg.search), cfg.search.study_name, storage_text)
     trials.fail_stale_trials(study, cfg.search.stale_after_s)  # trials of workers that died
-    table = report.rebuild_study(
-        study, out_dir, cfg.report.tolerance, search.describe_storage(cfg.search)
-    )
+    table = report.rebuild_study(study, out_dir, cfg.report.tolerance, storage_text)
     log.info(
         "%d workers done in %.0fs; the study holds %d finished trials",
         count, time.perf_counter() - started, trials.count_finished(study),

@@ -19,6 +19,7 @@ import pandas as pd
 
 from sweep import page
 from sweep.atomic import replacing
+from sweep.secrets import mask
 
 # Stable column order of trials.csv (documented in the README); extra params follow.
 COLUMNS = [
@@ -125,10 +126,37 @@ def annotate(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return frame[COLUMNS + extras].sort_values("trial").reset_index(drop=True)
 
 
+class ReportError(OSError):
+    """A report file could not be written (full disk, no permission); one line for the user."""
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    with replacing(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename.
+
+    An ``OSError`` becomes a ``ReportError`` naming the folder and its free space; the old file
+    (if any) is left whole.
+    """
+    path = Path(path)
+    try:
+        with replacing(path) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ReportError(
+            f"cannot write the report {str(path)!r} ({error.strerror or error}); "
+            f"{free_space(path.parent)} free in {str(path.parent)!r}. Free some space or "
+            "choose another folder (hydra.run.dir=...); the study storage keeps every finished "
+            "trial: rerun the same command, or python -m sweep.report, to write the reports"
+        ) from None
+
+
+def free_space(folder: Path) -> str:
+    """Free space on ``folder``'s file system in MB (e.g. ``12.3 MB``), or ``unknown``."""
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB"
+    except OSError:
+        return "unknown"
 
 
 def write_reports(
@@ -152,10 +180,12 @@ def write_reports(
 
 def rebuild(storage: str, study_name: str, out_dir: Path, tolerance: float | None = None):
     """Rewrite trials.csv, pareto.csv and report.html of a study from its storage alone."""
-    from sweep import search, trials  # the storage readers (they import optuna)
+    from sweep import storage as storages  # the storage readers (they import optuna)
+    from sweep import trials
 
-    study = trials.load_study(search.make_storage({"storage": storage}), study_name)
-    return rebuild_study(study, out_dir, tolerance, search.hide_password(storage))
+    opened = storages.make_storage({"storage": storage}, create=False)
+    study = trials.load_study(opened, study_name, mask(storage))
+    return rebuild_study(study, out_dir, tolerance, mask(storage))
 
 
 def rebuild_study(study, out_dir: Path, tolerance: float | None, storage_text: str):

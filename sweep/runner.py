@@ -24,10 +24,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import measure, report, search, trials, vocab
+from sweep import measure, report, search, storage, trials, vocab
 from sweep.config import check_config
 from sweep.corpus import SPLITS, load_corpus
 from sweep.frontend import use_sparse
+from sweep.secrets import mask
 from sweep.train import SplitTensors, fit
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         }
     )
     study = search.open_study(cfg.search, cfg.seed, study_signature, full_vocab)
-    storage_text = search.describe_storage(cfg.search)
+    storage_text = storage.describe_storage(cfg.search)
     n_trials = cfg.search.n_trials
     grid_size = search.grid_size(cfg.search, full_vocab)
     if grid_size is not None and grid_size < n_trials:
@@ -302,7 +303,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
 
     shown_cfg = cfg.copy()
     if shown_cfg.search.storage:
-        shown_cfg.search.storage = search.hide_password(str(shown_cfg.search.storage))
+        shown_cfg.search.storage = mask(str(shown_cfg.search.storage))
     coverage_ks = sorted({int(k) for k in np.geomspace(1, full_vocab, 40)})
     context = {
         "coverage_curve": {
@@ -312,7 +313,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         },
         "study_name": cfg.search.study_name,
         "storage": storage_text,
-        "overrides": [search.hide_password(o) for o in overrides],
+        "overrides": [mask(o) for o in overrides],
         "space": {name: spec.get("key", name) for name, spec in cfg.search.space.items()},
         "config": OmegaConf.to_yaml(shown_cfg),
         "environment": environment(device),
@@ -448,7 +449,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             numbers = trials.front_trials(table, int(cfg.report.top_k))
             seeds = [cfg.seed + i for i in range(1, repeats + 1)]
             log.info("retraining front trials %s with seeds %s", numbers, seeds)
-            trials.repeat_trials(study, numbers, seeds, evaluate)
+            trials.repeat_trials(study, numbers, seeds, evaluate, cfg.search.stale_after_s)
     finally:
         table = write()  # also on an interrupt or a failed sweep: the reports cover the storage
         write_timing(timing, time.perf_counter() - started, out_dir)

@@ -11,10 +11,11 @@ import logging
 import math
 import re
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
+
+from sweep.storage import describe_storage, make_storage, storage_errors, storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,20 @@ class SearchError(ValueError):
     """A search config or study problem; the message names the key and what to do."""
 
 
-def hide_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+# Study names become folder names (the default journal, the run folder): one path component.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+\-]{0,199}")
+
+
+def check_study_name(name) -> None:
+    """A study name is one folder name: letters, digits and ``. _ = , + -``, no ``..``."""
+    text = str(name)
+    if not _STUDY_NAME.fullmatch(text) or ".." in text:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise SearchError(
+            f"search.study_name={shown!r} is not allowed: use up to 200 letters, digits and "
+            "'. _ = , + -', starting with a letter or digit, without '..' or path separators "
+            "(the name becomes a folder under search.storage_dir)"
+        )
 
 
 def check_space(space) -> None:
@@ -82,34 +94,6 @@ def suggest(
         suggest_fn = trial.suggest_int if kind == "int" else trial.suggest_float
         params[name] = suggest_fn(name, low, high, log=bool(spec.get("log", False)))
     return params
-
-
-def make_storage(search_cfg) -> optuna.storages.BaseStorage | str:
-    """The study storage: a journal file per study by default, else the configured URL."""
-    url = search_cfg.get("storage")
-    if url:
-        if "://" in url:
-            return url  # sqlite:///..., postgresql://..., mysql://...: Optuna's RDB storage
-        return journal_storage(Path(url))
-    folder = Path(search_cfg.storage_dir).expanduser() / search_cfg.study_name
-    return journal_storage(folder / "journal.log")
-
-
-def journal_storage(path: Path) -> optuna.storages.JournalStorage:
-    """A journal file storage: safe for several processes on one machine (file lock)."""
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-    return optuna.storages.JournalStorage(backend)
-
-
-def describe_storage(search_cfg) -> str:
-    """Where the study lives, for logs and reports (passwords hidden)."""
-    url = search_cfg.get("storage")
-    if url:
-        return hide_password(str(url))
-    return str(Path(search_cfg.storage_dir).expanduser() / search_cfg.study_name / "journal.log")
 
 
 def grid_values(search_cfg, full_vocab_size: int) -> dict[str, list]:
@@ -224,14 +208,19 @@ def open_study(search_cfg, seed: int, study_signature: str, full_vocab_size: int
     if len(search_cfg.objectives) != len(search_cfg.directions):
         raise SearchError("search.objectives and search.directions must have the same length")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        storage=make_storage(search_cfg),
-        study_name=search_cfg.study_name,
-        directions=list(search_cfg.directions),
-        sampler=make_sampler(search_cfg, seed, full_vocab_size),
-        pruner=make_pruner(search_cfg),
-        load_if_exists=True,
-    )
+    sampler, pruner = make_sampler(search_cfg, seed, full_vocab_size), make_pruner(search_cfg)
+    storage = make_storage(search_cfg)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=search_cfg.study_name,
+            directions=list(search_cfg.directions),
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    except storage_errors() as error:  # server down, bad credentials, a corrupt file
+        raise storage_failure(describe_storage(search_cfg), error) from None
     existing = len(study.get_trials(deepcopy=False))
     worker = int(search_cfg.get("worker_index", 0))
     if existing or worker:

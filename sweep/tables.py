@@ -48,6 +48,13 @@ class DataError(ValueError):
     """Bad input data or data config; the message names the key or file and what to do."""
 
 
+def shorten(value, limit: int = 80) -> str:
+    """``repr``-free text of a value from the data, cut to ``limit`` characters for messages
+    (a headerless file's first line can be a megabyte long)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
+
+
 def is_url(path_text: str) -> bool:
     """True for ``protocol://...`` paths (``file://`` included), which fsspec reads."""
     return "://" in str(path_text)
@@ -75,6 +82,11 @@ def local_path(split: str, path_text: str, cache_dir: str | None) -> Path:
     """The local file to read for ``data.<split>``: the path itself, or a cached remote copy."""
     if not is_url(path_text) or str(path_text).startswith("file://"):
         path = Path(str(path_text).removeprefix("file://")).expanduser()
+        if path.is_dir():
+            raise DataError(
+                f"data.{split}: {str(path)!r} is a folder; pass one file (CSV, TSV, JSONL or "
+                "Parquet) in it"
+            )
         if not path.is_file():
             raise DataError(f"data.{split}: file {str(path)!r} not found; pass an existing path")
         return path

@@ -11,6 +11,7 @@ learns to avoid the region, and not counted toward ``search.n_trials``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ import optuna
 import pandas as pd
 
 from sweep.search import TRIAL_CONSTRAINTS, SearchError, grid_values, suggest
+from sweep.storage import storage_errors, storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -274,28 +276,89 @@ def stored_repeats(study: optuna.Study) -> dict[int, dict[int, dict[str, float]]
     return out
 
 
+def worker_alive(worker: str, heartbeat: float | None, stale_after_s: float) -> bool:
+    """Whether ``host:pid`` may still be working: its pid exists (same host) or its heartbeat
+    is younger than ``stale_after_s`` (another host)."""
+    host, _, pid = str(worker).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return _pid_alive(int(pid))
+    return heartbeat is not None and time.time() - float(heartbeat) <= stale_after_s
+
+
+def claim_name(study: optuna.Study, number: int, seed: int) -> str:
+    return f"{study.study_name}~repeat-{number}-seed-{seed}"
+
+
+def claim_repeat(
+    study: optuna.Study, number: int, seed: int, stale_after_s: float
+) -> optuna.Study | None:
+    """Claim the retraining of trial ``number`` with ``seed`` for this process: the claim (set
+    its ``heartbeat`` while working), or None when another live process holds it.
+
+    A claim is a tiny study named ``<study>~repeat-<trial>-seed-<seed>`` in the same storage:
+    creating a study of an existing name fails atomically in every Optuna storage (a unique
+    name in a database, the journal's lock), so two runs never both win. A claim whose holder
+    is gone (killed, crashed) is taken over.
+    """
+    storage, name = study._storage, claim_name(study, number, seed)  # noqa: SLF001
+    for _ in range(2):
+        try:
+            claim = optuna.create_study(storage=storage, study_name=name, load_if_exists=False)
+        except optuna.exceptions.DuplicatedStudyError:
+            held = optuna.load_study(study_name=name, storage=storage)
+            attrs = held.user_attrs
+            if worker_alive(attrs.get("worker", ""), attrs.get("heartbeat"), stale_after_s):
+                return None
+            log.warning("seed repeat %s: its holder %s is gone; taking it over", name,
+                        attrs.get("worker"))  # fmt: skip
+            optuna.delete_study(study_name=name, storage=storage)
+            continue
+        claim.set_user_attr("worker", WORKER)
+        claim.set_user_attr("heartbeat", time.time())
+        return claim
+    return None
+
+
+def release_repeat(study: optuna.Study, number: int, seed: int) -> None:
+    """Drop this process's claim (its result, if any, is in the study by now)."""
+    with contextlib.suppress(KeyError):  # already gone (taken over and finished elsewhere)
+        optuna.delete_study(study_name=claim_name(study, number, seed), storage=study._storage)  # noqa: SLF001
+
+
 def repeat_trials(
     study: optuna.Study,
     numbers: list[int],
     seeds: list[int],
     evaluate: Callable[..., dict[str, Any]],
+    stale_after_s: float = 900.0,
 ) -> int:
-    """Retrain trials ``numbers`` with each of ``seeds`` (skipping stored ones); return how many."""
-    done = stored_repeats(study)
+    """Retrain trials ``numbers`` with each of ``seeds`` (skipping stored ones and those another
+    live process has claimed); return how many ran here."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    todo = [(n, s) for n in numbers for s in seeds if s not in stored_repeats(study).get(n, {})]
     ran = 0
-    for number in numbers:
-        for seed in seeds:
-            if seed in done.get(number, {}):
+    for index, (number, seed) in enumerate(todo, start=1):
+        claim = claim_repeat(study, number, seed, stale_after_s)
+        if claim is None:
+            log.info("trial %d with seed %d: another run is training it", number, seed)
+            continue
+
+        def beat(epoch: int, val_accuracy: float, claim=claim) -> None:
+            claim.set_user_attr("heartbeat", time.time())
+
+        try:
+            if seed in stored_repeats(study).get(number, {}):  # finished while we claimed
                 continue
-            measured = evaluate(dict(trials[number].params), None, seed=seed)
+            measured = evaluate(dict(trials[number].params), beat, seed=seed)
             study.set_user_attr(
                 f"{REPEATS_PREFIX}{number}:{seed}",
                 {k: measured[k] for k in ("val_accuracy", "test_accuracy")},
             )
-            ran += 1
-            log.info("trial %d with seed %d: val_accuracy %.2f", number, seed,
-                     measured["val_accuracy"])  # fmt: skip
+        finally:
+            release_repeat(study, number, seed)
+        ran += 1
+        log.info("seed repeat %d/%d: trial %d with seed %d: val_accuracy %.2f", index, len(todo),
+                 number, seed, measured["val_accuracy"])  # fmt: skip
     return ran
 
 
@@ -322,13 +385,19 @@ def importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def load_study(storage, study_name: str) -> optuna.Study:
+def load_study(storage, study_name: str, storage_text: str = "that storage") -> optuna.Study:
     """Load a stored study by name (for rebuilding reports), with a clear error if absent."""
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError as error:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SearchError(f"no study {study_name!r} in that storage; it holds {names}") from error
+        names = [
+            s.study_name
+            for s in optuna.get_all_study_summaries(storage)
+            if "~repeat-" not in s.study_name
+        ]  # fmt: skip  (claims: see claim_repeat)
+        raise SearchError(f"no study {study_name!r} in {storage_text}; it holds {names}") from error
+    except storage_errors() as error:  # server down, bad credentials, a corrupt file
+        raise storage_failure(storage_text, error) from None
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

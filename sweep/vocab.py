@@ -302,7 +302,19 @@ def load_or_build(corpus: Corpus, data_cfg) -> tuple[Encoded, str]:
         except Exception as error:  # a damaged cache is rebuilt, never trusted
             log.warning("ignoring unreadable cache %s (%s); rebuilding", path, error)
     encoded = build(corpus, data_cfg.tokenizer, data_cfg.max_length)
-    with replacing(path) as tmp:  # a half-written cache is never read
-        torch.save(encoded.__dict__, tmp)
+    try:
+        with replacing(path) as tmp:  # a half-written cache is never read
+            torch.save(encoded.__dict__, tmp)
+    except (OSError, RuntimeError) as error:  # full disk, read-only folder: torch says RuntimeError
+        # The cache only saves the next run its tokenizing: go on without it.
+        log.warning(
+            "data.cache_dir: could not write the encoded-corpus cache %s (%s); going on "
+            "without it (the next run tokenizes again)",
+            path,
+            str(error).strip().splitlines()[0][:200]
+            if str(error).strip()
+            else type(error).__name__,
+        )
+        return encoded, key
     log.info("encoded corpus: cached at %s", path)
     return encoded, key

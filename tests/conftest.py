@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import sweep  # noqa: F401  (registers the configs' resolvers: ${setup_digest:}, ${pid:})
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
@@ -30,6 +32,11 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()):
     """The composed primary config, as ``run_sweep.py`` would see it (without hydra keys)."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="sweep", overrides=list(overrides))
+
+
+def default_study(overrides: list[str] | tuple[str, ...] = TINY) -> str:
+    """The default study name (``<data>-<model>-<search>-<setup digest>``) these overrides get."""
+    return str(compose_config(overrides).search.study_name)
 
 
 @pytest.fixture

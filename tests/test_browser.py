@@ -15,7 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep import report, search
+from sweep import report
+from sweep.storage import journal_storage
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -29,7 +30,7 @@ pytestmark = [
 
 def synthetic_storage(path: Path, n_trials: int, name: str = "big") -> str:
     """A journal storage holding ``n_trials`` made-up trials of every state (no training)."""
-    storage = search.journal_storage(path)
+    storage = journal_storage(path)
     study = optuna.create_study(
         storage=storage, study_name=name, directions=["maximize", "minimize"]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, default_study, run_cli
 
 
 def test_sweep_then_resume_from_the_default_storage(tmp_path):
@@ -21,7 +21,7 @@ def test_sweep_then_resume_from_the_default_storage(tmp_path):
     pareto = pd.read_csv(tmp_path / "run1" / "pareto.csv")
     assert 1 <= len(pareto) <= 3
     # The default storage lives in a stable folder per study, relative to where you run.
-    assert (tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log").is_file()
+    assert (tmp_path / "studies" / default_study() / "journal.log").is_file()
     assert (tmp_path / "data" / "cache").is_dir()
     assert not list((tmp_path / "run1").glob(".*.tmp"))
 
@@ -81,10 +81,11 @@ def test_reports_rebuild_from_the_storage_alone(tiny_cfg, tmp_path):
     from sweep.runner import run
 
     run(tiny_cfg, tmp_path / "out")
-    journal = tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log"
+    name = tiny_cfg.search.study_name
+    journal = tmp_path / "studies" / name / "journal.log"
     result = subprocess.run(
         [sys.executable, "-m", "sweep.report", "--storage", str(journal),
-         "--study", "synthetic-bag-pareto", "--out", str(tmp_path / "rebuilt")],
+         "--study", name, "--out", str(tmp_path / "rebuilt")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

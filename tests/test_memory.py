@@ -9,6 +9,7 @@ from conftest import TINY, compose_config, run_cli
 
 from sweep import measure, runner
 from sweep.runner import build_model
+from sweep.storage import make_storage
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
 
@@ -108,7 +109,7 @@ def test_budget_feeds_the_sampler_constraints(tiny_overrides, tmp_path):
 
     cfg = compose_config([*tiny_overrides, "search.max_params=8000", "search.n_trials=2"])
     runner.run(cfg, tmp_path / "out")
-    study = trials.load_study(search.make_storage(cfg.search), cfg.search.study_name)
+    study = trials.load_study(make_storage(cfg.search), cfg.search.study_name)
     for trial in study.trials:  # every trial tells the sampler how far over budget it was
         if search.TRIAL_CONSTRAINTS:
             assert list(trial.constraints.values()) == [trial.user_attrs["budget_excess"]]

@@ -11,9 +11,10 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, compose_config, run_cli
+from conftest import ROOT, TINY, compose_config, default_study, run_cli
 
-from sweep import parallel, search, trials
+from sweep import parallel, trials
+from sweep.storage import journal_storage
 
 State = optuna.trial.TrialState
 SLOWER = [
@@ -98,12 +99,12 @@ def check_shared_study(study, killed_number, n_trials):
 
 @pytest.mark.slow
 def test_three_workers_one_killed_on_the_journal_storage(tmp_path):
-    journal = tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log"
+    name = default_study([*SLOWER, "search.n_trials=6"])
+    journal = tmp_path / "studies" / name / "journal.log"
     procs = start_workers(tmp_path, [])
 
     def load():
-        return optuna.load_study(study_name="synthetic-bag-pareto",
-                                 storage=search.journal_storage(journal))  # fmt: skip
+        return optuna.load_study(study_name=name, storage=journal_storage(journal))
 
     killed = kill_one_mid_trial(procs, load)
     for proc in procs:
@@ -151,18 +152,8 @@ def test_three_workers_one_killed_on_postgresql(tmp_path):
         assert password not in path.read_text(errors="ignore"), path
 
 
-def test_passwords_are_masked():
-    assert (
-        search.hide_password("postgresql://sweep:s3cret@db:5432/x")
-        == "postgresql://sweep:***@db:5432/x"
-    )
-    assert search.hide_password("sqlite:///a.db") == "sqlite:///a.db"
-    cfg = compose_config(["search.storage=postgresql://u:pw@h/db"])
-    assert "pw" not in search.describe_storage(cfg.search)
-
-
 def test_stale_running_trial_does_not_block_the_others(tmp_path):
-    storage = search.journal_storage(tmp_path / "j.log")
+    storage = journal_storage(tmp_path / "j.log")
     study = optuna.create_study(storage=storage, study_name="s")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -180,7 +171,8 @@ def test_multirun_fans_out_and_summarises(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = pd.read_csv(tmp_path / "mr" / "summary.csv")
-    assert summary["study"].tolist() == ["synthetic-bag-pareto", "synthetic-cnn-pareto"]
+    names = [default_study([*TINY, f"model={m}", "search.n_trials=2"]) for m in ("bag", "cnn")]
+    assert summary["study"].tolist() == names
     assert (summary["complete trials"] == 2).all()
     page = (tmp_path / "mr" / "summary.html").read_text()
     assert page.count("<polyline") + page.count("<circle") >= 2
@@ -193,11 +185,9 @@ def test_workers_through_the_submitit_launcher(tmp_path):
                       "search.worker_index=0,1", *TINY, "search.n_trials=4", "hydra.sweep.dir=mr"],
                      cwd=tmp_path, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    name = default_study([*TINY, "search.n_trials=4"])
     study = optuna.load_study(
-        study_name="synthetic-bag-pareto",
-        storage=search.journal_storage(
-            tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log"
-        ),
+        study_name=name, storage=journal_storage(tmp_path / "studies" / name / "journal.log")
     )
     finished = [t for t in study.get_trials() if t.state == State.COMPLETE]
     assert 4 <= len(finished) <= 5

@@ -12,15 +12,17 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, compose_config
+from conftest import ROOT, TINY, compose_config, default_study
 
 from sweep import runner, search, trials
+from sweep.storage import journal_storage
 
 State = optuna.trial.TrialState
 
 
-def load(storage_dir, name="synthetic-bag-pareto"):
-    storage = search.journal_storage(storage_dir / name / "journal.log")
+def load(storage_dir, name=None):
+    name = name or default_study()
+    storage = journal_storage(storage_dir / name / "journal.log")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -36,7 +38,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     killed_trial = None
     while time.time() < deadline and killed_trial is None:
         time.sleep(0.3)
-        if not (tmp_path / "studies" / "synthetic-bag-pareto" / "journal.log").exists():
+        if not (tmp_path / "studies" / default_study() / "journal.log").exists():
             continue
         study = load(tmp_path / "studies")
         done = study.get_trials(states=(State.COMPLETE,))
@@ -71,7 +73,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
 
 
 def test_stale_trials_are_failed_and_live_ones_kept(tmp_path):
-    storage = search.journal_storage(tmp_path / "j.log")
+    storage = journal_storage(tmp_path / "j.log")
     study = optuna.create_study(storage=storage, study_name="s")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

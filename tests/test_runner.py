@@ -77,9 +77,25 @@ def test_resume_tops_up_and_never_retrains(tiny_overrides, tmp_path, count_fits)
 
 
 def test_resume_refuses_a_different_setup(tiny_overrides, tmp_path):
-    runner.run(compose_config(tiny_overrides), tmp_path / "a")
+    # A named study is checked strictly: a changed setup under the same name stops.
+    named = [*tiny_overrides, "search.study_name=mine"]
+    runner.run(compose_config(named), tmp_path / "a")
     with pytest.raises(SearchError, match=r"search\.study_name=.*different setup"):
-        runner.run(compose_config([*tiny_overrides, "train.lr=0.1"]), tmp_path / "b")
+        runner.run(compose_config([*named, "train.lr=0.1"]), tmp_path / "b")
+
+
+def test_default_study_name_follows_the_setup(tiny_overrides, tmp_path):
+    first = compose_config(tiny_overrides)
+    runner.run(first, tmp_path / "a")
+    # A changed training key (or data file, or seed) is another study: it starts fresh.
+    changed = compose_config([*tiny_overrides, "train.lr=0.1"])
+    assert changed.search.study_name != first.search.study_name
+    assert changed.search.study_name.startswith("synthetic-bag-pareto-")
+    result = runner.run(changed, tmp_path / "b")
+    assert len(result.table) == 3
+    # What may change between runs of one study keeps its name: the same command resumes.
+    same = compose_config([*tiny_overrides, "search.n_trials=4", "device=cpu", "threads=1"])
+    assert same.search.study_name == first.search.study_name
 
 
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_cfg, tmp_path, monkeypatch):

@@ -1,0 +1,54 @@
+"""Names derived from the config: the default study name's setup digest and unique run folders.
+
+Registered as OmegaConf resolvers when the package is imported, so the YAML can say
+``study_name: ${data.name}-${model.name}-${search.name}-${setup_digest:}`` and
+``--cfg job --resolve`` shows the name a run will use.
+
+The digest covers what makes trials comparable (the data settings, the model, training, the
+search space, objectives, directions and the seed) and nothing that may change between runs of
+one study (``search.n_trials``, storage, workers, device, threads, reports, cache folders). So the
+same command resumes its study, a changed setup starts a new one, and a ``--multirun`` over any
+such key gives every job its own study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+# data.* keys that say where files live or how to fetch them, not what the data is.
+_DATA_PLUMBING = ("cache_dir", "root", "download_retries")
+
+
+def setup_parts(root: DictConfig) -> dict:
+    """The parts of a composed config that identify a study's setup (values resolved)."""
+
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+    data = {k: v for k, v in (plain(root.get("data")) or {}).items() if k not in _DATA_PLUMBING}
+    search = root.get("search") or {}
+    return {
+        "data": data,
+        "model": plain(root.get("model")),
+        "train": plain(root.get("train")),
+        "space": plain(search.get("space")),
+        "objectives": plain(search.get("objectives")),
+        "directions": plain(search.get("directions")),
+        "seed": root.get("seed"),
+    }
+
+
+def setup_digest(*, _root_: DictConfig) -> str:
+    """Eight hex digits of the setup (``setup_parts``)."""
+    text = json.dumps(setup_parts(_root_), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def register_resolvers() -> None:
+    """``${setup_digest:}`` and ``${pid:}`` (this process id: run folders unique per process)."""
+    OmegaConf.register_new_resolver("setup_digest", setup_digest, replace=True)
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)

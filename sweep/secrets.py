@@ -1,0 +1,96 @@
+"""Secrets: one masking function for every place that prints or stores a URL or an override.
+
+A storage URL may carry a password as its userinfo (``postgresql://user:pw@host/db``, where the
+password may hold any character, ``/`` and ``@`` included) or as a query parameter
+(``?password=pw``). ``mask`` replaces both with ``***``. ``MaskingFilter`` applies it to every log
+record, so no log line (the console, Hydra's run log, a worker's log) can carry one either.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+HIDDEN = "***"
+
+# userinfo: scheme://user:password@host. The password runs to the LAST '@' before the host part
+# ends (a password may contain '/', ':' or '@'), but not past whitespace or a quote, so one URL
+# inside a longer text (a log line, a list of overrides) is masked alone.
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*):(?P<pw>[^\s'\"]*)@")
+_QUERY = re.compile(
+    r"(?P<head>[?&;](?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey)=)"
+    r"(?P<pw>[^&;#\s'\"]*)",
+    re.IGNORECASE,
+)
+
+
+def mask(text: str) -> str:
+    """``text`` with every URL password (userinfo or query parameter) replaced by ``***``.
+
+    An interpolation such as ``${oc.env:PGPASSWORD}`` is not a secret (it names where the secret
+    is) and stays as written.
+    """
+    text = str(text)
+
+    def userinfo(match: re.Match) -> str:
+        password = match.group("pw")
+        if password.startswith("${") and password.endswith("}"):
+            return match.group(0)
+        return f"{match.group('head')}:{HIDDEN}@"
+
+    text = _USERINFO.sub(userinfo, text)
+    return _QUERY.sub(lambda m: m.group("head") + HIDDEN, text)
+
+
+def has_secret(text: str) -> bool:
+    """True when ``mask`` would change ``text``."""
+    return mask(text) != str(text)
+
+
+class MaskingFilter(logging.Filter):
+    """Mask secrets in a record's message and arguments before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, mask(text)
+        return True
+
+
+def install_log_masking() -> None:
+    """Attach ``MaskingFilter`` to every handler of the root logger (Hydra's console and file)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())
+
+
+def scrub_files(run_dir) -> list[str]:
+    """Mask secrets in the config files Hydra saved for a run (``.hydra/*.yaml`` and a
+    multirun's ``multirun.yaml``); return the files changed. Hydra writes the overrides as
+    typed, so a literal password on the command line would otherwise stay on disk."""
+    from pathlib import Path
+
+    from sweep.atomic import replacing
+
+    run_dir = Path(run_dir)
+    changed = []
+    for path in [*sorted((run_dir / ".hydra").glob("*.yaml")), run_dir.parent / "multirun.yaml"]:
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        if has_secret(text):
+            with replacing(path) as tmp:
+                Path(tmp).write_text(mask(text), encoding="utf-8")
+            changed.append(str(path))
+    if changed:
+        logging.getLogger(__name__).warning(
+            "a password was given on the command line; it is masked in %s. Pass it as "
+            "${oc.env:PGPASSWORD} (an environment variable) instead",
+            ", ".join(changed),
+        )
+    return changed

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from sweep import corpus, report, search, storage, trials, vocab
+from sweep import corpus, report, runner, search, storage, trials, vocab
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,21 @@ def worker_commands(
     out_dir: Path,
     gpus: Sequence[str],
     storage: str | None = None,
+    threads: int | None = None,
 ):
     """(argv, environment) of each worker; worker i gets GPU gpus[i % len(gpus)] if any.
 
     ``storage`` is the resolved ``search.storage``: it goes into the environment
-    (``SWEEP_STORAGE_URL``), and the workers' override reads it from there.
+    (``SWEEP_STORAGE_URL``), and the workers' override reads it from there. ``threads`` is
+    each worker's torch thread count (``threads=null``: the cores given, shared among them).
     """
-    pinned = (*_PER_WORKER, "search.storage")
+    pinned = (*_PER_WORKER, "search.storage", "threads")
     base = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in pinned]
     if storage:
         base.append(f"search.storage=${{oc.env:{STORAGE_VARIABLE}}}")
+    if threads is None:
+        threads = max(runner.thread_count(None) // count, 1)
+    base.append(f"threads={threads}")
     commands = []
     for index in range(count):
         argv = [sys.executable, str(RUN_SWEEP), *base, "search.workers=1",
@@ -95,7 +100,8 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     started = time.perf_counter()
     procs = []
     storage_url = cfg.search.get("storage")
-    for argv, env in worker_commands(overrides, count, out_dir, gpus, storage_url):
+    threads = cfg.get("threads")
+    for argv, env in worker_commands(overrides, count, out_dir, gpus, storage_url, threads):
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL))
     codes = [proc.wait() for proc in procs]
     for index, code in enumerate(codes):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -137,6 +138,22 @@ def with_params(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
     return trial_cfg
 
 
+def cores_given() -> int:
+    """CPU cores this process may run on (its affinity: taskset, cgroup cpusets), not the host's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def thread_count(threads: int | None) -> int:
+    """Torch CPU threads for this process: ``threads`` when set, else ``OMP_NUM_THREADS`` when
+    the environment sets it, else every core given (``cores_given``)."""
+    if threads is not None:
+        return int(threads)
+    from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(from_env) if from_env.isdigit() and int(from_env) >= 1 else cores_given()
+
+
 def environment(device: torch.device) -> dict[str, str]:
     """Versions and device, shown in the report."""
     return {
@@ -215,8 +232,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     """Run (or resume) the study described by ``cfg``; reports go to ``out_dir``."""
     check_config(cfg)
     device = measure.resolve_device(cfg.device)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    torch.set_num_threads(thread_count(cfg.get("threads")))
     out_dir = Path(out_dir)
     started = time.perf_counter()
 

@@ -363,3 +363,23 @@ def test_sqlite_storage_file_is_a_real_database(tiny_overrides, tmp_path):
     runner.run(compose_config([*tiny_overrides, f"search.storage={url}"]), tmp_path / "out")
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("select count(*) from trials").fetchone()[0] == 3
+
+
+# 10. Threads: a worker uses the cores it was given and no more.
+
+
+def test_thread_count_follows_the_setting_the_environment_and_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert compose_config([]).threads == 1  # the default: one thread per trial process
+    assert runner.thread_count(3) == 3
+    assert runner.thread_count(None) == runner.cores_given()
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert runner.thread_count(None) == 5 and runner.thread_count(2) == 2
+
+
+def test_workers_share_the_cores_when_threads_is_null(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    commands = parallel.worker_commands(["threads=null"], 4, tmp_path, [], threads=None)
+    assert all("threads=2" in argv and "threads=null" not in argv for argv, _ in commands)
+    commands = parallel.worker_commands([], 4, tmp_path, [], threads=3)
+    assert all("threads=3" in argv for argv, _ in commands)

@@ -12,6 +12,7 @@ learns to avoid the region, and not counted toward ``search.n_trials``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
@@ -335,8 +336,9 @@ def repeat_trials(
     """Retrain trials ``numbers`` with each of ``seeds`` (skipping stored ones and those another
     live process has claimed); return how many ran here."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    todo = [(n, s) for n in numbers for s in seeds if s not in stored_repeats(study).get(n, {})]
-    ran = 0
+    done = stored_repeats(study)
+    todo = [(n, s) for n in numbers for s in seeds if s not in done.get(n, {})]
+    ran, started = 0, time.perf_counter()
     for index, (number, seed) in enumerate(todo, start=1):
         claim = claim_repeat(study, number, seed, stale_after_s)
         if claim is None:
@@ -357,8 +359,10 @@ def repeat_trials(
         finally:
             release_repeat(study, number, seed)
         ran += 1
-        log.info("seed repeat %d/%d: trial %d with seed %d: val_accuracy %.2f", index, len(todo),
-                 number, seed, measured["val_accuracy"])  # fmt: skip
+        eta = (time.perf_counter() - started) / index * (len(todo) - index)
+        log.info("seed repeat %d/%d: trial %d with seed %d: val_accuracy %.2f | ETA %s", index,
+                 len(todo), number, seed, measured["val_accuracy"],
+                 datetime.timedelta(seconds=round(eta)))  # fmt: skip
     return ran
 
 

@@ -29,8 +29,10 @@ def load(storage_dir, name=None):
 @pytest.mark.slow
 def test_kill_9_mid_trial_then_resume(tmp_path):
     """A real subprocess, a real SIGKILL in the middle of a trial, the same command again."""
-    args = [sys.executable, str(ROOT / "run_sweep.py"), *TINY, "data.synthetic.num_docs=3000",
-            "train.epochs=40", "train.patience=40", "search.n_trials=4", "hydra.run.dir=run"]  # fmt: skip
+    overrides = [*TINY, "data.synthetic.num_docs=3000", "train.epochs=40", "train.patience=40",
+                 "search.n_trials=4"]  # fmt: skip
+    args = [sys.executable, str(ROOT / "run_sweep.py"), *overrides, "hydra.run.dir=run"]
+    name = default_study(overrides)
     proc = subprocess.Popen(
         args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -38,9 +40,9 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     killed_trial = None
     while time.time() < deadline and killed_trial is None:
         time.sleep(0.3)
-        if not (tmp_path / "studies" / default_study() / "journal.log").exists():
+        if not (tmp_path / "studies" / name / "journal.log").exists():
             continue
-        study = load(tmp_path / "studies")
+        study = load(tmp_path / "studies", name)
         done = study.get_trials(states=(State.COMPLETE,))
         running = [
             t for t in study.get_trials(states=(State.RUNNING,)) if "params_total" in t.user_attrs
@@ -52,14 +54,14 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     assert killed_trial is not None, "never saw a trial running after a finished one"
     before = {
         t.number: (t.datetime_start, t.values)
-        for t in load(tmp_path / "studies").get_trials(states=(State.COMPLETE,))
+        for t in load(tmp_path / "studies", name).get_trials(states=(State.COMPLETE,))
     }
     assert (tmp_path / "run" / "trials.csv").is_file()  # the killed run left valid reports
     pd.read_csv(tmp_path / "run" / "trials.csv")
 
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    study = load(tmp_path / "studies")
+    study = load(tmp_path / "studies", name)
     killed = study.trials[killed_trial]
     assert killed.state == State.FAIL
     assert killed.user_attrs["fail_reason"].startswith("interrupted: its worker")

@@ -13,7 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweep import parallel
+from sweep import cli, parallel
 from sweep.config import ConfigError, check_config
 from sweep.corpus import DataError
 from sweep.report import ReportError
@@ -70,6 +70,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    answered = cli.precheck(sys.argv[1:])  # --help, --cfg job, or a bad key: no Hydra run
+    if answered is not None:
+        sys.exit(answered)
     try:
         main()
     except SystemExit as stop:

@@ -429,9 +429,11 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         remaining = max(n_trials - finished, 0)
         eta = timedelta(seconds=round(sum(durations) / len(durations) * remaining))
         acc = trial.user_attrs.get("val_accuracy", float("nan"))
+        # The Pareto front is what a multi-objective search builds; one objective has a best.
+        front = "" if single else f", front {int(table['pareto'].sum())}"
         log.info(
             "trial %d/%d (#%d) %s in %.1fs: embedding_dim=%s vocab_size=%s params=%s "
-            "val_accuracy=%.2f | best %.2f, front %d | ETA %s",
+            "val_accuracy=%.2f | best %.2f%s | ETA %s",
             min(finished, n_trials),
             n_trials,
             trial.number,
@@ -442,10 +444,11 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             f"{trial.user_attrs.get('params_total', 0):,}",
             acc,
             best,
-            int(table["pareto"].sum()),
+            front,
             eta,
         )
 
+    single = len(cfg.search.objectives) == 1
     log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
     try:
         trials.run_trials(
@@ -464,7 +467,13 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             # Seed noise: retrain the best front trials with more seeds; reports show mean +- std.
             numbers = trials.front_trials(table, int(cfg.report.top_k))
             seeds = [cfg.seed + i for i in range(1, repeats + 1)]
-            log.info("retraining front trials %s with seeds %s", numbers, seeds)
+            log.info(
+                "seed noise: retraining %s %s with seeds %s (%d fits)",
+                "the most accurate trials of each size" if single else "the front trials",
+                numbers,
+                seeds,
+                len(numbers) * len(seeds),
+            )
             trials.repeat_trials(study, numbers, seeds, evaluate, cfg.search.stale_after_s)
     finally:
         table = write()  # also on an interrupt or a failed sweep: the reports cover the storage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import TINY, default_study, run_cli
+from conftest import TINY, compose_config, default_study, run_cli
 
 
 def test_sweep_then_resume_from_the_default_storage(tmp_path):
@@ -38,13 +38,34 @@ def test_help_and_cfg_job(tmp_path):
     shown = run_cli(["--help"], cwd=tmp_path)
     assert shown.returncode == 0
     assert (
-        "data: 20newsgroups, ag_news, dbpedia, files, imdb, sst2, synthetic, trec, yelp_polarity"
+        "data: 20newsgroups, ag_news, dbpedia, files, imdb, sst2, [synthetic], trec, yelp_polarity"
         in shown.stdout
-        and "search: accuracy, pareto" in shown.stdout
+        and "search: accuracy, [pareto]" in shown.stdout
     )
-    job = run_cli(["--cfg", "job", "model.hidden_dim=5"], cwd=tmp_path)
+    assert "common" not in shown.stdout.split("== Keys")[0]  # internal groups are not options
+    # Every key with its comment, for the chosen options.
+    assert "lr: 0.005                 # Adam learning rate" in shown.stdout
+    assert "hidden_dim: 64" in shown.stdout and "kernel_sizes" not in shown.stdout
+    cnn = run_cli(["--help", "model=cnn"], cwd=tmp_path)
+    assert "model: bag, [cnn], rnn, transformer" in cnn.stdout and "kernel_sizes" in cnn.stdout
+    job = run_cli(["--cfg", "job", "model.hidden_dim=5", "train.lr=0.01"], cwd=tmp_path)
     assert job.returncode == 0 and "hidden_dim: 5" in job.stdout
+    name = compose_config(["model.hidden_dim=5", "train.lr=0.01"]).search.study_name
+    assert f"study_name: {name}" in job.stdout  # resolved: the name this command would use
     assert not (tmp_path / "studies").exists()  # printing the config trains nothing
+
+
+def test_unknown_keys_name_the_nearest_valid_ones(tmp_path):
+    for args, expected in (
+        (["train.epoch=1"], "unknown config key train.epoch; did you mean train.epochs?"),
+        (["+train.epoch=1"], "+train.epoch adds a key that nothing reads"),
+        (["search.space.embeding_dim.high=5"], "did you mean search.space.embedding_dim.high"),
+    ):
+        result = run_cli(args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr and "To append to your config" not in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists()
 
 
 def test_unknown_group_option_names_the_group(tmp_path):

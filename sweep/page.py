@@ -31,6 +31,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _pct(row: pd.Series, metric: str = "val_accuracy") -> str:
+    """``80.7%``, or ``80.9% ± 0.4 (3 seeds)`` where the trial was retrained with more seeds."""
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    if mean is not None and isinstance(mean, (float, int)) and math.isfinite(mean):
+        return f"{mean:.1f}% ± {std:.1f} ({int(row['seeds'])} seeds)"
+    return f"{row[metric]:.1f}%"
+
+
 def html_table(frame: pd.DataFrame, columns: Sequence[str], table_id: str) -> str:
     """An HTML table (every cell escaped) whose headers sort it on click."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -126,7 +134,7 @@ tr.rec td{background:#fde8e8;font-weight:600}
 code,pre{background:#f6f6f6;padding:2px 4px}
 pre{padding:8px;white-space:pre-wrap;word-break:break-all}
 .box{border:2px solid #d62728;padding:8px 14px;border-radius:6px}
-.scroll{max-height:480px;overflow:auto}
+.scroll{max-height:480px;max-width:100%;overflow:auto}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
 figure.chart{margin:0;border:1px solid #eee;padding:4px}
 figcaption{font-weight:600;font-size:13px;margin:2px 4px}
@@ -160,18 +168,28 @@ def render(
     else:
         row = rec.iloc[0].copy()
         row["study_name"] = study
-        best = done["val_accuracy"].max()
+        # The same score the recommendation ranks by: the mean over seeds where retrained.
+        score = done["val_accuracy_mean"].fillna(done["val_accuracy"])
+        best = done.loc[score.idxmax()]
+        rule = (
+            f"the fewest parameters among the trials within {tie_margin:.2f} points of the best "
+            f"validation accuracy, {_pct(best)} (trial {int(best['trial'])})"
+        )
+        if math.isfinite(noise) and tie_margin > tolerance:
+            rule += (
+                f"; {tie_margin:.2f} points is the seed noise, larger than report.tolerance "
+                f"({tolerance:.2f})"
+            )
+        else:
+            rule += " (report.tolerance)"
         noise_text = ""
         if math.isfinite(noise):
-            seeds = _fmt(row["seeds"]) or "1"
             noise_text = (
-                f"<p>Seed noise: retrained front trials vary by {esc(_fmt(noise))} points "
-                "(median standard deviation of validation accuracy over seeds). The "
-                f"recommendation ranks by the mean over seeds (this one: "
-                f"{esc(_fmt(row['val_accuracy_mean']))}% +- {esc(_fmt(row['val_accuracy_std']))}"
-                f" over {esc(seeds)} seeds) and treats trials within "
-                f"{esc(_fmt(tie_margin))} points of the best as ties, so no "
-                "difference smaller than the noise counts as a win.</p>"
+                f"<p>Seed noise: retrained trials vary by {noise:.2f} points (median standard "
+                "deviation of validation accuracy over seeds). Where a trial was retrained, the "
+                "recommendation ranks by its mean over seeds, and trials within "
+                f"{tie_margin:.2f} points of the best tie, so no difference smaller than the "
+                "noise counts as a win.</p>"
             )
         overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
         command, secret_note = reproduce_command(overrides)
@@ -183,16 +201,18 @@ def render(
             f"<p><b>{esc(settings)}</b> (num_embeddings={esc(_fmt(row['num_embeddings']))}): "
             f"{esc(_fmt(row['params_total']))} parameters "
             f"({esc(_fmt(row['params_embedding']))} in the embedding table), "
-            f"validation accuracy {esc(_fmt(row['val_accuracy']))}% "
-            f"(best {esc(_fmt(best))}%, tolerance {esc(_fmt(tolerance))} points), "
-            f"test accuracy {esc(_fmt(row['test_accuracy']))}%.</p>{noise_text}"
+            f"validation accuracy {esc(_pct(row))}, test accuracy "
+            f"{esc(_pct(row, 'test_accuracy'))}.</p>"
+            f"<p>Rule: {esc(rule)}.</p>{noise_text}"
             f"<p>Reproduce it alone:</p><pre>{esc(command)}</pre>{esc(secret_note)}</div>"
         )
     failed = table[table["state"].isin(["FAIL", "SKIPPED"])]
     failures = (
-        html_table(
+        '<div class="scroll">'
+        + html_table(
             failed, ["trial", "embedding_dim", "vocab_size", "state", "fail_reason"], "failures"
         )
+        + "</div>"
         if len(failed)
         else "<p>None.</p>"
     )
@@ -201,12 +221,9 @@ def render(
         for k, v in context.get("environment", {}).items()
     )
     front = table[table["pareto"]].sort_values("params_total")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
-<title>Embedding sweep: {esc(study)}</title><style>{_CSS}</style></head>
-<body>
-<h1>Embedding sweep: {esc(study)}</h1>
+    return shell(
+        f"Embedding sweep: {study}",
+        f"""<h1>Embedding sweep: {esc(study)}</h1>
 <p>Storage <code>{esc(str(context.get("storage", "")))}</code>. Trials: {esc(count_text)}.
 Accuracies are in percent; the front is validation accuracy against params_total.</p>
 {summary}
@@ -214,7 +231,7 @@ Accuracies are in percent; the front is validation accuracy against params_total
 <p>Grey: trials; blue: the Pareto front; red: recommended. Hover a point for its settings.</p>
 <div class="charts">{charts(table, context)}</div>
 <h2>Pareto front ({len(front)} trials)</h2>
-{html_table(front, shown, "pareto")}
+<div class="scroll">{html_table(front, shown, "pareto")}</div>
 <h2>All trials</h2>
 <div class="scroll">{html_table(table, shown, "trials")}</div>
 <h2>Failed trials</h2>
@@ -224,7 +241,20 @@ Accuracies are in percent; the front is validation accuracy against params_total
 <h2>Environment</h2>
 <table>{environment}</table>
 <h2>Config</h2>
-<pre>{esc(str(context.get("config", "")))}</pre>
+<pre>{esc(str(context.get("config", "")))}</pre>""",
+    )
+
+
+def shell(title: str, body: str) -> str:
+    """A whole self-contained page around ``body`` (HTML): the styles, the hover tip and the
+    table sorting; its Content-Security-Policy forbids every network request."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<body>
+{body}
 <div id="tip"></div>
 <script>{_SORT_JS}{_TIP_JS}</script>
 </body></html>
@@ -278,6 +308,17 @@ def _bands(values: pd.Series, count: int = 3) -> list[tuple[float, float]]:
     return [(edges[i], edges[i + 1]) for i in range(count)]
 
 
+def _envelope(xs: pd.Series, ys: pd.Series, bins: int = 6) -> tuple[list[float], list[float]]:
+    """The best ``y`` in each of ``bins`` log-spaced bins of ``x``, at the bin's best point."""
+    if len(xs) == 0:
+        return [], []
+    edges = np.geomspace(float(xs.min()), float(xs.max()) + 1, bins + 1)
+    which = np.clip(np.searchsorted(edges, xs.to_numpy(float), side="right") - 1, 0, bins - 1)
+    frame = pd.DataFrame({"x": xs.to_numpy(float), "y": ys.to_numpy(float), "bin": which})
+    best = frame.loc[frame.groupby("bin")["y"].idxmax()].sort_values("x")
+    return best["x"].tolist(), best["y"].tolist()
+
+
 def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
     """The report's seven charts, as SVG figures."""
     done = table[(table["state"] == "COMPLETE") & table["val_accuracy"].notna()]
@@ -300,14 +341,14 @@ def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
                     plots.PALETTE[0],
                     line=True,
                 ),
-                plots.Series(
+                plots.Series(  # a ring around its front point, which stays visible inside
                     "recommended",
                     rec["params_total"],
                     rec["val_accuracy"],
                     _tips(rec),
-                    "#d62728",
+                    "none",
                     radius=8,
-                    marker_attrs='stroke="#000"',
+                    marker_attrs='stroke="#d62728" stroke-width="3"',
                 ),
             ],
             x_label="params_total (log scale)",
@@ -346,8 +387,14 @@ def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
         if len(done):
             for i, (low, high) in enumerate(_bands(done[other])):
                 band = done[(done[other] >= low) & (done[other] <= high)].sort_values(axis)
-                series.append(plots.Series(f"{other} {low:.0f}-{high:.0f}", band[axis], band["val_accuracy"],
-                                           _tips(band), plots.PALETTE[i + 1], line=True))  # fmt: skip
+                name, color = f"{other} {low:.0f}-{high:.0f}", plots.PALETTE[i + 1]
+                series.append(
+                    plots.Series(name, band[axis], band["val_accuracy"], _tips(band), color)
+                )
+                # The trend: the best accuracy per log-spaced bin of the axis (a line through
+                # every point would zig-zag between trials of one width and other cutoffs).
+                xs, ys = _envelope(band[axis], band["val_accuracy"])
+                series.append(plots.Series(name, xs, ys, (), color, line=True, radius=0))
         out.append(plots.chart(f"{number}. Accuracy against {axis}, by {other} band", series,
                                x_label=f"{axis} (log scale)", y_label=acc, x_log=True, chart_id=f"chart-{axis}"))  # fmt: skip
     # 4. Coverage and OOV rate against the cutoff, from the vocabulary itself.
@@ -370,8 +417,8 @@ def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
         "5. Optimisation history",
         [plots.Series("trial", finished["trial"], finished["val_accuracy"], _tips(finished), "#999"),
          plots.Series("best so far", finished["trial"], finished["val_accuracy"].cummax(), (), plots.PALETTE[0], line=True, radius=0)],
-        x_label="trial", y_label=acc, chart_id="chart-history"))  # fmt: skip
-    # 6. Parameter importance (fANOVA over the complete trials).
+        x_label="trial", y_label=acc, chart_id="chart-history", x_integer=True))  # fmt: skip
+    # 6. Parameter importance (PED-ANOVA over the complete trials).
     out.append(plots.bars("6. Parameter importance for validation accuracy", context.get("importance") or {},
                           x_label="importance (PED-ANOVA, sums to 1)", chart_id="chart-importance"))  # fmt: skip
     # 7. Memory: measured GPU peak where there is one, else the analytic estimate.

@@ -35,19 +35,19 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values covering [low, high]."""
+def _ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
+    """Round tick values inside [low, high] (never outside the axis); whole numbers only
+    when ``integer`` (trial numbers)."""
     if high <= low:
         return [low]
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=raw)
-    start = math.floor(low / step) * step
-    return [
-        start + i * step
-        for i in range(int((high - start) / step) + 2)
-        if start + i * step <= high + 1e-9
-    ]
+    if integer:
+        step = max(1, math.ceil(step) if step < 2 else round(step))
+    start = math.ceil(low / step - 1e-9) * step
+    ticks = [start + i * step for i in range(int((high - start) / step + 1e-9) + 1)]
+    return [round(t, 10) for t in ticks if low - 1e-9 <= t <= high + 1e-9]
 
 
 def _fmt_tick(value: float, log: bool) -> str:
@@ -66,8 +66,10 @@ def chart(
     y_range: tuple[float, float] | None = None,
     legend: bool = True,
     chart_id: str = "",
+    x_integer: bool = False,
 ) -> str:
-    """A scatter/line chart of ``series``; ``x_log`` plots log10(x) with powers of 10 as ticks."""
+    """A scatter/line chart of ``series``; ``x_log`` plots log10(x) with powers of 10 as ticks,
+    ``x_integer`` ticks whole numbers only. Lines join a series' points in order of x."""
     points = [(x, y) for s in series for x, y in zip(s.xs, s.ys, strict=True)
               if _finite(x, x_log) and math.isfinite(y)]  # fmt: skip
     head = (
@@ -105,7 +107,7 @@ def chart(
 
     parts = [head, f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
              f'height="{HEIGHT - TOP - BOTTOM}" fill="#fafafa" stroke="#ccc"/>']  # fmt: skip
-    x_ticks = range(int(x0), int(x1) + 1) if x_log else _ticks(x0, x1)
+    x_ticks = range(int(x0), int(x1) + 1) if x_log else _ticks(x0, x1, integer=x_integer)
     for t in x_ticks:
         gx = LEFT + (t - x0) / (x1 - x0) * (WIDTH - LEFT - RIGHT)
         parts.append(f'<line x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="#e6e6e6"/>'
@@ -122,7 +124,9 @@ def chart(
         pts = [(x, y, tip) for x, y, tip in zip(s.xs, s.ys, list(s.tips) or [""] * len(s.xs), strict=True)
                if _finite(x, x_log) and math.isfinite(y)]  # fmt: skip
         if s.line and len(pts) > 1:
-            path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in pts)
+            path = " ".join(
+                f"{px(x):.1f},{py(y):.1f}" for x, y, _ in sorted(pts, key=lambda p: p[0])
+            )
             parts.append(
                 f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="2"/>'
             )
@@ -131,10 +135,14 @@ def chart(
                 label = _esc(tip or f"{s.name}: ({x:g}, {y:.4g})")
                 parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{s.radius}" fill="{s.color}" '
                              f'{s.marker_attrs} data-tip="{label}"><title>{label}</title></circle>')  # fmt: skip
-    if legend and len(series) > 1:
-        for i, s in enumerate(series):
+    named: list[Series] = []  # one legend entry per name (a band's points and its trend line)
+    for s in series:
+        if all(s.name != other.name for other in named):
+            named.append(s)
+    if legend and len(named) > 1:
+        for i, s in enumerate(named):
             lx, ly = LEFT + 8 + (i % 3) * 160, 12 + (i // 3) * 13
-            parts.append(f'<circle cx="{lx}" cy="{ly - 4}" r="4" fill="{s.color}"/>'
+            parts.append(f'<circle cx="{lx}" cy="{ly - 4}" r="4" fill="{s.color}" {s.marker_attrs}/>'
                          f'<text x="{lx + 8}" y="{ly}" font-size="11">{_esc(s.name)}</text>')  # fmt: skip
     parts.append("</svg></figure>")
     return "".join(parts)

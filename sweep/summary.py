@@ -8,7 +8,6 @@ ends, this callback reads each job's ``pareto.csv`` and ``trials.csv`` and write
 
 from __future__ import annotations
 
-import html
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sweep import plots
+from sweep import page, plots
 from sweep.report import write_atomic
 
 log = logging.getLogger(__name__)
@@ -59,22 +58,13 @@ def summarize(sweep_dir: Path) -> pd.DataFrame | None:
     write_atomic(sweep_dir / "summary.csv", summary.to_csv(index=False))
     chart = plots.chart("Pareto fronts of every study", series, x_label="params_total (log scale)",
                         y_label="validation accuracy (%)", x_log=True, chart_id="chart-fronts")  # fmt: skip
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in summary.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-        for row in summary.itertuples(index=False)
+    body = (
+        f"<h1>Multirun summary: {len(summary)} studies</h1>"
+        f'<div class="charts">{chart}</div>'
+        f'<div class="scroll">{page.html_table(summary, list(summary.columns), "summary")}</div>'
+        "<p>Each study's own report.html is in its folder.</p>"
     )
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "style-src 'unsafe-inline'\"><title>Multirun summary</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse}"
-        "th,td{border:1px solid #ddd;padding:3px 7px}</style></head><body>"
-        f"<h1>Multirun summary: {len(summary)} studies</h1>{chart}"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        "<p>Each study's own report.html is in its folder.</p></body></html>"
-    )
-    write_atomic(sweep_dir / "summary.html", page)
+    write_atomic(sweep_dir / "summary.html", page.shell("Multirun summary", body))
     return summary
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from sweep import report
 from sweep.storage import journal_storage
+from sweep.summary import summarize
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -131,3 +132,60 @@ def test_real_sweep_report_in_chromium(tiny_cfg, tmp_path):
     result = open_in_chromium(tmp_path / "out" / "report.html", tmp_path / "shot.png")
     assert result["errors"] == [] and result["requests"] == []
     assert all(n > 0 for n in result["charts"][:6]), result["charts"]
+
+
+LAYOUT_JS = """
+svgs => svgs.map(svg => {
+  const box = svg.getBoundingClientRect(), bad = [];
+  const inside = (b, o) => b.left >= o.left - 1 && b.right <= o.right + 1 &&
+                           b.top >= o.top - 1 && b.bottom <= o.bottom + 1;
+  svg.querySelectorAll('text').forEach(t => {
+    if (!inside(t.getBoundingClientRect(), box)) bad.push('text outside: ' + t.textContent);
+  });
+  const frame = svg.querySelector('rect[fill="#fafafa"]');  // a chart's plot area
+  if (frame) {
+    const area = frame.getBoundingClientRect();
+    svg.querySelectorAll('line[stroke="#e6e6e6"]').forEach(l => {
+      if (!inside(l.getBoundingClientRect(), area)) bad.push('gridline outside the axes');
+    });
+  }
+  return bad;
+}).flat()
+"""
+
+
+def png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def layout_at(page_path: Path, width: int, screenshot: Path) -> dict:
+    """Open the page ``width`` px wide: horizontal overflow, text or gridlines outside a chart."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(page_path.resolve().as_uri(), wait_until="load")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        problems = page.eval_on_selector_all("figure.chart svg", LAYOUT_JS)
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    return {"overflow": overflow, "problems": problems, "shot_width": png_width(screenshot)}
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_report_and_summary_fit_the_window(tmp_path, width):
+    storage = synthetic_storage(tmp_path / "journal.log", 60)
+    report.rebuild(storage, "big", tmp_path / "out")
+    job = tmp_path / "mr" / "0-big"  # a multirun folder holding that study as one job
+    job.mkdir(parents=True)
+    shutil.copy(tmp_path / "out" / "trials.csv", job / "trials.csv")
+    summarize(tmp_path / "mr")
+    for page_path in (tmp_path / "out" / "report.html", tmp_path / "mr" / "summary.html"):
+        shot = tmp_path / f"{page_path.stem}-{width}.png"
+        result = layout_at(page_path, width, shot)
+        assert result["overflow"] <= 0, f"{page_path.name} scrolls sideways at {width} px"
+        assert result["shot_width"] == width  # the screenshot is no wider than the window
+        assert result["problems"] == [], result["problems"]

@@ -116,3 +116,17 @@ def test_data_section_counts_classes_drops_and_leakage():
     assert '<td data-v="all">all</td><td data-v="8">8</td><td data-v="3">3</td>' in page
     assert "empty text or label: train 2." in page
     assert "optimistic): test 4." in page and "validation 0" not in page
+
+
+def test_reports_get_the_mode_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        report.write_atomic(tmp_path / "r.html", "x")
+        assert (tmp_path / "r.html").stat().st_mode & 0o777 == 0o644  # others on the box may read
+        os.umask(0o077)
+        report.write_atomic(tmp_path / "private.html", "x")
+        assert (tmp_path / "private.html").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -30,7 +30,6 @@ _started = False  # False while Hydra composes: its errors are user errors too (
 def main(cfg: DictConfig) -> None:
     global _started
     _started = True
-    install_log_masking()
     hydra_cfg = HydraConfig.get()
     out_dir, overrides = hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task)
     scrub_files(out_dir)  # Hydra saved the overrides as typed: a literal password goes
@@ -70,6 +69,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    install_log_masking()  # before Hydra logs anything (its multirun launcher lists overrides)
     answered = cli.precheck(sys.argv[1:])  # --help, --cfg job, or a bad key: no Hydra run
     if answered is not None:
         sys.exit(answered)

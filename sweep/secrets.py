@@ -2,8 +2,9 @@
 
 A storage URL may carry a password as its userinfo (``postgresql://user:pw@host/db``, where the
 password may hold any character, ``/`` and ``@`` included) or as a query parameter
-(``?password=pw``). ``mask`` replaces both with ``***``. ``MaskingFilter`` applies it to every log
-record, so no log line (the console, Hydra's run log, a worker's log) can carry one either.
+(``?password=pw``). ``mask`` replaces both with ``***``. ``install_log_masking`` applies it to every log record as
+it is made, so no log line (the console, Hydra's run log and its multirun launcher's, a worker's
+log) can carry one either, whichever handlers Hydra configures later.
 """
 
 from __future__ import annotations
@@ -47,26 +48,30 @@ def has_secret(text: str) -> bool:
     return mask(text) != str(text)
 
 
-class MaskingFilter(logging.Filter):
-    """Mask secrets in a record's message and arguments before any handler writes it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, mask(text)
-        return True
+def mask_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Mask secrets in a record's message, arguments and traceback (in place)."""
+    message = record.getMessage()
+    masked = mask(message)
+    if masked != message:
+        record.msg, record.args = masked, None
+    if record.exc_info and record.exc_info[1] is not None:
+        # Formatters use exc_text when it is set: the traceback is printed masked.
+        record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+    return record
 
 
 def install_log_masking() -> None:
-    """Attach ``MaskingFilter`` to every handler of the root logger (Hydra's console and file)."""
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
-            handler.addFilter(MaskingFilter())
+    """Mask every log record of this process as it is made (a record factory: it holds whatever
+    handlers are configured later). Safe to call more than once."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "masks_secrets", False):
+        return
+
+    def masking_factory(*args, **kwargs) -> logging.LogRecord:
+        return mask_record(factory(*args, **kwargs))
+
+    masking_factory.masks_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(masking_factory)
 
 
 def scrub_files(run_dir) -> list[str]:

@@ -19,7 +19,7 @@ from sweep import corpus, page, parallel, report, runner, trials, vocab
 from sweep.config import ConfigError, check_config
 from sweep.corpus import DataError
 from sweep.search import SearchError
-from sweep.secrets import MaskingFilter, mask
+from sweep.secrets import install_log_masking, mask
 from sweep.storage import StorageError, journal_storage, make_storage
 
 State = optuna.trial.TrialState
@@ -86,15 +86,24 @@ def test_mask_hides_any_password(url, expected):
 
 
 def test_log_records_and_tracebacks_are_masked():
-    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "storage %s down", (
-        f"postgresql://u:{PASSWORD}@h/db",), None)  # fmt: skip
+    import io
+
+    stream = io.StringIO()
+    logger = logging.getLogger("test-masking")
+    logger.addHandler(logging.StreamHandler(stream))
+    factory = logging.getLogRecordFactory()
     try:
-        raise RuntimeError(f"cannot connect to postgresql://u:{PASSWORD}@h/db")
-    except RuntimeError:
-        record.exc_info = sys.exc_info()
-    MaskingFilter().filter(record)
-    text = logging.Formatter().format(record)
-    assert PASSWORD not in text and "postgresql://u:***@h/db" in text
+        install_log_masking()
+        install_log_masking()  # idempotent
+        try:
+            raise RuntimeError(f"cannot connect to postgresql://u:{PASSWORD}@h/db")
+        except RuntimeError:
+            logger.exception("storage %s down", f"postgresql://u:{PASSWORD}@h/db")
+    finally:
+        logging.setLogRecordFactory(factory)
+    text = stream.getvalue()
+    assert PASSWORD not in text and text.count("postgresql://u:***@h/db") >= 2
+    assert "Traceback" in text
 
 
 def test_workers_get_the_storage_url_through_their_environment(tmp_path):

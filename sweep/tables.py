@@ -185,6 +185,11 @@ def read_table(split: str, path: Path, fmt: str, encoding: str = "utf-8") -> pd.
             "set data.encoding to the file's encoding "
             "(e.g. data.encoding=latin-1) or re-save it as UTF-8"
         ) from error
+    except ImportError as error:  # pandas' optional readers: zstandard for .zst, ...
+        raise DataError(
+            f"data.{split}: reading {str(path)!r} needs a package that is not installed "
+            f"({error}); install it with pip, or store the file uncompressed or gzipped"
+        ) from error
     except (ValueError, OSError, EOFError) as error:
         raise DataError(f"data.{split}: cannot read {str(path)!r} as {kind}: {error}") from error
 

@@ -393,3 +393,21 @@ def test_workers_share_the_cores_when_threads_is_null(tmp_path, monkeypatch):
     assert all("threads=2" in argv and "threads=null" not in argv for argv, _ in commands)
     commands = parallel.worker_commands([], 4, tmp_path, [], threads=3)
     assert all("threads=3" in argv for argv, _ in commands)
+
+
+def test_a_missing_optional_reader_is_named(tmp_path, monkeypatch):
+    import builtins
+
+    path = write_csv(tmp_path / "t.csv", sample_rows())
+    real_import = builtins.__import__
+
+    def no_zstandard(name, *args, **kwargs):
+        if name == "zstandard":
+            raise ImportError("Missing optional dependency 'zstandard'.")
+        return real_import(name, *args, **kwargs)
+
+    zst = tmp_path / "t.csv.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd" + path.read_bytes())  # a zstd magic number, then junk
+    monkeypatch.setattr(builtins, "__import__", no_zstandard)
+    with pytest.raises(DataError, match=r"needs a package that is not installed.*zstandard"):
+        corpus.load_corpus(files_cfg(zst).data, 0)

@@ -9,7 +9,6 @@ silently ignored).
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+
+from sweep.config import did_you_mean, dotted_keys
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 USER_ERROR = 2
@@ -39,17 +40,6 @@ def compose_user(overrides: Sequence[str], hydra_config: bool = False) -> DictCo
         return compose(config_name="sweep", overrides=user, return_hydra_config=hydra_config)
 
 
-def dotted_keys(node, prefix: str = "") -> list[str]:
-    """Every key of a config as ``a.b.c`` (values not resolved)."""
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=False)
-    out = []
-    for key, value in node.items() if isinstance(node, dict) else ():
-        out.append(f"{prefix}{key}")
-        out += dotted_keys(value, f"{prefix}{key}.")
-    return out
-
-
 def nearest(key: str, overrides: Sequence[str]) -> str:
     """`` did you mean a, b?`` for ``key`` among the config's keys, or ''."""
     others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
@@ -57,13 +47,7 @@ def nearest(key: str, overrides: Sequence[str]) -> str:
         known = dotted_keys(compose_user(others))
     except HydraException:
         known = dotted_keys(compose_user([]))
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.8)
-    if not close:  # a typo in the last part: compare leaf names under the same parent
-        parent, _, leaf = key.rpartition(".")
-        siblings = [k for k in known if k.rpartition(".")[0] == parent]
-        leaves = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in siblings], n=3)
-        close = [f"{parent}.{x}" if parent else x for x in leaves]
-    return f"; did you mean {', '.join(close)}?" if close else ""
+    return did_you_mean(key, known)
 
 
 def friendly(error: HydraException, overrides: Sequence[str]) -> str:

@@ -78,13 +78,30 @@ def check_search_keys(cfg: DictConfig) -> None:
         if not key or key == "model":
             continue
         if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
-            parent, _, leaf = str(key).rpartition(".")
-            siblings = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-            siblings = siblings if isinstance(siblings, DictConfig) else {}
-            known = [f"{parent}.{k}" if parent else str(k) for k in siblings]
-            close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.7)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(
-                f"search.space.{name}.key={key!r} is not a key of the config{hint} "
-                "(python run_sweep.py --cfg job lists them)"
+                f"search.space.{name}.key={key!r} is not a key of the config"
+                f"{did_you_mean(str(key), dotted_keys(cfg))} (python run_sweep.py --help lists them)"
             )
+
+
+def dotted_keys(node, prefix: str = "") -> list[str]:
+    """Every key of a config as ``a.b.c`` (values not resolved)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=False)
+    out = []
+    for key, value in node.items() if isinstance(node, dict) else ():
+        out.append(f"{prefix}{key}")
+        out += dotted_keys(value, f"{prefix}{key}.")
+    return out
+
+
+def did_you_mean(key: str, known: list[str]) -> str:
+    """``; did you mean a, b?`` naming the keys closest to ``key``, or ''."""
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.8)
+    if not close:  # a typo in the last part: compare leaf names under the same parent
+        parent, _, leaf = key.rpartition(".")
+        siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+        close = [
+            f"{parent}.{x}" if parent else x for x in difflib.get_close_matches(leaf, siblings, n=3)
+        ]
+    return f"; did you mean {', '.join(close)}?" if close else ""

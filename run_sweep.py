@@ -22,7 +22,7 @@ from sweep.search import SearchError
 from sweep.secrets import install_log_masking, scrub_files
 
 log = logging.getLogger("run_sweep")
-USER_ERROR = 2
+USER_ERROR = cli.USER_ERROR
 _started = False  # False while Hydra composes: its errors are user errors too (exit 2)
 
 

@@ -19,6 +19,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.config import did_you_mean, dotted_keys
+from sweep.secrets import mask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 USER_ERROR = 2
@@ -160,7 +161,7 @@ def precheck(argv: Sequence[str]) -> int | None:
             return None
         cfg = compose_user(overrides)
     except HydraException as error:
-        print(f"error: {friendly(error, overrides)}", file=sys.stderr)
+        print(f"error: {mask(friendly(error, overrides))}", file=sys.stderr)
         return USER_ERROR
     added = check_additions(overrides)
     if added:

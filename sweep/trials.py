@@ -27,6 +27,7 @@ import optuna
 import pandas as pd
 
 from sweep.search import TRIAL_CONSTRAINTS, SearchError, grid_values, suggest
+from sweep.secrets import mask
 from sweep.storage import storage_errors, storage_failure
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ def run_trials(
         except Exception as error:  # recorded with its reason; the sweep goes on
             failures += 1
             skips = 0
-            reason = f"{type(error).__name__}: {error}"
+            reason = mask(f"{type(error).__name__}: {error}")  # stored and shown: no secrets
             trial.set_user_attr("fail_reason", reason[:2000])
             if is_out_of_memory(error):
                 trial.set_user_attr("out_of_memory", True)

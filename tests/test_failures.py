@@ -411,3 +411,20 @@ def test_a_missing_optional_reader_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_zstandard)
     with pytest.raises(DataError, match=r"needs a package that is not installed.*zstandard"):
         corpus.load_corpus(files_cfg(zst).data, 0)
+
+
+def test_a_failed_trial_reason_is_stored_masked(tiny_cfg, tmp_path, monkeypatch):
+    real_fit, calls = runner.fit, []
+
+    def leaky_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError(f"lost postgresql://u:{PASSWORD}@db/x mid-trial")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", leaky_fit)
+    runner.run(tiny_cfg, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert table.loc[0, "fail_reason"] == "RuntimeError: lost postgresql://u:***@db/x mid-trial"
+    for path in (tmp_path / "out").iterdir():
+        assert PASSWORD not in path.read_text(), path

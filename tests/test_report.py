@@ -130,3 +130,34 @@ def test_reports_get_the_mode_the_umask_allows(tmp_path):
         assert (tmp_path / "private.html").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def test_headline_states_its_rule_and_agrees_with_it(tmp_path):
+    table = frame(ROWS)
+    context = {"study_name": "s", "space": {"embedding_dim": "embedding_dim",
+                                            "vocab_size": "vocab_size"}}  # fmt: skip
+    report.write_reports(table, tmp_path, tolerance=0.5, context=context)
+    html_text = (tmp_path / "report.html").read_text()
+    # Trial 2 (80.4%) is recommended: within 0.50 points of trial 3's 80.6%, fewer parameters.
+    assert "validation accuracy 80.4%, test accuracy 80.0%" in html_text
+    assert (
+        "within 0.50 points of the best validation accuracy, 80.6% (trial 3) (report.tolerance)"
+        in html_text
+    )
+    # With seed repeats the noise (here 1.0 point) sets the margin, and the headline says so.
+    table = table.assign(
+        val_accuracy_mean=[70.0, 80.0, 80.4, 80.6, 75.0, math.nan, math.nan, 80.0],
+        val_accuracy_std=[1.0, 1.0, 1.0, 1.0, 1.0, math.nan, math.nan, 1.0],
+        test_accuracy_mean=[69.0, 79.2, 80.0, 80.1, 74.0, math.nan, math.nan, 78.0],
+        test_accuracy_std=[0.5] * 5 + [math.nan] * 2 + [0.5],
+        seeds=[3] * 5 + [math.nan] * 2 + [3],
+    )
+    written = report.write_reports(table, tmp_path, tolerance=0.5, context=context)
+    html_text = (tmp_path / "report.html").read_text()
+    assert written.loc[written["recommended"], "trial"].tolist() == [1]  # 80.0 ties 80.6 at 1.0
+    assert (
+        "validation accuracy 80.0% ± 1.0 (3 seeds), test accuracy 79.2% ± 0.5 (3 seeds)"
+        in html_text
+    )
+    assert "1.00 points is the seed noise, larger than report.tolerance (0.50)" in html_text
+    assert "vary by 1.00 points" in html_text and "+-" not in html_text

@@ -212,8 +212,8 @@ def clean(frame, split, where, text_col, label_col, empty_policy, stats) -> pd.D
     # converting once here avoids a second copy of every text later.
     text = as_text(frame[text_col], split, "text_column", text_col)
     has_text = text.notna().to_numpy().copy()
-    if not has_text.all() or not all(isinstance(t, str) for t in text):
-        text = text.where(has_text, "").map(str).astype(object)
+    if not has_text.all():  # as_text left only strings and missing values
+        text = text.where(has_text, "").astype(object)
     # A text is empty when it has no non-space character (regex: fast on long documents).
     has_text &= text.str.contains(r"\S", regex=True).to_numpy(dtype=bool)
     label = frame[label_col]

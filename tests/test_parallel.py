@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -192,3 +194,40 @@ def test_workers_through_the_submitit_launcher(tmp_path):
     finished = [t for t in study.get_trials() if t.state == State.COMPLETE]
     assert 4 <= len(finished) <= 5
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # two submitit jobs shared it
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not POSTGRES and not os.environ.get("CI"),
+    reason="set SWEEP_TEST_POSTGRES_URL (CI starts a server)",
+)
+def test_search_workers_never_write_or_pass_the_password(tmp_path):
+    """search.workers on a real database, the password typed on the command line (the worst
+    case): it reaches no file of the run, no output, and no worker's command line."""
+    assert POSTGRES, "CI must export SWEEP_TEST_POSTGRES_URL (see .ci/run)"
+    password = POSTGRES.split("//", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    name = f"pgw-{os.getpid()}-{int(time.time())}"
+    args = [sys.executable, str(ROOT / "run_sweep.py"), *TINY, "search.n_trials=4",
+            "search.workers=2", f"search.storage={POSTGRES}", f"search.study_name={name}",
+            "hydra.run.dir=run"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    seen = set()
+    while proc.poll() is None:  # the workers' command lines, as `ps` shows them to anyone
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+                if "worker_index=" in text:
+                    seen.add(text)
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert seen and all(password not in text for text in seen)
+    assert all("${oc.env:SWEEP_STORAGE_URL}" in text for text in seen)
+    assert password not in out + err
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.match("worker-1/.hydra/overrides.yaml") for p in written)
+    for path in written:
+        assert password.encode() not in path.read_bytes(), path
+    study = optuna.load_study(study_name=name, storage=POSTGRES)
+    assert len(study.get_trials(states=(State.COMPLETE,))) >= 4

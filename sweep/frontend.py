@@ -105,8 +105,8 @@ class EmbeddingFrontEnd(nn.Module):
         init_std: float = 0.1,
     ):
         super().__init__()
-        # sparse=True: the backward pass touches only the rows a batch used (SparseAdam steps
-        # them), so a step costs O(batch tokens), not O(vocabulary).
+        # sparse=True: the backward pass touches only the rows a batch used (sweep.train's
+        # LazyAdam steps them), so a step costs O(batch tokens), not O(vocabulary).
         self.embed = nn.Embedding(num_embeddings, embedding_dim, padding_idx=PAD, sparse=sparse)
         self.project = (
             nn.Linear(embedding_dim, factorized_dim, bias=False) if factorized_dim else None

@@ -116,7 +116,7 @@ def estimate_peak_mb(
     """Analytic peak memory of a trial in MiB (fp32 weights, Adam), on any device.
 
     Training step: weights, gradients (a sparse table's gradient holds only the batch's rows),
-    Adam's two moments for every parameter (SparseAdam keeps them dense too), the activations a
+    Adam's two moments for every parameter (LazyAdam keeps them dense too, as SparseAdam does), the activations a
     step saves for backward at the longest batch (traced on the meta device), and the corpus on
     the device (the ids and the trial's cutoff view). Evaluation keeps weights, moments and the
     last gradients, and holds about two of its largest layer outputs at ``eval_batch_size``.

@@ -1,6 +1,6 @@
 """Stage 7, report: trials.csv, pareto.csv and a self-contained report.html from a trials frame.
 
-Input is the frame ``sweep.search.trials_frame`` builds from the study storage, so reports can be
+Input is the frame ``sweep.trials.trials_frame`` builds from the study storage, so reports can be
 rebuilt from the storage alone. The Pareto front is the set of complete trials that no other
 complete trial beats on both validation accuracy (higher) and params_total (lower). The
 recommendation is the trial with the fewest parameters whose validation accuracy is within

@@ -126,7 +126,10 @@ def _budget_constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def make_sampler(search_cfg, seed: int, full_vocab_size: int) -> optuna.samplers.BaseSampler:
-    """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid), seeded."""
+    """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid), seeded.
+
+    Its settings come from the preset's YAML (configs/search/sampler/), the one place they are set.
+    """
     sampler_cfg = search_cfg.sampler
     name = sampler_cfg.name
     # With a budget the model-based samplers learn its border from each trial's budget_excess
@@ -140,17 +143,17 @@ def make_sampler(search_cfg, seed: int, full_vocab_size: int) -> optuna.samplers
     factories = {
         "tpe": lambda: optuna.samplers.TPESampler(
             seed=seed,
-            n_startup_trials=sampler_cfg.get("n_startup_trials", 10),
+            n_startup_trials=sampler_cfg.n_startup_trials,
             constraints_func=constraints,
         ),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(
             seed=seed,
-            population_size=sampler_cfg.get("population_size", 50),
+            population_size=sampler_cfg.population_size,
             constraints_func=constraints,
         ),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "qmc": lambda: optuna.samplers.QMCSampler(
-            qmc_type=sampler_cfg.get("qmc_type", "sobol"), scramble=True, seed=seed
+            qmc_type=sampler_cfg.qmc_type, scramble=True, seed=seed
         ),
         "grid": lambda: optuna.samplers.GridSampler(
             grid_values(search_cfg, full_vocab_size), seed=seed
@@ -185,13 +188,13 @@ def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
         )
     if name == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=pruner_cfg.get("n_startup_trials", 5),
-            n_warmup_steps=pruner_cfg.get("n_warmup_steps", 0),
+            n_startup_trials=pruner_cfg.n_startup_trials,
+            n_warmup_steps=pruner_cfg.n_warmup_steps,
         )
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=pruner_cfg.get("min_resource", 1),
-            reduction_factor=pruner_cfg.get("reduction_factor", 3),
+            min_resource=pruner_cfg.min_resource,
+            reduction_factor=pruner_cfg.reduction_factor,
         )
     raise SearchError(f"search.pruner.name={name!r} is unknown: use none, median or hyperband")
 

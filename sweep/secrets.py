@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
+
+from sweep.atomic import replacing
 
 HIDDEN = "***"
 
@@ -78,10 +81,6 @@ def scrub_files(run_dir) -> list[str]:
     """Mask secrets in the config files Hydra saved for a run (``.hydra/*.yaml`` and a
     multirun's ``multirun.yaml``); return the files changed. Hydra writes the overrides as
     typed, so a literal password on the command line would otherwise stay on disk."""
-    from pathlib import Path
-
-    from sweep.atomic import replacing
-
     run_dir = Path(run_dir)
     changed = []
     for path in [*sorted((run_dir / ".hydra").glob("*.yaml")), run_dir.parent / "multirun.yaml"]:

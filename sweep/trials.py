@@ -66,29 +66,42 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def gone_reason(
+    worker: str, heartbeat: float | None, started: float | None, stale_after_s: float
+) -> str | None:
+    """Why the worker ``host:pid`` of a running trial or claim is gone, or None if it may still
+    be working. Same host: its pid no longer exists. Any host: no heartbeat for
+    ``stale_after_s`` seconds (counted from ``started`` when it never sent one)."""
+    worker_host, _, pid = worker.rpartition(":")
+    here = worker_host == socket.gethostname()
+    if here and pid.isdigit() and not _pid_alive(int(pid)):
+        return f"its worker {worker} is gone (killed or crashed)"
+    if heartbeat is not None and time.time() - float(heartbeat) > stale_after_s:
+        return f"no heartbeat from {worker or 'its worker'} for over {stale_after_s:.0f}s"
+    silent = heartbeat is None and not here and started is not None
+    if silent and time.time() - started > stale_after_s:
+        return f"no heartbeat for over {stale_after_s:.0f}s"
+    return None
+
+
 def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     """Fail RUNNING trials whose worker is gone; return their numbers.
 
     Same host: the worker's pid no longer exists. Any host: no heartbeat (set at the start and
     after every epoch) for ``stale_after_s`` seconds.
     """
-    host = socket.gethostname()
     storage = study._storage  # noqa: SLF001  (Optuna's public API cannot fail another's trial)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
-        worker = str(trial.user_attrs.get("worker", ""))
-        beat = trial.user_attrs.get("heartbeat")
-        worker_host, _, pid = worker.rpartition(":")
-        reason = None
-        if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-            reason = f"interrupted: its worker {worker} is gone (killed or crashed)"
-        elif beat is not None and time.time() - float(beat) > stale_after_s:
-            reason = f"interrupted: no heartbeat from {worker or 'its worker'} for over {stale_after_s:.0f}s"
-        elif beat is None and worker_host != host and trial.datetime_start is not None:
-            age = time.time() - trial.datetime_start.timestamp()
-            if age > stale_after_s:
-                reason = f"interrupted: no heartbeat for over {stale_after_s:.0f}s"
+        started = trial.datetime_start.timestamp() if trial.datetime_start else None
+        reason = gone_reason(
+            str(trial.user_attrs.get("worker", "")),
+            trial.user_attrs.get("heartbeat"),
+            started,
+            stale_after_s,
+        )
         if reason:
+            reason = f"interrupted: {reason}"
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)  # noqa: SLF001
             storage.set_trial_state_values(trial._trial_id, State.FAIL)  # noqa: SLF001
             log.warning("trial %d marked failed: %s", trial.number, reason)
@@ -278,15 +291,6 @@ def stored_repeats(study: optuna.Study) -> dict[int, dict[int, dict[str, float]]
     return out
 
 
-def worker_alive(worker: str, heartbeat: float | None, stale_after_s: float) -> bool:
-    """Whether ``host:pid`` may still be working: its pid exists (same host) or its heartbeat
-    is younger than ``stale_after_s`` (another host)."""
-    host, _, pid = str(worker).rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        return _pid_alive(int(pid))
-    return heartbeat is not None and time.time() - float(heartbeat) <= stale_after_s
-
-
 def claim_name(study: optuna.Study, number: int, seed: int) -> str:
     return f"{study.study_name}~repeat-{number}-seed-{seed}"
 
@@ -307,12 +311,13 @@ def claim_repeat(
         try:
             claim = optuna.create_study(storage=storage, study_name=name, load_if_exists=False)
         except optuna.exceptions.DuplicatedStudyError:
-            held = optuna.load_study(study_name=name, storage=storage)
-            attrs = held.user_attrs
-            if worker_alive(attrs.get("worker", ""), attrs.get("heartbeat"), stale_after_s):
+            attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+            # A claim is made and stamped at once: one with no stamp is counted as long dead.
+            gone = gone_reason(str(attrs.get("worker", "")), attrs.get("heartbeat"), 0.0,
+                               stale_after_s)  # fmt: skip
+            if gone is None:
                 return None
-            log.warning("seed repeat %s: its holder %s is gone; taking it over", name,
-                        attrs.get("worker"))  # fmt: skip
+            log.warning("seed repeat %s: taking it over (%s)", name, gone)
             optuna.delete_study(study_name=name, storage=storage)
             continue
         claim.set_user_attr("worker", WORKER)

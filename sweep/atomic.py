@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,3 +36,34 @@ def replacing(path: Path, suffix: str = ".tmp") -> Iterator[str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class ReportError(OSError):
+    """A report file could not be written (full disk, no permission); one line for the user."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename.
+
+    An ``OSError`` becomes a ``ReportError`` naming the folder and its free space; the old file
+    (if any) is left whole.
+    """
+    path = Path(path)
+    try:
+        with replacing(path) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ReportError(
+            f"cannot write the report {str(path)!r} ({error.strerror or error}); "
+            f"{free_space(path.parent)} free in {str(path.parent)!r}. Free some space or "
+            "choose another folder (hydra.run.dir=...); the study storage keeps every finished "
+            "trial: rerun the same command, or python -m sweep.report, to write the reports"
+        ) from None
+
+
+def free_space(folder: Path) -> str:
+    """Free space on ``folder``'s file system in MB (e.g. ``12.3 MB``), or ``unknown``."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB"
+    except OSError:
+        return "unknown"

@@ -12,10 +12,12 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
-from sweep import plots
+from sweep import plots, schema
 from sweep.secrets import HIDDEN
 
 
@@ -142,130 +144,140 @@ figcaption{font-weight:600;font-size:13px;margin:2px 4px}
 font-size:12px;pointer-events:none;max-width:420px}
 """
 
-_SHOWN = [
-    "trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "min_freq",
-    "train_coverage", "val_oov_rate", "params_total", "params_embedding", "model_mb",
-    "val_accuracy", "test_accuracy", "val_accuracy_mean", "val_accuracy_std", "seeds",
-    "val_loss", "epochs", "train_seconds",
-    "tokens_per_second", "gpu_peak_mb", "est_peak_mb", "pareto", "recommended",
-]  # fmt: skip
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("sweep", "templates"),
+    autoescape=True,  # every value from data or config is escaped unless marked Markup
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,  # a name the template uses and the code forgot fails
+)
+
+
+def page(template: str, title: str, **values: Any) -> str:
+    """A whole self-contained page from ``templates/<template>`` (which extends page.html.j2):
+    the styles, the hover tip and the table sorting inline, no network request of any kind.
+    ``values`` are escaped unless they are ``Markup`` (tables and charts built here)."""
+    return _ENV.get_template(template).render(
+        title=title, css=Markup(_CSS), script=Markup(_SORT_JS + _TIP_JS), **values
+    )
 
 
 def render(
     table: pd.DataFrame, tolerance: float, context: dict[str, Any], noise: float, tie_margin: float
 ) -> str:
     """The whole report page: no external resource, every user-provided text escaped."""
-    esc = html.escape
+    from sweep.report import Objectives
+
+    objectives = Objectives.of(context.get("objectives"))
     study = str(context.get("study_name", ""))
     counts = table["state"].value_counts().to_dict()
     count_text = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials"
-    extra = [c for c in context.get("space", {}) if c not in ("embedding_dim", "vocab_size")]
-    shown = _SHOWN[:4] + [c for c in extra if c in table.columns] + _SHOWN[4:]
-    done = table[table["state"] == "COMPLETE"]
+    axes = list(context.get("space", {}))
+    shown = schema.with_axes(schema.names(shown=True), axes)
+    failed = table[table["state"].isin(["FAIL", "SKIPPED"])]
+    failure_columns = ["trial", *[a for a in axes if a in table], "state", "fail_reason"]
+    front = table[table["pareto"]].sort_values(objectives.size or objectives.quality)
+    classes, notes = data_section(context.get("data", {}))
+    return page(
+        "report.html.j2",
+        f"Embedding sweep: {study}",
+        study=study,
+        storage=str(context.get("storage", "")),
+        counts=count_text,
+        front_axes=_front_axes(objectives),
+        rec=recommendation(table, tolerance, context, noise, tie_margin, objectives),
+        charts=Markup(charts(table, context, objectives)),
+        front_count=len(front),
+        front_table=Markup(html_table(front, shown, "pareto")),
+        trials_table=Markup(html_table(table, shown, "trials")),
+        failures_table=Markup(html_table(failed, failure_columns, "failures"))
+        if len(failed)
+        else "",
+        classes_table=Markup(classes) if classes else "",
+        data_notes=notes,
+        environment=[(str(k), str(v)) for k, v in context.get("environment", {}).items()],
+        config=str(context.get("config", "")),
+    )
+
+
+def _front_axes(objectives) -> str:
+    if objectives.size is None:
+        return f"the best {objectives.quality} (one objective: search.objectives)"
+    return " against ".join(objectives.names)
+
+
+def recommendation(table, tolerance, context, noise, tie_margin, objectives) -> dict | None:
+    """What the page's box says of the recommended trial (None before any complete trial)."""
     rec = table[table["recommended"]]
     if rec.empty:
-        summary = "<p>No complete trial yet: no recommendation.</p>"
-    else:
-        row = rec.iloc[0].copy()
-        row["study_name"] = study
-        # The same score the recommendation ranks by: the mean over seeds where retrained.
-        score = done["val_accuracy_mean"].fillna(done["val_accuracy"])
-        best = done.loc[score.idxmax()]
-        rule = (
-            f"the fewest parameters among the trials within {tie_margin:.2f} points of the best "
-            f"validation accuracy, {_pct(best)} (trial {int(best['trial'])})"
+        return None
+    row = rec.iloc[0].copy()
+    row["study_name"] = str(context.get("study_name", ""))
+    overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
+    command, secret_note = reproduce_command(overrides)
+    axes = [a for a in context.get("space", {}) if a in row] or ["embedding_dim", "vocab_size"]
+    return {
+        "settings": ", ".join(f"{name}={_fmt(row[name])}" for name in axes),
+        "num_embeddings": _fmt(row["num_embeddings"]),
+        "params_total": _fmt(row["params_total"]),
+        "params_embedding": _fmt(row["params_embedding"]),
+        "val_accuracy": _pct(row),
+        "test_accuracy": _pct(row, "test_accuracy"),
+        "rule": _rule(table, tolerance, noise, tie_margin, objectives),
+        "noise": _noise_text(noise, tie_margin),
+        "command": command,
+        "secret_note": secret_note,
+    }
+
+
+# How the rule names the usual objectives.
+_LABELS = {"params_total": "parameters", "val_accuracy": "validation accuracy"}
+
+
+def _rule(table, tolerance, noise, tie_margin, objectives) -> str:
+    """The recommendation rule in words, with the best trial it measures against."""
+    from sweep.report import quality_score
+
+    quality = objectives.quality
+    done = table[(table["state"] == "COMPLETE") & table[quality].notna()]
+    best = done.loc[quality_score(done, objectives).idxmax()]
+    shown = _pct(best, quality) if quality.endswith("accuracy") else _fmt(best[quality])
+    if objectives.size is None:
+        return (
+            f"the best {quality} ({objectives.directions[0]}d), {shown} (trial "
+            f"{int(best['trial'])}); fewer parameters break a tie"
         )
-        if math.isfinite(noise) and tie_margin > tolerance:
-            rule += (
-                f"; {tie_margin:.2f} points is the seed noise, larger than report.tolerance "
-                f"({tolerance:.2f})"
-            )
-        else:
-            rule += " (report.tolerance)"
-        noise_text = ""
-        if math.isfinite(noise):
-            noise_text = (
-                f"<p>Seed noise: retrained trials vary by {noise:.2f} points (median standard "
-                "deviation of validation accuracy over seeds). Where a trial was retrained, the "
-                "recommendation ranks by its mean over seeds, and trials within "
-                f"{tie_margin:.2f} points of the best tie, so no difference smaller than the "
-                "noise counts as a win.</p>"
-            )
-        overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
-        command, secret_note = reproduce_command(overrides)
-        settings = ", ".join(
-            f"{name}={_fmt(row[name])}" for name in ["embedding_dim", "vocab_size", *extra]
-        )
-        summary = (
-            '<div class="box"><h2>Recommended configuration</h2>'
-            f"<p><b>{esc(settings)}</b> (num_embeddings={esc(_fmt(row['num_embeddings']))}): "
-            f"{esc(_fmt(row['params_total']))} parameters "
-            f"({esc(_fmt(row['params_embedding']))} in the embedding table), "
-            f"validation accuracy {esc(_pct(row))}, test accuracy "
-            f"{esc(_pct(row, 'test_accuracy'))}.</p>"
-            f"<p>Rule: {esc(rule)}.</p>{noise_text}"
-            f"<p>Reproduce it alone:</p><pre>{esc(command)}</pre>{esc(secret_note)}</div>"
-        )
-    failed = table[table["state"].isin(["FAIL", "SKIPPED"])]
-    failures = (
-        '<div class="scroll">'
-        + html_table(
-            failed, ["trial", "embedding_dim", "vocab_size", "state", "fail_reason"], "failures"
-        )
-        + "</div>"
-        if len(failed)
-        else "<p>None.</p>"
+    word = "highest" if objectives.higher_is_better(objectives.size) else "fewest"
+    rule = (
+        f"the {word} {_LABELS.get(objectives.size, objectives.size)} among the trials within "
+        f"{tie_margin:.2f} points of the best {_LABELS.get(quality, quality)}, {shown} "
+        f"(trial {int(best['trial'])})"
     )
-    environment = "".join(
-        f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
-        for k, v in context.get("environment", {}).items()
-    )
-    front = table[table["pareto"]].sort_values("params_total")
-    return shell(
-        f"Embedding sweep: {study}",
-        f"""<h1>Embedding sweep: {esc(study)}</h1>
-<p>Storage <code>{esc(str(context.get("storage", "")))}</code>. Trials: {esc(count_text)}.
-Accuracies are in percent; the front is validation accuracy against params_total.</p>
-{summary}
-<h2>Accuracy against size</h2>
-<p>Grey: trials; blue: the Pareto front; red: recommended. Hover a point for its settings.</p>
-<div class="charts">{charts(table, context)}</div>
-<h2>Pareto front ({len(front)} trials)</h2>
-<div class="scroll">{html_table(front, shown, "pareto")}</div>
-<h2>All trials</h2>
-<div class="scroll">{html_table(table, shown, "trials")}</div>
-<h2>Failed trials</h2>
-{failures}
-<h2>Data</h2>
-{data_section(context.get("data", {}))}
-<h2>Environment</h2>
-<table>{environment}</table>
-<h2>Config</h2>
-<pre>{esc(str(context.get("config", "")))}</pre>""",
+    if math.isfinite(noise) and tie_margin > tolerance:
+        return rule + (
+            f"; {tie_margin:.2f} points is the seed noise, larger than report.tolerance "
+            f"({tolerance:.2f})"
+        )
+    return rule + " (report.tolerance)"
+
+
+def _noise_text(noise: float, tie_margin: float) -> str:
+    if not math.isfinite(noise):
+        return ""
+    return (
+        f"Seed noise: retrained trials vary by {noise:.2f} points (median standard deviation of "
+        "validation accuracy over seeds). Where a trial was retrained, the recommendation ranks "
+        f"by its mean over seeds, and trials within {tie_margin:.2f} points of the best tie, so "
+        "no difference smaller than the noise counts as a win."
     )
 
 
-def shell(title: str, body: str) -> str:
-    """A whole self-contained page around ``body`` (HTML): the styles, the hover tip and the
-    table sorting; its Content-Security-Policy forbids every network request."""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
-<title>{html.escape(title)}</title><style>{_CSS}</style></head>
-<body>
-{body}
-<div id="tip"></div>
-<script>{_SORT_JS}{_TIP_JS}</script>
-</body></html>
-"""
-
-
-def data_section(data: dict[str, Any]) -> str:
-    """Documents per class and split, rows dropped as empty, texts shared with train."""
+def data_section(data: dict[str, Any]) -> tuple[str, list[str]]:
+    """(table of documents per class and split, notes: rows dropped as empty, texts shared with
+    train, the vocabulary); ("", []) when the study stored no data summary."""
     classes = data.get("classes")
     if not classes:
-        return "<p>No data summary stored with this study.</p>"
+        return "", []
     splits = ("train", "validation", "test")
     frame = pd.DataFrame(
         [
@@ -287,8 +299,7 @@ def data_section(data: dict[str, Any]) -> str:
             f"Vocabulary: {_fmt(data['vocabulary'])} distinct train words (and n-grams), "
             f"{_fmt(data.get('train_tokens'))} train tokens."
         )
-    text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-    return html_table(frame, ["class", *splits], "classes") + text
+    return html_table(frame, ["class", *splits], "classes"), notes
 
 
 def _tips(frame: pd.DataFrame) -> list[str]:
@@ -319,45 +330,54 @@ def _envelope(xs: pd.Series, ys: pd.Series, bins: int = 6) -> tuple[list[float],
     return best["x"].tolist(), best["y"].tolist()
 
 
-def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
-    """The report's seven charts, as SVG figures."""
+def charts(table: pd.DataFrame, context: dict[str, Any], objectives=None) -> str:
+    """The report's charts, as SVG figures (the first follows ``search.objectives``)."""
+    from sweep.report import Objectives
+
+    objectives = objectives or Objectives()
     done = table[(table["state"] == "COMPLETE") & table["val_accuracy"].notna()]
     done = done.sort_values("trial")
-    acc = "validation accuracy (%)"
-    others, front = done[~done["pareto"]], done[done["pareto"]].sort_values("params_total")
+    return "".join(
+        [
+            _front_chart(done, objectives),
+            _heatmap(done),
+            *_axis_charts(done),
+            _coverage_chart(context.get("coverage_curve") or {}),
+            _history_chart(table),
+            plots.bars("6. Parameter importance for validation accuracy", context.get("importance") or {},
+                       x_label="importance (PED-ANOVA, sums to 1)", chart_id="chart-importance"),
+            _memory_chart(done),
+        ]
+    )  # fmt: skip
+
+
+_ACC = "validation accuracy (%)"
+
+
+def _front_chart(done: pd.DataFrame, objectives) -> str:
+    """1. The quality objective against the size objective (params_total with one objective):
+    trials grey, the front blue, the recommendation ringed."""
+    x = objectives.size or "params_total"
+    y = objectives.quality
+    others, front = done[~done["pareto"]], done[done["pareto"]].sort_values(x)
     rec = done[done["recommended"]]
-    out = [
-        plots.chart(
-            "1. Accuracy against parameters",
-            [
-                plots.Series(
-                    "trials", others["params_total"], others["val_accuracy"], _tips(others), "#999"
-                ),
-                plots.Series(
-                    "Pareto front",
-                    front["params_total"],
-                    front["val_accuracy"],
-                    _tips(front),
-                    plots.PALETTE[0],
-                    line=True,
-                ),
-                plots.Series(  # a ring around its front point, which stays visible inside
-                    "recommended",
-                    rec["params_total"],
-                    rec["val_accuracy"],
-                    _tips(rec),
-                    "none",
-                    radius=8,
-                    marker_attrs='stroke="#d62728" stroke-width="3"',
-                ),
-            ],
-            x_label="params_total (log scale)",
-            y_label=acc,
-            x_log=True,
-            chart_id="chart-front",
-        )  # fmt: skip
-    ]
-    # 2. Heatmap: best validation accuracy per (embedding_dim, vocab_size) cell, log-spaced bins.
+    y_label = _ACC if y == "val_accuracy" else y
+    return plots.chart(
+        f"1. {'Accuracy' if y == 'val_accuracy' else y} against {'parameters' if x == 'params_total' else x}",
+        [
+            plots.Series("trials", others[x], others[y], _tips(others), "#999"),
+            plots.Series("Pareto front", front[x], front[y], _tips(front), plots.PALETTE[0], line=True),
+            plots.Series(  # a ring around its front point, which stays visible inside
+                "recommended", rec[x], rec[y], _tips(rec), "none", radius=8,
+                marker_attrs='stroke="#d62728" stroke-width="3"',
+            ),
+        ],
+        x_label=f"{x} (log scale)", y_label=y_label, x_log=True, chart_id="chart-front",
+    )  # fmt: skip
+
+
+def _heatmap(done: pd.DataFrame) -> str:
+    """2. Best validation accuracy per (embedding_dim, vocab_size) cell, log-spaced bins."""
     cells: dict[tuple[int, int], tuple[float, str]] = {}
     x_labels: list[str] = []
     y_labels: list[str] = []
@@ -376,9 +396,13 @@ def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
                 f"embedding_dim {x_labels[d]}, vocab_size {y_labels[k]}: best {best:.2f}% of {n} trials",
             )
     lo, hi = (done["val_accuracy"].min(), done["val_accuracy"].max()) if len(done) else (0, 1)
-    out.append(plots.heatmap("2. Best accuracy over embedding_dim and vocab_size", cells, x_labels, y_labels,
-                             x_label="embedding_dim", y_label="vocab_size", value_range=(lo, hi), chart_id="chart-heatmap"))  # fmt: skip
-    # 3. Accuracy against one axis, one colour per band of the other.
+    return plots.heatmap("2. Best accuracy over embedding_dim and vocab_size", cells, x_labels, y_labels,
+                         x_label="embedding_dim", y_label="vocab_size", value_range=(lo, hi), chart_id="chart-heatmap")  # fmt: skip
+
+
+def _axis_charts(done: pd.DataFrame) -> list[str]:
+    """3. Accuracy against one axis, one colour per band of the other."""
+    out = []
     for axis, other, number in (
         ("embedding_dim", "vocab_size", "3a"),
         ("vocab_size", "embedding_dim", "3b"),
@@ -396,38 +420,47 @@ def charts(table: pd.DataFrame, context: dict[str, Any]) -> str:
                 xs, ys = _envelope(band[axis], band["val_accuracy"])
                 series.append(plots.Series(name, xs, ys, (), color, line=True, radius=0))
         out.append(plots.chart(f"{number}. Accuracy against {axis}, by {other} band", series,
-                               x_label=f"{axis} (log scale)", y_label=acc, x_log=True, chart_id=f"chart-{axis}"))  # fmt: skip
-    # 4. Coverage and OOV rate against the cutoff, from the vocabulary itself.
-    curve = context.get("coverage_curve") or {}
+                               x_label=f"{axis} (log scale)", y_label=_ACC, x_log=True, chart_id=f"chart-{axis}"))  # fmt: skip
+    return out
+
+
+def _coverage_chart(curve: dict[str, list]) -> str:
+    """4. Coverage and OOV rate against the cutoff, from the vocabulary itself."""
     ks = curve.get("vocab_size", [])
-    out.append(plots.chart(
-        "4. Train-token coverage and validation OOV rate against the cutoff",
-        [plots.Series("train coverage", ks, [100 * c for c in curve.get("train_coverage", [])],
-                      [f"K={k}: train coverage {100 * c:.1f}%" for k, c in zip(ks, curve.get("train_coverage", []), strict=True)],
-                      plots.PALETTE[2], line=True, radius=2),
-         plots.Series("validation OOV rate", ks, [100 * c for c in curve.get("val_oov_rate", [])],
-                      [f"K={k}: validation OOV {100 * c:.1f}%" for k, c in zip(ks, curve.get("val_oov_rate", []), strict=True)],
-                      plots.PALETTE[1], line=True, radius=2)],
-        x_label="vocab_size K (log scale)", y_label="% of tokens", x_log=True, y_range=(0, 100), chart_id="chart-coverage"))  # fmt: skip
-    # 5. Optimisation history.
+    series = []
+    for key, name, color in (
+        ("train_coverage", "train coverage", plots.PALETTE[2]),
+        ("val_oov_rate", "validation OOV rate", plots.PALETTE[1]),
+    ):
+        values = curve.get(key, [])
+        tips = [f"K={k}: {name} {100 * c:.1f}%" for k, c in zip(ks, values, strict=True)]
+        series.append(
+            plots.Series(name, ks, [100 * c for c in values], tips, color, line=True, radius=2)
+        )
+    return plots.chart("4. Train-token coverage and validation OOV rate against the cutoff", series,
+                       x_label="vocab_size K (log scale)", y_label="% of tokens", x_log=True,
+                       y_range=(0, 100), chart_id="chart-coverage")  # fmt: skip
+
+
+def _history_chart(table: pd.DataFrame) -> str:
+    """5. Optimisation history: each finished trial and the best so far."""
     finished = table[
         table["val_accuracy"].notna() & table["state"].isin(["COMPLETE", "PRUNED"])
     ].sort_values("trial")
-    out.append(plots.chart(
+    return plots.chart(
         "5. Optimisation history",
         [plots.Series("trial", finished["trial"], finished["val_accuracy"], _tips(finished), "#999"),
          plots.Series("best so far", finished["trial"], finished["val_accuracy"].cummax(), (), plots.PALETTE[0], line=True, radius=0)],
-        x_label="trial", y_label=acc, chart_id="chart-history", x_integer=True))  # fmt: skip
-    # 6. Parameter importance (PED-ANOVA over the complete trials).
-    out.append(plots.bars("6. Parameter importance for validation accuracy", context.get("importance") or {},
-                          x_label="importance (PED-ANOVA, sums to 1)", chart_id="chart-importance"))  # fmt: skip
-    # 7. Memory: measured GPU peak where there is one, else the analytic estimate.
+        x_label="trial", y_label=_ACC, chart_id="chart-history", x_integer=True)  # fmt: skip
+
+
+def _memory_chart(done: pd.DataFrame) -> str:
+    """7. Memory: the measured GPU peak where there is one, else the analytic estimate."""
     measured = done["gpu_peak_mb"].notna().any() if "gpu_peak_mb" in done else False
     column, label = ("gpu_peak_mb", "GPU peak memory (MiB, measured)") if measured else (
         "est_peak_mb", "estimated peak memory (MiB; no GPU measured)")  # fmt: skip
     memory = done[done[column].notna()] if column in done else done.iloc[0:0]
-    out.append(plots.chart(f"7. {label.split(' (')[0]} against parameters", [
-        plots.Series(column, memory["params_total"], memory[column],
-                     [f"{t}, {column}={_fmt(m)}" for t, m in zip(_tips(memory), memory[column], strict=True)], plots.PALETTE[3])],
-        x_label="params_total (log scale)", y_label=label, x_log=True, chart_id="chart-memory"))  # fmt: skip
-    return "".join(out)
+    tips = [f"{t}, {column}={_fmt(m)}" for t, m in zip(_tips(memory), memory[column], strict=True)]
+    return plots.chart(f"7. {label.split(' (')[0]} against parameters",
+                       [plots.Series(column, memory["params_total"], memory[column], tips, plots.PALETTE[3])],
+                       x_label="params_total (log scale)", y_label=label, x_log=True, chart_id="chart-memory")  # fmt: skip

@@ -11,79 +11,63 @@ run always leaves complete reports.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sweep import page
-from sweep.atomic import replacing
+from sweep import page, schema
+from sweep.atomic import ReportError, write_atomic  # noqa: F401  (both part of this module's API)
 from sweep.secrets import mask
 
-# Stable column order of trials.csv (documented in the README); extra params follow.
-COLUMNS = [
-    "trial",
-    "state",
-    "fail_reason",
-    "embedding_dim",
-    "vocab_size",
-    "num_embeddings",
-    "hash_buckets",
-    "min_freq",
-    "train_coverage",
-    "val_oov_rate",
-    "params_total",
-    "params_embedding",
-    "embedding_share",
-    "model_mb",
-    "embedding_mb_fp32",
-    "embedding_mb_fp16",
-    "embedding_mb_int8",
-    "rest_mb_fp32",
-    "rest_mb_fp16",
-    "rest_mb_int8",
-    "val_accuracy",
-    "test_accuracy",
-    "val_accuracy_mean",
-    "val_accuracy_std",
-    "test_accuracy_mean",
-    "test_accuracy_std",
-    "seeds",
-    "val_loss",
-    "epochs",
-    "best_epoch",
-    "pruned_epoch",
-    "reused_from",
-    "train_seconds",
-    "cutoff_seconds",
-    "tokens_per_second",
-    "examples_per_second",
-    "eval_tokens_per_second",
-    "eval_examples_per_second",
-    "gpu_peak_mb",
-    "gpu_reserved_mb",
-    "est_peak_mb",
-    "est_embedding_mb",
-    "budget_excess",
-    "device",
-    "seed",
-    "model",
-    "pareto",
-    "recommended",
-    "datetime_start",
-    "duration_seconds",
-]
+# Stable column order of trials.csv (documented in the README): the schema's; extra params follow.
+COLUMNS = schema.NAMES
 
 
-def pareto_mask(accuracy: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """True where no other point has accuracy >= and params <= with one of them strict."""
-    accuracy, params = np.asarray(accuracy, float), np.asarray(params, float)
-    better_or_equal = (accuracy[None, :] >= accuracy[:, None]) & (
-        params[None, :] <= params[:, None]
-    )
-    strictly = (accuracy[None, :] > accuracy[:, None]) | (params[None, :] < params[:, None])
-    return ~(better_or_equal & strictly).any(axis=1)
+@dataclass(frozen=True)
+class Objectives:
+    """What the study optimises (``search.objectives`` and ``search.directions``), as the report
+    reads it: the first is the quality (the tolerance is in its units), the second, if any, the
+    size the recommendation minimises among the trials that tie on quality."""
+
+    names: tuple[str, ...] = ("val_accuracy", "params_total")
+    directions: tuple[str, ...] = ("maximize", "minimize")
+
+    @classmethod
+    def of(cls, pairs) -> Objectives:
+        """From ``[[name, direction], ...]`` (the stored page context); the default if empty."""
+        pairs = [tuple(p) for p in (pairs or [])]
+        if not pairs:
+            return cls()
+        return cls(tuple(str(n) for n, _ in pairs), tuple(str(d).lower() for _, d in pairs))
+
+    def pairs(self) -> list[list[str]]:
+        return [[n, d] for n, d in zip(self.names, self.directions, strict=True)]
+
+    @property
+    def quality(self) -> str:
+        return self.names[0]
+
+    @property
+    def size(self) -> str | None:
+        return self.names[1] if len(self.names) > 1 else None
+
+    def higher_is_better(self, name: str) -> bool:
+        return self.directions[self.names.index(name)] == "maximize"
+
+
+def pareto_mask(*columns: np.ndarray, maximize: tuple[bool, ...] = (True, False)) -> np.ndarray:
+    """True where no other point is at least as good on every column and better on one.
+
+    ``maximize`` says per column whether higher is better (default: accuracy, then parameters).
+    """
+    values = np.column_stack([np.asarray(c, float) for c in columns])
+    values = values * np.where(np.asarray(maximize[: values.shape[1]]), 1.0, -1.0)
+    at_least = (values[None, :, :] >= values[:, None, :]).all(axis=2)
+    better = (values[None, :, :] > values[:, None, :]).any(axis=2)
+    return ~(at_least & better).any(axis=1)
 
 
 def seed_noise(frame: pd.DataFrame) -> float:
@@ -100,63 +84,48 @@ def margin(frame: pd.DataFrame, tolerance: float) -> float:
     return max(tolerance, noise) if math.isfinite(noise) else tolerance
 
 
-def annotate(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Return the frame with stable columns and the ``pareto`` and ``recommended`` flags.
+def annotate(frame: pd.DataFrame, tolerance: float, objectives: Objectives = Objectives()):
+    """Return the frame with the schema's columns and the ``pareto`` and ``recommended`` flags.
 
-    The recommendation ranks by ``val_accuracy_mean`` where extra seeds were run, and treats
-    differences below ``margin`` (tolerance or seed noise) as ties: no win smaller than noise.
+    The front is the set of complete trials no other complete trial beats on every objective.
+    The recommendation: among the trials whose quality (the first objective; its mean over seeds
+    where extra seeds were run) is within ``margin`` (tolerance or seed noise) of the best, the
+    best on the second objective; with one objective, the best trial (fewer parameters on a tie).
     """
-    frame = frame.copy()
-    for column in COLUMNS:
-        if column not in frame.columns:
-            frame[column] = math.nan
+    frame = schema.complete(frame)
     frame["pareto"] = False
     frame["recommended"] = False
-    done = frame.index[(frame["state"] == "COMPLETE") & frame["val_accuracy"].notna()]
-    if len(done):
-        accuracy = frame.loc[done, "val_accuracy"].to_numpy(float)
-        params = frame.loc[done, "params_total"].to_numpy(float)
-        frame.loc[done, "pareto"] = pareto_mask(accuracy, params)
-        score = frame.loc[done, "val_accuracy_mean"].fillna(frame.loc[done, "val_accuracy"])
-        score = score.to_numpy(float)
-        within = frame.loc[done][score >= score.max() - margin(frame, tolerance)]
-        best = within.sort_values(["params_total", "val_accuracy"], ascending=[True, False])
-        frame.loc[best.index[0], "recommended"] = True
-    extras = [c for c in frame.columns if c not in COLUMNS]
-    return frame[COLUMNS + extras].sort_values("trial").reset_index(drop=True)
+    names = [n for n in objectives.names if n in frame.columns]
+    done = frame.index[(frame["state"] == "COMPLETE") & frame[names].notna().all(axis=1)]
+    if len(done) and len(names) == len(objectives.names):
+        maximize = tuple(objectives.higher_is_better(n) for n in names)
+        columns = [frame.loc[done, n].to_numpy(float) for n in names]
+        frame.loc[done, "pareto"] = pareto_mask(*columns, maximize=maximize)
+        frame.loc[recommend(frame.loc[done], objectives, margin(frame, tolerance)), "recommended"] = True
+    return frame.sort_values("trial").reset_index(drop=True)
 
 
-class ReportError(OSError):
-    """A report file could not be written (full disk, no permission); one line for the user."""
+def quality_score(done: pd.DataFrame, objectives: Objectives) -> pd.Series:
+    """The first objective, its mean over seeds where retrained, oriented so higher is better."""
+    quality = objectives.quality
+    score = done[quality]
+    if f"{quality}_mean" in done:
+        score = done[f"{quality}_mean"].fillna(score)
+    return score.astype(float) * (1.0 if objectives.higher_is_better(quality) else -1.0)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename.
-
-    An ``OSError`` becomes a ``ReportError`` naming the folder and its free space; the old file
-    (if any) is left whole.
-    """
-    path = Path(path)
-    try:
-        with replacing(path) as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise ReportError(
-            f"cannot write the report {str(path)!r} ({error.strerror or error}); "
-            f"{free_space(path.parent)} free in {str(path.parent)!r}. Free some space or "
-            "choose another folder (hydra.run.dir=...); the study storage keeps every finished "
-            "trial: rerun the same command, or python -m sweep.report, to write the reports"
-        ) from None
-
-
-def free_space(folder: Path) -> str:
-    """Free space on ``folder``'s file system in MB (e.g. ``12.3 MB``), or ``unknown``."""
-    import shutil
-
-    try:
-        return f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB"
-    except OSError:
-        return "unknown"
+def recommend(done: pd.DataFrame, objectives: Objectives, tie_margin: float):
+    """The index of the recommended trial among the complete trials ``done`` (see annotate)."""
+    score = quality_score(done, objectives)
+    if objectives.size is None:
+        best = done.assign(_score=score).sort_values(["_score", "params_total"],
+                                                     ascending=[False, True])  # fmt: skip
+        return best.index[0]
+    within = done[score >= score.max() - tie_margin]
+    size_up = not objectives.higher_is_better(objectives.size)
+    best = within.assign(_score=score).sort_values([objectives.size, "_score"],
+                                                   ascending=[size_up, False])  # fmt: skip
+    return best.index[0]
 
 
 def write_reports(
@@ -169,7 +138,7 @@ def write_reports(
     ``config`` (the composed config as YAML) and ``environment`` (versions, device).
     """
     out_dir = Path(out_dir)
-    table = annotate(frame, tolerance)
+    table = annotate(frame, tolerance, Objectives.of(context.get("objectives")))
     write_atomic(out_dir / "trials.csv", table.to_csv(index=False))
     write_atomic(out_dir / "pareto.csv", table[table["pareto"]].to_csv(index=False))
     noise = seed_noise(table)

@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 from hydra.experimental.callback import Callback
+from markupsafe import Markup
 from omegaconf import DictConfig
 
 from sweep import page, plots
-from sweep.report import write_atomic
+from sweep.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,10 @@ def summarize(sweep_dir: Path) -> pd.DataFrame | None:
     write_atomic(sweep_dir / "summary.csv", summary.to_csv(index=False))
     chart = plots.chart("Pareto fronts of every study", series, x_label="params_total (log scale)",
                         y_label="validation accuracy (%)", x_log=True, chart_id="chart-fronts")  # fmt: skip
-    body = (
-        f"<h1>Multirun summary: {len(summary)} studies</h1>"
-        f'<div class="charts">{chart}</div>'
-        f'<div class="scroll">{page.html_table(summary, list(summary.columns), "summary")}</div>'
-        "<p>Each study's own report.html is in its folder.</p>"
-    )
-    write_atomic(sweep_dir / "summary.html", page.shell("Multirun summary", body))
+    table = page.html_table(summary, list(summary.columns), "summary")
+    html_text = page.page("summary.html.j2", "Multirun summary", count=len(summary),
+                          chart=Markup(chart), table=Markup(table))  # fmt: skip
+    write_atomic(sweep_dir / "summary.html", html_text)
     return summary
 
 

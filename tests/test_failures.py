@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY, compose_config, run_cli
 
-from sweep import corpus, page, parallel, report, runner, trials, vocab
+from sweep import atomic, corpus, page, parallel, report, runner, trials, vocab
 from sweep.config import ConfigError, check_config
 from sweep.corpus import DataError
 from sweep.search import SearchError
@@ -176,14 +176,14 @@ def test_cache_that_cannot_be_written_is_skipped(tiny_cfg, tmp_path, monkeypatch
 def test_report_that_cannot_be_written_stops_after_the_storage_has_the_trial(
     tiny_cfg, tmp_path, monkeypatch
 ):
-    real = report.replacing
+    real = atomic.replacing
 
     def no_space(path, suffix=".tmp"):
         if path.name == "report.html":
             raise OSError(28, "No space left on device")
         return real(path, suffix)
 
-    monkeypatch.setattr(report, "replacing", no_space)
+    monkeypatch.setattr(atomic, "replacing", no_space)
     with pytest.raises(report.ReportError) as caught:
         runner.run(tiny_cfg, tmp_path / "out")
     message = str(caught.value)

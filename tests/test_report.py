@@ -106,12 +106,13 @@ def test_user_text_is_escaped(tmp_path):
 def test_data_section_counts_classes_drops_and_leakage():
     from sweep.page import data_section
 
-    page = data_section({
+    table, notes = data_section({
         "classes": {"<b>a</b>": {"train": 3, "validation": 1, "test": 1},
                     "b": {"train": 5, "validation": 2, "test": 0}},
         "dropped_empty": {"train": 2, "test": 0},
         "leakage": {"validation": 0, "test": 4},
     })  # fmt: skip
+    page = table + "\n".join(notes)
     assert "&lt;b&gt;a&lt;/b&gt;" in page and "<b>a</b>" not in page  # class names escaped
     assert '<td data-v="all">all</td><td data-v="8">8</td><td data-v="3">3</td>' in page
     assert "empty text or label: train 2." in page

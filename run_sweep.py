@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweep import cli, parallel
-from sweep.config import ConfigError, check_config
+from sweep.config import ConfigError
 from sweep.corpus import DataError
 from sweep.report import ReportError
 from sweep.runner import run
@@ -34,7 +34,6 @@ def main(cfg: DictConfig) -> None:
     out_dir, overrides = hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task)
     scrub_files(out_dir)  # Hydra saved the overrides as typed: a literal password goes
     try:
-        check_config(cfg)
         if cfg.search.workers != 1 and not cfg.get("plan"):
             table, codes = parallel.launch(cfg, out_dir, overrides)
             log.info("reports: %s/report.html (trials.csv, pareto.csv beside it)", out_dir)

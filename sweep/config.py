@@ -11,7 +11,8 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.search import check_space, check_study_name
+from sweep.search import check_study_name
+from sweep.space import SearchSpace
 
 _ABSENT = object()
 
@@ -52,7 +53,7 @@ def check_config(cfg: DictConfig) -> None:
         sparse == "auto" or isinstance(sparse, bool),
         f"model.sparse={sparse!r} must be true, false or auto",
     )
-    check_space(cfg.search.space)
+    SearchSpace(cfg.search.space)  # its axes check themselves
     check_study_name(cfg.search.study_name)
     check_finite(cfg)
     check_search_keys(cfg)

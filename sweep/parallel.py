@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from sweep import corpus, report, runner, search, storage, trials, vocab
+from sweep import corpus, report, runner, search, storage, study, vocab
+from sweep.config import check_config
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     out_dir = Path(out_dir)
     gpus = visible_gpus()
     count = worker_count(cfg.search, gpus)
-    # Prepare the encoded corpus once: the workers then load it from the cache.
-    encoded, _ = vocab.load_or_build(corpus.load_corpus(cfg.data, cfg.seed), cfg.data)
+    check_config(cfg)
+    # Encode the corpus once, into the cache the workers then load (nothing of it is kept here).
+    vocab.load_or_build(corpus.load_corpus(cfg.data, cfg.seed), cfg.data)
     log.info(
         "starting %d workers on study %r%s", count, cfg.search.study_name,
         f" over GPUs {gpus}" if gpus else "",
@@ -110,11 +112,11 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
                 "worker %d exited with code %d (see %s/worker-%d)", index, code, out_dir, index
             )
     storage_text = storage.describe_storage(cfg.search)
-    study = trials.load_study(storage.make_storage(cfg.search), cfg.search.study_name, storage_text)
-    trials.fail_stale_trials(study, cfg.search.stale_after_s)  # trials of workers that died
-    table = report.rebuild_study(study, out_dir, cfg.report.tolerance, storage_text)
+    opened = study.load_study(storage.make_storage(cfg.search), cfg.search.study_name, storage_text)
+    study.fail_stale_trials(opened, cfg.search.stale_after_s)  # trials of workers that died
+    table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
     log.info(
         "%d workers done in %.0fs; the study holds %d finished trials",
-        count, time.perf_counter() - started, trials.count_finished(study),
+        count, time.perf_counter() - started, study.count_finished(opened),
     )  # fmt: skip
     return table, codes

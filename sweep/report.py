@@ -150,10 +150,10 @@ def write_reports(
 def rebuild(storage: str, study_name: str, out_dir: Path, tolerance: float | None = None):
     """Rewrite trials.csv, pareto.csv and report.html of a study from its storage alone."""
     from sweep import storage as storages  # the storage readers (they import optuna)
-    from sweep import trials
+    from sweep.study import load_study
 
     opened = storages.make_storage({"storage": storage}, create=False)
-    study = trials.load_study(opened, study_name, mask(storage))
+    study = load_study(opened, study_name, mask(storage))
     return rebuild_study(study, out_dir, tolerance, mask(storage))
 
 
@@ -163,6 +163,10 @@ def rebuild_study(study, out_dir: Path, tolerance: float | None, storage_text: s
 
     context = dict(study.user_attrs.get("report_context") or {"study_name": study.study_name})
     context["storage"] = storage_text
+    if "objectives" not in context:  # stored before the page followed search.objectives
+        names = study.metric_names or ["val_accuracy", "params_total"][: len(study.directions)]
+        directions = [d.name.lower() for d in study.directions]
+        context["objectives"] = [list(p) for p in zip(names, directions, strict=True)]
     context["importance"] = trials.importances(study)
     if tolerance is None:
         tolerance = float(context.get("tolerance", 0.5))

@@ -54,6 +54,22 @@ class FitResult:
     eval_examples: int
     history: list[float] = field(default_factory=list)  # validation accuracy per epoch
 
+    def figures(self) -> dict[str, float | int | list[float]]:
+        """The trial's measured columns (``sweep.schema``, known="trained") and its history."""
+        return {
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "val_loss": self.val_loss,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds,
+            "tokens_per_second": self.train_tokens / max(self.step_seconds, 1e-9),
+            "examples_per_second": self.train_examples / max(self.step_seconds, 1e-9),
+            "eval_tokens_per_second": self.eval_tokens / max(self.eval_seconds, 1e-9),
+            "eval_examples_per_second": self.eval_examples / max(self.eval_seconds, 1e-9),
+            "val_history": self.history,
+        }
+
 
 _FUSED_ADAM = hasattr(torch, "_fused_adam_")
 

@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import sweep  # noqa: F401  (registers the configs' resolvers: ${setup_digest:}, ${pid:})
+from sweep import trial as trial_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -71,16 +72,14 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300):
 @pytest.fixture
 def count_fits(monkeypatch):
     """Count calls of the training function (the only place a model is trained)."""
-    from sweep import runner
-
     calls = []
-    real_fit = runner.fit
+    real_fit = trial_module.fit
 
     def counting_fit(*args, **kwargs):
         calls.append(kwargs)
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit", counting_fit)
+    monkeypatch.setattr(trial_module, "fit", counting_fit)
     return calls
 
 

@@ -16,10 +16,14 @@ import pytest
 from conftest import ROOT, TINY, compose_config, run_cli
 
 from sweep import atomic, corpus, page, parallel, report, runner, trials, vocab
+from sweep import prepared as prepared_module
+from sweep import study as study_module
+from sweep import trial as trial_module
 from sweep.config import ConfigError, check_config
 from sweep.corpus import DataError
 from sweep.search import SearchError
 from sweep.secrets import install_log_masking, mask
+from sweep.space import SearchSpace
 from sweep.storage import StorageError, journal_storage, make_storage
 
 State = optuna.trial.TrialState
@@ -143,7 +147,7 @@ def test_page_and_stored_context_mask_the_storage(tiny_overrides, tmp_path):
     assert PASSWORD not in html_text
     assert "postgresql://u:${oc.env:SWEEP_PASSWORD}@h/db" in html_text  # runnable as printed
     assert "export SWEEP_PASSWORD=" in html_text
-    study = trials.load_study(make_storage(cfg.search), cfg.search.study_name)
+    study = study_module.load_study(make_storage(cfg.search), cfg.search.study_name)
     context = str(study.user_attrs["report_context"])
     assert PASSWORD not in context and "postgresql://u:***@h/db" in context
 
@@ -189,7 +193,7 @@ def test_report_that_cannot_be_written_stops_after_the_storage_has_the_trial(
     message = str(caught.value)
     assert "No space left on device" in message and "MB free in" in message
     assert str(tmp_path / "out") in message and "\n" not in message
-    study = trials.load_study(make_storage(tiny_cfg.search), tiny_cfg.search.study_name)
+    study = study_module.load_study(make_storage(tiny_cfg.search), tiny_cfg.search.study_name)
     assert len(study.get_trials(states=(State.COMPLETE,))) == 1  # stored before the report
 
 
@@ -273,7 +277,7 @@ def test_non_finite_numbers_are_refused(override):
 
 def test_an_extra_search_key_must_name_a_config_key(monkeypatch):
     cfg = compose_config(["+search.space.b={type:int,low:16,high:256,key:train.batchsize}"])
-    monkeypatch.setattr(runner, "load_corpus", lambda *a: pytest.fail("data was read"))
+    monkeypatch.setattr(prepared_module, "load_corpus", lambda *a: pytest.fail("data was read"))
     with pytest.raises(
         ConfigError,
         match=r"search\.space\.b\.key='train\.batchsize'.*did you mean train\.batch_size",
@@ -288,10 +292,9 @@ def test_sqlite_in_a_missing_folder_and_a_corrupt_sqlite_file(tmp_path):
     corrupt = tmp_path / "bad.db"
     corrupt.write_bytes(b"this is no database" * 100)
     cfg = compose_config([f"search.storage=sqlite:///{corrupt}"])
-    from sweep import search
 
     with pytest.raises(StorageError, match=r"cannot open the study storage sqlite:///.*bad\.db"):
-        search.open_study(cfg.search, 0, "sig", 1000)
+        study_module.open_study(cfg.search, 0, "sig", SearchSpace(cfg.search.space, 1000))
 
 
 def test_report_rebuild_never_creates_a_storage(tmp_path):
@@ -333,17 +336,17 @@ def test_reproduce_command_is_shell_quoted_and_leaves_secrets_out():
 def test_seed_repeat_claims_are_exclusive_and_dead_holders_are_taken_over(tmp_path):
     storage = journal_storage(tmp_path / "j.log")
     study = optuna.create_study(storage=storage, study_name="s")
-    claim = trials.claim_repeat(study, 3, 1, stale_after_s=600)
+    claim = study_module.claim_repeat(study, 3, 1, stale_after_s=600)
     assert claim is not None
-    assert trials.claim_repeat(study, 3, 1, stale_after_s=600) is None  # held by a live process
+    assert study_module.claim_repeat(study, 3, 1, stale_after_s=600) is None  # held by a live process
     calls = []
     ran = trials.repeat_trials(study, [3], [1], lambda *a, **k: calls.append(a), 600)
     assert ran == 0 and calls == []
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    claim.set_user_attr("worker", f"{trials.socket.gethostname()}:{dead.pid}")
-    assert trials.claim_repeat(study, 3, 1, stale_after_s=600) is not None  # taken over
-    trials.release_repeat(study, 3, 1)
+    claim.set_user_attr("worker", f"{study_module.socket.gethostname()}:{dead.pid}")
+    assert study_module.claim_repeat(study, 3, 1, stale_after_s=600) is not None  # taken over
+    study_module.release_repeat(study, 3, 1)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     assert names == ["s"]
 
@@ -414,7 +417,7 @@ def test_a_missing_optional_reader_is_named(tmp_path, monkeypatch):
 
 
 def test_a_failed_trial_reason_is_stored_masked(tiny_cfg, tmp_path, monkeypatch):
-    real_fit, calls = runner.fit, []
+    real_fit, calls = trial_module.fit, []
 
     def leaky_fit(*args, **kwargs):
         calls.append(1)
@@ -422,7 +425,7 @@ def test_a_failed_trial_reason_is_stored_masked(tiny_cfg, tmp_path, monkeypatch)
             raise RuntimeError(f"lost postgresql://u:{PASSWORD}@db/x mid-trial")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit", leaky_fit)
+    monkeypatch.setattr(trial_module, "fit", leaky_fit)
     runner.run(tiny_cfg, tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert table.loc[0, "fail_reason"] == "RuntimeError: lost postgresql://u:***@db/x mid-trial"

@@ -8,7 +8,10 @@ import torch
 from conftest import TINY, compose_config, run_cli
 
 from sweep import measure, runner
+from sweep import study as study_module
+from sweep import trial as trial_module
 from sweep.runner import build_model
+from sweep.space import SearchSpace
 from sweep.storage import make_storage
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
@@ -81,13 +84,13 @@ def test_sweep_records_sizes_estimates_and_throughput(tiny_cfg, tmp_path):
 
 
 def test_budget_holds_during_the_sweep(tiny_overrides, tmp_path, monkeypatch):
-    real_fit, trained = runner.fit, []
+    real_fit, trained = trial_module.fit, []
 
     def recording_fit(model, *args, **kwargs):
         trained.append(model.num_params()["total"])
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit", recording_fit)
+    monkeypatch.setattr(trial_module, "fit", recording_fit)
     cfg = compose_config([*tiny_overrides, "search.max_params=8000", "search.n_trials=5",
                           "search/sampler=random"])  # fmt: skip
     table = runner.run(cfg, tmp_path / "out").table
@@ -105,16 +108,16 @@ def test_budget_holds_during_the_sweep(tiny_overrides, tmp_path, monkeypatch):
 
 
 def test_budget_feeds_the_sampler_constraints(tiny_overrides, tmp_path):
-    from sweep import search, trials
+    from sweep import search
 
     cfg = compose_config([*tiny_overrides, "search.max_params=8000", "search.n_trials=2"])
     runner.run(cfg, tmp_path / "out")
-    study = trials.load_study(make_storage(cfg.search), cfg.search.study_name)
+    study = study_module.load_study(make_storage(cfg.search), cfg.search.study_name)
     for trial in study.trials:  # every trial tells the sampler how far over budget it was
         if search.TRIAL_CONSTRAINTS:
             assert list(trial.constraints.values()) == [trial.user_attrs["budget_excess"]]
         else:
-            assert search.make_sampler(cfg.search, 0, 1000)._constraints_func is not None
+            assert search.make_sampler(cfg.search, 0, SearchSpace(cfg.search.space, 1000))._constraints_func is not None
 
 
 def test_plan_mode_writes_plan_csv_without_training(tmp_path):

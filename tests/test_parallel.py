@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY, compose_config, default_study, run_cli
 
-from sweep import parallel, trials
+from sweep import parallel
+from sweep import study as study_module
 from sweep.storage import journal_storage
 
 State = optuna.trial.TrialState
@@ -160,10 +161,10 @@ def test_stale_running_trial_does_not_block_the_others(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     trial = study.ask()
-    trial.set_user_attr("worker", f"{trials.socket.gethostname()}:{dead.pid}")
-    assert trials.count_running(study) == 1
-    trials.fail_stale_trials(study, 600)
-    assert trials.count_running(study) == 0
+    trial.set_user_attr("worker", f"{study_module.socket.gethostname()}:{dead.pid}")
+    assert study_module.count_running(study) == 1
+    study_module.fail_stale_trials(study, 600)
+    assert study_module.count_running(study) == 0
 
 
 def test_multirun_fans_out_and_summarises(tmp_path):

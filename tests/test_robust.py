@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY, compose_config, default_study
 
-from sweep import runner, search, trials
+from sweep import runner, search
+from sweep import study as study_module
+from sweep import trial as trial_module
 from sweep.storage import journal_storage
 
 State = optuna.trial.TrialState
@@ -65,7 +67,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     killed = study.trials[killed_trial]
     assert killed.state == State.FAIL
     assert killed.user_attrs["fail_reason"].startswith("interrupted: its worker")
-    assert trials.count_finished(study) == 4
+    assert study_module.count_finished(study) == 4
     for number, (start, values) in before.items():  # finished trials were not retrained
         assert (
             study.trials[number].datetime_start == start and study.trials[number].values == values
@@ -80,8 +82,8 @@ def test_stale_trials_are_failed_and_live_ones_kept(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     cases = {
-        "dead pid here": (f"{trials.socket.gethostname()}:{dead.pid}", time.time()),
-        "live pid here": (trials.WORKER, time.time()),
+        "dead pid here": (f"{study_module.socket.gethostname()}:{dead.pid}", time.time()),
+        "live pid here": (study_module.WORKER, time.time()),
         "other host, stale": ("elsewhere:12", time.time() - 3600),
         "other host, fresh": ("elsewhere:13", time.time()),
     }
@@ -91,7 +93,7 @@ def test_stale_trials_are_failed_and_live_ones_kept(tmp_path):
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("heartbeat", beat)
         numbers[name] = trial.number
-    failed = trials.fail_stale_trials(study, stale_after_s=600)
+    failed = study_module.fail_stale_trials(study, stale_after_s=600)
     assert sorted(failed) == sorted([numbers["dead pid here"], numbers["other host, stale"]])
     by_number = {t.number: t for t in study.get_trials()}
     assert "is gone" in by_number[numbers["dead pid here"]].user_attrs["fail_reason"]
@@ -143,7 +145,7 @@ def test_a_finished_configuration_is_reused_not_retrained(tiny_overrides, tmp_pa
 def test_out_of_memory_is_recorded_and_larger_configs_are_skipped(
     tiny_overrides, tmp_path, monkeypatch
 ):
-    real_fit, trained = runner.fit, []
+    real_fit, trained = trial_module.fit, []
 
     def small_gpu_fit(model, *args, **kwargs):
         size = model.frontend.embed.weight.shape[1]
@@ -152,7 +154,7 @@ def test_out_of_memory_is_recorded_and_larger_configs_are_skipped(
         trained.append(size)
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit", small_gpu_fit)
+    monkeypatch.setattr(trial_module, "fit", small_gpu_fit)
     cfg = compose_config([*tiny_overrides, "search/sampler=random", "search.n_trials=6",
                           "search.max_failures=50", "search.space.embedding_dim.high=64"])  # fmt: skip
     result = runner.run(cfg, tmp_path / "out")
@@ -213,5 +215,5 @@ def test_heartbeat_is_recorded(tiny_cfg, tmp_path):
     runner.run(tiny_cfg, tmp_path / "out")
     study = load(tmp_path / "studies")
     for trial in study.trials:
-        assert trial.user_attrs["worker"] == trials.WORKER
+        assert trial.user_attrs["worker"] == study_module.WORKER
         assert trial.user_attrs["heartbeat"] <= datetime.datetime.now().timestamp()

@@ -11,6 +11,7 @@ import pytest
 from conftest import compose_config
 
 from sweep import runner
+from sweep import trial as trial_module
 from sweep.config import ConfigError
 from sweep.models import BagClassifier
 from sweep.search import SearchError
@@ -100,7 +101,7 @@ def test_default_study_name_follows_the_setup(tiny_overrides, tmp_path):
 
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_cfg, tmp_path, monkeypatch):
     # (Out-of-memory failures also skip larger configurations: tests/test_robust.py.)
-    real_fit, calls = runner.fit, []
+    real_fit, calls = trial_module.fit, []
 
     def flaky_fit(*args, **kwargs):
         calls.append(1)
@@ -108,7 +109,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_cfg, tmp_path, monk
             raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "fit", flaky_fit)
+    monkeypatch.setattr(trial_module, "fit", flaky_fit)
     runner.run(tiny_cfg, tmp_path / "out")
     trials = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert trials["state"].tolist() == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
@@ -122,7 +123,7 @@ def test_max_failures_stops_the_sweep_and_keeps_the_reports(tiny_overrides, tmp_
     def broken_fit(*args, **kwargs):
         raise FloatingPointError("training loss became nan in epoch 1")
 
-    monkeypatch.setattr(runner, "fit", broken_fit)
+    monkeypatch.setattr(trial_module, "fit", broken_fit)
     cfg = compose_config([*tiny_overrides, "search.max_failures=2"])
     with pytest.raises(SearchError, match=r"search\.max_failures=2.*loss became nan"):
         runner.run(cfg, tmp_path / "out")

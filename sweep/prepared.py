@@ -1,0 +1,107 @@
+"""The data a study trains on, prepared once: encoded, counted and moved to the device.
+
+``PreparedData.load`` reads the corpus, encodes it (or loads the encoded cache), drops the raw
+texts and moves the id matrices and labels to the device. Every trial then only makes its cutoff
+view (``view``); the runner, the workers' parent and the benchmarks share this one object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sweep import vocab
+from sweep.corpus import SPLITS, load_corpus
+from sweep.train import SplitTensors
+from sweep.vocab import Encoded
+
+
+@dataclass
+class PreparedData:
+    """The encoded corpus on ``device`` and the figures every trial's description needs."""
+
+    encoded: Encoded  # host tensors (lengths stay there: batches are planned without a sync)
+    ids: dict[str, torch.Tensor]  # on the device
+    labels: dict[str, torch.Tensor]  # on the device
+    key: str  # digest of the corpus and its encoding (part of the study signature)
+    stats: dict[str, Any]  # documents per class and split, rows dropped, leakage
+    device: torch.device
+    val_histogram: torch.Tensor  # validation-token count per id (the OOV rate at any cutoff)
+
+    @classmethod
+    def load(cls, data_cfg, seed: int, device: torch.device) -> PreparedData:
+        corpus = load_corpus(data_cfg, seed)
+        encoded, key = vocab.load_or_build(corpus, data_cfg)
+        stats = corpus.stats
+        del corpus  # the raw texts are encoded now: a large corpus need not stay in memory
+        return cls.from_encoded(encoded, key, stats, device)
+
+    @classmethod
+    def from_encoded(cls, encoded: Encoded, key: str, stats, device) -> PreparedData:
+        return cls(
+            encoded=encoded,
+            ids={s: encoded.ids[s].to(device) for s in SPLITS},
+            labels={s: encoded.labels[s].to(device) for s in SPLITS},
+            key=key,
+            stats=dict(stats),
+            device=torch.device(device),
+            val_histogram=vocab.id_histogram(encoded.ids["validation"], len(encoded.words)),
+        )
+
+    @property
+    def full_vocab(self) -> int:
+        """Distinct train words: the largest meaningful cutoff."""
+        return self.encoded.full_vocab_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.encoded.num_classes
+
+    @property
+    def max_length(self) -> int:
+        return int(self.ids["train"].shape[1])
+
+    @property
+    def device_bytes(self) -> int:
+        """Bytes the id matrices hold on the device."""
+        return sum(t.numel() * t.element_size() for t in self.ids.values())
+
+    def view(self, split: str, vocab_size: int, hash_buckets: int = 0) -> SplitTensors:
+        """The split as a trial with cutoff ``vocab_size`` sees it (one vectorised op)."""
+        return SplitTensors(
+            vocab.cut(self.ids[split], vocab_size, hash_buckets),
+            self.labels[split],
+            self.encoded.lengths[split],
+        )
+
+    def cutoff_figures(self, vocab_size: int) -> dict[str, Any]:
+        """What cutoff ``vocab_size`` keeps: the equivalent minimum frequency, the share of
+        train tokens covered and the validation OOV rate."""
+        counts = self.encoded.train_counts
+        return {
+            "min_freq": vocab.min_frequency(counts, vocab_size),
+            "train_coverage": vocab.coverage(counts, vocab_size),
+            "val_oov_rate": vocab.oov_rate(self.val_histogram, vocab_size),
+        }
+
+    def coverage_curve(self, points: int = 40) -> dict[str, list]:
+        """Train coverage and validation OOV rate at ``points`` log-spaced cutoffs (the page's
+        chart 4)."""
+        ks = sorted({int(k) for k in np.geomspace(1, self.full_vocab, points)})
+        counts = self.encoded.train_counts
+        return {
+            "vocab_size": ks,
+            "train_coverage": [vocab.coverage(counts, k) for k in ks],
+            "val_oov_rate": [vocab.oov_rate(self.val_histogram, k) for k in ks],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The page's data section: the corpus stats, the vocabulary and the train tokens."""
+        return {
+            **self.stats,
+            "vocabulary": self.full_vocab,
+            "train_tokens": int(self.encoded.train_counts.sum()),
+        }

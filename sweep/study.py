@@ -1,0 +1,242 @@
+"""The study: its storage, its signature, its workers' bookkeeping and its seed repeats.
+
+Everything here talks to Optuna's study and storage; the few calls Optuna has no public API for
+(failing another process's trial, reaching the storage of a loaded study) go through
+``storage_of`` and ``fail_trial``, which check that the private names still exist and fail with
+a message naming the Optuna version when they do not (a test pins them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+from typing import Any
+
+import optuna
+
+from sweep.search import SearchError, make_pruner, make_sampler
+from sweep.storage import describe_storage, make_storage, storage_errors, storage_failure
+
+log = logging.getLogger(__name__)
+
+
+def _private(obj, name: str):
+    """``obj.<name>``, a private Optuna attribute, or a clear error when a release renamed it."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise RuntimeError(
+            f"optuna {optuna.__version__} has no {type(obj).__name__}.{name}, which sweep.study "
+            "needs to fail trials of dead workers and to claim seed repeats; install the Optuna "
+            "release pyproject.toml names or report it"
+        ) from None
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage of a loaded study (Optuna keeps it private)."""
+    return _private(study, "_storage")
+
+
+def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Fail a RUNNING trial of another (dead) worker with ``reason``: Optuna's public API only
+    lets a process tell its own trials."""
+    storage, trial_id = storage_of(study), _private(trial, "_trial_id")
+    storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    storage.set_trial_state_values(trial_id, State.FAIL)
+
+
+State = optuna.trial.TrialState
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+# Study user attribute holding the extra-seed results of front trials: {"<trial>": {"<seed>": {}}}
+REPEATS_PREFIX = "repeats:"
+
+
+def is_skipped(trial: optuna.trial.FrozenTrial) -> bool:
+    return "skipped_reason" in trial.user_attrs
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count toward ``search.n_trials``: complete or pruned, not skipped."""
+    trials = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED))
+    return sum(not is_skipped(t) for t in trials)
+
+
+def count_running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def gone_reason(
+    worker: str, heartbeat: float | None, started: float | None, stale_after_s: float
+) -> str | None:
+    """Why the worker ``host:pid`` of a running trial or claim is gone, or None if it may still
+    be working. Same host: its pid no longer exists. Any host: no heartbeat for
+    ``stale_after_s`` seconds (counted from ``started`` when it never sent one)."""
+    worker_host, _, pid = worker.rpartition(":")
+    here = worker_host == socket.gethostname()
+    if here and pid.isdigit() and not _pid_alive(int(pid)):
+        return f"its worker {worker} is gone (killed or crashed)"
+    if heartbeat is not None and time.time() - float(heartbeat) > stale_after_s:
+        return f"no heartbeat from {worker or 'its worker'} for over {stale_after_s:.0f}s"
+    silent = heartbeat is None and not here and started is not None
+    if silent and time.time() - started > stale_after_s:
+        return f"no heartbeat for over {stale_after_s:.0f}s"
+    return None
+
+
+def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
+    """Fail RUNNING trials whose worker is gone; return their numbers.
+
+    Same host: the worker's pid no longer exists. Any host: no heartbeat (set at the start and
+    after every epoch) for ``stale_after_s`` seconds.
+    """
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        started = trial.datetime_start.timestamp() if trial.datetime_start else None
+        reason = gone_reason(
+            str(trial.user_attrs.get("worker", "")),
+            trial.user_attrs.get("heartbeat"),
+            started,
+            stale_after_s,
+        )
+        if reason:
+            reason = f"interrupted: {reason}"
+            fail_trial(study, trial, reason)
+            log.warning("trial %d marked failed: %s", trial.number, reason)
+            failed.append(trial.number)
+    return failed
+
+
+def stored_repeats(study: optuna.Study) -> dict[int, dict[int, dict[str, float]]]:
+    """Extra-seed results per trial: {trial: {seed: {"val_accuracy": .., "test_accuracy": ..}}}."""
+    out: dict[int, dict[int, dict[str, float]]] = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(REPEATS_PREFIX):
+            number, seed = key[len(REPEATS_PREFIX) :].split(":")
+            out.setdefault(int(number), {})[int(seed)] = value
+    return out
+
+
+def claim_name(study: optuna.Study, number: int, seed: int) -> str:
+    return f"{study.study_name}~repeat-{number}-seed-{seed}"
+
+
+def claim_repeat(
+    study: optuna.Study, number: int, seed: int, stale_after_s: float
+) -> optuna.Study | None:
+    """Claim the retraining of trial ``number`` with ``seed`` for this process: the claim (set
+    its ``heartbeat`` while working), or None when another live process holds it.
+
+    A claim is a tiny study named ``<study>~repeat-<trial>-seed-<seed>`` in the same storage:
+    creating a study of an existing name fails atomically in every Optuna storage (a unique
+    name in a database, the journal's lock), so two runs never both win. A claim whose holder
+    is gone (killed, crashed) is taken over.
+    """
+    storage, name = storage_of(study), claim_name(study, number, seed)  # noqa: SLF001
+    for _ in range(2):
+        try:
+            claim = optuna.create_study(storage=storage, study_name=name, load_if_exists=False)
+        except optuna.exceptions.DuplicatedStudyError:
+            attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+            # A claim is made and stamped at once: one with no stamp is counted as long dead.
+            gone = gone_reason(str(attrs.get("worker", "")), attrs.get("heartbeat"), 0.0,
+                               stale_after_s)  # fmt: skip
+            if gone is None:
+                return None
+            log.warning("seed repeat %s: taking it over (%s)", name, gone)
+            optuna.delete_study(study_name=name, storage=storage)
+            continue
+        claim.set_user_attr("worker", WORKER)
+        claim.set_user_attr("heartbeat", time.time())
+        return claim
+    return None
+
+
+def release_repeat(study: optuna.Study, number: int, seed: int) -> None:
+    """Drop this process's claim (its result, if any, is in the study by now)."""
+    with contextlib.suppress(KeyError):  # already gone (taken over and finished elsewhere)
+        optuna.delete_study(study_name=claim_name(study, number, seed), storage=storage_of(study))
+
+
+def load_study(storage, study_name: str, storage_text: str = "that storage") -> optuna.Study:
+    """Load a stored study by name (for rebuilding reports), with a clear error if absent."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as error:
+        names = [
+            s.study_name
+            for s in optuna.get_all_study_summaries(storage)
+            if "~repeat-" not in s.study_name
+        ]  # fmt: skip  (claims: see claim_repeat)
+        raise SearchError(f"no study {study_name!r} in {storage_text}; it holds {names}") from error
+    except storage_errors() as error:  # server down, bad credentials, a corrupt file
+        raise storage_failure(storage_text, error) from None
+
+
+def signature(parts: dict[str, Any]) -> str:
+    """Digest of everything that makes trials comparable (data, model, training, space)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def open_study(search_cfg, seed: int, study_signature: str, space) -> optuna.Study:
+    """Create the study or load it to resume; refuse to mix trials of a different setup."""
+    if search_cfg.max_failures < 1:
+        raise SearchError(f"search.max_failures={search_cfg.max_failures} must be at least 1")
+    if len(search_cfg.objectives) != len(search_cfg.directions):
+        raise SearchError("search.objectives and search.directions must have the same length")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler, pruner = make_sampler(search_cfg, seed, space), make_pruner(search_cfg)
+    storage = make_storage(search_cfg)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=search_cfg.study_name,
+            directions=list(search_cfg.directions),
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    except storage_errors() as error:  # server down, bad credentials, a corrupt file
+        raise storage_failure(describe_storage(search_cfg), error) from None
+    existing = len(study.get_trials(deepcopy=False))
+    worker = int(search_cfg.get("worker_index", 0))
+    if existing or worker:
+        # A resumed run must not replay the first run's random draws (they would all be
+        # duplicates), nor may parallel workers draw alike: seed the sampler by the seed, how far
+        # the study has come and the worker.
+        study.sampler = make_sampler(search_cfg, seed + existing + 7919 * worker, space)
+    stored = study.user_attrs.get("signature")
+    if stored is None:
+        study.set_user_attr("signature", study_signature)
+        with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(search_cfg.objectives))
+    elif stored != study_signature:
+        raise SearchError(
+            f"search.study_name={search_cfg.study_name!r} already holds trials of a different "
+            "setup (data, model, training, search space or seed changed). Choose a new "
+            "search.study_name=NAME, or delete the study storage "
+            f"({describe_storage(search_cfg)}) to start over"
+        )
+    elif [d.name.lower() for d in study.directions] != list(search_cfg.directions):
+        raise SearchError(f"search.directions differ from the stored study {study.study_name!r}")
+    return study

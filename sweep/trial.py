@@ -1,0 +1,200 @@
+"""One trial: sampled values -> the trial's config and sizes -> figures before and after training.
+
+``TrialRunner.describe(params)`` gives the columns known before training (sizes, parameter counts,
+coverage, the memory estimate; ``known="sizes"`` in ``sweep.schema``): plan mode and the budgets
+use them, and they are stored even when the trial then fails. ``TrialRunner.train(params)`` makes
+the cutoff view of the prepared data, builds the model, fits it and returns the measured columns
+(``known="trained"``). It needs no study: tests and benchmarks build one from a config and a
+``PreparedData``, and the trial loop (``sweep.trials``) calls it per Optuna trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import measure, schema, vocab
+from sweep.atomic import write_atomic
+from sweep.corpus import SPLITS
+from sweep.frontend import use_sparse
+from sweep.prepared import PreparedData
+from sweep.space import SearchSpace
+from sweep.train import fit
+
+log = logging.getLogger(__name__)
+
+# model.* keys that are not constructor arguments: the study-name label, and the hash buckets,
+# which act on the data view (sweep.vocab.cut) and only enlarge num_embeddings.
+NOT_MODEL_ARGS = ("name", "hash_buckets")
+
+
+def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, num_classes: int):
+    """Instantiate ``cfg.model`` with the sizes known only at run time."""
+    kwargs = OmegaConf.to_container(model_cfg, resolve=True)
+    for key in NOT_MODEL_ARGS:  # labels and data-view settings, not constructor arguments
+        kwargs.pop(key, None)
+    kwargs.update(
+        num_embeddings=num_embeddings,
+        embedding_dim=embedding_dim,
+        num_classes=num_classes,
+        sparse=use_sparse(kwargs.get("sparse", "auto"), num_embeddings),
+    )
+    return hydra.utils.instantiate(kwargs)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """A trial's table: cutoff K (clamped to the vocabulary), hash buckets B, rows, width."""
+
+    vocab_size: int
+    hash_buckets: int
+    num_embeddings: int  # K + 2 specials + B
+    embedding_dim: int
+
+    @classmethod
+    def of(cls, params: dict[str, Any], model_cfg: DictConfig, full_vocab: int) -> Sizes:
+        vocab_size = min(int(params["vocab_size"]), full_vocab)
+        hash_buckets = int(model_cfg.get("hash_buckets") or 0)
+        if hash_buckets < 0:
+            raise ValueError(f"model.hash_buckets={hash_buckets} must be >= 0")
+        rows = vocab_size + len(vocab.SPECIALS) + hash_buckets
+        return cls(vocab_size, hash_buckets, rows, int(params["embedding_dim"]))
+
+
+@dataclass
+class Timing:
+    """Where a sweep's wall time goes, summed over its trials (written to ``timing.json``)."""
+
+    data: float = 0.0
+    cutoff: float = 0.0
+    model: float = 0.0
+    training: float = 0.0
+    reports: float = 0.0
+    trials: int = 0
+
+    def write(self, total: float, out_dir: Path) -> None:
+        """Log the split and write ``timing.json`` (the speed benchmark's source): training
+        (model init and fit, evaluation included) against everything else."""
+        training = self.training + self.model
+        other = total - training - self.data - self.cutoff - self.reports
+        figures = {
+            "total_s": total,
+            "trials": self.trials,
+            "training_s": training,
+            "data_s": self.data,
+            "cutoff_s": self.cutoff,
+            "reports_s": self.reports,
+            "search_and_storage_s": other,
+            "outside_training_pct": 100.0 * (total - training) / max(total, 1e-9),
+        }
+        log.info(
+            "time: %.1fs in all; training %.1fs (%d fits), data %.1fs, cutoff views %.2fs, "
+            "reports %.1fs, search and storage %.1fs: %.1f%% outside training",
+            total, training, self.trials, self.data, self.cutoff, self.reports, other,
+            figures["outside_training_pct"],
+        )  # fmt: skip
+        write_atomic(Path(out_dir) / "timing.json", json.dumps(figures, indent=1))
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class TrialRunner:
+    """Turns a trial's sampled values into its figures, for one config and one prepared data."""
+
+    def __init__(self, cfg: DictConfig, data: PreparedData, space: SearchSpace | None = None):
+        self.cfg = cfg
+        self.data = data
+        self.space = space or SearchSpace(cfg.search.space, data.full_vocab)
+        self.timing = Timing()
+
+    def setup(self, params: dict[str, Any]) -> tuple[DictConfig, Sizes]:
+        """The trial's config (extra axes set) and its table's sizes."""
+        trial_cfg = self.space.trial_config(self.cfg, params)
+        return trial_cfg, Sizes.of(params, trial_cfg.model, self.data.full_vocab)
+
+    def describe(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The columns known before training (``known="sizes"``)."""
+        trial_cfg, sizes = self.setup(params)
+        with torch.device("meta"):  # counts parameters without allocating them
+            meta_model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
+                                     self.data.num_classes)  # fmt: skip
+        counts = meta_model.num_params()
+        train_cfg = trial_cfg.train
+        record = {
+            "embedding_dim": sizes.embedding_dim,
+            "vocab_size": sizes.vocab_size,
+            "num_embeddings": sizes.num_embeddings,
+            "hash_buckets": sizes.hash_buckets,
+            **self.data.cutoff_figures(sizes.vocab_size),
+            "params_total": counts["total"],
+            "params_embedding": counts["embedding"],
+            "embedding_share": counts["embedding"] / counts["total"],
+            **measure.size_columns(counts["total"], counts["embedding"]),
+            **measure.estimate_peak_mb(
+                meta_model,
+                params_total=counts["total"],
+                params_embedding=counts["embedding"],
+                embedding_dim=sizes.embedding_dim,
+                sparse=use_sparse(trial_cfg.model.get("sparse", "auto"), sizes.num_embeddings),
+                batch_size=train_cfg.batch_size,
+                eval_batch_size=train_cfg.eval_batch_size,
+                max_length=self.data.max_length,
+                data_bytes=2 * self.data.device_bytes,  # the corpus plus this trial's view
+            ),
+            "device": measure.device_name(self.data.device),
+            "seed": self.cfg.seed,
+            "model": trial_cfg.model.name,
+        }
+        schema.check_record(record, "sizes")
+        return record
+
+    def train(
+        self,
+        params: dict[str, Any],
+        on_epoch: Callable[[int, float], None] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Train the configuration once (with ``seed``, default ``cfg.seed``); the measured
+        columns (``known="trained"``) and ``val_history``. ``on_epoch(epoch, val_accuracy)`` may
+        raise to stop the trial (pruning)."""
+        seed = self.cfg.seed if seed is None else seed
+        trial_cfg, sizes = self.setup(params)
+        train_cfg = trial_cfg.train
+        device = self.data.device
+        with measure.gpu_peak(device) as peak:
+            t0 = time.perf_counter()
+            views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
+            cutoff_seconds = time.perf_counter() - t0
+            torch.manual_seed(seed)  # every trial starts from the same random stream
+            model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
+                                self.data.num_classes).to(device)  # fmt: skip
+            self.timing.model += time.perf_counter() - t0 - cutoff_seconds
+            self.timing.cutoff += cutoff_seconds
+            t0 = time.perf_counter()
+            try:
+                result = fit(
+                    model, views["train"], views["validation"], views["test"],
+                    epochs=train_cfg.epochs, batch_size=train_cfg.batch_size, lr=train_cfg.lr,
+                    patience=train_cfg.patience, seed=seed,
+                    eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
+                    on_epoch=on_epoch,
+                )  # fmt: skip
+            finally:
+                del model, views
+                measure.release(device)  # also after a failure: the next trial starts clean
+                self.timing.training += time.perf_counter() - t0
+                self.timing.trials += 1
+        record = {**result.figures(), "cutoff_seconds": cutoff_seconds,
+                  "gpu_peak_mb": peak["allocated_mb"], "gpu_reserved_mb": peak["reserved_mb"]}  # fmt: skip
+        schema.check_record(record, "trained")
+        return record

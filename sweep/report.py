@@ -101,7 +101,9 @@ def annotate(frame: pd.DataFrame, tolerance: float, objectives: Objectives = Obj
         maximize = tuple(objectives.higher_is_better(n) for n in names)
         columns = [frame.loc[done, n].to_numpy(float) for n in names]
         frame.loc[done, "pareto"] = pareto_mask(*columns, maximize=maximize)
-        frame.loc[recommend(frame.loc[done], objectives, margin(frame, tolerance)), "recommended"] = True
+        frame.loc[
+            recommend(frame.loc[done], objectives, margin(frame, tolerance)), "recommended"
+        ] = True
     return frame.sort_values("trial").reset_index(drop=True)
 
 

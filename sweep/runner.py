@@ -73,7 +73,9 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
     finally:
-        table = reports.write()  # also on an interrupt or a failed sweep: the reports cover the storage
+        table = (
+            reports.write()
+        )  # also on an interrupt or a failed sweep: the reports cover the storage
         trial.timing.write(time.perf_counter() - started, out_dir)
     rec = table[table["recommended"]] if len(table) else table
     return SweepResult(out_dir, table, rec.iloc[0].to_dict() if len(rec) else None)

@@ -121,7 +121,9 @@ def check_record(record: dict[str, Any], known: str) -> None:
     stray = [k for k in record if k in BY_NAME and BY_NAME[k].known != known]
     unknown = [k for k in record if k not in BY_NAME and k not in _UNLISTED]
     if stray or unknown:
-        raise AssertionError(f"{known} record has columns of other moments {stray} or unlisted {unknown}")
+        raise AssertionError(
+            f"{known} record has columns of other moments {stray} or unlisted {unknown}"
+        )
 
 
 # Stored with a trial but not report columns: the search's own bookkeeping.

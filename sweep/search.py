@@ -23,6 +23,7 @@ BUDGETS = (("max_params", "params_total"), ("max_memory_mb", "est_peak_mb"))
 def has_budget(search_cfg) -> bool:
     return any(search_cfg.get(limit) is not None for limit, _ in BUDGETS)
 
+
 log = logging.getLogger(__name__)
 
 
@@ -77,7 +78,9 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
         "qmc": lambda: optuna.samplers.QMCSampler(
             qmc_type=sampler_cfg.qmc_type, scramble=True, seed=seed
         ),
-        "grid": lambda: optuna.samplers.GridSampler(space.grid(sampler_cfg.get("values")), seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(
+            space.grid(sampler_cfg.get("values")), seed=seed
+        ),
     }
     if name in factories:
         with warnings.catch_warnings():  # experimental-API notes of QMC and constraints
@@ -117,5 +120,3 @@ def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
             reduction_factor=pruner_cfg.reduction_factor,
         )
     raise SearchError(f"search.pruner.name={name!r} is unknown: use none, median or hyperband")
-
-

@@ -163,10 +163,12 @@ class TrialRunner:
         params: dict[str, Any],
         on_epoch: Callable[[int, float], None] | None = None,
         seed: int | None = None,
+        wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
     ) -> dict[str, Any]:
         """Train the configuration once (with ``seed``, default ``cfg.seed``); the measured
         columns (``known="trained"``) and ``val_history``. ``on_epoch(epoch, val_accuracy)`` may
-        raise to stop the trial (pruning)."""
+        raise to stop the trial (pruning). ``wrap_model`` sees the model before it trains and
+        may return a replacement (the benchmarks: ``torch.compile``, a per-epoch test curve)."""
         seed = self.cfg.seed if seed is None else seed
         trial_cfg, sizes = self.setup(params)
         train_cfg = trial_cfg.train
@@ -178,6 +180,8 @@ class TrialRunner:
             torch.manual_seed(seed)  # every trial starts from the same random stream
             model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
                                 self.data.num_classes).to(device)  # fmt: skip
+            if wrap_model is not None:
+                model = wrap_model(model)
             self.timing.model += time.perf_counter() - t0 - cutoff_seconds
             self.timing.cutoff += cutoff_seconds
             t0 = time.perf_counter()

@@ -192,7 +192,9 @@ def run_trials(
     fails); ``train(params, on_epoch)`` trains and returns the measured figures;
     ``after_trial(frozen_trial, finished_count)`` runs after each trial (reports, progress).
     """
-    grid = space.grid(search_cfg.sampler.get("values")) if search_cfg.sampler.name == "grid" else None
+    grid = (
+        space.grid(search_cfg.sampler.get("values")) if search_cfg.sampler.name == "grid" else None
+    )
     failures = ran = skips = 0
     reason = ""
     while True:

@@ -43,10 +43,13 @@ def test_speed_benchmark_pieces_train_both_sides_on_the_same_data(tiny_cfg):
     from sweep.benchmarks.reference import reference_trial
     from sweep.corpus import load_corpus
 
+    from sweep.prepared import PreparedData
+
     corpus = load_corpus(tiny_cfg.data, 0)
     encoded = vocab.build(corpus, tiny_cfg.data.tokenizer, tiny_cfg.data.max_length)
+    data = PreparedData.from_encoded(encoded, "tiny", corpus.stats, "cpu")
     train = {**speed.TRAIN, "epochs": 3, "eval_batch_size": 256, "bucket": True}
-    ours = speed.our_trial(encoded, tiny_cfg.model, 8, 0, train, curve=True)
+    ours = speed.our_trial(speed.trial_config(tiny_cfg, {}, train), data, 8, 0, curve=True)
     labels = {s: encoded.labels[s].tolist() for s in corpus.texts}
     settings = {k: v for k, v in train.items() if k not in ("eval_batch_size", "bucket")}
     theirs = reference_trial(

@@ -338,7 +338,9 @@ def test_seed_repeat_claims_are_exclusive_and_dead_holders_are_taken_over(tmp_pa
     study = optuna.create_study(storage=storage, study_name="s")
     claim = study_module.claim_repeat(study, 3, 1, stale_after_s=600)
     assert claim is not None
-    assert study_module.claim_repeat(study, 3, 1, stale_after_s=600) is None  # held by a live process
+    assert (
+        study_module.claim_repeat(study, 3, 1, stale_after_s=600) is None
+    )  # held by a live process
     calls = []
     ran = trials.repeat_trials(study, [3], [1], lambda *a, **k: calls.append(a), 600)
     assert ran == 0 and calls == []

@@ -117,7 +117,12 @@ def test_budget_feeds_the_sampler_constraints(tiny_overrides, tmp_path):
         if search.TRIAL_CONSTRAINTS:
             assert list(trial.constraints.values()) == [trial.user_attrs["budget_excess"]]
         else:
-            assert search.make_sampler(cfg.search, 0, SearchSpace(cfg.search.space, 1000))._constraints_func is not None
+            assert (
+                search.make_sampler(
+                    cfg.search, 0, SearchSpace(cfg.search.space, 1000)
+                )._constraints_func
+                is not None
+            )
 
 
 def test_plan_mode_writes_plan_csv_without_training(tmp_path):

@@ -47,8 +47,9 @@ from sweep import train as train_module
 from sweep.benchmarks.models import markdown, save_and_print
 from sweep.benchmarks.reference import reference_trial
 from sweep.corpus import SPLITS, load_corpus
-from sweep.runner import build_model
-from sweep.train import SplitTensors, evaluate, fit
+from sweep.prepared import PreparedData
+from sweep.train import evaluate
+from sweep.trial import TrialRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("fasttext_peer.py")
@@ -78,41 +79,45 @@ def compose_data(name: str, datasets: Path):
         return compose("sweep", overrides)
 
 
-def our_trial(encoded, model_cfg, dim: int, seed: int, train_cfg: dict, curve: bool = False):
-    """One trial as the runner runs it (cutoff view, model, fit), timed from the cutoff on."""
+def our_trial(cfg, data: PreparedData, dim: int, seed: int, curve: bool = False,
+              compile: bool = False):  # fmt: skip
+    """One trial as the runner runs it (``TrialRunner.train``: cutoff view, model, fit) with the
+    full vocabulary, timed from the cutoff on; ``curve``: test accuracy after every epoch (the
+    measuring left out of the clock)."""
     start = time.perf_counter()
     paused = 0.0
     points: list[tuple[float, float]] = []
-    k = encoded.full_vocab_size
-    cut_start = time.perf_counter()
-    views = {
-        s: SplitTensors(vocab.cut(encoded.ids[s], k), encoded.labels[s], encoded.lengths[s])
-        for s in SPLITS
-    }
-    cutoff_seconds = time.perf_counter() - cut_start
-    torch.manual_seed(seed)
-    model = build_model(model_cfg, k + 2, dim, encoded.num_classes)
-    if train_cfg.get("compile"):
-        model = torch.compile(model, dynamic=True)
+    models: list[torch.nn.Module] = []
+    test = data.view("test", data.full_vocab)
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        models.append(model)
+        return torch.compile(model, dynamic=True) if compile else model
 
     def on_epoch(epoch: int, val_accuracy: float) -> None:
         nonlocal paused
         if curve:
             now = time.perf_counter()
-            points.append((now - start - paused, evaluate(model, views["test"], 1024)[0]))
+            points.append((now - start - paused, evaluate(models[0], test, 1024)[0]))
             paused += time.perf_counter() - now
 
-    settings = {k: v for k, v in train_cfg.items() if k != "compile"}
-    result = fit(model, views["train"], views["validation"], views["test"], seed=seed,
-                 on_epoch=on_epoch, **settings)  # fmt: skip
+    runner = TrialRunner(cfg, data)
+    params = {"embedding_dim": dim, "vocab_size": data.full_vocab}
+    figures = runner.train(params, on_epoch, seed=seed, wrap_model=wrap)
     return {
         "seconds": time.perf_counter() - start - paused,
-        "cutoff_seconds": cutoff_seconds,
-        "test_accuracy": result.test_accuracy,
-        "val_accuracy": result.val_accuracy,
-        "epochs": result.epochs,
+        "cutoff_seconds": figures["cutoff_seconds"],
+        "test_accuracy": figures["test_accuracy"],
+        "val_accuracy": figures["val_accuracy"],
+        "epochs": figures["epochs"],
         "curve": points,
     }
+
+
+def trial_config(cfg, model_change: dict, train_cfg: dict):
+    """``cfg`` with the bag model's overrides and the benchmark's training settings."""
+    cfg = OmegaConf.merge(cfg, {"model": model_change, "train": train_cfg})
+    return cfg
 
 
 @contextlib.contextmanager
@@ -219,20 +224,24 @@ def bench_dataset(name: str, args, python: Path | None) -> tuple[dict, list[dict
     started = time.perf_counter()
     encoded = vocab.build(corpus, cfg.data.tokenizer, cfg.data.max_length)
     prep_seconds = time.perf_counter() - started
+    data = PreparedData.from_encoded(encoded, name, corpus.stats, torch.device("cpu"))
     tokenizer = vocab.Tokenizer.from_config(cfg.data.tokenizer)
-    model_cfg = OmegaConf.merge(cfg.model, {"hidden_dim": 0})
+    bag = {"hidden_dim": 0}  # the mean of embeddings, then a linear layer: fastText's model
     dim, seeds = args.dim, args.seeds
     train_cfg = {**TRAIN, "eval_batch_size": 1024, "bucket": True}
     # Tuned like fastText: the learning rate with the best validation accuracy (first seed);
     # the reference then trains with the same settings, so only the engineering differs.
     tried = {
-        lr: our_trial(encoded, model_cfg, dim, seeds[0], {**train_cfg, "lr": lr})["val_accuracy"]
+        lr: our_trial(trial_config(cfg, bag, {**train_cfg, "lr": lr}), data, dim, seeds[0])[
+            "val_accuracy"
+        ]
         for lr in args.lrs
     }
     train_cfg["lr"] = max(tried, key=lambda lr: (tried[lr], -lr))
     settings = {k: train_cfg[k] for k in TRAIN}
+    base = trial_config(cfg, bag, train_cfg)
 
-    ours = [our_trial(encoded, model_cfg, dim, s, train_cfg, curve=True) for s in seeds]
+    ours = [our_trial(base, data, dim, s, curve=True) for s in seeds]
     labels = {s: encoded.labels[s].tolist() for s in SPLITS}
     reference = [
         reference_trial(
@@ -301,8 +310,10 @@ def bench_dataset(name: str, args, python: Path | None) -> tuple[dict, list[dict
             torch.set_num_threads(threads or args.threads)
             try:
                 with patch():
-                    trial = our_trial(encoded, OmegaConf.merge(model_cfg, model_change), dim,
-                                      seeds[0], {**train_cfg, **train_change})  # fmt: skip
+                    changed = {k: v for k, v in train_change.items() if k != "compile"}
+                    variant = trial_config(cfg, {**bag, **model_change}, {**train_cfg, **changed})
+                    trial = our_trial(variant, data, dim, seeds[0],
+                                      compile=bool(train_change.get("compile")))  # fmt: skip
                 ablation.append({"data": name, "variant": label,
                                  "trial_s": round(trial["seconds"], 2),
                                  "test_acc": round(trial["test_accuracy"], 2),

@@ -42,7 +42,6 @@ def test_speed_benchmark_pieces_train_both_sides_on_the_same_data(tiny_cfg):
     from sweep.benchmarks import speed
     from sweep.benchmarks.reference import reference_trial
     from sweep.corpus import load_corpus
-
     from sweep.prepared import PreparedData
 
     corpus = load_corpus(tiny_cfg.data, 0)

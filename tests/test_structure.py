@@ -10,13 +10,12 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import compose_config
+from test_report import ROWS, frame
 
 from sweep import report, runner, schema, study
 from sweep.prepared import PreparedData
 from sweep.space import SearchError, SearchSpace
 from sweep.trial import TrialRunner
-
-from test_report import ROWS, frame
 
 
 @pytest.fixture

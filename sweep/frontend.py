@@ -146,12 +146,3 @@ class EmbeddingFrontEnd(nn.Module):
     def num_params(self) -> int:
         """Parameters of the table and, when factorized, of its projection."""
         return sum(p.numel() for p in self.parameters())
-
-    @staticmethod
-    def expected_params(
-        num_embeddings: int, embedding_dim: int, factorized_dim: int | None = None
-    ) -> int:
-        """``num_params`` in closed form."""
-        return num_embeddings * embedding_dim + (
-            embedding_dim * factorized_dim if factorized_dim else 0
-        )

@@ -77,6 +77,19 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def storage_key(tensor: torch.Tensor) -> int:
+    """Which storage a tensor views: the same number for views of one storage. Meta tensors
+    have no data pointer, so this is the storage's own handle, a private attribute: checked."""
+    storage = tensor.untyped_storage()
+    key = getattr(storage, "_cdata", None)
+    if not isinstance(key, int):
+        raise RuntimeError(
+            f"torch {torch.__version__}: UntypedStorage._cdata is gone, which the memory "
+            "estimate uses to count each saved storage once; report it with this version"
+        )
+    return key
+
+
 def saved_activation_bytes(model: torch.nn.Module, batch_size: int, length: int) -> dict[str, int]:
     """Bytes a training step keeps for backward, traced on the ``meta`` device (nothing allocated).
 
@@ -84,19 +97,28 @@ def saved_activation_bytes(model: torch.nn.Module, batch_size: int, length: int)
     storage); parameters are excluded (they are counted as weights). Returns ``total`` and
     ``largest`` (the biggest single saved tensor: a proxy for the transient peak of a layer).
     """
-    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    params = {storage_key(p) for p in model.parameters()}
     seen: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage._cdata not in params:
-            seen[storage._cdata] = max(seen.get(storage._cdata, 0), storage.nbytes())
+        key = storage_key(tensor)
+        if key not in params:
+            seen[key] = max(seen.get(key, 0), tensor.untyped_storage().nbytes())
         return tensor
 
     ids = torch.ones((batch_size, length), dtype=torch.long, device="meta")
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        logits = model(ids)
+    # Packed sequences need lengths on the host, which meta tensors cannot give: trace the
+    # recurrent models over the full padded length (the worst case of a bucket).
+    packing = [m for m in model.modules() if getattr(m, "pack_sequences", False)]
+    for module in packing:
+        module.pack_sequences = False
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            logits = model(ids)
+    finally:
+        for module in packing:
+            module.pack_sequences = True
     out = logits.numel() * logits.element_size()
     return {"total": sum(seen.values()) + out, "largest": max([out, *seen.values()])}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 WIDTH, HEIGHT = 560, 340
@@ -28,7 +28,6 @@ class Series:
     line: bool = False
     radius: float = 4.0
     marker_attrs: str = ""
-    extra: list[str] = field(default_factory=list)
 
 
 def _esc(text: object) -> str:
@@ -64,7 +63,6 @@ def chart(
     y_label: str,
     x_log: bool = False,
     y_range: tuple[float, float] | None = None,
-    legend: bool = True,
     chart_id: str = "",
     x_integer: bool = False,
 ) -> str:
@@ -82,69 +80,100 @@ def chart(
             head
             + f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">no data yet</text></svg></figure>'
         )
+    axes = _Axes.around(points, x_log, y_range)
+    parts = [head, *axes.grid(x_label, y_label, x_integer)]
+    parts += [_series_svg(s, axes) for s in series]
+    parts += [_legend(series), "</svg></figure>"]
+    return "".join(parts)
 
-    def tx(x: float) -> float:
-        return math.log10(x) if x_log else x
 
-    xs = [tx(x) for x, _ in points]
-    ys = [y for _, y in points]
-    x0, x1 = min(xs), max(xs)
-    if x_log:
-        x0, x1 = math.floor(x0), math.ceil(x1)
-    if x1 <= x0:
-        x0, x1 = x0 - 1, x1 + 1
-    y0, y1 = y_range if y_range else (min(ys), max(ys))
-    if y1 <= y0:
-        y0, y1 = y0 - 1, y1 + 1
-    pad = (y1 - y0) * 0.05
-    y0, y1 = (y0, y1) if y_range else (y0 - pad, y1 + pad)
+@dataclass
+class _Axes:
+    """The plotted ranges (x in log10 units with ``x_log``) and the data-to-pixel maps."""
 
-    def px(x: float) -> float:
-        return LEFT + (tx(x) - x0) / (x1 - x0) * (WIDTH - LEFT - RIGHT)
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    x_log: bool
 
-    def py(y: float) -> float:
-        return HEIGHT - BOTTOM - (y - y0) / (y1 - y0) * (HEIGHT - TOP - BOTTOM)
+    @classmethod
+    def around(cls, points, x_log: bool, y_range) -> _Axes:
+        xs = [math.log10(x) if x_log else x for x, _ in points]
+        ys = [y for _, y in points]
+        x0, x1 = min(xs), max(xs)
+        if x_log:
+            x0, x1 = math.floor(x0), math.ceil(x1)
+        if x1 <= x0:
+            x0, x1 = x0 - 1, x1 + 1
+        y0, y1 = y_range if y_range else (min(ys), max(ys))
+        if y1 <= y0:
+            y0, y1 = y0 - 1, y1 + 1
+        pad = 0.0 if y_range else (y1 - y0) * 0.05
+        return cls(x0, x1, y0 - pad, y1 + pad, x_log)
 
-    parts = [head, f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
-             f'height="{HEIGHT - TOP - BOTTOM}" fill="#fafafa" stroke="#ccc"/>']  # fmt: skip
-    x_ticks = range(int(x0), int(x1) + 1) if x_log else _ticks(x0, x1, integer=x_integer)
-    for t in x_ticks:
-        gx = LEFT + (t - x0) / (x1 - x0) * (WIDTH - LEFT - RIGHT)
-        parts.append(f'<line x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="#e6e6e6"/>'
-                     f'<text x="{gx:.1f}" y="{HEIGHT - BOTTOM + 15}" text-anchor="middle" font-size="11">{_fmt_tick(t, x_log)}</text>')  # fmt: skip
-    for t in _ticks(y0, y1):
-        gy = py(t)
-        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{gy:.1f}" y2="{gy:.1f}" stroke="#e6e6e6"/>'
-                     f'<text x="{LEFT - 5}" y="{gy + 4:.1f}" text-anchor="end" font-size="11">{t:g}</text>')  # fmt: skip
-    parts.append(
-        f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 12}" text-anchor="middle" font-size="12">{_esc(x_label)}</text>'
-        f'<text transform="translate(14 {(TOP + HEIGHT - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" font-size="12">{_esc(y_label)}</text>'
-    )
-    for s in series:
-        pts = [(x, y, tip) for x, y, tip in zip(s.xs, s.ys, list(s.tips) or [""] * len(s.xs), strict=True)
-               if _finite(x, x_log) and math.isfinite(y)]  # fmt: skip
-        if s.line and len(pts) > 1:
-            path = " ".join(
-                f"{px(x):.1f},{py(y):.1f}" for x, y, _ in sorted(pts, key=lambda p: p[0])
-            )
-            parts.append(
-                f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="2"/>'
-            )
-        if s.radius > 0:
-            for x, y, tip in pts:
-                label = _esc(tip or f"{s.name}: ({x:g}, {y:.4g})")
-                parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{s.radius}" fill="{s.color}" '
-                             f'{s.marker_attrs} data-tip="{label}"><title>{label}</title></circle>')  # fmt: skip
-    named: list[Series] = []  # one legend entry per name (a band's points and its trend line)
+    def gx(self, t: float) -> float:
+        """Pixel of a tick at ``t`` in axis units (log10 with ``x_log``)."""
+        return LEFT + (t - self.x0) / (self.x1 - self.x0) * (WIDTH - LEFT - RIGHT)
+
+    def px(self, x: float) -> float:
+        return self.gx(math.log10(x) if self.x_log else x)
+
+    def py(self, y: float) -> float:
+        return HEIGHT - BOTTOM - (y - self.y0) / (self.y1 - self.y0) * (HEIGHT - TOP - BOTTOM)
+
+    def grid(self, x_label: str, y_label: str, x_integer: bool) -> list[str]:
+        """The plot area, grid lines, tick labels and axis titles."""
+        parts = [f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
+                 f'height="{HEIGHT - TOP - BOTTOM}" fill="#fafafa" stroke="#ccc"/>']  # fmt: skip
+        x_ticks = (range(int(self.x0), int(self.x1) + 1) if self.x_log
+                   else _ticks(self.x0, self.x1, integer=x_integer))  # fmt: skip
+        for t in x_ticks:
+            gx = self.gx(t)
+            parts.append(f'<line x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="#e6e6e6"/>'
+                         f'<text x="{gx:.1f}" y="{HEIGHT - BOTTOM + 15}" text-anchor="middle" font-size="11">{_fmt_tick(t, self.x_log)}</text>')  # fmt: skip
+        for t in _ticks(self.y0, self.y1):
+            gy = self.py(t)
+            parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{gy:.1f}" y2="{gy:.1f}" stroke="#e6e6e6"/>'
+                         f'<text x="{LEFT - 5}" y="{gy + 4:.1f}" text-anchor="end" font-size="11">{t:g}</text>')  # fmt: skip
+        parts.append(
+            f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 12}" text-anchor="middle" font-size="12">{_esc(x_label)}</text>'
+            f'<text transform="translate(14 {(TOP + HEIGHT - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" font-size="12">{_esc(y_label)}</text>'
+        )
+        return parts
+
+
+def _series_svg(s: Series, axes: _Axes) -> str:
+    """A series' line (in order of x) and its points, each with its hover tip."""
+    pts = [(x, y, tip) for x, y, tip in zip(s.xs, s.ys, list(s.tips) or [""] * len(s.xs), strict=True)
+           if _finite(x, axes.x_log) and math.isfinite(y)]  # fmt: skip
+    parts = []
+    if s.line and len(pts) > 1:
+        path = " ".join(
+            f"{axes.px(x):.1f},{axes.py(y):.1f}" for x, y, _ in sorted(pts, key=lambda p: p[0])
+        )
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="2"/>')
+    if s.radius > 0:
+        for x, y, tip in pts:
+            label = _esc(tip or f"{s.name}: ({x:g}, {y:.4g})")
+            parts.append(f'<circle cx="{axes.px(x):.1f}" cy="{axes.py(y):.1f}" r="{s.radius}" fill="{s.color}" '
+                         f'{s.marker_attrs} data-tip="{label}"><title>{label}</title></circle>')  # fmt: skip
+    return "".join(parts)
+
+
+def _legend(series: Sequence[Series]) -> str:
+    """One entry per name (a band's points and its trend line share one), when there are two."""
+    named: list[Series] = []
     for s in series:
         if all(s.name != other.name for other in named):
             named.append(s)
-    if legend and len(named) > 1:
-        for i, s in enumerate(named):
-            lx, ly = LEFT + 8 + (i % 3) * 160, 12 + (i // 3) * 13
-            parts.append(f'<circle cx="{lx}" cy="{ly - 4}" r="4" fill="{s.color}" {s.marker_attrs}/>'
-                         f'<text x="{lx + 8}" y="{ly}" font-size="11">{_esc(s.name)}</text>')  # fmt: skip
-    parts.append("</svg></figure>")
+    if len(named) < 2:
+        return ""
+    parts = []
+    for i, s in enumerate(named):
+        lx, ly = LEFT + 8 + (i % 3) * 160, 12 + (i // 3) * 13
+        parts.append(f'<circle cx="{lx}" cy="{ly - 4}" r="4" fill="{s.color}" {s.marker_attrs}/>'
+                     f'<text x="{lx + 8}" y="{ly}" font-size="11">{_esc(s.name)}</text>')  # fmt: skip
     return "".join(parts)
 
 

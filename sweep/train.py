@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sweep.frontend import distinct_ids
+from sweep.optim import Optimizers
 
 log = logging.getLogger(__name__)
 
@@ -69,135 +68,6 @@ class FitResult:
             "eval_examples_per_second": self.eval_examples / max(self.eval_seconds, 1e-9),
             "val_history": self.history,
         }
-
-
-_FUSED_ADAM = hasattr(torch, "_fused_adam_")
-
-
-class LazyAdam:
-    """Adam for sparse embedding gradients: steps only the rows a batch used ("lazy" Adam).
-
-    The same update as ``torch.optim.SparseAdam`` (moments of untouched rows are left as they
-    are; bias correction by the global step count), in fewer, larger operations: duplicate ids
-    are summed with a vocabulary-sized mask and one ``index_add_`` instead of a sort, and a
-    gradient that arrives coalesced (the bag model's fused mean) skips that too. Measured 1.5x
-    faster than SparseAdam per step (``python -m sweep.benchmarks.speed --ablation``).
-    """
-
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = list(params)
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.state = {id(p): (torch.zeros_like(p), torch.zeros_like(p)) for p in self.params}
-        self.steps = 0
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        beta1, beta2 = self.betas
-        for p in self.params:
-            if p.grad is None:
-                continue
-            rows, grad = self._rows(p.grad)
-            exp_avg, exp_avg_sq = self.state[id(p)]
-            w, m, v = (t.index_select(0, rows) for t in (p, exp_avg, exp_avg_sq))
-            if _FUSED_ADAM:  # one pass over the rows (measured 2.8x faster than op by op)
-                step = torch.full((), float(self.steps), device=p.device)
-                # The fused kernel adds eps after dividing by sqrt(1 - beta2^t), SparseAdam
-                # before: scaling eps by that factor gives SparseAdam's update exactly.
-                eps = self.eps / math.sqrt(1 - beta2**self.steps)
-                torch._fused_adam_(
-                    [w], [grad.contiguous()], [m], [v], [], [step], lr=self.lr, beta1=beta1,
-                    beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
-                )  # fmt: skip
-            else:
-                m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                size = self.lr * math.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
-                w.sub_(m / v.sqrt().add_(self.eps), alpha=size)
-            p.index_copy_(0, rows, w)
-            exp_avg.index_copy_(0, rows, m)
-            exp_avg_sq.index_copy_(0, rows, v)
-
-    @staticmethod
-    def _rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(distinct rows, summed gradient per row) of a sparse COO gradient."""
-        if not grad.is_sparse:
-            raise TypeError("LazyAdam needs sparse gradients (nn.Embedding(sparse=True))")
-        index, values = grad._indices()[0], grad._values()
-        if grad.is_coalesced():
-            return index, values
-        rows, position = distinct_ids(index, grad.shape[0], skip=None)
-        if len(rows) == len(index):  # already one entry per row (the fused mean's gradient)
-            return index, values
-        summed = torch.zeros((len(rows), *values.shape[1:]), dtype=values.dtype,
-                             device=values.device)  # fmt: skip
-        return rows, summed.index_add_(0, position, values)
-
-
-class FusedAdam:
-    """Adam for dense parameters as one fused kernel call per step (``torch._fused_adam_``, the
-    kernel behind ``torch.optim.Adam(fused=True)``), without ``torch.optim``: creating the first
-    ``torch.optim`` optimizer in a process imports ``torch._dynamo`` (about a second here),
-    paid again by every worker process. Falls back to ``torch.optim.Adam`` without the kernel.
-    """
-
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = list(params)
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.fallback = None if _FUSED_ADAM else torch.optim.Adam(self.params, lr=lr)
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = [torch.zeros((), device=p.device) for p in self.params]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        if self.fallback is not None:
-            self.fallback.step()
-            return
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not live:
-            return
-        steps = [self.steps[i] for i in live]
-        torch._foreach_add_(steps, 1.0)
-        torch._fused_adam_(
-            [self.params[i] for i in live], [self.params[i].grad for i in live],
-            [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [], steps,
-            lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0,
-            eps=self.eps, amsgrad=False, maximize=False,
-        )  # fmt: skip
-
-
-class Optimizers:
-    """FusedAdam for dense parameters and LazyAdam for sparse tables, stepped together."""
-
-    def __init__(self, model: nn.Module, lr: float):
-        sparse_ids: set[int] = set()
-        for module in model.modules():
-            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse:
-                sparse_ids.add(id(module.weight))
-        sparse = [p for p in model.parameters() if id(p) in sparse_ids]
-        dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-        self.optimizers: list = []
-        if dense:
-            self.optimizers.append(FusedAdam(dense, lr=lr))
-        if sparse:
-            self.optimizers.append(LazyAdam(sparse, lr=lr))
-
-    def zero_grad(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-
-    def step(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.step()
 
 
 def plan_batches(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,7 @@ from torch.nn import functional as F
 
 from sweep.frontend import CountMean, distinct_ids
 from sweep.models import BagClassifier, CNNClassifier
-from sweep.train import FusedAdam, LazyAdam, Optimizers
+from sweep.optim import FusedAdam, LazyAdam, Optimizers
 
 
 def batch(seed: int, rows=6, width=9, vocab=40):
@@ -130,3 +132,56 @@ def test_a_batch_of_documents_without_tokens_trains(sparse):
     ).backward()
     optimizers.step()
     torch.testing.assert_close(model.frontend.embed.weight.detach(), before)
+
+
+def test_the_private_fused_kernel_keeps_the_signature_and_formula_we_call():
+    """``torch._fused_adam_`` is private: this pins the call ``sweep.optim`` makes. If a torch
+    release changes it, this fails (the optimizers would quietly fall back to op by op)."""
+    from sweep import optim
+
+    assert hasattr(torch, "_fused_adam_") and optim.fused_kernel_works()
+
+
+@pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.5, 0.9), 1e-2)])
+def test_fused_adam_fallback_keeps_betas_and_eps(monkeypatch, betas, eps):
+    from sweep import optim
+
+    def run(fused: bool):
+        monkeypatch.setattr(optim, "fused_kernel_works", lambda: fused)
+        torch.manual_seed(0)
+        model = CNNClassifier(40, 8, 3, sparse=False)
+        optimizer = optim.FusedAdam(model.parameters(), lr=0.05, betas=betas, eps=eps)
+        for step in range(5):
+            optimizer.zero_grad()
+            F.cross_entropy(model(batch(step % 4)), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+            optimizer.step()
+        return [p.detach() for p in model.parameters()]
+
+    for fused, by_ops in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(fused, by_ops, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_state_round_trips_through_state_dict():
+    """Saved after 3 steps and loaded into fresh optimizers, 3 more steps land where 6 do."""
+
+    def steps(model, optimizers, start, count):
+        for step in range(start, start + count):
+            optimizers.zero_grad()
+            F.cross_entropy(model(batch(step % 4)), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+            optimizers.step()
+
+    torch.manual_seed(0)
+    straight = BagClassifier(40, 8, 3, hidden_dim=5, sparse=True)
+    torch.manual_seed(0)
+    resumed = BagClassifier(40, 8, 3, hidden_dim=5, sparse=True)
+    first = Optimizers(straight, 0.05)
+    steps(straight, first, 0, 3)
+    resumed.load_state_dict(straight.state_dict())
+    saved = copy.deepcopy(first.state_dict())  # torch hands out the live state tensors
+    steps(straight, first, 3, 3)
+    second = Optimizers(resumed, 0.05)
+    second.load_state_dict(saved)
+    steps(resumed, second, 3, 3)
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert isinstance(second.optimizers[1], torch.optim.Optimizer)  # LazyAdam: a real one

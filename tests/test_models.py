@@ -4,12 +4,13 @@ padding never changes a prediction, any embedding_dim works."""
 from __future__ import annotations
 
 import pandas as pd
+import param_oracles
 import pytest
 import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from sweep import models, runner, vocab
+from sweep import runner, vocab
 from sweep.frontend import EmbeddingFrontEnd
 from sweep.models import BagClassifier, TransformerClassifier
 from sweep.runner import build_model
@@ -27,9 +28,7 @@ def closed_form(cfg, num_embeddings, embedding_dim, num_classes):
     kwargs = {k: v for k, v in kwargs.items() if k not in ("_target_", "name", "hash_buckets")}
     kwargs.update(num_embeddings=num_embeddings, embedding_dim=embedding_dim,
                   num_classes=num_classes)  # fmt: skip
-    cls = {"bag": models.BagClassifier, "cnn": models.CNNClassifier, "rnn": models.RNNClassifier,
-           "transformer": models.TransformerClassifier}[cfg.model.name]  # fmt: skip
-    return cls.expected_params(**kwargs)
+    return param_oracles.BY_MODEL[cfg.model.name](**kwargs)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -108,7 +107,7 @@ def test_meta_device_counts_without_allocating():
     with torch.device("meta"):
         meta = build_model(cfg.model, num_embeddings=1_000_002, embedding_dim=256, num_classes=4)
     assert meta.frontend.embed.weight.is_meta
-    expected = BagClassifier.expected_params(1_000_002, 256, 4, hidden_dim=cfg.model.hidden_dim)
+    expected = param_oracles.bag(1_000_002, 256, 4, hidden_dim=cfg.model.hidden_dim)
     assert meta.num_params() == expected
 
 

@@ -7,13 +7,13 @@ import math
 import re
 
 import pandas as pd
+import param_oracles
 import pytest
 from conftest import compose_config
 
 from sweep import runner
 from sweep import trial as trial_module
 from sweep.config import ConfigError
-from sweep.models import BagClassifier
 from sweep.search import SearchError
 
 REQUIRED = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "params_total",
@@ -34,7 +34,7 @@ def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     assert (trials["tokens_per_second"] > 0).all()
     assert (trials["num_embeddings"] == trials["vocab_size"] + 2).all()
     for row in trials.itertuples():
-        expected = BagClassifier.expected_params(
+        expected = param_oracles.bag(
             row.num_embeddings, row.embedding_dim, 4, hidden_dim=tiny_cfg.model.hidden_dim
         )
         assert (row.params_total, row.params_embedding) == (

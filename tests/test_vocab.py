@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from sweep import vocab
 from sweep.corpus import Corpus
 from sweep.models import BagClassifier
-from sweep.train import Optimizers
+from sweep.optim import Optimizers
 
 TOKENIZER = OmegaConf.create({"pattern": r"\w+", "lowercase": True, "normalize": "NFKC"})
 

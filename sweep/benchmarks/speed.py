@@ -42,8 +42,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from sweep import frontend, vocab
-from sweep import train as train_module
+from sweep import frontend, optim, vocab
 from sweep.benchmarks.models import markdown, save_and_print
 from sweep.benchmarks.reference import reference_trial
 from sweep.corpus import SPLITS, load_corpus
@@ -123,12 +122,12 @@ def trial_config(cfg, model_change: dict, train_cfg: dict):
 @contextlib.contextmanager
 def torch_sparse_adam():
     """Swap our LazyAdam for torch.optim.SparseAdam (what the runner used before)."""
-    real = train_module.LazyAdam
-    train_module.LazyAdam = torch.optim.SparseAdam
+    real = optim.LazyAdam
+    optim.LazyAdam = torch.optim.SparseAdam
     try:
         yield
     finally:
-        train_module.LazyAdam = real
+        optim.LazyAdam = real
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import did_you_mean, dotted_keys
+from sweep.config import did_you_mean, dotted_keys, override_key
 from sweep.secrets import mask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -43,7 +43,7 @@ def compose_user(overrides: Sequence[str], hydra_config: bool = False) -> DictCo
 
 def nearest(key: str, overrides: Sequence[str]) -> str:
     """`` did you mean a, b?`` for ``key`` among the config's keys, or ''."""
-    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    others = [o for o in overrides if override_key(o) != key]
     try:
         known = dotted_keys(compose_user(others))
     except HydraException:
@@ -71,7 +71,7 @@ def check_additions(overrides: Sequence[str]) -> str | None:
     for override in overrides:
         if not override.startswith("+") or override.startswith("++"):
             continue
-        key = override[1:].split("=", 1)[0]
+        key = override_key(override)
         if not (key.startswith("hydra") or key.startswith(_ADDABLE) or "/" in key):
             return (
                 f"+{key} adds a key that nothing reads: {key} is not a config key"

@@ -10,17 +10,15 @@ train and test: each is handled by a config key, and every problem with the inpu
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sweep import synthetic
+from sweep.digest import file_digest, json_digest
 from sweep.tables import DataError, is_url, local_path, read_table, shorten
 
 __all__ = ["SPLITS", "Corpus", "DataError", "load_corpus"]
@@ -47,39 +45,7 @@ class Corpus:
 
 def load_corpus(data_cfg, seed: int) -> Corpus:
     """Load the corpus described by ``cfg.data``; ``seed`` drives generation and splitting."""
-    source = data_cfg.source
-    text_column = data_cfg.get("text_column", "text")
-    label_column = data_cfg.get("label_column", "label")
-    if source == "synthetic":
-        params = dict(data_cfg.synthetic)
-        texts, labels = synthetic.generate(seed=seed, **params)
-        # Object columns hold the generated strings themselves (no copy into another layout).
-        frames = {"train": pd.DataFrame({"text": texts, "label": labels}, dtype=object)}
-        del texts, labels
-        identity = {"synthetic": params, "seed": seed}
-        text_column, label_column = "text", "label"
-        where = {"train": "the synthetic corpus"}
-    elif source in ("files", "named"):
-        if source == "named":
-            from sweep import datasets
-
-            paths = datasets.prepare(data_cfg)
-        else:
-            paths = {s: data_cfg.get(s) for s in SPLITS if data_cfg.get(s) is not None}
-            if "train" not in paths:
-                raise DataError("data.train is not set: pass data.train=PATH (CSV, TSV, ...)")
-        frames, identity, where = {}, {}, {}
-        for split, path_text in paths.items():
-            path = local_path(split, str(path_text), data_cfg.get("cache_dir"))
-            frames[split] = read_table(
-                split, path, data_cfg.get("format", "auto"), data_cfg.get("encoding", "utf-8")
-            )
-            check_columns(frames[split], split, str(path_text), text_column, label_column)
-            identity[split] = file_digest(path)
-            where[split] = str(path_text) if is_url(str(path_text)) else str(path)
-    else:
-        raise DataError(f"data.source={source!r} is unknown: use 'synthetic', 'files' or 'named'")
-
+    frames, identity, where, text_column, label_column = read_source(data_cfg, seed)
     split_cfg = {
         "validation_fraction": data_cfg.validation_fraction,
         "test_fraction": data_cfg.test_fraction,
@@ -93,35 +59,79 @@ def load_corpus(data_cfg, seed: int) -> Corpus:
     }
     frames = fill_missing_splits(frames, label_column, **split_cfg)
     frames = check_leakage(frames, text_column, policy["leakage"], stats)
+    texts, labels, label_names = label_ids(frames, text_column, label_column)
+    stats["classes"] = {
+        name: {s: int((labels[s] == i).sum()) for s in SPLITS} for i, name in enumerate(label_names)
+    }
+    identity.update(split_cfg, columns=[text_column, label_column], **policy)
+    if data_cfg.source != "synthetic":  # the same bytes read another way are another corpus
+        identity.update(format=data_cfg.get("format", "auto"), encoding=data_cfg.get("encoding"))
+    sizes = ", ".join(f"{s} {len(texts[s])}" for s in SPLITS)
+    log.info("corpus: %s; %d classes", sizes, len(label_names))
+    return Corpus(texts, labels, list(label_names), json_digest(identity), stats)
 
+
+def read_source(data_cfg, seed: int):
+    """(frames per split, identity, where each split came from, text column, label column) of
+    the configured source: generated, files, or a named data set's converted files."""
+    source = data_cfg.source
+    text_column = data_cfg.get("text_column", "text")
+    label_column = data_cfg.get("label_column", "label")
+    if source == "synthetic":
+        params = dict(data_cfg.synthetic)
+        texts, labels = synthetic.generate(seed=seed, **params)
+        # Object columns hold the generated strings themselves (no copy into another layout).
+        frames = {"train": pd.DataFrame({"text": texts, "label": labels}, dtype=object)}
+        return (
+            frames,
+            {"synthetic": params, "seed": seed},
+            {"train": "the synthetic corpus"},
+            "text",
+            "label",
+        )
+    if source not in ("files", "named"):
+        raise DataError(f"data.source={source!r} is unknown: use 'synthetic', 'files' or 'named'")
+    if source == "named":
+        from sweep import datasets
+
+        paths = datasets.prepare(data_cfg)
+    else:
+        paths = {s: data_cfg.get(s) for s in SPLITS if data_cfg.get(s) is not None}
+        if "train" not in paths:
+            raise DataError("data.train is not set: pass data.train=PATH (CSV, TSV, ...)")
+    frames, identity, where = {}, {}, {}
+    for split, path_text in paths.items():
+        path = local_path(split, str(path_text), data_cfg.get("cache_dir"))
+        frames[split] = read_table(
+            split, path, data_cfg.get("format", "auto"), data_cfg.get("encoding", "utf-8")
+        )
+        check_columns(frames[split], split, str(path_text), text_column, label_column)
+        identity[split] = file_digest(path)
+        where[split] = str(path_text) if is_url(str(path_text)) else str(path)
+    return frames, identity, where, text_column, label_column
+
+
+def label_ids(frames, text_column: str, label_column: str):
+    """(texts, class ids, class names) per split; classes are the train split's labels."""
     label_names = sorted(frames["train"][label_column].unique(), key=label_sort_key)
     if len(label_names) < 2:
         raise DataError(
             f"data.label_column={label_column!r}: the train split has a single class "
             f"({label_names[0]!r}); a classifier needs at least two"
         )
-    label_ids = {name: i for i, name in enumerate(label_names)}
+    ids = {name: i for i, name in enumerate(label_names)}
     labels, texts = {}, {}
     for split, frame in frames.items():
-        unknown = set(frame[label_column].unique()) - set(label_ids)
+        unknown = set(frame[label_column].unique()) - set(ids)
         if unknown:
             raise DataError(
                 f"data.{split}: labels {[shorten(u, 40) for u in sorted(map(str, unknown))[:5]]} "
                 f"({len(unknown)} in all) never occur in the train "
                 "split; every class must have training examples"
             )
-        labels[split] = frame[label_column].map(label_ids).to_numpy(dtype=np.int64)
+        labels[split] = frame[label_column].map(ids).to_numpy(dtype=np.int64)
         texts[split] = frame[text_column].tolist()
-    stats["classes"] = {
-        name: {s: int((labels[s] == i).sum()) for s in SPLITS} for i, name in enumerate(label_names)
-    }
-    identity.update(split_cfg, columns=[text_column, label_column], **policy)
-    if source != "synthetic":  # the same bytes read another way are another corpus
-        identity.update(format=data_cfg.get("format", "auto"), encoding=data_cfg.get("encoding"))
-    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    sizes = ", ".join(f"{s} {len(texts[s])}" for s in SPLITS)
-    log.info("corpus: %s; %d classes", sizes, len(label_names))
-    return Corpus(texts, labels, list(label_names), fingerprint, stats)
+    return texts, labels, label_names
 
 
 def label_sort_key(name: str):
@@ -318,12 +328,3 @@ def fill_missing_splits(frames, label_column, *, validation_fraction, test_fract
                 f"pass data.{split}=PATH or raise data.{split}_fraction"
             )
     return out
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks: the cache key of a data file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -12,7 +12,6 @@ train by the corpus stage as usual.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from sweep.atomic import replacing
+from sweep.digest import json_digest
 from sweep.download import fetch
 from sweep.tables import DataError
 
@@ -62,7 +62,7 @@ def prepare(data_cfg) -> dict[str, Path]:
         "checksums": {k: s["checksum"] for k, s in sorted(files.items())},
         "options": options,
     }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    key = json_digest(identity, 12)
     out_dir = root / key
     done = out_dir / "splits.json"
     if done.is_file():

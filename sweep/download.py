@@ -11,7 +11,6 @@ the file by hand.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import logging
 import os
@@ -20,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from sweep.digest import file_digest
 from sweep.tables import DataError
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
             f"checksum {checksum!r} must be 'sha256:<hex>' (or md5:/sha1:); got neither"
         )
     return algorithm, digest.lower()
-
-
-def file_checksum(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def by_hand(url: str, dest: Path, checksum: str) -> str:
@@ -89,7 +81,7 @@ def fetch(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(dest.with_name(dest.name + ".lock")):
         if dest.is_file():
-            if file_checksum(dest, algorithm) == expected:
+            if file_digest(dest, algorithm) == expected:
                 return dest
             log.warning("%s does not match its checksum; downloading it again", dest)
             dest.unlink()
@@ -121,7 +113,7 @@ def fetch(
                     wait,
                 )
                 time.sleep(wait)
-        got = file_checksum(part, algorithm)
+        got = file_digest(part, algorithm)
         if got != expected:
             size = part.stat().st_size
             part.unlink()  # never resume from bytes that are known to be wrong

@@ -13,11 +13,11 @@ such key gives every job its own study.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 
 from omegaconf import DictConfig, OmegaConf
+
+from sweep.digest import json_digest
 
 # data.* keys that say where files live or how to fetch them, not what the data is.
 _DATA_PLUMBING = ("cache_dir", "root", "download_retries")
@@ -44,8 +44,7 @@ def setup_parts(root: DictConfig) -> dict:
 
 def setup_digest(*, _root_: DictConfig) -> str:
     """Eight hex digits of the setup (``setup_parts``)."""
-    text = json.dumps(setup_parts(_root_), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+    return json_digest(setup_parts(_root_), 8)
 
 
 def register_resolvers() -> None:

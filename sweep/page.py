@@ -18,6 +18,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from sweep import plots, schema
+from sweep.config import override_key
 from sweep.secrets import HIDDEN
 
 
@@ -85,7 +86,7 @@ def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, st
     sets (``embedding_dim`` and ``vocab_size`` to themselves). Each searched key is pinned.
     """
     pinned = {"search.n_trials", "search.study_name"}
-    out = [o for o in base if o.split("=", 1)[0].lstrip("+~") not in pinned]
+    out = [o for o in base if override_key(o) not in pinned]
     out = [o for o in out if not o.lstrip("+~").startswith("search.space.")]
     for name, key in space.items():
         value = row[name]

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from sweep import corpus, report, runner, search, storage, study, vocab
-from sweep.config import check_config
+from sweep.config import check_config, override_key
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def worker_commands(
     each worker's torch thread count (``threads=null``: the cores given, shared among them).
     """
     pinned = (*_PER_WORKER, "search.storage", "threads")
-    base = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in pinned]
+    base = [o for o in overrides if override_key(o) not in pinned]
     if storage:
         base.append(f"search.storage=${{oc.env:{STORAGE_VARIABLE}}}")
     if threads is None:

@@ -9,8 +9,6 @@ a message naming the Optuna version when they do not (a test pins them).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -20,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from sweep.digest import json_digest
 from sweep.search import SearchError, make_pruner, make_sampler
 from sweep.storage import describe_storage, make_storage, storage_errors, storage_failure
 
@@ -194,7 +193,7 @@ def load_study(storage, study_name: str, storage_text: str = "that storage") -> 
 
 def signature(parts: dict[str, Any]) -> str:
     """Digest of everything that makes trials comparable (data, model, training, space)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(parts, 16)
 
 
 def open_study(search_cfg, seed: int, study_signature: str, space) -> optuna.Study:

@@ -72,6 +72,38 @@ def generate(
     label_noise: float = 0.02,
 ) -> tuple[list[str], list[str]]:
     """Generate ``num_docs`` documents; return (texts, labels) with labels as ``class_<i>``."""
+    check(num_classes, num_topics, num_stances, cue_min_rank, vocab_words)
+    rng = np.random.default_rng(seed)
+    words = np.array(make_words(vocab_words, rng))
+
+    ranks = np.arange(vocab_words, dtype=np.float64)
+    background = (ranks + 1.0) ** -zipf_exponent
+    background /= background.sum()
+
+    # Every class appears equally often in the (topic, stance) table, in a random arrangement.
+    cells = num_topics * num_stances
+    table = rng.permutation(np.arange(cells) % num_classes).reshape(num_topics, num_stances)
+    cues = cue_table(rng, num_topics + num_stances, cue_words, cue_min_rank, vocab_words)
+
+    topics = rng.integers(0, num_topics, size=num_docs)
+    stances = rng.integers(0, num_stances, size=num_docs)
+    labels = table[topics, stances]
+    noisy = rng.random(num_docs) < label_noise
+    labels[noisy] = rng.integers(0, num_classes, size=int(noisy.sum()))
+
+    n_background = np.maximum(rng.poisson(doc_length, size=num_docs), 1)
+    n_topic_cues = rng.poisson(cue_tokens, size=num_docs)
+    n_stance_cues = rng.poisson(cue_tokens, size=num_docs)
+    parts = [
+        (draw_background(rng, background, int(n_background.sum())), n_background),
+        (draw_cues(rng, cues, topics, n_topic_cues), n_topic_cues),
+        (draw_cues(rng, cues, num_topics + stances, n_stance_cues), n_stance_cues),
+    ]
+    return assemble(rng, words.tolist(), parts, num_docs), [f"class_{c}" for c in labels]
+
+
+def check(num_classes, num_topics, num_stances, cue_min_rank, vocab_words) -> None:
+    """Refuse settings that cannot make the corpus, naming the key."""
     if num_classes < 2:
         raise ValueError(f"data.synthetic.num_classes must be at least 2, got {num_classes}")
     if num_topics * num_stances < num_classes:
@@ -83,64 +115,43 @@ def generate(
         raise ValueError(
             f"data.synthetic.cue_min_rank ({cue_min_rank}) must be below vocab_words ({vocab_words})"
         )
-    rng = np.random.default_rng(seed)
-    words = np.array(make_words(vocab_words, rng))
 
-    ranks = np.arange(vocab_words, dtype=np.float64)
-    background = (ranks + 1.0) ** -zipf_exponent
-    background /= background.sum()
 
-    # Every class appears equally often in the (topic, stance) table, in a random arrangement.
-    cells = num_topics * num_stances
-    table = rng.permutation(np.arange(cells) % num_classes).reshape(num_topics, num_stances)
-
-    # Cue words per attribute value, log-uniform over ranks [cue_min_rank, vocab_words).
-    n_groups = num_topics + num_stances
+def cue_table(rng, n_groups: int, cue_words: int, cue_min_rank: int, vocab_words: int):
+    """(ranks, cumulative weights) of each attribute value's cue words: log-uniform over ranks
+    [cue_min_rank, vocab_words), rarer cues drawn less often."""
     log_ranks = rng.uniform(np.log(cue_min_rank), np.log(vocab_words), size=(n_groups, cue_words))
     cue_ranks = np.minimum(np.exp(log_ranks).astype(np.int64), vocab_words - 1)
     cue_weights = (cue_ranks + 1.0) ** -0.5
     cue_weights /= cue_weights.sum(axis=1, keepdims=True)
-    cue_cdf = np.cumsum(cue_weights, axis=1)
+    return cue_ranks, np.cumsum(cue_weights, axis=1)
 
-    topics = rng.integers(0, num_topics, size=num_docs)
-    stances = rng.integers(0, num_stances, size=num_docs)
-    labels = table[topics, stances]
-    noisy = rng.random(num_docs) < label_noise
-    labels[noisy] = rng.integers(0, num_classes, size=int(noisy.sum()))
 
-    n_background = np.maximum(rng.poisson(doc_length, size=num_docs), 1)
-    n_topic_cues = rng.poisson(cue_tokens, size=num_docs)
-    n_stance_cues = rng.poisson(cue_tokens, size=num_docs)
+def draw_cues(rng, cues, groups: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``counts[i]`` cue words of group ``groups[i]`` per document, in one flat array."""
+    cue_ranks, cue_cdf = cues
+    group_per_token = np.repeat(groups, counts)
+    u = rng.random(group_per_token.size)
+    # Inverse-CDF sampling within each token's group, one searchsorted per group (a
+    # (tokens x cue_words) comparison would need gigabytes for a million documents).
+    idx = np.empty(group_per_token.size, dtype=np.int64)
+    for group in range(len(cue_cdf)):
+        mask = group_per_token == group
+        idx[mask] = np.searchsorted(cue_cdf[group], u[mask], side="left")
+    return cue_ranks[group_per_token, np.minimum(idx, cue_ranks.shape[1] - 1)]
 
-    background_tokens = draw_background(rng, background, int(n_background.sum()))
 
-    def draw_cues(groups: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        group_per_token = np.repeat(groups, counts)
-        u = rng.random(group_per_token.size)
-        # Inverse-CDF sampling within each token's group, one searchsorted per group (a
-        # (tokens x cue_words) comparison would need gigabytes for a million documents).
-        idx = np.empty(group_per_token.size, dtype=np.int64)
-        for group in range(n_groups):
-            mask = group_per_token == group
-            idx[mask] = np.searchsorted(cue_cdf[group], u[mask], side="left")
-        return cue_ranks[group_per_token, np.minimum(idx, cue_words - 1)]
-
-    topic_cues = draw_cues(topics, n_topic_cues)
-    stance_cues = draw_cues(num_topics + stances, n_stance_cues)
-
-    bg_ends = np.cumsum(n_background)
-    tc_ends = np.cumsum(n_topic_cues)
-    sc_ends = np.cumsum(n_stance_cues)
-    word_list = words.tolist()  # Python strings: joining them is far faster than np.str_
+def assemble(rng, word_list: list[str], parts, num_docs: int) -> list[str]:
+    """Each document: its run of every part (flat tokens, per-document counts), shuffled."""
+    ends = [np.cumsum(counts) for _, counts in parts]
     texts: list[str] = []
     for i in range(num_docs):
         doc = np.concatenate(
             [
-                background_tokens[bg_ends[i] - n_background[i] : bg_ends[i]],
-                topic_cues[tc_ends[i] - n_topic_cues[i] : tc_ends[i]],
-                stance_cues[sc_ends[i] - n_stance_cues[i] : sc_ends[i]],
+                tokens[end[i] - counts[i] : end[i]]
+                for (tokens, counts), end in zip(parts, ends, strict=True)
             ]
         )
         rng.shuffle(doc)
-        texts.append(" ".join([word_list[w] for w in doc.tolist()]))
-    return texts, [f"class_{c}" for c in labels]
+        texts.append(" ".join([word_list[w] for w in doc.tolist()]))  # Python strings: fast joins
+    return texts

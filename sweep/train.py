@@ -110,6 +110,51 @@ def evaluate(model: nn.Module, split: SplitTensors, batch_size: int) -> tuple[fl
     return 100.0 * int(correct) / n, float(loss_sum) / n
 
 
+@dataclass
+class _Clock:
+    """Time and work of a fit, split into optimisation steps and evaluation."""
+
+    step_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    train_tokens: int = 0
+    train_examples: int = 0
+    eval_tokens: int = 0
+    eval_examples: int = 0
+
+    def evaluate(self, model, split: SplitTensors, batch_size: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        result = evaluate(model, split, batch_size)
+        self.eval_seconds += time.perf_counter() - t0
+        self.eval_tokens += split.tokens
+        self.eval_examples += len(split.lengths)
+        return result
+
+
+def train_epoch(model, train: SplitTensors, optimizers, clock: _Clock, epoch: int, *,
+                batch_size: int, generator: torch.Generator, bucket: bool) -> None:  # fmt: skip
+    """One shuffled pass over ``train``; the loss is summed on the device and checked once at
+    the end (a check per step would synchronise the host with the device every step)."""
+    device = train.ids.device
+    model.train()
+    t0 = time.perf_counter()
+    batches = plan_batches(train.lengths, batch_size, generator, bucket)
+    loss_sum = torch.zeros((), device=device)
+    for idx, width in batches:
+        clock.train_tokens += int(train.lengths[idx].sum())
+        clock.train_examples += len(idx)
+        idx = idx.to(device, non_blocking=True)
+        optimizers.zero_grad()
+        loss = nn.functional.cross_entropy(model(train.ids[idx, :width]), train.labels[idx])
+        loss.backward()
+        optimizers.step()
+        loss_sum += loss.detach()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    clock.step_seconds += time.perf_counter() - t0
+    if not torch.isfinite(loss_sum):
+        raise FloatingPointError(f"training loss became {float(loss_sum)} in epoch {epoch}")
+
+
 def fit(
     model: nn.Module,
     train: SplitTensors,
@@ -130,38 +175,16 @@ def fit(
     ``on_epoch(epoch, val_accuracy)`` is called after every epoch (the search feeds its pruner
     from it and may raise to stop the trial). Stops after ``patience`` epochs without a new best.
     """
-    device = train.ids.device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     generator = torch.Generator().manual_seed(seed)
     optimizers = Optimizers(model, lr)
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[float] = []
-    step_seconds = eval_seconds = 0.0
-    train_tokens = eval_tokens = train_examples = eval_examples = 0
+    clock = _Clock()
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for idx, width in plan_batches(train.lengths, batch_size, generator, bucket):
-            train_tokens += int(train.lengths[idx].sum())
-            train_examples += len(idx)
-            idx = idx.to(device, non_blocking=True)
-            optimizers.zero_grad()
-            loss = nn.functional.cross_entropy(model(train.ids[idx, :width]), train.labels[idx])
-            loss.backward()
-            optimizers.step()
-            loss_sum += loss.detach()
-        sync()
-        step_seconds += time.perf_counter() - t0
-        if not torch.isfinite(loss_sum):
-            raise FloatingPointError(f"training loss became {float(loss_sum)} in epoch {epoch}")
-
-        t0 = time.perf_counter()
-        val_acc, _ = evaluate(model, validation, eval_batch_size)
-        eval_seconds += time.perf_counter() - t0
-        eval_tokens += validation.tokens
-        eval_examples += len(validation.lengths)
+        train_epoch(model, train, optimizers, clock, epoch, batch_size=batch_size,
+                    generator=generator, bucket=bucket)  # fmt: skip
+        val_acc, _ = clock.evaluate(model, validation, eval_batch_size)
         history.append(val_acc)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
@@ -173,12 +196,8 @@ def fit(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    t0 = time.perf_counter()
-    val_acc, val_loss = evaluate(model, validation, eval_batch_size)
-    test_acc, _ = evaluate(model, test, eval_batch_size)
-    eval_seconds += time.perf_counter() - t0
-    eval_tokens += validation.tokens + test.tokens
-    eval_examples += len(validation.lengths) + len(test.lengths)
+    val_acc, val_loss = clock.evaluate(model, validation, eval_batch_size)
+    test_acc, _ = clock.evaluate(model, test, eval_batch_size)
     return FitResult(
         val_accuracy=val_acc,
         val_loss=val_loss,
@@ -186,11 +205,11 @@ def fit(
         epochs=len(history),
         best_epoch=best_epoch,
         train_seconds=time.perf_counter() - start,
-        step_seconds=step_seconds,
-        eval_seconds=eval_seconds,
-        train_tokens=train_tokens,
-        eval_tokens=eval_tokens,
-        train_examples=train_examples,
-        eval_examples=eval_examples,
+        step_seconds=clock.step_seconds,
+        eval_seconds=clock.eval_seconds,
+        train_tokens=clock.train_tokens,
+        eval_tokens=clock.eval_tokens,
+        train_examples=clock.train_examples,
+        eval_examples=clock.eval_examples,
         history=history,
     )

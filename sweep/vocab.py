@@ -8,8 +8,6 @@ by the corpus fingerprint (source contents, split settings) and every tokenizer 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import unicodedata
@@ -22,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.atomic import replacing
 from sweep.corpus import SPLITS, Corpus
+from sweep.digest import json_digest
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +283,7 @@ def cache_key(corpus: Corpus, tokenizer_cfg, max_length: int) -> str:
         else dict(tokenizer_cfg),
         "max_length": max_length,
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+    return json_digest(identity, 24)
 
 
 def load_or_build(corpus: Corpus, data_cfg) -> tuple[Encoded, str]:

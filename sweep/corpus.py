@@ -1,7 +1,7 @@
 """Stage 1, corpus: load texts and labels from the configured source and split them.
 
 Sources: ``synthetic`` (generated from the seed, see ``sweep.synthetic``), ``files`` (local paths
-or fsspec URLs, read by ``sweep.tables``) and ``named`` (a public benchmark downloaded and
+or fsspec URLs, read by ``sweep.readers``) and ``named`` (a public benchmark downloaded and
 converted by ``sweep.datasets``). Missing validation or test files are split off the train file,
 stratified by class and seeded. Empty texts, labels written as text or numbers, texts shared by
 train and test: each is handled by a config key, and every problem with the input is a
@@ -19,7 +19,7 @@ import pandas as pd
 
 from sweep import synthetic
 from sweep.digest import file_digest, json_digest
-from sweep.tables import DataError, is_url, local_path, read_table, shorten
+from sweep.readers import DataError, is_url, local_path, read_table, shorten
 
 __all__ = ["SPLITS", "Corpus", "DataError", "load_corpus"]
 

@@ -26,7 +26,7 @@ import pandas as pd
 from sweep.atomic import replacing
 from sweep.digest import json_digest
 from sweep.download import fetch
-from sweep.tables import DataError
+from sweep.readers import DataError
 
 log = logging.getLogger(__name__)
 

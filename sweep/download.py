@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from sweep.digest import file_digest
-from sweep.tables import DataError
+from sweep.readers import DataError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import measure, schema, vocab
 from sweep.atomic import write_atomic
 from sweep.corpus import SPLITS
-from sweep.frontend import use_sparse
+from sweep.embedding import use_sparse
 from sweep.prepared import PreparedData
 from sweep.space import SearchSpace
 from sweep.train import fit

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sweep.frontend import CountMean, distinct_ids
+from sweep.embedding import CountMean, distinct_ids
 from sweep.models import BagClassifier, CNNClassifier
 from sweep.optim import FusedAdam, LazyAdam, Optimizers
 

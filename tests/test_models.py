@@ -11,7 +11,7 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 from sweep import runner, vocab
-from sweep.frontend import EmbeddingFrontEnd
+from sweep.embedding import EmbeddingFrontEnd
 from sweep.models import BagClassifier, TransformerClassifier
 from sweep.runner import build_model
 

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from sweep import frontend, optim, vocab
+from sweep import embedding, optim, vocab
 from sweep.benchmarks.models import markdown, save_and_print
 from sweep.benchmarks.reference import reference_trial
 from sweep.corpus import SPLITS, load_corpus
@@ -133,12 +133,12 @@ def torch_sparse_adam():
 @contextlib.contextmanager
 def embedding_bag_mean():
     """Turn the fused count-matrix mean off: F.embedding_bag's sparse backward instead."""
-    real = frontend._COUNT_MATRIX_LIMIT
-    frontend._COUNT_MATRIX_LIMIT = 0
+    real = embedding._COUNT_MATRIX_LIMIT
+    embedding._COUNT_MATRIX_LIMIT = 0
     try:
         yield
     finally:
-        frontend._COUNT_MATRIX_LIMIT = real
+        embedding._COUNT_MATRIX_LIMIT = real
 
 
 @contextlib.contextmanager

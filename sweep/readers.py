@@ -1,4 +1,4 @@
-"""Stage 1a, tables: read one data file, local or remote, into a DataFrame.
+"""Stage 1a, readers: read one data file, local or remote, into a DataFrame.
 
 Formats: CSV, TSV, JSONL and Parquet, optionally gzip/bz2/xz/zstd/zip compressed. Paths with a
 protocol (``s3://``, ``gs://``, ``hf://``, ``http(s)://``, any fsspec protocol) are copied once

@@ -63,7 +63,6 @@ class BagClassifier(TextClassifier):
         return self.head(x)  # (batch, num_classes) logits
 
 
-
 class CNNClassifier(TextClassifier):
     """Kim (2014): parallel 1-D convolutions, max-over-time pooling, dropout, linear.
 
@@ -104,7 +103,6 @@ class CNNClassifier(TextClassifier):
             valid = windows[None, :] < (lengths + k - 1)[:, None]
             pooled.append(h.masked_fill(~valid[:, None, :], 0.0).amax(dim=2))  # (batch, filters)
         return self.out(self.dropout(torch.cat(pooled, dim=1)))  # (batch, num_classes)
-
 
 
 class RNNClassifier(TextClassifier):
@@ -162,7 +160,6 @@ class RNNClassifier(TextClassifier):
         else:
             pooled = h.sum(dim=1) / lengths[:, None].to(h.dtype)
         return self.out(self.dropout(pooled))  # (batch, num_classes)
-
 
 
 def heads_for(width: int, max_heads: int) -> int:

@@ -140,7 +140,9 @@ class LazyAdam(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                    state.update(
+                        step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p)
+                    )
                 state["step"] += 1
                 rows, grad = self._rows(p.grad)
                 m_all, v_all = state["exp_avg"], state["exp_avg_sq"]

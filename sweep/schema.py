@@ -1,7 +1,8 @@
 """The trial record: every column a trial has, in one list.
 
 trials.csv, pareto.csv and plan.csv, the page's tables and the per-seed figures are all derived
-from ``COLUMNS``; adding a column to the reports is one entry here. A column is known at one of
+from ``COLUMNS``, parsed from the table below; adding a column to the reports is one line of it
+(and, for a column computed from the others, its function in ``_DERIVED``). A column is known at one of
 these moments:
 
 - ``sizes``: from the sampled parameters alone, before training (``Trial.describe``); plan mode
@@ -33,65 +34,78 @@ class Column:
     derive: Callable[[pd.Series], Any] | None = None
 
 
-_SIZES, _TRAINED, _STUDY, _REPORT = "sizes", "trained", "study", "report"
+# name                    known    where it goes besides trials.csv
+_TABLE = """
+trial                     study    shown
+state                     study    shown
+fail_reason               study
+embedding_dim             sizes    shown plan
+vocab_size                sizes    shown plan
+num_embeddings            sizes    shown plan
+hash_buckets              sizes
+min_freq                  sizes    shown
+train_coverage            sizes    shown plan
+val_oov_rate              sizes    shown plan
+params_total              sizes    shown plan
+params_embedding          sizes    shown plan
+embedding_share           sizes    plan
+model_mb                  sizes    shown plan
+embedding_mb_fp32         sizes    plan
+embedding_mb_fp16         sizes    plan
+embedding_mb_int8         sizes    plan
+rest_mb_fp32              sizes    plan
+rest_mb_fp16              sizes    plan
+rest_mb_int8              sizes    plan
+val_accuracy              trained  shown per_seed
+test_accuracy             trained  shown per_seed
+val_accuracy_mean         study    shown
+val_accuracy_std          study    shown
+test_accuracy_mean        study
+test_accuracy_std         study
+seeds                     study    shown
+val_loss                  trained  shown
+epochs                    trained  shown
+best_epoch                trained
+pruned_epoch              study
+reused_from               study
+train_seconds             trained  shown
+cutoff_seconds            trained
+tokens_per_second         trained  shown
+examples_per_second       trained
+eval_tokens_per_second    trained
+eval_examples_per_second  trained
+gpu_peak_mb               trained  shown
+gpu_reserved_mb           trained
+est_peak_mb               sizes    shown plan
+est_embedding_mb          sizes    plan
+budget_excess             sizes
+device                    sizes
+seed                      sizes
+model                     sizes
+pareto                    report   shown
+recommended               report   shown
+datetime_start            study
+duration_seconds          study
+"""
 
-COLUMNS: list[Column] = [
-    Column("trial", _STUDY, shown=True),
-    Column("state", _STUDY, shown=True),
-    Column("fail_reason", _STUDY),
-    Column("embedding_dim", _SIZES, shown=True, plan=True),
-    Column("vocab_size", _SIZES, shown=True, plan=True),
-    Column("num_embeddings", _SIZES, shown=True, plan=True),
-    Column("hash_buckets", _SIZES),
-    Column("min_freq", _SIZES, shown=True),
-    Column("train_coverage", _SIZES, shown=True, plan=True),
-    Column("val_oov_rate", _SIZES, shown=True, plan=True),
-    Column("params_total", _SIZES, shown=True, plan=True),
-    Column("params_embedding", _SIZES, shown=True, plan=True),
-    Column("embedding_share", _SIZES, plan=True),
-    Column("model_mb", _SIZES, shown=True, plan=True),
-    Column("embedding_mb_fp32", _SIZES, plan=True),
-    Column("embedding_mb_fp16", _SIZES, plan=True),
-    Column("embedding_mb_int8", _SIZES, plan=True),
-    Column("rest_mb_fp32", _SIZES, plan=True),
-    Column("rest_mb_fp16", _SIZES, plan=True),
-    Column("rest_mb_int8", _SIZES, plan=True),
-    Column("val_accuracy", _TRAINED, shown=True, per_seed=True),
-    Column("test_accuracy", _TRAINED, shown=True, per_seed=True),
-    Column("val_accuracy_mean", _STUDY, shown=True),
-    Column("val_accuracy_std", _STUDY, shown=True),
-    Column("test_accuracy_mean", _STUDY),
-    Column("test_accuracy_std", _STUDY),
-    Column("seeds", _STUDY, shown=True),
-    Column("val_loss", _TRAINED, shown=True),
-    Column("epochs", _TRAINED, shown=True),
-    Column("best_epoch", _TRAINED),
-    Column("pruned_epoch", _STUDY),
-    Column("reused_from", _STUDY),
-    Column("train_seconds", _TRAINED, shown=True),
-    Column("cutoff_seconds", _TRAINED),
-    Column("tokens_per_second", _TRAINED, shown=True),
-    Column("examples_per_second", _TRAINED),
-    Column("eval_tokens_per_second", _TRAINED),
-    Column("eval_examples_per_second", _TRAINED),
-    Column("gpu_peak_mb", _TRAINED, shown=True),
-    Column("gpu_reserved_mb", _TRAINED),
-    Column("est_peak_mb", _SIZES, shown=True, plan=True),
-    Column("est_embedding_mb", _SIZES, plan=True),
-    Column("budget_excess", _SIZES),
-    Column("device", _SIZES),
-    Column("seed", _SIZES),
-    Column("model", _SIZES),
-    Column("pareto", _REPORT, shown=True),
-    Column("recommended", _REPORT, shown=True),
-    Column("datetime_start", _STUDY),
-    Column("duration_seconds", _STUDY),
-]
+
+# Columns the report computes from the others of their row (their line above says where they go),
+# e.g. "params_rest": lambda row: row["params_total"] - row["params_embedding"].
+_DERIVED: dict[str, Callable[[pd.Series], Any]] = {}
+
+
+def _parse(table: str) -> list[Column]:
+    columns = []
+    for line in table.strip().splitlines():
+        name, known, *flags = line.split()
+        columns.append(Column(name, known, derive=_DERIVED.get(name), **dict.fromkeys(flags, True)))
+    return columns
+
+
+COLUMNS: list[Column] = _parse(_TABLE)  # trials.csv order
 
 NAMES: list[str] = [c.name for c in COLUMNS]
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
-# Searched keys besides the two main axes are shown right after them.
-AXES_END = NAMES.index("vocab_size") + 1
 PER_SEED: list[str] = [c.name for c in COLUMNS if c.per_seed]
 # Plan mode only: whether a point breaks a budget.
 PLAN_FLAGS = ["over_max_params", "over_max_memory_mb"]

@@ -36,6 +36,26 @@ class SplitTensors:
 
 
 @dataclass
+class Work:
+    """Time and work of a fit, split into optimisation steps and evaluation (throughputs)."""
+
+    step_seconds: float = 0.0  # wall time of the optimisation steps alone
+    eval_seconds: float = 0.0
+    train_tokens: int = 0  # tokens seen by optimisation steps, all epochs
+    train_examples: int = 0  # documents seen by optimisation steps, all epochs
+    eval_tokens: int = 0
+    eval_examples: int = 0
+
+    def evaluate(self, model, split: SplitTensors, batch_size: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        result = evaluate(model, split, batch_size)
+        self.eval_seconds += time.perf_counter() - t0
+        self.eval_tokens += split.tokens
+        self.eval_examples += len(split.lengths)
+        return result
+
+
+@dataclass
 class FitResult:
     """What one training run measured. Accuracies are in percent."""
 
@@ -45,16 +65,12 @@ class FitResult:
     epochs: int
     best_epoch: int
     train_seconds: float  # wall time of the whole fit, evaluation included
-    step_seconds: float  # wall time of the optimisation steps alone
-    eval_seconds: float
-    train_tokens: int  # tokens seen by optimisation steps, all epochs
-    eval_tokens: int
-    train_examples: int  # documents seen by optimisation steps, all epochs
-    eval_examples: int
+    work: Work
     history: list[float] = field(default_factory=list)  # validation accuracy per epoch
 
     def figures(self) -> dict[str, float | int | list[float]]:
         """The trial's measured columns (``sweep.schema``, known="trained") and its history."""
+        work = self.work
         return {
             "val_accuracy": self.val_accuracy,
             "test_accuracy": self.test_accuracy,
@@ -62,10 +78,10 @@ class FitResult:
             "epochs": self.epochs,
             "best_epoch": self.best_epoch,
             "train_seconds": self.train_seconds,
-            "tokens_per_second": self.train_tokens / max(self.step_seconds, 1e-9),
-            "examples_per_second": self.train_examples / max(self.step_seconds, 1e-9),
-            "eval_tokens_per_second": self.eval_tokens / max(self.eval_seconds, 1e-9),
-            "eval_examples_per_second": self.eval_examples / max(self.eval_seconds, 1e-9),
+            "tokens_per_second": work.train_tokens / max(work.step_seconds, 1e-9),
+            "examples_per_second": work.train_examples / max(work.step_seconds, 1e-9),
+            "eval_tokens_per_second": work.eval_tokens / max(work.eval_seconds, 1e-9),
+            "eval_examples_per_second": work.eval_examples / max(work.eval_seconds, 1e-9),
             "val_history": self.history,
         }
 
@@ -110,27 +126,7 @@ def evaluate(model: nn.Module, split: SplitTensors, batch_size: int) -> tuple[fl
     return 100.0 * int(correct) / n, float(loss_sum) / n
 
 
-@dataclass
-class _Clock:
-    """Time and work of a fit, split into optimisation steps and evaluation."""
-
-    step_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    train_tokens: int = 0
-    train_examples: int = 0
-    eval_tokens: int = 0
-    eval_examples: int = 0
-
-    def evaluate(self, model, split: SplitTensors, batch_size: int) -> tuple[float, float]:
-        t0 = time.perf_counter()
-        result = evaluate(model, split, batch_size)
-        self.eval_seconds += time.perf_counter() - t0
-        self.eval_tokens += split.tokens
-        self.eval_examples += len(split.lengths)
-        return result
-
-
-def train_epoch(model, train: SplitTensors, optimizers, clock: _Clock, epoch: int, *,
+def train_epoch(model, train: SplitTensors, optimizers, clock: Work, epoch: int, *,
                 batch_size: int, generator: torch.Generator, bucket: bool) -> None:  # fmt: skip
     """One shuffled pass over ``train``; the loss is summed on the device and checked once at
     the end (a check per step would synchronise the host with the device every step)."""
@@ -179,7 +175,7 @@ def fit(
     optimizers = Optimizers(model, lr)
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[float] = []
-    clock = _Clock()
+    clock = Work()
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         train_epoch(model, train, optimizers, clock, epoch, batch_size=batch_size,
@@ -205,11 +201,6 @@ def fit(
         epochs=len(history),
         best_epoch=best_epoch,
         train_seconds=time.perf_counter() - start,
-        step_seconds=clock.step_seconds,
-        eval_seconds=clock.eval_seconds,
-        train_tokens=clock.train_tokens,
-        eval_tokens=clock.eval_tokens,
-        train_examples=clock.train_examples,
-        eval_examples=clock.eval_examples,
+        work=clock,
         history=history,
     )

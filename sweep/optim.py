@@ -123,8 +123,8 @@ class LazyAdam(torch.optim.Optimizer):
     The same update as ``torch.optim.SparseAdam`` (moments of untouched rows are left as they
     are; bias correction by the global step count), in fewer, larger operations: duplicate ids
     are summed with a vocabulary-sized mask and one ``index_add_`` instead of a sort, and a
-    gradient that arrives coalesced (the bag model's fused mean) skips that too. Measured 1.2x
-    (TREC) to 2x (20 Newsgroups) faster per trial than SparseAdam
+    gradient that arrives coalesced (the bag model's fused mean) skips that too. Measured 1.1-1.4x
+    (TREC) and 1.8-2.0x (20 Newsgroups) faster per trial than SparseAdam over several runs
     (``python -m sweep.benchmarks.speed --ablation``; BENCHMARKS.md).
     """
 

@@ -1,11 +1,12 @@
 """Stage 7, report: trials.csv, pareto.csv and a self-contained report.html from a trials frame.
 
 Input is the frame ``sweep.trials.trials_frame`` builds from the study storage, so reports can be
-rebuilt from the storage alone. The Pareto front is the set of complete trials that no other
-complete trial beats on both validation accuracy (higher) and params_total (lower). The
-recommendation is the trial with the fewest parameters whose validation accuracy is within
-``tolerance`` points of the best. Every file is written to a temp file, then renamed, so a killed
-run always leaves complete reports.
+rebuilt from the storage alone. Both follow the study's objectives (``search.objectives``; by
+default validation accuracy, higher, against params_total, lower): the Pareto front is the set of
+complete trials no other complete trial beats on every objective, and the recommendation is the
+trial best on the second objective among those within ``tolerance`` points of the best on the
+first (the best trial, with one objective). Columns come from ``sweep.schema``. Every file is
+written to a temp file, then renamed, so a killed run always leaves complete reports.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from sweep import plots, schema
 from sweep.config import override_key
 from sweep.secrets import HIDDEN
+from sweep.space import MAIN_AXES
 
 
 def _fmt(value: Any) -> str:
@@ -90,7 +91,7 @@ def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, st
     out = [o for o in out if not o.lstrip("+~").startswith("search.space.")]
     for name, key in space.items():
         value = row[name]
-        if name in ("embedding_dim", "vocab_size"):
+        if name in MAIN_AXES:
             value = int(value)
             out += [f"search.space.{name}.low={value}", f"search.space.{name}.high={value}"]
         else:
@@ -216,7 +217,7 @@ def recommendation(table, tolerance, context, noise, tie_margin, objectives) -> 
     row["study_name"] = str(context.get("study_name", ""))
     overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
     command, secret_note = reproduce_command(overrides)
-    axes = [a for a in context.get("space", {}) if a in row] or ["embedding_dim", "vocab_size"]
+    axes = [a for a in context.get("space", {}) if a in row] or list(MAIN_AXES)
     return {
         "settings": ", ".join(f"{name}={_fmt(row[name])}" for name in axes),
         "num_embeddings": _fmt(row["num_embeddings"]),

@@ -10,7 +10,9 @@ def _linear(n_in: int, n_out: int) -> int:
 
 def frontend(num_embeddings, embedding_dim, factorized_dim=None) -> int:
     """The table and, when factorized, its bias-free projection."""
-    return num_embeddings * embedding_dim + (embedding_dim * factorized_dim if factorized_dim else 0)
+    return num_embeddings * embedding_dim + (
+        embedding_dim * factorized_dim if factorized_dim else 0
+    )
 
 
 def bag(num_embeddings, embedding_dim, num_classes, hidden_dim=0, factorized_dim=None, **_):

@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import measure, report, schema, storage, study, trials
+from sweep import measure, packing, report, schema, storage, study, trials
 from sweep.atomic import write_atomic
 from sweep.config import check_config
 from sweep.prepared import PreparedData
-from sweep.search import BUDGETS, grid_size
+from sweep.search import BUDGETS, grid_size, pack_size
 from sweep.secrets import mask
 from sweep.space import SearchSpace
 from sweep.trial import TrialRunner, build_model  # noqa: F401  (build_model: part of the API)
@@ -70,6 +70,8 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         trials.run_trials(
             the_study, cfg.search, n_trials=n_trials, space=space, describe=trial.describe,
             train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.write()),
+            pack=pack_size(cfg.search, packing.pack_key(cfg) is not None),
+            train_pack=trial.train_pack,
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
     finally:

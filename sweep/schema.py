@@ -68,6 +68,7 @@ epochs                    trained  shown
 best_epoch                trained
 pruned_epoch              study
 reused_from               study
+pack                      trained
 train_seconds             trained  shown
 cutoff_seconds            trained
 tokens_per_second         trained  shown

@@ -68,6 +68,9 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
             seed=seed,
             n_startup_trials=sampler_cfg.n_startup_trials,
             constraints_func=constraints,
+            # Packs ask several trials before telling any: treat those running as bad, so
+            # the trials of one pack differ (Optuna's constant liar).
+            constant_liar=pack_size(search_cfg) > 1,
         ),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(
             seed=seed,
@@ -89,6 +92,17 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
     raise SearchError(
         f"search.sampler.name={name!r} is unknown: use search/sampler=tpe|nsga2|random|qmc|grid"
     )
+
+
+def pack_size(search_cfg, packable: bool = True) -> int:
+    """``search.pack`` as a number: trials asked and trained together (``auto``: 8 where the
+    model packs, measured best on 2 CPU cores; BENCHMARKS.md "Packed trials")."""
+    pack = search_cfg.get("pack", 1)
+    if pack == "auto":
+        return 8 if packable else 1
+    if not isinstance(pack, int) or pack < 1:
+        raise SearchError(f"search.pack={pack!r} must be an integer >= 1 or auto")
+    return pack
 
 
 def grid_size(search_cfg, space: SearchSpace) -> int | None:

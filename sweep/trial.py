@@ -22,10 +22,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import measure, schema, vocab
+from sweep import measure, packing, schema, vocab
 from sweep.atomic import write_atomic
 from sweep.corpus import SPLITS
 from sweep.embedding import use_sparse
+from sweep.optim import Optimizers
 from sweep.prepared import PreparedData
 from sweep.space import SearchSpace
 from sweep.train import fit
@@ -202,3 +203,77 @@ class TrialRunner:
                   "gpu_peak_mb": peak["allocated_mb"], "gpu_reserved_mb": peak["reserved_mb"]}  # fmt: skip
         schema.check_record(record, "trained")
         return record
+
+    def train_pack(
+        self,
+        params_list: list[dict[str, Any]],
+        on_epochs: list[Callable[[int, float], None] | None],
+        labels: list[int],
+        wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    ) -> list[dict[str, Any] | BaseException]:
+        """Train several configurations; those that may share a pack (``packing.pack_key``)
+        train together, the others alone. One result per configuration, in order: its measured
+        columns (with ``pack``, the smallest of its pack's ``labels``), or the exception that
+        ended it. ``wrap_model`` as in ``train``, applied to each trial's own model."""
+        groups: dict[Any, list[int]] = {}
+        for i, params in enumerate(params_list):
+            key = packing.pack_key(self.setup(params)[0])
+            groups.setdefault(key if key is not None else ("alone", i), []).append(i)
+        results: list[dict[str, Any] | BaseException] = [None] * len(params_list)  # type: ignore[list-item]
+        for key, members in groups.items():
+            if len(members) == 1 or isinstance(key, tuple):
+                for i in members:
+                    try:
+                        results[i] = self.train(params_list[i], on_epochs[i], wrap_model=wrap_model)
+                    except Exception as error:  # this trial's failure, recorded by the loop
+                        results[i] = error
+                continue
+            packed = self._train_packed([params_list[i] for i in members],
+                                        [on_epochs[i] for i in members], wrap_model)  # fmt: skip
+            for i, result in zip(members, packed, strict=True):
+                if isinstance(result, dict):
+                    result["pack"] = min(labels[j] for j in members)
+                results[i] = result
+        return results
+
+    def _train_packed(self, params_list, on_epochs, wrap_model) -> list:
+        """One pack (``sweep.packing``): the members built exactly as alone, trained together."""
+        device, seed = self.data.device, self.cfg.seed
+        setups = [self.setup(params) for params in params_list]
+        train_cfg = setups[0][0].train
+        members = []
+        with measure.gpu_peak(device) as peak:
+            t0 = time.perf_counter()
+            cutoffs = []
+            for (trial_cfg, sizes), on_epoch in zip(setups, on_epochs, strict=True):
+                t_cut = time.perf_counter()
+                views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
+                cutoffs.append(time.perf_counter() - t_cut)
+                torch.manual_seed(seed)  # the init the trial gets alone
+                model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
+                                    self.data.num_classes).to(device)  # fmt: skip
+                if wrap_model is not None:
+                    model = wrap_model(model)
+                members.append(packing.Member(model, Optimizers(model, train_cfg.lr), views, on_epoch))
+            self.timing.cutoff += sum(cutoffs)
+            self.timing.model += time.perf_counter() - t0 - sum(cutoffs)
+            t0 = time.perf_counter()
+            try:
+                packing.fit_pack(
+                    members, epochs=train_cfg.epochs, batch_size=train_cfg.batch_size,
+                    lr=train_cfg.lr, patience=train_cfg.patience, seed=seed,
+                    eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
+                )  # fmt: skip
+            finally:
+                measure.release(device)
+                self.timing.training += time.perf_counter() - t0
+                self.timing.trials += len(members)
+        out = []
+        for member, cutoff_seconds in zip(members, cutoffs, strict=True):
+            if isinstance(member.outcome, BaseException):
+                out.append(member.outcome)
+                continue
+            record = {**member.outcome.figures(), "cutoff_seconds": cutoff_seconds,
+                      "gpu_peak_mb": peak["allocated_mb"], "gpu_reserved_mb": peak["reserved_mb"]}  # fmt: skip
+            out.append(record)
+        return out

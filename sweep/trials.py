@@ -123,10 +123,10 @@ def epoch_callback(trial: optuna.Trial, prune: bool) -> Callable[[int, float], N
     return on_epoch
 
 
-def attempt(study, trial, search_cfg, space: SearchSpace, grid, describe: Describe, train: Train):
-    """Suggest, describe, then reuse, skip (raises TrialPruned) or train one asked trial;
-    return its objective values. Every figure is stored with the trial as it is known."""
-    objectives = list(search_cfg.objectives)
+def prepare(study, trial, search_cfg, space: SearchSpace, grid, describe: Describe):
+    """Suggest and describe an asked trial; (params, figures) to train it, or (None, figures)
+    when a finished trial of the same configuration answers it. Raises TrialPruned to skip it
+    (over a budget, past an out-of-memory size). Every figure is stored as it is known."""
     params = space.suggest(trial, grid)
     figures = describe(params)
     figures["budget_excess"] = budget_excess(figures, search_cfg)
@@ -141,15 +141,20 @@ def attempt(study, trial, search_cfg, space: SearchSpace, grid, describe: Descri
         figures.update(previous.user_attrs)
         log.info("trial %d: same configuration as trial %d, result reused",
                  trial.number, previous.number)  # fmt: skip
-    else:
-        skip = skip_reason(study, figures, search_cfg)
-        if skip:
-            trial.set_user_attr("skipped_reason", skip)
-            raise optuna.TrialPruned(skip)
-        measured = train(params, epoch_callback(trial, prune=len(objectives) == 1))
+        return None, figures
+    skip = skip_reason(study, figures, search_cfg)
+    if skip:
+        trial.set_user_attr("skipped_reason", skip)
+        raise optuna.TrialPruned(skip)
+    return params, figures
+
+
+def objective_values(trial, figures: dict[str, Any], measured, search_cfg) -> list[float]:
+    """Store what training measured; the trial's objective values (finite, or it fails)."""
+    if measured is not None:
         set_attrs(trial, measured)
         figures.update(measured)
-    values = [figures[name] for name in objectives]
+    values = [figures[name] for name in search_cfg.objectives]
     if any(not math.isfinite(float(v)) for v in values):
         raise FloatingPointError(f"objective values are not finite: {values}")
     return values
@@ -176,6 +181,40 @@ def tell(study: optuna.Study, trial: optuna.Trial, state, values) -> None:
             raise
 
 
+class Tally:
+    """This run's failed trials and consecutive skips: the two ways a sweep stops itself."""
+
+    def __init__(self, search_cfg):
+        self.search_cfg = search_cfg
+        self.failures = self.skips = 0
+        self.reason = ""
+
+    def settle(self, trial: optuna.Trial, result) -> tuple[Any, list[float] | None]:
+        """(state, values) of a trial whose ``result`` is its objective values, or the
+        exception that ended it (a skip or pruning: PRUNED; anything else: FAIL)."""
+        if isinstance(result, optuna.TrialPruned):
+            self.skips = self.skips + 1 if "skipped_reason" in trial.user_attrs else 0
+            if self.skips:
+                log.info("trial %d %s", trial.number, result)
+                check_skips(self.skips, result, self.search_cfg)
+            return State.PRUNED, None
+        if isinstance(result, BaseException):  # recorded with its reason; the sweep goes on
+            self.failures, self.skips = self.failures + 1, 0
+            self.reason = record_failure(trial, result)
+            return State.FAIL, None
+        self.skips = 0
+        return State.COMPLETE, result
+
+    def check(self) -> None:
+        if self.failures >= self.search_cfg.max_failures:
+            raise SearchError(
+                f"{self.failures} trials failed or were skipped in this run (search.max_failures="
+                f"{self.search_cfg.max_failures}); the last: {self.reason}. Fix the cause "
+                "(fail_reason in trials.csv: e.g. lower search.space.embedding_dim.high after "
+                "out-of-memory failures) or raise search.max_failures"
+            )
+
+
 def run_trials(
     study: optuna.Study,
     search_cfg,
@@ -185,51 +224,90 @@ def run_trials(
     describe: Describe,
     train: Train,
     after_trial: Callable[[optuna.trial.FrozenTrial, int], None],
+    pack: int = 1,
+    train_pack: Callable[..., list] | None = None,
 ) -> int:
     """Run trials until the study has ``n_trials`` finished; return how many ran here.
 
     ``describe(params)`` gives the figures known before training (stored even if the trial
     fails); ``train(params, on_epoch)`` trains and returns the measured figures;
     ``after_trial(frozen_trial, finished_count)`` runs after each trial (reports, progress).
+    With ``pack`` > 1 each round asks up to ``pack`` trials and ``train_pack(params_list,
+    on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
     """
-    grid = (
-        space.grid(search_cfg.sampler.get("values")) if search_cfg.sampler.name == "grid" else None
-    )
-    failures = ran = skips = 0
-    reason = ""
+    values = search_cfg.sampler.get("values")
+    grid = space.grid(values) if search_cfg.sampler.name == "grid" else None
+    tally, ran = Tally(search_cfg), 0
+
+    def finish(trial, result) -> None:
+        state, values = tally.settle(trial, result)
+        tell(study, trial, state, values)
+        after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
+        tally.check()
+
     while True:
         # A worker that died mid-trial must not hold its slot: fail its trial (pid or heartbeat)
         # before counting. Other workers' running trials count too, so several workers stop
         # near n_trials together (two that ask at the same instant may overshoot it by one).
         fail_stale_trials(study, search_cfg.stale_after_s)
-        if count_finished(study) + count_running(study) >= n_trials:
+        room = n_trials - count_finished(study) - count_running(study)
+        if room <= 0:
             break
-        trial = study.ask()
-        ran += 1
-        set_attrs(trial, {"worker": WORKER, "heartbeat": time.time()})
-        state, values = State.FAIL, None
-        try:
-            values = attempt(study, trial, search_cfg, space, grid, describe, train)
-            state, skips = State.COMPLETE, 0
-        except optuna.TrialPruned as pruned:
-            state = State.PRUNED
-            skips = skips + 1 if "skipped_reason" in trial.user_attrs else 0
-            if skips:
-                log.info("trial %d %s", trial.number, pruned)
-                check_skips(skips, pruned, search_cfg)
-        except Exception as error:  # recorded with its reason; the sweep goes on
-            failures, skips = failures + 1, 0
-            reason = record_failure(trial, error)
-        tell(study, trial, state, values)
-        after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
-        if failures >= search_cfg.max_failures:
-            raise SearchError(
-                f"{failures} trials failed or were skipped in this run (search.max_failures="
-                f"{search_cfg.max_failures}); the last: {reason}. Fix the cause (fail_reason "
-                "in trials.csv: e.g. lower search.space.embedding_dim.high after out-of-memory "
-                "failures) or raise search.max_failures"
-            )
+        asked = [study.ask() for _ in range(min(max(pack, 1), room))]
+        ran += len(asked)
+        for trial in asked:
+            set_attrs(trial, {"worker": WORKER, "heartbeat": time.time()})
+        prune = len(search_cfg.objectives) == 1
+        if len(asked) == 1 or train_pack is None:
+            for trial in asked:
+                finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train, prune))
+        else:
+            run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish)
     return ran
+
+
+def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool):
+    """One trial alone: its objective values, or the exception that ended it."""
+    try:
+        params, figures = prepare(study, trial, search_cfg, space, grid, describe)
+        measured = None if params is None else train(params, epoch_callback(trial, prune))
+        return objective_values(trial, figures, measured, search_cfg)
+    except Exception as error:
+        return error
+
+
+def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish) -> None:
+    """A round of several asked trials: reused and skipped ones settle at once, the others
+    train together (``train_pack``), each settling with its own result."""
+    pending = []
+    for trial in asked:
+        try:
+            params, figures = prepare(study, trial, search_cfg, space, grid, describe)
+        except Exception as error:
+            finish(trial, error)
+            continue
+        if params is None:
+            finish(trial, values_or_error(trial, figures, None, search_cfg))
+        else:
+            pending.append((trial, params, figures))
+    if not pending:
+        return
+    results = train_pack([p for _, p, _ in pending],
+                         [epoch_callback(t, prune) for t, _, _ in pending],
+                         [t.number for t, _, _ in pending])  # fmt: skip
+    for (trial, _, figures), measured in zip(pending, results, strict=True):
+        if isinstance(measured, BaseException):
+            finish(trial, measured)
+        else:
+            finish(trial, values_or_error(trial, figures, measured, search_cfg))
+
+
+def values_or_error(trial, figures, measured, search_cfg):
+    """``objective_values``, or the exception it raised (the trial's failure)."""
+    try:
+        return objective_values(trial, figures, measured, search_cfg)
+    except Exception as error:
+        return error
 
 
 def check_skips(skips: int, last, search_cfg) -> None:

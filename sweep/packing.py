@@ -1,0 +1,322 @@
+"""Packed trials: train several bag-model trials at once, on the same batches, in one step.
+
+A sweep trains many small models on one data set, and a small model's step is mostly fixed cost
+(Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials of the bag
+model together: one table holding every trial's rows (row offsets; widths padded to the widest
+trial with columns held at zero), the hidden and output layers stacked per trial and applied with
+batched matrix products, one loss (the sum of the trials' mean losses, so each trial's gradient
+is its own), one backward and one optimizer step. Each trial keeps its own embedding_dim, cutoff
+(its own cut of the shared batch), hash buckets, early stopping, pruning and failure.
+
+Why a trial's numbers are the ones it gets alone: it is built alone (same seed, same init) and
+copied in; every trial of a pack shares the batch plan a lone trial of that seed makes; its
+parameters are disjoint from the others' (the padded columns get exactly zero gradient, so Adam
+leaves them at zero); Adam is element-wise with the same step count; and after every epoch the
+pack is unpacked into each trial's own model, which is evaluated, early-stopped and pruned
+exactly as alone. Summation order inside the batched kernels differs from a lone trial's, so
+figures agree to float precision (a prediction on a tie may flip), not bit for bit.
+
+Trials that cannot share a pack (another model, dropout, a factorized table, a different
+training setting or learning rate) train alone: nothing is refused. Packs are rebuilt at every
+epoch from the trials still training, so a trial that stops costs nothing more.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn import functional as F
+
+from sweep.digest import json_digest
+from sweep.models import BagClassifier
+from sweep.optim import FusedAdam, LazyAdam, Optimizers
+from sweep.train import FitResult, SplitTensors, Work, plan_batches
+from sweep.vocab import PAD
+
+log = logging.getLogger(__name__)
+
+
+def pack_key(trial_cfg: DictConfig) -> str | None:
+    """Trials with equal keys may share a pack; None: this trial trains alone.
+
+    Packable: the bag model without dropout (a pack draws one random stream, so dropout masks
+    would differ from the trial's own) and without a factorized table; the key holds the rest of
+    the model config and the whole training config (batches, epochs, lr must be shared).
+    """
+    model = OmegaConf.to_container(trial_cfg.model, resolve=True)
+    if model.get("_target_") != "sweep.models.BagClassifier":
+        return None
+    if float(model.get("dropout") or 0) > 0 or model.get("factorized_dim"):
+        return None
+    shared = {k: v for k, v in model.items() if k not in ("num_embeddings", "embedding_dim")}
+    return json_digest({"model": shared, "train": OmegaConf.to_container(trial_cfg.train)}, 16)
+
+
+@dataclass
+class Member:
+    """One trial in a pack: its own model and optimizer (the trial alone), views and progress."""
+
+    model: BagClassifier
+    optimizers: Optimizers
+    views: dict[str, SplitTensors]
+    on_epoch: Callable[[int, float], None] | None
+    started: float = field(default_factory=time.perf_counter)
+    history: list[float] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    work: Work = field(default_factory=Work)
+    done: bool = False
+    outcome: Any = None  # FitResult, or the exception that ended the trial
+    loss_sum: torch.Tensor | None = None
+
+    @property
+    def table(self) -> nn.Parameter:
+        return self.model.frontend.embed.weight
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.model.head if isinstance(m, nn.Linear)]
+
+
+def adam_state(member: Member, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(exp_avg, exp_avg_sq, steps taken) of ``param`` in the member's own optimizers: the
+    stored tensors (created, at zero, where the lazy optimizer has not stepped yet)."""
+    for optimizer in member.optimizers.optimizers:
+        if isinstance(optimizer, FusedAdam):
+            for i, p in enumerate(optimizer.params):
+                if p is param:
+                    return optimizer.exp_avg[i], optimizer.exp_avg_sq[i], int(optimizer.steps[i])
+        elif any(param is p for group in optimizer.param_groups for p in group["params"]):
+            state = optimizer.state[param]
+            if not state:
+                state.update(step=0, exp_avg=torch.zeros_like(param),
+                             exp_avg_sq=torch.zeros_like(param))  # fmt: skip
+            return state["exp_avg"], state["exp_avg_sq"], int(state["step"])
+    raise KeyError("a parameter no optimizer of the trial holds")
+
+
+def set_steps(member: Member, steps: int) -> None:
+    """Every optimizer state of the member counts ``steps`` taken (they step together)."""
+    for optimizer in member.optimizers.optimizers:
+        if isinstance(optimizer, FusedAdam):
+            for counter in optimizer.steps:
+                counter.fill_(steps)
+        else:
+            for state in optimizer.state.values():
+                state["step"] = steps
+
+
+class PackedBag(nn.Module):
+    """N bag models as one: a shared table (row 0 the common padding row, then each trial's rows
+    at its offset, columns past its width zero) and stacked layers (``weights[i]``: (N, in, out),
+    ``biases[i]``: (N, out))."""
+
+    def __init__(self, members: Sequence[Member], sparse: bool):
+        super().__init__()
+        widths = [m.table.shape[1] for m in members]
+        rows = [m.table.shape[0] for m in members]
+        self.width = max(widths)
+        self.offsets = [1 + sum(rows[:i]) for i in range(len(members))]
+        self.sparse = sparse
+        device = members[0].table.device
+        self.table = nn.Parameter(torch.zeros(1 + sum(rows), self.width, device=device))
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for layer in range(len(members[0].linears)):
+            n_in = self.width if layer == 0 else members[0].linears[layer].in_features
+            n_out = members[0].linears[layer].out_features
+            self.weights.append(nn.Parameter(torch.zeros(len(members), n_in, n_out, device=device)))
+            self.biases.append(nn.Parameter(torch.zeros(len(members), n_out, device=device)))
+
+    def pieces(self, members: Sequence[Member]):
+        """(member, packed tensor, the member's slice of it, its own tensor, transposed?) for
+        every parameter: how a trial's own tensors sit in the packed ones."""
+        for i, member in enumerate(members):
+            rows, width = member.table.shape
+            where = (slice(self.offsets[i], self.offsets[i] + rows), slice(0, width))
+            yield member, self.table, where, member.table, False
+            for layer, linear in enumerate(member.linears):
+                yield member, self.weights[layer], (i, slice(0, linear.in_features)), linear.weight, True
+                yield member, self.biases[layer], (i,), linear.bias, False
+
+    @torch.no_grad()
+    def load(self, members: Sequence[Member]) -> None:
+        for _, packed, where, own, transposed in self.pieces(members):
+            packed[where] = own.t() if transposed else own
+
+    @torch.no_grad()
+    def store(self, members: Sequence[Member]) -> None:
+        for _, packed, where, own, transposed in self.pieces(members):
+            own.copy_(packed[where].t() if transposed else packed[where])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids``: (N, batch, width) packed ids (offsets applied, padding 0) -> (N, batch, C)."""
+        n, batch, width = ids.shape
+        x = F.embedding_bag(ids.reshape(n * batch, width), self.table, mode="mean",
+                            padding_idx=PAD, sparse=self.sparse).view(n, batch, self.width)  # fmt: skip
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if layer:
+                x = torch.relu(x)
+            x = torch.baddbmm(bias[:, None, :], x, weight)
+        return x
+
+
+class PackedOptimizer:
+    """The pack's Adam, built from (and written back to) each trial's own Adam state: FusedAdam
+    for the dense tensors, LazyAdam for a sparse table, as each trial alone would use."""
+
+    def __init__(self, packed: PackedBag, members: Sequence[Member], lr: float):
+        self.packed, self.members = packed, members
+        dense = [p for p in packed.parameters() if not (packed.sparse and p is packed.table)]
+        self.dense = FusedAdam(dense, lr=lr)
+        self.lazy = LazyAdam([packed.table], lr=lr) if packed.sparse else None
+        self.steps = 0
+        with torch.no_grad():
+            for member, target, where, own, transposed in packed.pieces(members):
+                m, v, self.steps = adam_state(member, own)  # equal for every tensor and trial
+                exp_avg, exp_avg_sq = self.moments(target)
+                exp_avg[where] = m.t() if transposed else m
+                exp_avg_sq[where] = v.t() if transposed else v
+        for counter in self.dense.steps:
+            counter.fill_(self.steps)
+        if self.lazy is not None:
+            self.lazy.state[packed.table]["step"] = self.steps
+
+    def moments(self, target: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.lazy is not None and target is self.packed.table:
+            state = self.lazy.state[target]
+            if not state:
+                state.update(step=0, exp_avg=torch.zeros_like(target),
+                             exp_avg_sq=torch.zeros_like(target))  # fmt: skip
+            return state["exp_avg"], state["exp_avg_sq"]
+        i = next(i for i, p in enumerate(self.dense.params) if p is target)
+        return self.dense.exp_avg[i], self.dense.exp_avg_sq[i]
+
+    def zero_grad(self) -> None:
+        for p in self.packed.parameters():
+            p.grad = None
+
+    def step(self) -> None:
+        self.dense.step()
+        if self.lazy is not None:
+            self.lazy.step()
+        self.steps += 1
+
+    @torch.no_grad()
+    def store(self) -> None:
+        """Write the moments and the step count back into each member's own optimizers."""
+        for member, target, where, own, transposed in self.packed.pieces(self.members):
+            m, v, _ = adam_state(member, own)
+            exp_avg, exp_avg_sq = self.moments(target)
+            m.copy_(exp_avg[where].t() if transposed else exp_avg[where])
+            v.copy_(exp_avg_sq[where].t() if transposed else exp_avg_sq[where])
+        for member in self.members:
+            set_steps(member, self.steps)
+
+
+def packed_ids(members: Sequence[Member], packed: PackedBag, split: str = "train") -> torch.Tensor:
+    """(N, docs, length): each member's cut of the split, moved to its rows; padding to row 0."""
+    out = []
+    for member, offset in zip(members, packed.offsets, strict=True):
+        ids = member.views[split].ids.long()
+        out.append(torch.where(ids == PAD, torch.zeros_like(ids), ids + offset))
+    return torch.stack(out)
+
+
+def fit_pack(
+    members: list[Member],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    seed: int,
+    eval_batch_size: int = 1024,
+    bucket: bool = True,
+) -> None:
+    """Train the members together; each ends with ``outcome``: its FitResult, or the exception
+    that ended it alone (a non-finite loss, a pruning decision, any error of its callback)."""
+    train = members[0].views["train"]
+    device = train.ids.device
+    generator = torch.Generator().manual_seed(seed)  # the batch plan every lone trial makes
+    sparse = any(isinstance(o, LazyAdam) for o in members[0].optimizers.optimizers)
+    for epoch in range(1, epochs + 1):
+        active = [m for m in members if not m.done]
+        if not active:
+            break
+        t0 = time.perf_counter()
+        packed = PackedBag(active, sparse)
+        packed.load(active)
+        optimizer = PackedOptimizer(packed, active, lr)
+        ids = packed_ids(active, packed)
+        losses = torch.zeros(len(active), device=device)
+        packed.train()
+        for idx, width in plan_batches(train.lengths, batch_size, generator, bucket):
+            tokens, count = int(train.lengths[idx].sum()), len(idx)
+            idx = idx.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            logits = packed(ids[:, idx, :width])  # (N, batch, classes)
+            labels = train.labels[idx].repeat(len(active))
+            loss = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
+            per_trial = loss.view(len(active), -1).mean(dim=1)
+            per_trial.sum().backward()  # disjoint parameters: each trial gets its own gradient
+            optimizer.step()
+            losses += per_trial.detach()
+            for member in active:
+                member.work.train_tokens += tokens
+                member.work.train_examples += count
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        packed.store(active)
+        optimizer.store()
+        seconds = time.perf_counter() - t0
+        for member, loss_sum in zip(active, losses.tolist(), strict=True):
+            member.work.step_seconds += seconds
+            end_epoch(member, epoch, loss_sum, patience, eval_batch_size)
+    for member in members:
+        if not member.done:
+            finish(member, eval_batch_size)
+
+
+def end_epoch(member: Member, epoch: int, loss_sum: float, patience: int, eval_batch_size: int):
+    """What a lone trial does after an epoch: check the loss, evaluate, keep the best state,
+    report (pruning may stop it), stop on patience."""
+    try:
+        if not torch.isfinite(torch.tensor(loss_sum)):
+            raise FloatingPointError(f"training loss became {loss_sum} in epoch {epoch}")
+        val_acc, _ = member.work.evaluate(member.model, member.views["validation"], eval_batch_size)
+        member.history.append(val_acc)
+        if val_acc > member.best_acc:
+            member.best_acc, member.best_epoch = val_acc, epoch
+            member.best_state = copy.deepcopy(member.model.state_dict())
+        if member.on_epoch is not None:
+            member.on_epoch(epoch, val_acc)
+        if epoch - member.best_epoch >= patience:
+            finish(member, eval_batch_size)
+    except (optuna.TrialPruned, Exception) as error:  # this trial ends; the pack goes on
+        member.done, member.outcome = True, error
+
+
+def finish(member: Member, eval_batch_size: int) -> None:
+    """The lone trial's ending: the best epoch's weights, evaluated on validation and test."""
+    if member.best_state is not None:
+        member.model.load_state_dict(member.best_state)
+    val_acc, val_loss = member.work.evaluate(member.model, member.views["validation"], eval_batch_size)
+    test_acc, _ = member.work.evaluate(member.model, member.views["test"], eval_batch_size)
+    member.done = True
+    member.outcome = FitResult(
+        val_accuracy=val_acc, val_loss=val_loss, test_accuracy=test_acc,
+        epochs=len(member.history), best_epoch=member.best_epoch,
+        train_seconds=time.perf_counter() - member.started, work=member.work,
+        history=member.history,
+    )  # fmt: skip

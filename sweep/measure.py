@@ -71,9 +71,15 @@ def gpu_peak(device: torch.device):
 
 
 def release(device: torch.device) -> None:
-    """Free what a finished trial left behind so the next trial's peak starts clean."""
-    gc.collect()
+    """Free what a finished trial left behind so the next trial's peak starts clean.
+
+    On CUDA: collect reference cycles that may still hold device tensors, then hand the cached
+    blocks back. On a CPU a trial's tensors go with their last reference and no peak is
+    measured, so nothing is done: a full ``gc.collect`` there cost 0.1 s a trial (a quarter of a
+    TREC bag trial), measured with the sweep's objects loaded.
+    """
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
 
 

@@ -45,12 +45,13 @@ from sweep.vocab import PAD
 log = logging.getLogger(__name__)
 
 
-def pack_key(trial_cfg: DictConfig) -> str | None:
+def pack_key(trial_cfg: DictConfig, sparse: bool | None = None) -> str | None:
     """Trials with equal keys may share a pack; None: this trial trains alone.
 
     Packable: the bag model without dropout (a pack draws one random stream, so dropout masks
     would differ from the trial's own) and without a factorized table; the key holds the rest of
-    the model config and the whole training config (batches, epochs, lr must be shared).
+    the model config, the whole training config (batches, epochs, lr must be shared) and
+    ``sparse``, the trial's resolved ``model.sparse`` (dense and lazy Adam differ).
     """
     model = OmegaConf.to_container(trial_cfg.model, resolve=True)
     if model.get("_target_") != "sweep.models.BagClassifier":
@@ -58,7 +59,30 @@ def pack_key(trial_cfg: DictConfig) -> str | None:
     if float(model.get("dropout") or 0) > 0 or model.get("factorized_dim"):
         return None
     shared = {k: v for k, v in model.items() if k not in ("num_embeddings", "embedding_dim")}
-    return json_digest({"model": shared, "train": OmegaConf.to_container(trial_cfg.train)}, 16)
+    train = OmegaConf.to_container(trial_cfg.train)
+    return json_digest({"model": shared, "train": train, "sparse": sparse}, 16)
+
+
+# A pack pads every trial's table to its widest one: split a group where that would cost more
+# than this many times the trials' own tables (rows x width summed).
+MAX_PADDING = 1.5
+
+
+def split_by_width(sizes: list[tuple[int, int, int]], max_padding: float | None = None):
+    """Packs of similar width from (index, rows, width) of trials that may share one: sorted by
+    width, a pack grows while its padded table stays within ``max_padding`` of the real ones."""
+    max_padding = MAX_PADDING if max_padding is None else max_padding
+    packs: list[list[int]] = []
+    rows_sum = real = 0
+    for index, rows, width in sorted(sizes, key=lambda s: (s[2], s[0])):
+        if packs and (rows_sum + rows) * width > max_padding * (real + rows * width):
+            packs.append([])
+            rows_sum = real = 0
+        if not packs:
+            packs.append([])
+        packs[-1].append(index)
+        rows_sum, real = rows_sum + rows, real + rows * width
+    return packs
 
 
 @dataclass

@@ -215,13 +215,20 @@ class TrialRunner:
         train together, the others alone. One result per configuration, in order: its measured
         columns (with ``pack``, the smallest of its pack's ``labels``), or the exception that
         ended it. ``wrap_model`` as in ``train``, applied to each trial's own model."""
-        groups: dict[Any, list[int]] = {}
+        groups: dict[Any, list[tuple[int, int, int]]] = {}
         for i, params in enumerate(params_list):
-            key = packing.pack_key(self.setup(params)[0])
-            groups.setdefault(key if key is not None else ("alone", i), []).append(i)
+            trial_cfg, sizes = self.setup(params)
+            sparse = use_sparse(trial_cfg.model.get("sparse", "auto"), sizes.num_embeddings)
+            key = packing.pack_key(trial_cfg, sparse)
+            entry = (i, sizes.num_embeddings, sizes.embedding_dim)
+            groups.setdefault(key if key is not None else ("alone", i), []).append(entry)
+        packs = [
+            [[i] for i, _, _ in group] if isinstance(key, tuple) else packing.split_by_width(group)
+            for key, group in groups.items()
+        ]
         results: list[dict[str, Any] | BaseException] = [None] * len(params_list)  # type: ignore[list-item]
-        for key, members in groups.items():
-            if len(members) == 1 or isinstance(key, tuple):
+        for members in (pack for group in packs for pack in group):
+            if len(members) == 1:
                 for i in members:
                     try:
                         results[i] = self.train(params_list[i], on_epochs[i], wrap_model=wrap_model)

@@ -1,0 +1,106 @@
+"""Benchmark: packed trials (``search.pack``) against one trial at a time.
+
+    python -m sweep.benchmarks.packing --datasets ../shared/datasets --out bench/packing
+
+For the default synthetic sweep (bag), TREC with the bag model and TREC with the CNN, it runs
+the same sweep of ``--trials`` trials with ``search.pack`` 1, 4, 8 and 16, three seeds each, in
+this process (data cached, so each sweep's time is trials, search and reports), and prints the
+trials per hour, the hypervolume of the front after those trials (validation accuracy against
+log10 params_total, reference: accuracy 0 and the largest configuration any run of the setup
+tried) and both as ratios to pack 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from hydra import compose, initialize_config_dir
+
+from sweep.benchmarks.models import CONFIGS, save_and_print
+from sweep.benchmarks.search_efficiency import hypervolume
+from sweep.runner import run
+
+PACKS = (1, 4, 8, 16)
+
+
+def setups(datasets: Path) -> dict[str, list[str]]:
+    trec = datasets.resolve() / "trec"
+    trec_data = ["data=files", f"data.train={trec / 'train.csv'}", f"data.test={trec / 'test.csv'}"]
+    return {
+        "synthetic bag (default sweep)": ["data=synthetic", "model=bag"],
+        "TREC bag": [*trec_data, "model=bag"],
+        "TREC CNN": [*trec_data, "model=cnn"],
+    }
+
+
+def sweep(
+    setup: list[str], pack: int, seed: int, trials: int, out: Path
+) -> tuple[float, pd.DataFrame]:
+    """(wall seconds, complete trials) of one sweep in a fresh study."""
+    name = f"pack{pack}-seed{seed}"
+    shutil.rmtree(out / "studies" / name, ignore_errors=True)
+    overrides = [
+        *setup, f"search.pack={pack}", f"seed={seed}", f"search.n_trials={trials}",
+        f"search.study_name={name}", f"search.storage_dir={out / 'studies'}",
+        f"data.cache_dir={out / 'cache'}", "report.repeats=0", "device=cpu",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=overrides)
+    started = time.perf_counter()
+    table = run(cfg, out / "reports" / name, overrides).table
+    seconds = time.perf_counter() - started
+    return seconds, table[table["state"] == "COMPLETE"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--out", type=Path, default=Path("bench/packing"))
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--packs", type=int, nargs="+", default=list(PACKS))
+    parser.add_argument("--setups", nargs="+", help="names of setups to run (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    out = args.out.resolve()
+    rows = []
+    for label, setup in setups(args.datasets).items():
+        if args.setups and label not in args.setups:
+            continue
+        folder = out / label.split(" (")[0].replace(" ", "-").lower()
+        runs = {
+            (p, s): sweep(setup, p, s, args.trials, folder) for p in args.packs for s in args.seeds
+        }
+        ref = math.log10(max(t["params_total"].max() for _, t in runs.values()))
+        for pack in args.packs:
+            seconds = [runs[(pack, s)][0] for s in args.seeds]
+            hvs = [hypervolume(t["val_accuracy"].to_numpy(), np.log10(t["params_total"]), ref)
+                   for t in (runs[(pack, s)][1] for s in args.seeds)]  # fmt: skip
+            rows.append({
+                "setup": label, "pack": pack, "trials": args.trials, "seeds": len(args.seeds),
+                "sweep_s": round(statistics.mean(seconds), 2),
+                "trials_per_hour": round(3600 * args.trials / statistics.mean(seconds)),
+                "hypervolume": round(statistics.mean(hvs), 2),
+            })  # fmt: skip
+        base = next(r for r in rows if r["setup"] == label and r["pack"] == args.packs[0])
+        for row in rows:
+            if row["setup"] == label:
+                row["speed_vs_pack1"] = round(row["trials_per_hour"] / base["trials_per_hour"], 2)
+                row["hv_vs_pack1"] = round(row["hypervolume"] / base["hypervolume"], 3)
+        print(
+            pd.DataFrame([r for r in rows if r["setup"] == label]).to_string(index=False),
+            flush=True,
+        )
+    save_and_print(pd.DataFrame(rows), out / "packing.csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Packed trials (search.pack): each trial gets the numbers it gets alone, fails alone, and the
+sweep around packs keeps its promises (counts, the pack column, kill -9 and resume)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, TINY, compose_config, default_study
+
+from sweep import packing, runner
+from sweep import study as study_module
+from sweep.prepared import PreparedData
+from sweep.storage import journal_storage
+from sweep.trial import TrialRunner
+
+# Four trials of different width and cutoff; the one of width 9 diverges (see poison).
+PARAMS = [
+    {"embedding_dim": d, "vocab_size": k} for d, k in ((4, 50), (9, 300), (16, 1000), (32, 120))
+]
+
+
+def poison(model: torch.nn.Module) -> torch.nn.Module:
+    """Make the width-9 trial diverge: a NaN in its classifier, as an exploding step would."""
+    if model.frontend.embed.weight.shape[1] == 9:
+        with torch.no_grad():
+            next(p for n, p in model.named_parameters() if not n.startswith("frontend")).fill_(
+                math.nan
+            )
+    return model
+
+
+def runner_for(tiny_overrides, *extra) -> TrialRunner:
+    cfg = compose_config([*tiny_overrides, "data.synthetic.num_docs=1200", "train.epochs=6",
+                          "train.patience=1", *extra])  # fmt: skip
+    return TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cpu")))
+
+
+def alone_and_packed(trial_runner: TrialRunner):
+    alone = []
+    for params in PARAMS:
+        try:
+            alone.append(trial_runner.train(params, wrap_model=poison))
+        except Exception as error:
+            alone.append(error)
+    packed = trial_runner.train_pack(PARAMS, [None] * 4, [7, 8, 9, 10], wrap_model=poison)
+    return alone, packed
+
+
+@pytest.mark.parametrize("sparse", ["false", "true"])
+def test_a_packed_bag_trial_gets_the_numbers_it_gets_alone(tiny_overrides, sparse, monkeypatch):
+    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)  # all four in one pack: widths 4 to 32
+    trial_runner = runner_for(tiny_overrides, f"model.sparse={sparse}")
+    alone, packed = alone_and_packed(trial_runner)
+    diverged = [i for i, r in enumerate(packed) if isinstance(r, BaseException)]
+    assert diverged == [1] and isinstance(alone[1], FloatingPointError)
+    assert isinstance(packed[1], FloatingPointError) and "training loss became nan" in str(
+        packed[1]
+    )
+    epochs = {alone[i]["epochs"] for i in (0, 2, 3)}
+    assert len(epochs) > 1 and min(epochs) < 6  # early stopping differs per trial
+    for i in (0, 2, 3):
+        a, b = alone[i], packed[i]
+        assert b["pack"] == 7 and "pack" not in a
+        assert b["val_accuracy"] == a["val_accuracy"] and b["test_accuracy"] == a["test_accuracy"]
+        assert (b["epochs"], b["best_epoch"]) == (a["epochs"], a["best_epoch"])
+        assert b["val_history"] == a["val_history"]
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("model", ["cnn", "rnn", "transformer"])
+def test_other_models_train_alone_inside_a_pack(tiny_overrides, model):
+    extra = [f"model={model}", "data.max_length=32"]
+    trial_runner = runner_for(tiny_overrides, *extra, "train.epochs=2")
+    assert packing.pack_key(trial_runner.cfg) is None  # not packable yet: never refused
+    params = PARAMS[:2]
+    alone = [trial_runner.train(p) for p in params]
+    packed = trial_runner.train_pack(params, [None, None], [0, 1])
+    for a, b in zip(alone, packed, strict=True):
+        assert b["val_accuracy"] == a["val_accuracy"] and "pack" not in b
+
+
+def test_packs_group_similar_widths():
+    # (index, rows, width): widths 4 and 5 pack together; padding the small table of width 16
+    # to 64 costs little beside the two wide tables, padding 5 to 16 would more than double it.
+    sizes = [(0, 1000, 64), (1, 1000, 4), (2, 500, 5), (3, 800, 64), (4, 100, 16)]
+    assert packing.split_by_width(sizes) == [[1, 2], [4, 0, 3]]
+    assert packing.split_by_width(sizes, max_padding=1000.0) == [[1, 2, 4, 0, 3]]
+
+
+def test_only_plain_bag_models_share_a_pack(tiny_overrides):
+    cfg = compose_config(tiny_overrides)
+    assert packing.pack_key(cfg) is not None
+    for extra in (["model.dropout=0.1"], ["model.factorized_dim=8"], ["model=cnn"]):
+        assert packing.pack_key(compose_config([*tiny_overrides, *extra])) is None
+    other_lr = compose_config([*tiny_overrides, "train.lr=0.02"])
+    assert packing.pack_key(other_lr) != packing.pack_key(cfg)  # one Adam step size per pack
+
+
+def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, tmp_path):
+    cfg = compose_config([*tiny_overrides, "search.n_trials=6", "search.pack=4"])
+    result = runner.run(cfg, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert len(table) == 6 and (table["state"] == "COMPLETE").all()
+    # Rounds of 4 then 2 trials; a round's trials of similar width share a pack, named by its
+    # first trial (a trial trained alone has none).
+    packs = table.dropna(subset=["pack"]).groupby("pack")["trial"].apply(list)
+    assert len(packs) >= 1 and all(number == min(members) for number, members in packs.items())
+    assert all(max(members) < (4 if number < 4 else 6) for number, members in packs.items())
+    assert len({(r.embedding_dim, r.vocab_size) for r in table.itertuples()}) == 6  # all differ
+    assert result.recommended is not None
+
+
+def test_search_pack_must_be_a_number_or_auto(tiny_overrides, tmp_path):
+    from sweep.config import check_config
+
+    with pytest.raises(ValueError, match=r"search\.pack=0"):
+        check_config(compose_config([*tiny_overrides, "search.pack=0"]))
+
+
+@pytest.mark.slow
+def test_kill_9_mid_pack_then_resume(tmp_path):
+    """A pack killed mid-way leaves its trials FAILED as interrupted; the rerun asks new ones."""
+    overrides = [*TINY, "data.synthetic.num_docs=3000", "train.epochs=40", "train.patience=40",
+                 "search.n_trials=6", "search.pack=3"]  # fmt: skip
+    args = [sys.executable, str(ROOT / "run_sweep.py"), *overrides, "hydra.run.dir=run"]
+    name = default_study(overrides)
+    journal = tmp_path / "studies" / name / "journal.log"
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline, killed = time.time() + 240, []
+    while time.time() < deadline and not killed:
+        time.sleep(0.3)
+        if not journal.exists():
+            continue
+        study = optuna.load_study(study_name=name, storage=journal_storage(journal))
+        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        if len(running) == 3 and all("heartbeat" in t.user_attrs for t in running):
+            time.sleep(1.0)  # inside the pack's training
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed = [t.number for t in running]
+    assert killed, "never saw a pack of three running"
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name=name, storage=journal_storage(journal))
+    for number in killed:
+        trial = study.trials[number]
+        assert trial.state == optuna.trial.TrialState.FAIL
+        assert trial.user_attrs["fail_reason"].startswith("interrupted: its worker")
+    assert study_module.count_finished(study) == 6
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))

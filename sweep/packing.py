@@ -14,10 +14,11 @@ parameters are disjoint from the others' (the padded columns get exactly zero gr
 leaves them at zero); Adam is element-wise with the same step count; and after every epoch the
 pack is unpacked into each trial's own model, which is evaluated, early-stopped and pruned
 exactly as alone. Summation order inside the batched kernels differs from a lone trial's, so
-figures agree to float precision (a prediction on a tie may flip), not bit for bit.
+figures agree to float rounding, not bit for bit: over a long training the rounding can move an
+early-stopping decision, as another thread count would.
 
-Trials that cannot share a pack (another model, dropout, a factorized table, a different
-training setting or learning rate) train alone: nothing is refused. Packs are rebuilt at every
+Trials that cannot share a pack (another model, a sparse table, dropout, a factorized table, a
+different training setting or learning rate) train alone: nothing is refused. Packs are rebuilt at every
 epoch from the trials still training, so a trial that stops costs nothing more.
 """
 
@@ -38,7 +39,7 @@ from torch.nn import functional as F
 
 from sweep.digest import json_digest
 from sweep.models import BagClassifier
-from sweep.optim import FusedAdam, LazyAdam, Optimizers
+from sweep.optim import FusedAdam, Optimizers
 from sweep.train import FitResult, SplitTensors, Work, plan_batches
 from sweep.vocab import PAD
 
@@ -48,19 +49,21 @@ log = logging.getLogger(__name__)
 def pack_key(trial_cfg: DictConfig, sparse: bool | None = None) -> str | None:
     """Trials with equal keys may share a pack; None: this trial trains alone.
 
-    Packable: the bag model without dropout (a pack draws one random stream, so dropout masks
-    would differ from the trial's own) and without a factorized table; the key holds the rest of
-    the model config, the whole training config (batches, epochs, lr must be shared) and
-    ``sparse``, the trial's resolved ``model.sparse`` (dense and lazy Adam differ).
+    Packable: the bag model with a dense table (``sparse``: the trial's resolved
+    ``model.sparse``), without dropout (a pack draws one random stream, so dropout masks would
+    differ from the trial's own) and without a factorized table; the key holds the rest of the
+    model config and the whole training config (batches, epochs, lr must be shared).
     """
     model = OmegaConf.to_container(trial_cfg.model, resolve=True)
-    if model.get("_target_") != "sweep.models.BagClassifier":
+    if model.get("_target_") != "sweep.models.BagClassifier" or sparse:
+        # Sparse tables (above model.sparse's row threshold) train alone: there the lone
+        # trial's fused count-matrix mean is faster than a packed sparse embedding_bag.
         return None
     if float(model.get("dropout") or 0) > 0 or model.get("factorized_dim"):
         return None
     shared = {k: v for k, v in model.items() if k not in ("num_embeddings", "embedding_dim")}
     train = OmegaConf.to_container(trial_cfg.train)
-    return json_digest({"model": shared, "train": train, "sparse": sparse}, 16)
+    return json_digest({"model": shared, "train": train}, 16)
 
 
 # A pack pads every trial's table to its widest one: split a group where that would cost more
@@ -113,31 +116,11 @@ class Member:
 
 
 def adam_state(member: Member, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(exp_avg, exp_avg_sq, steps taken) of ``param`` in the member's own optimizers: the
-    stored tensors (created, at zero, where the lazy optimizer has not stepped yet)."""
-    for optimizer in member.optimizers.optimizers:
-        if isinstance(optimizer, FusedAdam):
-            for i, p in enumerate(optimizer.params):
-                if p is param:
-                    return optimizer.exp_avg[i], optimizer.exp_avg_sq[i], int(optimizer.steps[i])
-        elif any(param is p for group in optimizer.param_groups for p in group["params"]):
-            state = optimizer.state[param]
-            if not state:
-                state.update(step=0, exp_avg=torch.zeros_like(param),
-                             exp_avg_sq=torch.zeros_like(param))  # fmt: skip
-            return state["exp_avg"], state["exp_avg_sq"], int(state["step"])
-    raise KeyError("a parameter no optimizer of the trial holds")
-
-
-def set_steps(member: Member, steps: int) -> None:
-    """Every optimizer state of the member counts ``steps`` taken (they step together)."""
-    for optimizer in member.optimizers.optimizers:
-        if isinstance(optimizer, FusedAdam):
-            for counter in optimizer.steps:
-                counter.fill_(steps)
-        else:
-            for state in optimizer.state.values():
-                state["step"] = steps
+    """(exp_avg, exp_avg_sq, steps taken) of ``param`` in the member's own FusedAdam (a dense
+    bag model has that one optimizer)."""
+    (optimizer,) = member.optimizers.optimizers
+    i = next(i for i, p in enumerate(optimizer.params) if p is param)
+    return optimizer.exp_avg[i], optimizer.exp_avg_sq[i], int(optimizer.steps[i])
 
 
 class PackedBag(nn.Module):
@@ -145,13 +128,12 @@ class PackedBag(nn.Module):
     at its offset, columns past its width zero) and stacked layers (``weights[i]``: (N, in, out),
     ``biases[i]``: (N, out))."""
 
-    def __init__(self, members: Sequence[Member], sparse: bool):
+    def __init__(self, members: Sequence[Member]):
         super().__init__()
         widths = [m.table.shape[1] for m in members]
         rows = [m.table.shape[0] for m in members]
         self.width = max(widths)
         self.offsets = [1 + sum(rows[:i]) for i in range(len(members))]
-        self.sparse = sparse
         device = members[0].table.device
         self.table = nn.Parameter(torch.zeros(1 + sum(rows), self.width, device=device))
         self.weights = nn.ParameterList()
@@ -170,7 +152,13 @@ class PackedBag(nn.Module):
             where = (slice(self.offsets[i], self.offsets[i] + rows), slice(0, width))
             yield member, self.table, where, member.table, False
             for layer, linear in enumerate(member.linears):
-                yield member, self.weights[layer], (i, slice(0, linear.in_features)), linear.weight, True
+                yield (
+                    member,
+                    self.weights[layer],
+                    (i, slice(0, linear.in_features)),
+                    linear.weight,
+                    True,
+                )
                 yield member, self.biases[layer], (i,), linear.bias, False
 
     @torch.no_grad()
@@ -187,7 +175,7 @@ class PackedBag(nn.Module):
         """``ids``: (N, batch, width) packed ids (offsets applied, padding 0) -> (N, batch, C)."""
         n, batch, width = ids.shape
         x = F.embedding_bag(ids.reshape(n * batch, width), self.table, mode="mean",
-                            padding_idx=PAD, sparse=self.sparse).view(n, batch, self.width)  # fmt: skip
+                            padding_idx=PAD).view(n, batch, self.width)  # fmt: skip
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             if layer:
                 x = torch.relu(x)
@@ -196,14 +184,12 @@ class PackedBag(nn.Module):
 
 
 class PackedOptimizer:
-    """The pack's Adam, built from (and written back to) each trial's own Adam state: FusedAdam
-    for the dense tensors, LazyAdam for a sparse table, as each trial alone would use."""
+    """The pack's Adam (FusedAdam, as each trial alone uses for its dense tensors), built from
+    and written back to each trial's own Adam state."""
 
     def __init__(self, packed: PackedBag, members: Sequence[Member], lr: float):
         self.packed, self.members = packed, members
-        dense = [p for p in packed.parameters() if not (packed.sparse and p is packed.table)]
-        self.dense = FusedAdam(dense, lr=lr)
-        self.lazy = LazyAdam([packed.table], lr=lr) if packed.sparse else None
+        self.adam = FusedAdam(list(packed.parameters()), lr=lr)
         self.steps = 0
         with torch.no_grad():
             for member, target, where, own, transposed in packed.pieces(members):
@@ -211,41 +197,31 @@ class PackedOptimizer:
                 exp_avg, exp_avg_sq = self.moments(target)
                 exp_avg[where] = m.t() if transposed else m
                 exp_avg_sq[where] = v.t() if transposed else v
-        for counter in self.dense.steps:
+        for counter in self.adam.steps:
             counter.fill_(self.steps)
-        if self.lazy is not None:
-            self.lazy.state[packed.table]["step"] = self.steps
 
     def moments(self, target: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.lazy is not None and target is self.packed.table:
-            state = self.lazy.state[target]
-            if not state:
-                state.update(step=0, exp_avg=torch.zeros_like(target),
-                             exp_avg_sq=torch.zeros_like(target))  # fmt: skip
-            return state["exp_avg"], state["exp_avg_sq"]
-        i = next(i for i, p in enumerate(self.dense.params) if p is target)
-        return self.dense.exp_avg[i], self.dense.exp_avg_sq[i]
+        i = next(i for i, p in enumerate(self.adam.params) if p is target)
+        return self.adam.exp_avg[i], self.adam.exp_avg_sq[i]
 
     def zero_grad(self) -> None:
-        for p in self.packed.parameters():
-            p.grad = None
+        self.adam.zero_grad()
 
     def step(self) -> None:
-        self.dense.step()
-        if self.lazy is not None:
-            self.lazy.step()
+        self.adam.step()
         self.steps += 1
 
     @torch.no_grad()
     def store(self) -> None:
-        """Write the moments and the step count back into each member's own optimizers."""
+        """Write the moments and the step count back into each member's own optimizer."""
         for member, target, where, own, transposed in self.packed.pieces(self.members):
             m, v, _ = adam_state(member, own)
             exp_avg, exp_avg_sq = self.moments(target)
             m.copy_(exp_avg[where].t() if transposed else exp_avg[where])
             v.copy_(exp_avg_sq[where].t() if transposed else exp_avg_sq[where])
         for member in self.members:
-            set_steps(member, self.steps)
+            for counter in member.optimizers.optimizers[0].steps:
+                counter.fill_(self.steps)
 
 
 def packed_ids(members: Sequence[Member], packed: PackedBag, split: str = "train") -> torch.Tensor:
@@ -273,13 +249,12 @@ def fit_pack(
     train = members[0].views["train"]
     device = train.ids.device
     generator = torch.Generator().manual_seed(seed)  # the batch plan every lone trial makes
-    sparse = any(isinstance(o, LazyAdam) for o in members[0].optimizers.optimizers)
     for epoch in range(1, epochs + 1):
         active = [m for m in members if not m.done]
         if not active:
             break
         t0 = time.perf_counter()
-        packed = PackedBag(active, sparse)
+        packed = PackedBag(active)
         packed.load(active)
         optimizer = PackedOptimizer(packed, active, lr)
         ids = packed_ids(active, packed)
@@ -335,7 +310,9 @@ def finish(member: Member, eval_batch_size: int) -> None:
     """The lone trial's ending: the best epoch's weights, evaluated on validation and test."""
     if member.best_state is not None:
         member.model.load_state_dict(member.best_state)
-    val_acc, val_loss = member.work.evaluate(member.model, member.views["validation"], eval_batch_size)
+    val_acc, val_loss = member.work.evaluate(
+        member.model, member.views["validation"], eval_batch_size
+    )
     test_acc, _ = member.work.evaluate(member.model, member.views["test"], eval_batch_size)
     member.done = True
     member.outcome = FitResult(

@@ -95,11 +95,11 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
 
 
 def pack_size(search_cfg, packable: bool = True) -> int:
-    """``search.pack`` as a number: trials asked and trained together (``auto``: 8 where the
-    model packs, measured best on 2 CPU cores; BENCHMARKS.md "Packed trials")."""
+    """``search.pack`` as a number: trials asked and trained together (``auto``: 4 where the
+    model packs, the size that kept the front on 2 CPU cores; BENCHMARKS.md "Packed trials")."""
     pack = search_cfg.get("pack", 1)
     if pack == "auto":
-        return 8 if packable else 1
+        return 4 if packable else 1
     if not isinstance(pack, int) or pack < 1:
         raise SearchError(f"search.pack={pack!r} must be an integer >= 1 or auto")
     return pack

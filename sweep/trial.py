@@ -261,7 +261,9 @@ class TrialRunner:
                                     self.data.num_classes).to(device)  # fmt: skip
                 if wrap_model is not None:
                     model = wrap_model(model)
-                members.append(packing.Member(model, Optimizers(model, train_cfg.lr), views, on_epoch))
+                members.append(
+                    packing.Member(model, Optimizers(model, train_cfg.lr), views, on_epoch)
+                )
             self.timing.cutoff += sum(cutoffs)
             self.timing.model += time.perf_counter() - t0 - sum(cutoffs)
             t0 = time.perf_counter()

@@ -260,7 +260,9 @@ def run_trials(
         prune = len(search_cfg.objectives) == 1
         if len(asked) == 1 or train_pack is None:
             for trial in asked:
-                finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train, prune))
+                finish(
+                    trial, run_one(study, trial, search_cfg, space, grid, describe, train, prune)
+                )
         else:
             run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish)
     return ran

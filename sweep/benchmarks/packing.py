@@ -7,7 +7,9 @@ the same sweep of ``--trials`` trials with ``search.pack`` 1, 4, 8 and 16, three
 this process (data cached, so each sweep's time is trials, search and reports), and prints the
 trials per hour, the hypervolume of the front after those trials (validation accuracy against
 log10 params_total, reference: accuracy 0 and the largest configuration any run of the setup
-tried) and both as ratios to pack 1.
+tried) and both as ratios to pack 1. ``--controlled`` first trains the same N random
+configurations (log-uniform embedding_dim 4-256 and cutoff 100-full) alone and as packs through
+``TrialRunner``, with no search around them: the packing effect alone, per setup.
 """
 
 from __future__ import annotations
@@ -60,6 +62,38 @@ def sweep(
     return seconds, table[table["state"] == "COMPLETE"]
 
 
+def controlled(setup: list[str], count: int, out: Path, seed: int = 0) -> dict:
+    """Seconds to train the same ``count`` random configurations alone, then packed."""
+    import random
+
+    import torch
+
+    from sweep.prepared import PreparedData
+    from sweep.trial import TrialRunner
+
+    overrides = [*setup, f"data.cache_dir={out / 'cache'}", "device=cpu", f"seed={seed}"]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=overrides)
+    torch.set_num_threads(1)
+    runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cpu")))
+    rng = random.Random(seed)
+    full = runner.data.full_vocab
+    params = [{"embedding_dim": int(round(2 ** rng.uniform(2, 8))),
+               "vocab_size": int(round(10 ** rng.uniform(2, math.log10(full))))}
+              for _ in range(count)]  # fmt: skip
+    started = time.perf_counter()
+    alone = [runner.train(p) for p in params]
+    alone_s = time.perf_counter() - started
+    started = time.perf_counter()
+    packed = runner.train_pack(params, [None] * count, list(range(count)))
+    packed_s = time.perf_counter() - started
+    same = sum(a["val_accuracy"] == b["val_accuracy"] for a, b in zip(alone, packed, strict=True))
+    packs = len({r.get("pack", f"alone{i}") for i, r in enumerate(packed)})
+    return {"trials": count, "packs": packs, "alone_s": round(alone_s, 2),
+            "packed_s": round(packed_s, 2), "speed-up": round(alone_s / packed_s, 2),
+            "same val_accuracy": f"{same}/{count}"}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
@@ -68,9 +102,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--packs", type=int, nargs="+", default=list(PACKS))
     parser.add_argument("--setups", nargs="+", help="names of setups to run (default: all)")
+    parser.add_argument(
+        "--controlled", type=int, default=0, help="N configurations, alone vs packed"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     out = args.out.resolve()
+    if args.controlled:
+        same = []
+        for label, setup in setups(args.datasets).items():
+            if not args.setups or label in args.setups:
+                same.append({"setup": label, **controlled(setup, args.controlled, out)})
+        save_and_print(pd.DataFrame(same), out / "packing_controlled.csv")
     rows = []
     for label, setup in setups(args.datasets).items():
         if args.setups and label not in args.setups:

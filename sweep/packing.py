@@ -257,23 +257,11 @@ def fit_pack(
         packed = PackedBag(active)
         packed.load(active)
         optimizer = PackedOptimizer(packed, active, lr)
-        ids = packed_ids(active, packed)
-        losses = torch.zeros(len(active), device=device)
-        packed.train()
-        for idx, width in plan_batches(train.lengths, batch_size, generator, bucket):
-            tokens, count = int(train.lengths[idx].sum()), len(idx)
-            idx = idx.to(device, non_blocking=True)
-            optimizer.zero_grad()
-            logits = packed(ids[:, idx, :width])  # (N, batch, classes)
-            labels = train.labels[idx].repeat(len(active))
-            loss = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
-            per_trial = loss.view(len(active), -1).mean(dim=1)
-            per_trial.sum().backward()  # disjoint parameters: each trial gets its own gradient
-            optimizer.step()
-            losses += per_trial.detach()
-            for member in active:
-                member.work.train_tokens += tokens
-                member.work.train_examples += count
+        batches = plan_batches(train.lengths, batch_size, generator, bucket)
+        losses = pack_epoch(packed, optimizer, packed_ids(active, packed), train, batches)
+        for member in active:
+            member.work.train_tokens += int(train.lengths.sum())
+            member.work.train_examples += len(train.lengths)
         if device.type == "cuda":
             torch.cuda.synchronize()
         packed.store(active)
@@ -285,6 +273,25 @@ def fit_pack(
     for member in members:
         if not member.done:
             finish(member, eval_batch_size)
+
+
+def pack_epoch(packed: PackedBag, optimizer, ids: torch.Tensor, train: SplitTensors, batches):
+    """One pass of the pack over ``batches``: per step one forward, one backward (the sum of
+    the trials' mean losses: disjoint parameters, so each trial gets its own gradient) and one
+    Adam step. Returns each trial's summed loss, on the device: no host sync inside the loop."""
+    losses = torch.zeros(ids.shape[0], device=ids.device)
+    packed.train()
+    for idx, width in batches:
+        idx = idx.to(ids.device, non_blocking=True)
+        optimizer.zero_grad()
+        logits = packed(ids[:, idx, :width])  # (N, batch, classes)
+        labels = train.labels[idx].repeat(ids.shape[0])
+        loss = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
+        per_trial = loss.view(ids.shape[0], -1).mean(dim=1)
+        per_trial.sum().backward()
+        optimizer.step()
+        losses += per_trial.detach()
+    return losses
 
 
 def end_epoch(member: Member, epoch: int, loss_sum: float, patience: int, eval_batch_size: int):

@@ -41,3 +41,38 @@ def test_a_trial_figure_does_not_depend_on_the_previous_trial(tiny_overrides, tm
     single = runner.run(alone, tmp_path / "b").table
     after_big = table.loc[table["embedding_dim"] == 8, "gpu_peak_mb"].item()
     assert after_big == pytest.approx(single["gpu_peak_mb"].item(), rel=0.01)
+
+
+def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides):
+    """search.pack on CUDA: no host sync inside the step loop (torch's sync debug mode raises
+    on one). Unverified here: written on a machine without a GPU."""
+    from conftest import compose_config
+
+    from sweep import packing
+    from sweep.optim import Optimizers
+    from sweep.prepared import PreparedData
+    from sweep.train import plan_batches
+    from sweep.trial import TrialRunner, build_model
+
+    cfg = compose_config([*tiny_overrides[:-1], "device=cuda", "model.sparse=false"])
+    runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cuda")))
+    members = []
+    for dim, cutoff in ((8, 100), (12, 300), (16, 500)):
+        params = {"embedding_dim": dim, "vocab_size": cutoff}
+        trial_cfg, sizes = runner.setup(params)
+        model = build_model(trial_cfg.model, sizes.num_embeddings, dim, runner.data.num_classes)
+        views = {s: runner.data.view(s, sizes.vocab_size) for s in ("train", "validation", "test")}
+        members.append(packing.Member(model.cuda(), Optimizers(model, 0.01), views, None))
+    packed = packing.PackedBag(members)
+    packed.load(members)
+    optimizer = packing.PackedOptimizer(packed, members, 0.01)
+    ids = packing.packed_ids(members, packed)
+    train = members[0].views["train"]
+    batches = plan_batches(train.lengths, 64, torch.Generator().manual_seed(0))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = packing.pack_epoch(packed, optimizer, ids, train, batches)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(losses).all()

@@ -24,14 +24,12 @@ epoch from the trials still training, so a trial that stops costs nothing more.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -40,7 +38,7 @@ from torch.nn import functional as F
 from sweep.digest import json_digest
 from sweep.models import BagClassifier
 from sweep.optim import FusedAdam, Optimizers
-from sweep.train import FitResult, SplitTensors, Work, plan_batches
+from sweep.train import EarlyStopping, SplitTensors, Work, plan_batches
 from sweep.vocab import PAD
 
 log = logging.getLogger(__name__)
@@ -96,11 +94,7 @@ class Member:
     optimizers: Optimizers
     views: dict[str, SplitTensors]
     on_epoch: Callable[[int, float], None] | None
-    started: float = field(default_factory=time.perf_counter)
-    history: list[float] = field(default_factory=list)
-    best_acc: float = -1.0
-    best_epoch: int = 0
-    best_state: dict | None = None
+    stopping: EarlyStopping
     work: Work = field(default_factory=Work)
     done: bool = False
     outcome: Any = None  # FitResult, or the exception that ended the trial
@@ -239,7 +233,6 @@ def fit_pack(
     epochs: int,
     batch_size: int,
     lr: float,
-    patience: int,
     seed: int,
     eval_batch_size: int = 1024,
     bucket: bool = True,
@@ -269,7 +262,7 @@ def fit_pack(
         seconds = time.perf_counter() - t0
         for member, loss_sum in zip(active, losses.tolist(), strict=True):
             member.work.step_seconds += seconds
-            end_epoch(member, epoch, loss_sum, patience, eval_batch_size)
+            end_epoch(member, epoch, loss_sum, eval_batch_size)
     for member in members:
         if not member.done:
             finish(member, eval_batch_size)
@@ -294,37 +287,21 @@ def pack_epoch(packed: PackedBag, optimizer, ids: torch.Tensor, train: SplitTens
     return losses
 
 
-def end_epoch(member: Member, epoch: int, loss_sum: float, patience: int, eval_batch_size: int):
-    """What a lone trial does after an epoch: check the loss, evaluate, keep the best state,
-    report (pruning may stop it), stop on patience."""
+def end_epoch(member: Member, epoch: int, loss_sum: float, eval_batch_size: int) -> None:
+    """What a lone trial does after an epoch (``train.fit``): check the loss, evaluate, then
+    its early stopping (pruning, patience); an exception ends this trial, not the pack."""
     try:
         if not torch.isfinite(torch.tensor(loss_sum)):
             raise FloatingPointError(f"training loss became {loss_sum} in epoch {epoch}")
         val_acc, _ = member.work.evaluate(member.model, member.views["validation"], eval_batch_size)
-        member.history.append(val_acc)
-        if val_acc > member.best_acc:
-            member.best_acc, member.best_epoch = val_acc, epoch
-            member.best_state = copy.deepcopy(member.model.state_dict())
-        if member.on_epoch is not None:
-            member.on_epoch(epoch, val_acc)
-        if epoch - member.best_epoch >= patience:
+        if member.stopping.after_epoch(member.model, epoch, val_acc, member.on_epoch):
             finish(member, eval_batch_size)
-    except (optuna.TrialPruned, Exception) as error:  # this trial ends; the pack goes on
+    except Exception as error:  # optuna.TrialPruned too
         member.done, member.outcome = True, error
 
 
 def finish(member: Member, eval_batch_size: int) -> None:
-    """The lone trial's ending: the best epoch's weights, evaluated on validation and test."""
-    if member.best_state is not None:
-        member.model.load_state_dict(member.best_state)
-    val_acc, val_loss = member.work.evaluate(
-        member.model, member.views["validation"], eval_batch_size
-    )
-    test_acc, _ = member.work.evaluate(member.model, member.views["test"], eval_batch_size)
+    views = member.views
+    member.outcome = member.stopping.result(member.model, views["validation"], views["test"],
+                                            member.work, eval_batch_size)  # fmt: skip
     member.done = True
-    member.outcome = FitResult(
-        val_accuracy=val_acc, val_loss=val_loss, test_accuracy=test_acc,
-        epochs=len(member.history), best_epoch=member.best_epoch,
-        train_seconds=time.perf_counter() - member.started, work=member.work,
-        history=member.history,
-    )  # fmt: skip

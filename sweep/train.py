@@ -151,6 +151,42 @@ def train_epoch(model, train: SplitTensors, optimizers, clock: Work, epoch: int,
         raise FloatingPointError(f"training loss became {float(loss_sum)} in epoch {epoch}")
 
 
+@dataclass
+class EarlyStopping:
+    """A trial's course over epochs: its validation history, its best epoch and that epoch's
+    weights, and when it stops (``patience`` epochs without a new best). Shared by ``fit`` and
+    packed trials (``sweep.packing``), so both stop by one rule."""
+
+    patience: int
+    history: list[float] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def after_epoch(self, model: nn.Module, epoch: int, val_acc: float, on_epoch=None) -> bool:
+        """Record the epoch (``on_epoch`` may raise to stop the trial); True: stop now."""
+        self.history.append(val_acc)
+        if val_acc > self.best_acc:
+            self.best_acc, self.best_epoch = val_acc, epoch
+            self.best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc)
+        return epoch - self.best_epoch >= self.patience
+
+    def result(self, model, validation, test, work: Work, eval_batch_size: int) -> FitResult:
+        """The best epoch's weights back in ``model``, evaluated on validation and test."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        val_acc, val_loss = work.evaluate(model, validation, eval_batch_size)
+        test_acc, _ = work.evaluate(model, test, eval_batch_size)
+        return FitResult(
+            val_accuracy=val_acc, val_loss=val_loss, test_accuracy=test_acc,
+            epochs=len(self.history), best_epoch=self.best_epoch,
+            train_seconds=time.perf_counter() - self.started, work=work, history=self.history,
+        )  # fmt: skip
+
+
 def fit(
     model: nn.Module,
     train: SplitTensors,
@@ -173,34 +209,11 @@ def fit(
     """
     generator = torch.Generator().manual_seed(seed)
     optimizers = Optimizers(model, lr)
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    history: list[float] = []
-    clock = Work()
-    start = time.perf_counter()
+    stopping, work = EarlyStopping(patience), Work()
     for epoch in range(1, epochs + 1):
-        train_epoch(model, train, optimizers, clock, epoch, batch_size=batch_size,
+        train_epoch(model, train, optimizers, work, epoch, batch_size=batch_size,
                     generator=generator, bucket=bucket)  # fmt: skip
-        val_acc, _ = clock.evaluate(model, validation, eval_batch_size)
-        history.append(val_acc)
-        if val_acc > best_acc:
-            best_acc, best_epoch = val_acc, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if on_epoch is not None:
-            on_epoch(epoch, val_acc)
-        if epoch - best_epoch >= patience:
+        val_acc, _ = work.evaluate(model, validation, eval_batch_size)
+        if stopping.after_epoch(model, epoch, val_acc, on_epoch):
             break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    val_acc, val_loss = clock.evaluate(model, validation, eval_batch_size)
-    test_acc, _ = clock.evaluate(model, test, eval_batch_size)
-    return FitResult(
-        val_accuracy=val_acc,
-        val_loss=val_loss,
-        test_accuracy=test_acc,
-        epochs=len(history),
-        best_epoch=best_epoch,
-        train_seconds=time.perf_counter() - start,
-        work=clock,
-        history=history,
-    )
+    return stopping.result(model, validation, test, work, eval_batch_size)

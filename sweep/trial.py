@@ -29,7 +29,7 @@ from sweep.embedding import use_sparse
 from sweep.optim import Optimizers
 from sweep.prepared import PreparedData
 from sweep.space import SearchSpace
-from sweep.train import fit
+from sweep.train import EarlyStopping, fit
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +175,7 @@ class TrialRunner:
         train_cfg = trial_cfg.train
         device = self.data.device
         with measure.gpu_peak(device) as peak:
-            t0 = time.perf_counter()
-            views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
-            cutoff_seconds = time.perf_counter() - t0
-            torch.manual_seed(seed)  # every trial starts from the same random stream
-            model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
-                                self.data.num_classes).to(device)  # fmt: skip
-            if wrap_model is not None:
-                model = wrap_model(model)
-            self.timing.model += time.perf_counter() - t0 - cutoff_seconds
-            self.timing.cutoff += cutoff_seconds
+            views, model, cutoff_seconds = self._build(trial_cfg, sizes, seed, wrap_model)
             t0 = time.perf_counter()
             try:
                 result = fit(
@@ -199,6 +190,25 @@ class TrialRunner:
                 measure.release(device)  # also after a failure: the next trial starts clean
                 self.timing.training += time.perf_counter() - t0
                 self.timing.trials += 1
+        return self._record(result, cutoff_seconds, peak)
+
+    def _build(self, trial_cfg, sizes: Sizes, seed: int, wrap_model=None):
+        """(cutoff views, model on the device, seconds the views took): the model initialised
+        from ``seed`` as every lone run of the trial is."""
+        t0 = time.perf_counter()
+        views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
+        cutoff_seconds = time.perf_counter() - t0
+        torch.manual_seed(seed)  # every trial starts from the same random stream
+        model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
+                            self.data.num_classes).to(self.data.device)  # fmt: skip
+        if wrap_model is not None:
+            model = wrap_model(model)
+        self.timing.cutoff += cutoff_seconds
+        self.timing.model += time.perf_counter() - t0 - cutoff_seconds
+        return views, model, cutoff_seconds
+
+    @staticmethod
+    def _record(result, cutoff_seconds: float, peak: dict) -> dict[str, Any]:
         record = {**result.figures(), "cutoff_seconds": cutoff_seconds,
                   "gpu_peak_mb": peak["allocated_mb"], "gpu_reserved_mb": peak["reserved_mb"]}  # fmt: skip
         schema.check_record(record, "trained")
@@ -244,45 +254,31 @@ class TrialRunner:
         return results
 
     def _train_packed(self, params_list, on_epochs, wrap_model) -> list:
-        """One pack (``sweep.packing``): the members built exactly as alone, trained together."""
+        """One pack (``sweep.packing``): the members built exactly as alone, trained together.
+        One result per member: its record (``gpu_peak_mb`` is the pack's), or its exception."""
         device, seed = self.data.device, self.cfg.seed
         setups = [self.setup(params) for params in params_list]
         train_cfg = setups[0][0].train
-        members = []
+        members, cutoffs = [], []
         with measure.gpu_peak(device) as peak:
-            t0 = time.perf_counter()
-            cutoffs = []
             for (trial_cfg, sizes), on_epoch in zip(setups, on_epochs, strict=True):
-                t_cut = time.perf_counter()
-                views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
-                cutoffs.append(time.perf_counter() - t_cut)
-                torch.manual_seed(seed)  # the init the trial gets alone
-                model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
-                                    self.data.num_classes).to(device)  # fmt: skip
-                if wrap_model is not None:
-                    model = wrap_model(model)
-                members.append(
-                    packing.Member(model, Optimizers(model, train_cfg.lr), views, on_epoch)
-                )
-            self.timing.cutoff += sum(cutoffs)
-            self.timing.model += time.perf_counter() - t0 - sum(cutoffs)
+                views, model, cutoff_seconds = self._build(trial_cfg, sizes, seed, wrap_model)
+                stopping = EarlyStopping(train_cfg.patience)
+                optimizers = Optimizers(model, train_cfg.lr)
+                members.append(packing.Member(model, optimizers, views, on_epoch, stopping))
+                cutoffs.append(cutoff_seconds)
             t0 = time.perf_counter()
             try:
                 packing.fit_pack(
                     members, epochs=train_cfg.epochs, batch_size=train_cfg.batch_size,
-                    lr=train_cfg.lr, patience=train_cfg.patience, seed=seed,
+                    lr=train_cfg.lr, seed=seed,
                     eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
                 )  # fmt: skip
             finally:
                 measure.release(device)
                 self.timing.training += time.perf_counter() - t0
                 self.timing.trials += len(members)
-        out = []
-        for member, cutoff_seconds in zip(members, cutoffs, strict=True):
-            if isinstance(member.outcome, BaseException):
-                out.append(member.outcome)
-                continue
-            record = {**member.outcome.figures(), "cutoff_seconds": cutoff_seconds,
-                      "gpu_peak_mb": peak["allocated_mb"], "gpu_reserved_mb": peak["reserved_mb"]}  # fmt: skip
-            out.append(record)
-        return out
+        return [
+            m.outcome if isinstance(m.outcome, BaseException) else self._record(m.outcome, c, peak)
+            for m, c in zip(members, cutoffs, strict=True)
+        ]

@@ -51,7 +51,7 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides):
     from sweep import packing
     from sweep.optim import Optimizers
     from sweep.prepared import PreparedData
-    from sweep.train import plan_batches
+    from sweep.train import EarlyStopping, plan_batches
     from sweep.trial import TrialRunner, build_model
 
     cfg = compose_config([*tiny_overrides[:-1], "device=cuda", "model.sparse=false"])
@@ -62,7 +62,8 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides):
         trial_cfg, sizes = runner.setup(params)
         model = build_model(trial_cfg.model, sizes.num_embeddings, dim, runner.data.num_classes)
         views = {s: runner.data.view(s, sizes.vocab_size) for s in ("train", "validation", "test")}
-        members.append(packing.Member(model.cuda(), Optimizers(model, 0.01), views, None))
+        stopping = EarlyStopping(patience=2)
+        members.append(packing.Member(model.cuda(), Optimizers(model, 0.01), views, None, stopping))
     packed = packing.PackedBag(members)
     packed.load(members)
     optimizer = packing.PackedOptimizer(packed, members, 0.01)

@@ -3,3 +3,10 @@
 from sweep.naming import register_resolvers
 
 register_resolvers()  # the configs' ${setup_digest:} and ${pid:} (sweep/naming.py)
+
+
+def load(folder):
+    """An exported model folder (``report.export``) as a ``Predictor``: ``sweep.export.load``."""
+    from sweep.export import load as load_folder  # torch: imported only when a model is loaded
+
+    return load_folder(folder)

@@ -41,6 +41,11 @@ def check_config(cfg: DictConfig) -> None:
         )
     _require(train.lr > 0, f"train.lr={train.lr} must be positive")
     _require(cfg.report.tolerance >= 0, f"report.tolerance={cfg.report.tolerance} must be >= 0")
+    export = cfg.report.get("export", "recommended")
+    _require(
+        export in ("recommended", "front", "none"),
+        f"report.export={export!r} must be recommended, front or none",
+    )
     _require(
         isinstance(cfg.search.n_trials, int) and cfg.search.n_trials >= 1,
         f"search.n_trials={cfg.search.n_trials!r} must be an integer >= 1",

@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from sweep import corpus, report, runner, search, storage, study, vocab
+from sweep import corpus, measure, report, runner, search, storage, study, vocab
 from sweep.config import check_config, override_key
+from sweep.prepared import PreparedData
+from sweep.trial import TrialRunner
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,9 @@ def worker_commands(
     (``SWEEP_STORAGE_URL``), and the workers' override reads it from there. ``threads`` is
     each worker's torch thread count (``threads=null``: the cores given, shared among them).
     """
-    pinned = (*_PER_WORKER, "search.storage", "threads")
+    pinned = (*_PER_WORKER, "search.storage", "threads", "report.export")
     base = [o for o in overrides if override_key(o) not in pinned]
+    base.append("report.export=none")  # the parent exports from the whole study
     if storage:
         base.append(f"search.storage=${{oc.env:{STORAGE_VARIABLE}}}")
     if threads is None:
@@ -115,6 +118,9 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     opened = study.load_study(storage.make_storage(cfg.search), cfg.search.study_name, storage_text)
     study.fail_stale_trials(opened, cfg.search.stale_after_s)  # trials of workers that died
     table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
+    if cfg.report.get("export", "recommended") != "none" and len(table):
+        data = PreparedData.load(cfg.data, cfg.seed, measure.resolve_device(cfg.device))
+        runner.export_models(opened, cfg, TrialRunner(cfg, data), table, out_dir)
     log.info(
         "%d workers done in %.0fs; the study holds %d finished trials",
         count, time.perf_counter() - started, study.count_finished(opened),

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import measure, packing, report, schema, storage, study, trials
+from sweep import export, measure, packing, report, schema, storage, study, trials
 from sweep.atomic import write_atomic
 from sweep.config import check_config
 from sweep.prepared import PreparedData
@@ -75,10 +75,10 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
     finally:
-        table = (
-            reports.write()
-        )  # also on an interrupt or a failed sweep: the reports cover the storage
+        # Also on an interrupt or a failed sweep: the reports cover the storage.
+        table = reports.write()
         trial.timing.write(time.perf_counter() - started, out_dir)
+    export_models(the_study, cfg, trial, table, out_dir)
     rec = table[table["recommended"]] if len(table) else table
     return SweepResult(out_dir, table, rec.iloc[0].to_dict() if len(rec) else None)
 
@@ -190,6 +190,26 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     log.info("seed noise: retraining %s %s with seeds %s (%d fits)", which, numbers, seeds,
              len(numbers) * len(seeds))  # fmt: skip
     trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s)
+
+
+def export_models(the_study, cfg: DictConfig, trial: TrialRunner, table, out_dir: Path) -> None:
+    """``report.export``: the recommended trial's model in ``model/`` (``recommended``), every
+    front trial's in ``models/trial-<n>/`` (``front``), or nothing (``none``)."""
+    which = cfg.report.get("export", "recommended")
+    if which == "none" or not len(table):
+        return
+    rows = table[table["recommended"] if which == "recommended" else table["pareto"]]
+    trials_by_number = {t.number: t for t in the_study.get_trials(deepcopy=False)}
+    for row in rows.itertuples(index=False):
+        number = int(row.trial)
+        folder = (
+            out_dir / "model" if which == "recommended" else out_dir / "models" / f"trial-{number}"
+        )
+        params = dict(trials_by_number[number].params)
+        export.export_trial(trial, params, dict(rows.loc[rows["trial"] == number].iloc[0]), folder)
+        log.info(
+            "exported trial %d: %s (python -m sweep.predict --model %s)", number, folder, folder
+        )
 
 
 def plan(cfg: DictConfig, trial: TrialRunner, out_dir: Path) -> SweepResult:

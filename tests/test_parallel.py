@@ -41,6 +41,9 @@ def test_workers_share_one_study_and_write_one_report(tmp_path):
     assert (tmp_path / "out" / "worker-0" / "trials.csv").is_file()
     assert (tmp_path / "out" / "worker-1" / "trials.csv").is_file()
     assert "Recommended configuration" in (tmp_path / "out" / "report.html").read_text()
+    # The parent exports the whole study's recommendation; the workers export nothing.
+    assert (tmp_path / "out" / "model" / "SHA256SUMS").is_file()
+    assert not (tmp_path / "out" / "worker-0" / "model").exists()
 
 
 def test_worker_commands_pin_gpus_round_robin(tmp_path):
@@ -218,7 +221,7 @@ def test_search_workers_never_write_or_pass_the_password(tmp_path):
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             with contextlib.suppress(OSError):
                 text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-                if "worker_index=" in text:
+                if "worker_index=" in text and name in text:  # this test's workers only
                     seen.add(text)
         time.sleep(0.2)
     out, err = proc.communicate()

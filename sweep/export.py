@@ -1,0 +1,195 @@
+"""The model you ship: the recommended trial as a folder that predicts on its own.
+
+At the end of a sweep (``report.export=recommended``, the default; ``front`` for every front
+trial; ``none``) the trial is re-created by training it again with its own seed and settings,
+which on a CPU gives the very weights of the sweep's run (the test checks it; on a GPU
+nondeterministic kernels may differ slightly, and the log says when the validation accuracy
+does), and written as:
+
+    model/                  (front: models/trial-<n>/)
+      model.pt              the state dict (torch.save; loaded with weights_only=True)
+      config.json           model config and sizes, tokenizer settings, max_length, cutoff,
+                            hash buckets, label names, and the trial's figures
+      vocab.json            the words the model has ids for, in id order
+      SHA256SUMS            the digest of each file above
+
+``sweep.load(folder)`` checks the digests and returns a ``Predictor`` whose ``predict(texts)``
+and ``predict_proba(texts)`` tokenize exactly as training did; ``python -m sweep.predict``
+prints labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from sweep import vocab
+from sweep.atomic import write_atomic
+from sweep.digest import file_digest
+
+log = logging.getLogger(__name__)
+
+FILES = ("model.pt", "config.json", "vocab.json")
+# model.* keys the trial sets (sizes) or that are no constructor arguments.
+_SET_PER_TRIAL = ("name", "hash_buckets", "num_embeddings", "embedding_dim", "num_classes")
+DIGESTS = "SHA256SUMS"
+
+
+class ExportError(ValueError):
+    """An exported folder that is missing, incomplete or altered; the message names the file."""
+
+
+def export_trial(
+    trial_runner, params: dict[str, Any], figures: dict[str, Any], folder: Path
+) -> Path:
+    """Re-create the trial (``TrialRunner.train`` with its seed) and write its folder."""
+    trained: list[torch.nn.Module] = []
+
+    def keep(model: torch.nn.Module) -> torch.nn.Module:
+        trained.append(model)
+        return model
+
+    again = trial_runner.train(params, wrap_model=keep)  # fit leaves the best epoch's weights
+    stored = figures.get("val_accuracy")
+    if stored is not None and abs(float(again["val_accuracy"]) - float(stored)) > 1e-9:
+        log.warning(
+            "export: trial %s re-created with validation accuracy %.2f, the sweep measured "
+            "%.2f (nondeterministic kernels); the exported weights are the re-created ones",
+            figures.get("trial"), again["val_accuracy"], stored,
+        )  # fmt: skip
+    trial_cfg, sizes = trial_runner.setup(params)
+    data = trial_runner.data
+    words = data.encoded.words
+    # With hash buckets, words past the cutoff keep their rank (it picks their bucket).
+    kept = words if sizes.hash_buckets else words[: sizes.vocab_size + len(vocab.SPECIALS)]
+    model_cfg = OmegaConf.to_container(trial_cfg.model, resolve=True)
+    config = {
+        "model": {k: v for k, v in model_cfg.items() if k not in _SET_PER_TRIAL},
+        "model_name": trial_cfg.model.name,
+        "num_embeddings": sizes.num_embeddings,
+        "embedding_dim": sizes.embedding_dim,
+        "num_classes": data.num_classes,
+        "vocab_size": sizes.vocab_size,
+        "hash_buckets": sizes.hash_buckets,
+        "tokenizer": OmegaConf.to_container(trial_runner.cfg.data.tokenizer, resolve=True),
+        "max_length": int(trial_runner.cfg.data.max_length),
+        "labels": list(data.encoded.label_names),
+        "params": {k: _plain(v) for k, v in params.items()},
+        "figures": {k: _plain(v) for k, v in figures.items()},
+        "recreated_val_accuracy": float(again["val_accuracy"]),
+    }
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in trained[0].state_dict().items()}
+    torch.save(state, folder / "model.pt")
+    write_atomic(folder / "config.json", json.dumps(config, indent=1))
+    write_atomic(folder / "vocab.json", json.dumps({"words": kept}, ensure_ascii=False))
+    sums = "".join(f"{file_digest(folder / name)}  {name}\n" for name in FILES)
+    write_atomic(folder / DIGESTS, sums)  # last: a folder without it was never finished
+    return folder
+
+
+def _plain(value):
+    """A JSON value: numpy and torch scalars as Python numbers, NaN as null."""
+    if isinstance(value, (np.generic, torch.Tensor)):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+class Predictor:
+    """An exported model: ``predict(texts)`` gives label names, ``predict_proba(texts)`` the
+    class probabilities (columns in ``labels`` order)."""
+
+    def __init__(self, model: torch.nn.Module, config: dict[str, Any], words: list[str]):
+        self.model = model.eval()
+        self.config = config
+        self.labels: list[str] = config["labels"]
+        self.tokenizer = vocab.Tokenizer.from_config(OmegaConf.create(config["tokenizer"]))
+        self.index = {w: i for i, w in enumerate(words)}
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Ids as training made them: tokenize, truncate to max_length, the train vocabulary's
+        ids (``<unk>`` for words it never saw), then the trial's cutoff (and hash buckets)."""
+        max_length = self.config["max_length"]
+        docs = [
+            [self.index.get(w, vocab.UNK) for w in self.tokenizer(t)][:max_length] for t in texts
+        ]
+        width = max([len(d) for d in docs] + [1])
+        ids = torch.full((len(docs), width), vocab.PAD, dtype=torch.long)
+        for row, doc in enumerate(docs):
+            ids[row, : len(doc)] = torch.tensor(doc, dtype=torch.long)
+        return vocab.cut(ids, self.config["vocab_size"], self.config["hash_buckets"])
+
+    @torch.no_grad()
+    def predict_proba(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            logits = self.model(self.encode(list(texts[start : start + batch_size])))
+            out.append(torch.softmax(logits.float(), dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+
+def check_folder(folder: Path) -> None:
+    """Every file present and matching its digest; else an ExportError naming the file."""
+    sums = folder / DIGESTS
+    if not sums.is_file():
+        raise ExportError(f"{folder}: no {DIGESTS}; not an exported model folder (or unfinished)")
+    expected = dict(reversed(line.split("  ", 1)) for line in sums.read_text().splitlines() if line)
+    for name in FILES:
+        path = folder / name
+        if not path.is_file():
+            raise ExportError(f"{path}: missing; export the model again")
+        if file_digest(path) != expected.get(name):
+            raise ExportError(f"{path}: its SHA-256 differs from {DIGESTS}: the file was altered")
+
+
+def load(folder: str | Path) -> Predictor:
+    """The exported model in ``folder``, checked, ready to predict on the CPU."""
+    from sweep.trial import build_model
+
+    folder = Path(folder)
+    check_folder(folder)
+    config = json.loads((folder / "config.json").read_text())
+    words = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["words"]
+    model_cfg = OmegaConf.create({**config["model"], "name": config["model_name"]})
+    model = build_model(model_cfg, config["num_embeddings"], config["embedding_dim"],
+                        config["num_classes"])  # fmt: skip
+    state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
+    model.load_state_dict(state)
+    return Predictor(model, config, words)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.predict",
+        description="Print the label an exported model predicts for each line of text.",
+    )
+    parser.add_argument("--model", required=True, type=Path, help="an exported model folder")
+    parser.add_argument(
+        "--input", type=Path, help="a text file, one document a line (default: stdin)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        predictor = load(args.model)
+    except (ExportError, OSError) as error:
+        raise SystemExit(f"error: {error}") from None
+    source = args.input.open(encoding="utf-8") if args.input else sys.stdin
+    with source:
+        lines = [line.rstrip("\n") for line in source]
+    for label in predictor.predict(lines):
+        print(label)

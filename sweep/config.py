@@ -43,8 +43,8 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg.report.tolerance >= 0, f"report.tolerance={cfg.report.tolerance} must be >= 0")
     export = cfg.report.get("export", "recommended")
     _require(
-        export in ("recommended", "front", "none"),
-        f"report.export={export!r} must be recommended, front or none",
+        export in ("recommended", "front", "none", "keep"),
+        f"report.export={export!r} must be recommended, front, none or keep",
     )
     _require(
         isinstance(cfg.search.n_trials, int) and cfg.search.n_trials >= 1,

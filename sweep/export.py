@@ -1,10 +1,11 @@
 """The model you ship: the recommended trial as a folder that predicts on its own.
 
 At the end of a sweep (``report.export=recommended``, the default; ``front`` for every front
-trial; ``none``) the trial is re-created by training it again with its own seed and settings,
-which on a CPU gives the very weights of the sweep's run (the test checks it; on a GPU
-nondeterministic kernels may differ slightly, and the log says when the validation accuracy
-does), and written as:
+trial; ``none``) the trial's best weights, kept when it trained (``KeptStates``), are written as
+below. A trial whose weights were not kept (trained by an older version, or on another machine
+of a database study) is re-created by training it again with its seed and settings: on a CPU the
+same weights; on a GPU nondeterministic kernels may differ slightly, and the log says when the
+validation accuracy does.
 
     model/                  (front: models/trial-<n>/)
       model.pt              the state dict (torch.save; loaded with weights_only=True)
@@ -32,8 +33,8 @@ import torch
 from omegaconf import OmegaConf
 
 from sweep import vocab
-from sweep.atomic import write_atomic
-from sweep.digest import file_digest
+from sweep.atomic import ReportError, free_space, replacing, write_atomic
+from sweep.digest import file_digest, json_digest
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +48,77 @@ class ExportError(ValueError):
     """An exported folder that is missing, incomplete or altered; the message names the file."""
 
 
-def export_trial(
-    trial_runner, params: dict[str, Any], figures: dict[str, Any], folder: Path
-) -> Path:
-    """Re-create the trial (``TrialRunner.train`` with its seed) and write its folder."""
-    trained: list[torch.nn.Module] = []
+class KeptStates:
+    """The best weights of the trials a sweep may export, kept beside the study storage
+    (``<storage_dir>/<study>/states/``), so that export never trains again: each trial's after
+    it trained (seed repeats are not kept), dropped once the trial is dominated (it can never
+    return to the front). Workers of one machine share the folder; a resumed run finds it."""
 
-    def keep(model: torch.nn.Module) -> torch.nn.Module:
-        trained.append(model)
+    def __init__(self, folder: Path, seed: int):
+        self.folder, self.seed = Path(folder), seed
+
+    def path(self, params: dict[str, Any]) -> Path:
+        return self.folder / f"{json_digest({k: _plain(v) for k, v in params.items()}, 16)}.pt"
+
+    def save(self, params: dict[str, Any], seed: int, model: torch.nn.Module) -> None:
+        if seed != self.seed:
+            return
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with replacing(self.path(params)) as tmp:
+                torch.save(state, tmp)
+        except (OSError, RuntimeError) as error:  # a full disk: torch says RuntimeError
+            # Keeping weights only spares the export a retraining: never fail the trial for it.
+            log.warning("could not keep the trained weights in %s (%s); the export will train "
+                        "the trial again", self.folder, str(error).strip()[:200])  # fmt: skip
+
+    def load(self, params: dict[str, Any]) -> dict | None:
+        path = self.path(params)
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, weights_only=True, map_location="cpu")
+        except (OSError, RuntimeError) as error:  # a damaged file: re-create instead
+            log.warning("export: cannot read the kept weights %s (%s)", path, error)
+            return None
+
+    def drop(self, params_list) -> None:
+        """Forget the weights of these (dominated) trials."""
+        for params in params_list:
+            self.path(params).unlink(missing_ok=True)
+
+
+def trained_model(trial_runner, params, figures, kept: KeptStates | None) -> torch.nn.Module:
+    """The trial's trained model: its kept weights, or (none kept: an older run, another
+    machine) re-created by training it again with its seed, with a note when it differs."""
+    trial_cfg, sizes = trial_runner.setup(params)
+    state = kept.load(params) if kept is not None else None
+    if state is not None:
+        from sweep.trial import build_model
+
+        model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
+                            trial_runner.data.num_classes)  # fmt: skip
+        model.load_state_dict(state)
         return model
-
-    again = trial_runner.train(params, wrap_model=keep)  # fit leaves the best epoch's weights
+    trained: list[torch.nn.Module] = []
+    again = trial_runner.train(params, wrap_model=lambda m: trained.append(m) or m)
     stored = figures.get("val_accuracy")
+    log.info("export: trial %s re-created (no kept weights)", figures.get("trial"))
     if stored is not None and abs(float(again["val_accuracy"]) - float(stored)) > 1e-9:
         log.warning(
             "export: trial %s re-created with validation accuracy %.2f, the sweep measured "
             "%.2f (nondeterministic kernels); the exported weights are the re-created ones",
             figures.get("trial"), again["val_accuracy"], stored,
         )  # fmt: skip
+    return trained[0]
+
+
+def export_trial(
+    trial_runner, params, figures, folder: Path, kept: KeptStates | None = None
+) -> Path:
+    """Write the trial's folder (its kept weights, or re-created: ``trained_model``)."""
+    model = trained_model(trial_runner, params, figures, kept)
     trial_cfg, sizes = trial_runner.setup(params)
     data = trial_runner.data
     words = data.encoded.words
@@ -84,12 +138,19 @@ def export_trial(
         "labels": list(data.encoded.label_names),
         "params": {k: _plain(v) for k, v in params.items()},
         "figures": {k: _plain(v) for k, v in figures.items()},
-        "recreated_val_accuracy": float(again["val_accuracy"]),
     }
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in trained[0].state_dict().items()}
-    torch.save(state, folder / "model.pt")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    try:
+        with replacing(folder / "model.pt") as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as error:  # a full disk: torch says RuntimeError
+        raise ReportError(
+            f"cannot write the exported model {str(folder / 'model.pt')!r} "
+            f"({str(error).strip()[:200]}); {free_space(folder)} free there. The study storage "
+            "keeps every trial: free some space and run the same command again"
+        ) from None
     write_atomic(folder / "config.json", json.dumps(config, indent=1))
     write_atomic(folder / "vocab.json", json.dumps({"words": kept}, ensure_ascii=False))
     sums = "".join(f"{file_digest(folder / name)}  {name}\n" for name in FILES)

@@ -71,7 +71,7 @@ def worker_commands(
     """
     pinned = (*_PER_WORKER, "search.storage", "threads", "report.export")
     base = [o for o in overrides if override_key(o) not in pinned]
-    base.append("report.export=none")  # the parent exports from the whole study
+    base.append("report.export=keep")  # workers keep their weights; the parent exports
     if storage:
         base.append(f"search.storage=${{oc.env:{STORAGE_VARIABLE}}}")
     if threads is None:
@@ -120,7 +120,8 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
     if cfg.report.get("export", "recommended") != "none" and len(table):
         data = PreparedData.load(cfg.data, cfg.seed, measure.resolve_device(cfg.device))
-        runner.export_models(opened, cfg, TrialRunner(cfg, data), table, out_dir)
+        trial = TrialRunner(cfg, data)
+        runner.export_models(opened, cfg, trial, table, out_dir, runner.kept_states(cfg))
     log.info(
         "%d workers done in %.0fs; the study holds %d finished trials",
         count, time.perf_counter() - started, study.count_finished(opened),

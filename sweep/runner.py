@@ -54,6 +54,8 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     data = PreparedData.load(cfg.data, cfg.seed, device)
     space = SearchSpace(cfg.search.space).with_vocabulary(data.full_vocab)
     trial = TrialRunner(cfg, data, space)
+    kept = kept_states(cfg)
+    trial.on_trained = kept.save if kept is not None else None
     trial.timing.data = time.perf_counter() - started
     if cfg.get("plan"):
         return plan(cfg, trial, out_dir)
@@ -63,7 +65,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     # Everything the page shows besides the trials lives in the storage too, so
     # ``python -m sweep.report`` can rebuild the reports from the storage alone.
     the_study.set_user_attr("report_context", {**context, "tolerance": cfg.report.tolerance})
-    reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing)
+    reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing, kept)
     progress = Progress(n_trials, single=len(cfg.search.objectives) == 1)
     log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
     try:
@@ -78,7 +80,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         # Also on an interrupt or a failed sweep: the reports cover the storage.
         table = reports.write()
         trial.timing.write(time.perf_counter() - started, out_dir)
-    export_models(the_study, cfg, trial, table, out_dir)
+    export_models(the_study, cfg, trial, table, out_dir, kept)
     rec = table[table["recommended"]] if len(table) else table
     return SweepResult(out_dir, table, rec.iloc[0].to_dict() if len(rec) else None)
 
@@ -130,9 +132,11 @@ def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device)
 class Reports:
     """Rewrites trials.csv, pareto.csv and report.html from the storage (after every trial)."""
 
-    def __init__(self, the_study, out_dir: Path, tolerance: float, context: dict, timing):
+    def __init__(
+        self, the_study, out_dir: Path, tolerance: float, context: dict, timing, kept=None
+    ):
         self.study, self.out_dir, self.tolerance = the_study, out_dir, tolerance
-        self.context, self.timing = context, timing
+        self.context, self.timing, self.kept = context, timing, kept
 
     def write(self) -> pd.DataFrame:
         t0 = time.perf_counter()
@@ -142,6 +146,10 @@ class Reports:
             table = report.write_reports(
                 table, self.out_dir, tolerance=self.tolerance, context=self.context
             )
+            if self.kept is not None:  # a dominated trial never returns to the front
+                dominated = table[(table["state"] == "COMPLETE") & ~table["pareto"]]["trial"]
+                trials_by_number = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+                self.kept.drop([trials_by_number[int(n)].params for n in dominated])
         self.timing.reports += time.perf_counter() - t0
         return table
 
@@ -192,21 +200,29 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s)
 
 
-def export_models(the_study, cfg: DictConfig, trial: TrialRunner, table, out_dir: Path) -> None:
+def kept_states(cfg: DictConfig) -> export.KeptStates | None:
+    """Where trained trials' best weights wait for export: beside the study storage."""
+    if cfg.report.get("export", "recommended") == "none":
+        return None
+    folder = Path(cfg.search.storage_dir) / str(cfg.search.study_name) / "states"
+    return export.KeptStates(folder, cfg.seed)
+
+
+def export_models(the_study, cfg: DictConfig, trial: TrialRunner, table, out_dir: Path, kept=None):
     """``report.export``: the recommended trial's model in ``model/`` (``recommended``), every
-    front trial's in ``models/trial-<n>/`` (``front``), or nothing (``none``)."""
+    front trial's in ``models/trial-<n>/`` (``front``); nothing for ``none`` and for ``keep``
+    (the workers of search.workers: they keep weights, their parent exports)."""
     which = cfg.report.get("export", "recommended")
-    if which == "none" or not len(table):
+    if which in ("none", "keep") or not len(table):
         return
     rows = table[table["recommended"] if which == "recommended" else table["pareto"]]
     trials_by_number = {t.number: t for t in the_study.get_trials(deepcopy=False)}
-    for row in rows.itertuples(index=False):
-        number = int(row.trial)
+    for row in rows.to_dict("records"):
+        number = int(row["trial"])
         folder = (
             out_dir / "model" if which == "recommended" else out_dir / "models" / f"trial-{number}"
         )
-        params = dict(trials_by_number[number].params)
-        export.export_trial(trial, params, dict(rows.loc[rows["trial"] == number].iloc[0]), folder)
+        export.export_trial(trial, dict(trials_by_number[number].params), row, folder, kept)
         log.info(
             "exported trial %d: %s (python -m sweep.predict --model %s)", number, folder, folder
         )

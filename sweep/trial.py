@@ -117,6 +117,9 @@ class TrialRunner:
         self.data = data
         self.space = space or SearchSpace(cfg.search.space, data.full_vocab)
         self.timing = Timing()
+        # Called with (params, seed, model) after each successful training, the model holding
+        # its best epoch's weights (the runner keeps them for export: sweep.export.KeptStates).
+        self.on_trained: Callable[[dict[str, Any], int, torch.nn.Module], None] | None = None
 
     def setup(self, params: dict[str, Any]) -> tuple[DictConfig, Sizes]:
         """The trial's config (extra axes set) and its table's sizes."""
@@ -185,6 +188,8 @@ class TrialRunner:
                     eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
                     on_epoch=on_epoch,
                 )  # fmt: skip
+                if self.on_trained is not None:  # fit left the best epoch's weights in model
+                    self.on_trained(params, seed, model)
             finally:
                 del model, views
                 measure.release(device)  # also after a failure: the next trial starts clean
@@ -274,6 +279,11 @@ class TrialRunner:
                     lr=train_cfg.lr, seed=seed,
                     eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
                 )  # fmt: skip
+                for member, params in zip(members, params_list, strict=True):
+                    if self.on_trained is not None and not isinstance(
+                        member.outcome, BaseException
+                    ):
+                        self.on_trained(params, seed, member.model)
             finally:
                 measure.release(device)
                 self.timing.training += time.perf_counter() - t0

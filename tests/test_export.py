@@ -19,9 +19,10 @@ from sweep.export import ExportError
 
 
 @pytest.fixture
-def exported(tiny_overrides, tmp_path):
+def exported(tiny_overrides, tmp_path, count_fits):
     cfg = compose_config([*tiny_overrides, "data.synthetic.num_docs=1000"])
     result = runner.run(cfg, tmp_path / "out")
+    assert len(count_fits) == cfg.search.n_trials  # the export trained nothing again
     return cfg, result, tmp_path / "out" / "model"
 
 
@@ -33,7 +34,10 @@ def test_the_recommended_model_predicts_as_the_sweep_measured_it(exported, tmp_p
         config["embedding_dim"] == rec["embedding_dim"]
         and config["vocab_size"] == rec["vocab_size"]
     )
-    assert config["recreated_val_accuracy"] == rec["val_accuracy"]  # re-created, same weights
+    # Only the front's weights stay kept beside the storage (a dominated trial never returns).
+    states = tmp_path / "studies" / cfg.search.study_name / "states"
+    front = result.table[result.table["pareto"]]
+    assert len(list(states.glob("*.pt"))) == len(front)
     corpus = load_corpus(cfg.data, cfg.seed)
     texts, truth = corpus.texts["test"], corpus.labels["test"]
     predictor = sweep.load(folder)
@@ -68,6 +72,26 @@ def test_an_altered_or_unfinished_folder_is_refused(exported):
     cli = subprocess.run([sys.executable, "-m", "sweep.predict", "--model", str(folder)],
                          capture_output=True, text=True, cwd=ROOT, input="x\n")  # fmt: skip
     assert cli.returncode != 0 and "no SHA256SUMS" in cli.stderr
+
+
+def test_without_kept_weights_the_trial_is_re_created_alike(exported, tmp_path, count_fits):
+    """A study trained elsewhere (no kept weights): export trains the trial again, same seed."""
+    import shutil
+
+    from sweep import export
+    from sweep.prepared import PreparedData
+    from sweep.trial import TrialRunner
+
+    cfg, result, folder = exported
+    row = result.recommended
+    trial = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, "cpu"))
+    params = {"embedding_dim": int(row["embedding_dim"]), "vocab_size": int(row["vocab_size"])}
+    shutil.rmtree(tmp_path / "studies" / cfg.search.study_name / "states")
+    calls = len(count_fits)
+    again = export.export_trial(trial, params, row, tmp_path / "again")
+    assert len(count_fits) == calls + 1
+    texts = load_corpus(cfg.data, cfg.seed).texts["test"]
+    assert sweep.load(again).predict(texts) == sweep.load(folder).predict(texts)
 
 
 def test_export_front_and_none(tiny_overrides, tmp_path):

@@ -166,8 +166,14 @@ def test_study_names_that_are_paths_are_refused(name):
 
 
 def test_cache_that_cannot_be_written_is_skipped(tiny_cfg, tmp_path, monkeypatch, caplog):
-    def full_disk(*args, **kwargs):
-        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")
+    real_save = vocab.torch.save
+
+    def full_disk(
+        obj, path, *args, **kwargs
+    ):  # the cache's file only: it is full when we get there
+        if "encoded-" in str(path):
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")
+        return real_save(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(vocab.torch, "save", full_disk)
     with caplog.at_level(logging.WARNING, logger="sweep.vocab"):
@@ -431,5 +437,5 @@ def test_a_failed_trial_reason_is_stored_masked(tiny_cfg, tmp_path, monkeypatch)
     runner.run(tiny_cfg, tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert table.loc[0, "fail_reason"] == "RuntimeError: lost postgresql://u:***@db/x mid-trial"
-    for path in (tmp_path / "out").iterdir():
-        assert PASSWORD not in path.read_text(), path
+    for path in (p for p in (tmp_path / "out").rglob("*") if p.is_file()):
+        assert PASSWORD.encode() not in path.read_bytes(), path

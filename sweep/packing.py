@@ -227,30 +227,23 @@ def packed_ids(members: Sequence[Member], packed: PackedBag, split: str = "train
     return torch.stack(out)
 
 
-def fit_pack(
-    members: list[Member],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    eval_batch_size: int = 1024,
-    bucket: bool = True,
-) -> None:
-    """Train the members together; each ends with ``outcome``: its FitResult, or the exception
-    that ended it alone (a non-finite loss, a pruning decision, any error of its callback)."""
+def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
+    """Train the members together with the shared training settings ``train_cfg`` (``cfg.train``:
+    epochs, batch size, lr, bucketing, eval batch size); each ends with ``outcome``: its
+    FitResult, or the exception that ended it alone (a non-finite loss, a pruning decision, any
+    error of its callback)."""
     train = members[0].views["train"]
     device = train.ids.device
     generator = torch.Generator().manual_seed(seed)  # the batch plan every lone trial makes
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, train_cfg.epochs + 1):
         active = [m for m in members if not m.done]
         if not active:
             break
         t0 = time.perf_counter()
         packed = PackedBag(active)
         packed.load(active)
-        optimizer = PackedOptimizer(packed, active, lr)
-        batches = plan_batches(train.lengths, batch_size, generator, bucket)
+        optimizer = PackedOptimizer(packed, active, train_cfg.lr)
+        batches = plan_batches(train.lengths, train_cfg.batch_size, generator, train_cfg.bucket)
         losses = pack_epoch(packed, optimizer, packed_ids(active, packed), train, batches)
         for member in active:
             member.work.train_tokens += int(train.lengths.sum())
@@ -262,10 +255,10 @@ def fit_pack(
         seconds = time.perf_counter() - t0
         for member, loss_sum in zip(active, losses.tolist(), strict=True):
             member.work.step_seconds += seconds
-            end_epoch(member, epoch, loss_sum, eval_batch_size)
+            end_epoch(member, epoch, loss_sum, train_cfg.eval_batch_size)
     for member in members:
         if not member.done:
-            finish(member, eval_batch_size)
+            finish(member, train_cfg.eval_batch_size)
 
 
 def pack_epoch(packed: PackedBag, optimizer, ids: torch.Tensor, train: SplitTensors, batches):

@@ -274,11 +274,7 @@ class TrialRunner:
                 cutoffs.append(cutoff_seconds)
             t0 = time.perf_counter()
             try:
-                packing.fit_pack(
-                    members, epochs=train_cfg.epochs, batch_size=train_cfg.batch_size,
-                    lr=train_cfg.lr, seed=seed,
-                    eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
-                )  # fmt: skip
+                packing.fit_pack(members, train_cfg, seed)
                 for member, params in zip(members, params_list, strict=True):
                     if self.on_trained is not None and not isinstance(
                         member.outcome, BaseException

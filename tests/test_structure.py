@@ -158,3 +158,21 @@ def test_columns_have_one_moment_each():
     assert moments == {"sizes", "trained", "study", "report"}
     assert len(schema.NAMES) == len(set(schema.NAMES))
     assert all(dataclasses.is_dataclass(c) for c in schema.COLUMNS)
+
+
+def test_no_function_in_the_package_is_longer_than_a_screen():
+    """Issue 13's bar: a newcomer reads any function of sweep/ (benchmarks aside) at once."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "sweep"
+    long = []
+    for path in sorted(root.rglob("*.py")):
+        if "benchmarks" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long

@@ -168,9 +168,7 @@ def render(
     table: pd.DataFrame, tolerance: float, context: dict[str, Any], noise: float, tie_margin: float
 ) -> str:
     """The whole report page: no external resource, every user-provided text escaped."""
-    from sweep.report import Objectives
-
-    objectives = Objectives.of(context.get("objectives"))
+    objectives = schema.Objectives.of(context.get("objectives"))
     study = str(context.get("study_name", ""))
     counts = table["state"].value_counts().to_dict()
     count_text = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials"
@@ -238,11 +236,9 @@ _LABELS = {"params_total": "parameters", "val_accuracy": "validation accuracy"}
 
 def _rule(table, tolerance, noise, tie_margin, objectives) -> str:
     """The recommendation rule in words, with the best trial it measures against."""
-    from sweep.report import quality_score
-
     quality = objectives.quality
     done = table[(table["state"] == "COMPLETE") & table[quality].notna()]
-    best = done.loc[quality_score(done, objectives).idxmax()]
+    best = done.loc[objectives.score(done).idxmax()]
     shown = _pct(best, quality) if quality.endswith("accuracy") else _fmt(best[quality])
     if objectives.size is None:
         return (
@@ -334,9 +330,7 @@ def _envelope(xs: pd.Series, ys: pd.Series, bins: int = 6) -> tuple[list[float],
 
 def charts(table: pd.DataFrame, context: dict[str, Any], objectives=None) -> str:
     """The report's charts, as SVG figures (the first follows ``search.objectives``)."""
-    from sweep.report import Objectives
-
-    objectives = objectives or Objectives()
+    objectives = objectives or schema.DEFAULT_OBJECTIVES
     done = table[(table["state"] == "COMPLETE") & table["val_accuracy"].notna()]
     done = done.sort_values("trial")
     return "".join(

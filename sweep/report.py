@@ -12,7 +12,6 @@ written to a temp file, then renamed, so a killed run always leaves complete rep
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,42 +20,11 @@ import pandas as pd
 
 from sweep import page, schema
 from sweep.atomic import ReportError, write_atomic  # noqa: F401  (both part of this module's API)
+from sweep.schema import Objectives  # noqa: F401  (part of this module's API)
 from sweep.secrets import mask
 
 # Stable column order of trials.csv (documented in the README): the schema's; extra params follow.
 COLUMNS = schema.NAMES
-
-
-@dataclass(frozen=True)
-class Objectives:
-    """What the study optimises (``search.objectives`` and ``search.directions``), as the report
-    reads it: the first is the quality (the tolerance is in its units), the second, if any, the
-    size the recommendation minimises among the trials that tie on quality."""
-
-    names: tuple[str, ...] = ("val_accuracy", "params_total")
-    directions: tuple[str, ...] = ("maximize", "minimize")
-
-    @classmethod
-    def of(cls, pairs) -> Objectives:
-        """From ``[[name, direction], ...]`` (the stored page context); the default if empty."""
-        pairs = [tuple(p) for p in (pairs or [])]
-        if not pairs:
-            return cls()
-        return cls(tuple(str(n) for n, _ in pairs), tuple(str(d).lower() for _, d in pairs))
-
-    def pairs(self) -> list[list[str]]:
-        return [[n, d] for n, d in zip(self.names, self.directions, strict=True)]
-
-    @property
-    def quality(self) -> str:
-        return self.names[0]
-
-    @property
-    def size(self) -> str | None:
-        return self.names[1] if len(self.names) > 1 else None
-
-    def higher_is_better(self, name: str) -> bool:
-        return self.directions[self.names.index(name)] == "maximize"
 
 
 def pareto_mask(*columns: np.ndarray, maximize: tuple[bool, ...] = (True, False)) -> np.ndarray:
@@ -85,7 +53,9 @@ def margin(frame: pd.DataFrame, tolerance: float) -> float:
     return max(tolerance, noise) if math.isfinite(noise) else tolerance
 
 
-def annotate(frame: pd.DataFrame, tolerance: float, objectives: Objectives = Objectives()):
+def annotate(
+    frame: pd.DataFrame, tolerance: float, objectives: Objectives = schema.DEFAULT_OBJECTIVES
+):
     """Return the frame with the schema's columns and the ``pareto`` and ``recommended`` flags.
 
     The front is the set of complete trials no other complete trial beats on every objective.
@@ -108,18 +78,9 @@ def annotate(frame: pd.DataFrame, tolerance: float, objectives: Objectives = Obj
     return frame.sort_values("trial").reset_index(drop=True)
 
 
-def quality_score(done: pd.DataFrame, objectives: Objectives) -> pd.Series:
-    """The first objective, its mean over seeds where retrained, oriented so higher is better."""
-    quality = objectives.quality
-    score = done[quality]
-    if f"{quality}_mean" in done:
-        score = done[f"{quality}_mean"].fillna(score)
-    return score.astype(float) * (1.0 if objectives.higher_is_better(quality) else -1.0)
-
-
 def recommend(done: pd.DataFrame, objectives: Objectives, tie_margin: float):
     """The index of the recommended trial among the complete trials ``done`` (see annotate)."""
-    score = quality_score(done, objectives)
+    score = objectives.score(done)
     if objectives.size is None:
         best = done.assign(_score=score).sort_values(["_score", "params_total"],
                                                      ascending=[False, True])  # fmt: skip

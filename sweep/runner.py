@@ -120,9 +120,7 @@ def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device)
         "storage": storage.describe_storage(cfg.search),
         "overrides": [mask(o) for o in overrides],
         "space": space.keys(),
-        "objectives": report.Objectives(
-            tuple(cfg.search.objectives), tuple(cfg.search.directions)
-        ).pairs(),
+        "objectives": schema.Objectives.from_search(cfg.search).pairs(),
         "config": OmegaConf.to_yaml(shown_cfg),
         "environment": environment(device),
         "data": data.summary(),
@@ -187,7 +185,7 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     """Seed noise: retrain the best front trials with ``report.repeats`` more seeds; the
     reports show their mean and standard deviation."""
     repeats = int(cfg.report.get("repeats", 0))
-    objectives = report.Objectives(tuple(cfg.search.objectives), tuple(cfg.search.directions))
+    objectives = schema.Objectives.from_search(cfg.search)
     # The front as the last trial's reports saw it (annotated, not written again).
     table = report.annotate(trials.trials_frame(the_study), cfg.report.tolerance, objectives)
     if repeats <= 0 or not len(table):

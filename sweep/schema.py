@@ -11,6 +11,9 @@ these moments:
 - ``study``: the study's bookkeeping (state, reasons, seed repeats, timing in the storage);
 - ``report``: computed by the report from the other columns (the front, the recommendation).
 
+``Objectives`` says which columns the study optimises (``search.objectives``) and how the report
+ranks by them.
+
 A column with ``derive`` is computed from the other columns of a row when the report is built, so
 it appears for studies stored before it existed, too.
 """
@@ -139,6 +142,56 @@ def check_record(record: dict[str, Any], known: str) -> None:
         raise AssertionError(
             f"{known} record has columns of other moments {stray} or unlisted {unknown}"
         )
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """What the study optimises (``search.objectives`` and ``search.directions``), as the report
+    reads it: the first is the quality (the tolerance is in its units), the second, if any, the
+    size the recommendation minimises among the trials that tie on quality."""
+
+    names: tuple[str, ...] = ("val_accuracy", "params_total")
+    directions: tuple[str, ...] = ("maximize", "minimize")
+
+    @classmethod
+    def of(cls, pairs) -> Objectives:
+        """From ``[[name, direction], ...]`` (the stored page context); the default if empty."""
+        pairs = [tuple(p) for p in (pairs or [])]
+        if not pairs:
+            return cls()
+        return cls(tuple(str(n) for n, _ in pairs), tuple(str(d).lower() for _, d in pairs))
+
+    def pairs(self) -> list[list[str]]:
+        return [[n, d] for n, d in zip(self.names, self.directions, strict=True)]
+
+    @property
+    def quality(self) -> str:
+        return self.names[0]
+
+    @property
+    def size(self) -> str | None:
+        return self.names[1] if len(self.names) > 1 else None
+
+    @classmethod
+    def from_search(cls, search_cfg) -> Objectives:
+        """From ``cfg.search`` (``objectives`` and ``directions``)."""
+        return cls(
+            tuple(search_cfg.objectives), tuple(str(d).lower() for d in search_cfg.directions)
+        )
+
+    def higher_is_better(self, name: str) -> bool:
+        return self.directions[self.names.index(name)] == "maximize"
+
+    def score(self, done: pd.DataFrame) -> pd.Series:
+        """The first objective, its mean over seeds where retrained, oriented so higher is
+        better: what the recommendation and the seed repeats rank by."""
+        score = done[self.quality]
+        if f"{self.quality}_mean" in done:
+            score = done[f"{self.quality}_mean"].fillna(score)
+        return score.astype(float) * (1.0 if self.higher_is_better(self.quality) else -1.0)
+
+
+DEFAULT_OBJECTIVES = Objectives()  # validation accuracy up, params_total down
 
 
 # Stored with a trial but not report columns: the search's own bookkeeping.

@@ -322,11 +322,13 @@ def check_skips(skips: int, last, search_cfg) -> None:
         ) from None
 
 
-def front_trials(frame: pd.DataFrame, top_k: int, objectives=None) -> list[int]:
+def front_trials(
+    frame: pd.DataFrame, top_k: int, objectives=schema.DEFAULT_OBJECTIVES
+) -> list[int]:
     """Numbers of at most ``top_k`` trials on the front (``frame['pareto']``), best first by the
-    quality objective (``report.Objectives``; validation accuracy by default)."""
-    quality = objectives.quality if objectives is not None else "val_accuracy"
-    higher = objectives.higher_is_better(quality) if objectives is not None else True
+    quality objective (validation accuracy by default)."""
+    quality = objectives.quality
+    higher = objectives.higher_is_better(quality)
     front = frame[frame["pareto"].astype(bool)]
     if "reused_from" in front:  # a reused trial repeats its original: retrain that one only
         front = front[front["reused_from"].isna()]

@@ -89,10 +89,11 @@ class KeptStates:
             self.path(params).unlink(missing_ok=True)
 
 
-def trained_model(trial_runner, params, figures, kept: KeptStates | None) -> torch.nn.Module:
+def trained_model(trial_runner, params, figures, kept: KeptStates | None, setup) -> torch.nn.Module:
     """The trial's trained model: its kept weights, or (none kept: an older run, another
-    machine) re-created by training it again with its seed, with a note when it differs."""
-    trial_cfg, sizes = trial_runner.setup(params)
+    machine) re-created by training it again with its seed, with a note when it differs.
+    ``setup``: the trial's (config, sizes) from ``TrialRunner.setup``."""
+    trial_cfg, sizes = setup
     state = kept.load(params) if kept is not None else None
     if state is not None:
         from sweep.trial import build_model
@@ -118,8 +119,8 @@ def export_trial(
     trial_runner, params, figures, folder: Path, kept: KeptStates | None = None
 ) -> Path:
     """Write the trial's folder (its kept weights, or re-created: ``trained_model``)."""
-    model = trained_model(trial_runner, params, figures, kept)
-    trial_cfg, sizes = trial_runner.setup(params)
+    trial_cfg, sizes = setup = trial_runner.setup(params)
+    model = trained_model(trial_runner, params, figures, kept, setup)
     data = trial_runner.data
     words = data.encoded.words
     # With hash buckets, words past the cutoff keep their rank (it picks their bucket).

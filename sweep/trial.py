@@ -230,9 +230,9 @@ class TrialRunner:
         train together, the others alone. One result per configuration, in order: its measured
         columns (with ``pack``, the smallest of its pack's ``labels``), or the exception that
         ended it. ``wrap_model`` as in ``train``, applied to each trial's own model."""
+        setups = [self.setup(params) for params in params_list]
         groups: dict[Any, list[tuple[int, int, int]]] = {}
-        for i, params in enumerate(params_list):
-            trial_cfg, sizes = self.setup(params)
+        for i, (trial_cfg, sizes) in enumerate(setups):
             sparse = use_sparse(trial_cfg.model.get("sparse", "auto"), sizes.num_embeddings)
             key = packing.pack_key(trial_cfg, sparse)
             entry = (i, sizes.num_embeddings, sizes.embedding_dim)
@@ -251,6 +251,7 @@ class TrialRunner:
                         results[i] = error
                 continue
             packed = self._train_packed([params_list[i] for i in members],
+                                        [setups[i] for i in members],
                                         [on_epochs[i] for i in members], wrap_model)  # fmt: skip
             for i, result in zip(members, packed, strict=True):
                 if isinstance(result, dict):
@@ -258,11 +259,11 @@ class TrialRunner:
                 results[i] = result
         return results
 
-    def _train_packed(self, params_list, on_epochs, wrap_model) -> list:
-        """One pack (``sweep.packing``): the members built exactly as alone, trained together.
-        One result per member: its record (``gpu_peak_mb`` is the pack's), or its exception."""
+    def _train_packed(self, params_list, setups, on_epochs, wrap_model) -> list:
+        """One pack (``sweep.packing``): the members (their ``setup``) built exactly as alone,
+        trained together. One result per member: its record (``gpu_peak_mb`` is the pack's), or
+        its exception."""
         device, seed = self.data.device, self.cfg.seed
-        setups = [self.setup(params) for params in params_list]
         train_cfg = setups[0][0].train
         members, cutoffs = [], []
         with measure.gpu_peak(device) as peak:

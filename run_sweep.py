@@ -65,6 +65,15 @@ def main(cfg: DictConfig) -> None:
             rec["val_accuracy"],
             rec["test_accuracy"],
         )
+        if isinstance(rec.get("ship_precision"), str):
+            log.info(
+                "ships at %s: %s bytes of weights and vocabulary, validation accuracy %.2f%%, "
+                "test accuracy %.2f%% (search.precision, search.max_model_bytes)",
+                rec["ship_precision"],
+                f"{int(rec['ship_bytes']):,}",
+                rec["ship_val_accuracy"],
+                rec["ship_test_accuracy"],
+            )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.search import check_study_name, pack_size
+from sweep.search import check_shipping, check_study_name, pack_size
 from sweep.space import SearchSpace
 
 _ABSENT = object()
@@ -46,6 +46,7 @@ def check_config(cfg: DictConfig) -> None:
         export in ("recommended", "front", "none", "keep"),
         f"report.export={export!r} must be recommended, front, none or keep",
     )
+    check_shipping_keys(cfg)
     _require(
         isinstance(cfg.search.n_trials, int) and cfg.search.n_trials >= 1,
         f"search.n_trials={cfg.search.n_trials!r} must be an integer >= 1",
@@ -68,6 +69,25 @@ def check_config(cfg: DictConfig) -> None:
     pack_size(cfg.search)  # search.pack: a number >= 1 or auto
     check_finite(cfg)
     check_search_keys(cfg)
+
+
+def check_shipping_keys(cfg: DictConfig) -> None:
+    """report.quantize, report.prune_rows / prune_by, search.precision / max_model_bytes."""
+    quantize = cfg.report.get("quantize", "front")
+    _require(
+        quantize in ("front", "all", "none"),
+        f"report.quantize={quantize!r} must be front, all or none",
+    )
+    rows = cfg.report.get("prune_rows")
+    _require(
+        rows is None or (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1),
+        f"report.prune_rows={rows!r} must be an integer >= 1 (word rows the export keeps) or null",
+    )
+    prune_by = cfg.report.get("prune_by", "norm")
+    _require(
+        prune_by in ("norm", "frequency"), f"report.prune_by={prune_by!r} must be norm or frequency"
+    )
+    check_shipping(cfg.search)
 
 
 def check_finite(node, prefix: str = "") -> None:

@@ -8,11 +8,16 @@ same weights; on a GPU nondeterministic kernels may differ slightly, and the log
 validation accuracy does.
 
     model/                  (front: models/trial-<n>/)
-      model.pt              the state dict (torch.save; loaded with weights_only=True)
-      config.json           model config and sizes, tokenizer settings, max_length, cutoff,
-                            hash buckets, label names, and the trial's figures
-      vocab.json            the words the model has ids for, in id order
+      model.safetensors     the weights at the trial's ship_precision (sweep.quantize: fp32,
+                            fp16, or int8 / int4 row-wise), safetensors layout (sweep.tensorfile)
+      vocab.txt             the words the model has ids for, one a line, in id order
+      config.json           model config and sizes, precision, tokenizer settings, max_length,
+                            cutoff, hash buckets, label names, and the trial's figures
       SHA256SUMS            the digest of each file above
+
+The weights and vocabulary are the trial's ``file_bytes_<precision>``, to the byte.
+``report.prune_rows=N`` keeps only N word rows (``report.prune_by``: the largest norm after
+training, as fastText's quantization does, or the most frequent) and measures the pruned model.
 
 ``sweep.load(folder)`` checks the digests and returns a ``Predictor`` whose ``predict(texts)``
 and ``predict_proba(texts)`` tokenize exactly as training did; ``python -m sweep.predict``
@@ -32,13 +37,14 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from sweep import vocab
+from sweep import quantize, tensorfile, vocab
 from sweep.atomic import ReportError, free_space, replacing, write_atomic
 from sweep.digest import file_digest, json_digest
+from sweep.train import SplitTensors, evaluate
 
 log = logging.getLogger(__name__)
 
-FILES = ("model.pt", "config.json", "vocab.json")
+FILES = ("model.safetensors", "vocab.txt", "config.json")
 # model.* keys the trial sets (sizes) or that are no constructor arguments.
 _SET_PER_TRIAL = ("name", "hash_buckets", "num_embeddings", "embedding_dim", "num_classes")
 DIGESTS = "SHA256SUMS"
@@ -118,21 +124,28 @@ def trained_model(trial_runner, params, figures, kept: KeptStates | None, setup)
 def export_trial(
     trial_runner, params, figures, folder: Path, kept: KeptStates | None = None
 ) -> Path:
-    """Write the trial's folder (its kept weights, or re-created: ``trained_model``)."""
+    """Write the trial's folder (its kept weights, or re-created: ``trained_model``) at its
+    ``ship_precision`` (fp32 when the report chose none), pruned as ``report.prune_rows`` says."""
     trial_cfg, sizes = setup = trial_runner.setup(params)
-    model = trained_model(trial_runner, params, figures, kept, setup)
-    data = trial_runner.data
+    model = trained_model(trial_runner, params, figures, kept, setup).cpu()
+    data, report_cfg = trial_runner.data, trial_runner.cfg.report
+    precision = figures.get("ship_precision")
+    precision = precision if isinstance(precision, str) and precision else "fp32"
     words = data.encoded.words
     # With hash buckets, words past the cutoff keep their rank (it picks their bucket).
-    kept = words if sizes.hash_buckets else words[: sizes.vocab_size + len(vocab.SPECIALS)]
+    words = words if sizes.hash_buckets else words[: sizes.vocab_size + len(vocab.SPECIALS)]
+    vocab_size, figures = sizes.vocab_size, dict(figures)
+    if report_cfg.get("prune_rows") is not None:
+        words, vocab_size, figures["pruned"] = prune(trial_runner, setup, model, precision)
     model_cfg = OmegaConf.to_container(trial_cfg.model, resolve=True)
     config = {
         "model": {k: v for k, v in model_cfg.items() if k not in _SET_PER_TRIAL},
         "model_name": trial_cfg.model.name,
-        "num_embeddings": sizes.num_embeddings,
+        "precision": precision,
+        "num_embeddings": vocab_size + len(vocab.SPECIALS) + sizes.hash_buckets,
         "embedding_dim": sizes.embedding_dim,
         "num_classes": data.num_classes,
-        "vocab_size": sizes.vocab_size,
+        "vocab_size": vocab_size,
         "hash_buckets": sizes.hash_buckets,
         "tokenizer": OmegaConf.to_container(trial_runner.cfg.data.tokenizer, resolve=True),
         "max_length": int(trial_runner.cfg.data.max_length),
@@ -140,23 +153,62 @@ def export_trial(
         "params": {k: _plain(v) for k, v in params.items()},
         "figures": {k: _plain(v) for k, v in figures.items()},
     }
-    folder = Path(folder)
+    write_folder(Path(folder), model, precision, words, config)
+    return Path(folder)
+
+
+def write_folder(folder: Path, model, precision: str, words: list[str], config: dict) -> None:
+    """The files of an exported model, each written whole; SHA256SUMS last."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if any("\n" in word for word in words):
+        raise ReportError("a vocabulary word holds a newline; vocab.txt cannot store it "
+                          "(set data.tokenizer so that tokens hold no line breaks)")  # fmt: skip
     try:
-        with replacing(folder / "model.pt") as tmp:
-            torch.save(state, tmp)
-    except (OSError, RuntimeError) as error:  # a full disk: torch says RuntimeError
+        with replacing(folder / "model.safetensors") as tmp:
+            tensorfile.write(tmp, *quantize.state_at(model, precision))
+    except OSError as error:
         raise ReportError(
-            f"cannot write the exported model {str(folder / 'model.pt')!r} "
+            f"cannot write the exported model {str(folder / 'model.safetensors')!r} "
             f"({str(error).strip()[:200]}); {free_space(folder)} free there. The study storage "
             "keeps every trial: free some space and run the same command again"
         ) from None
+    write_atomic(folder / "vocab.txt", "".join(f"{word}\n" for word in words))
     write_atomic(folder / "config.json", json.dumps(config, indent=1))
-    write_atomic(folder / "vocab.json", json.dumps({"words": kept}, ensure_ascii=False))
     sums = "".join(f"{file_digest(folder / name)}  {name}\n" for name in FILES)
     write_atomic(folder / DIGESTS, sums)  # last: a folder without it was never finished
-    return folder
+
+
+def prune(trial_runner, setup, model, precision: str) -> tuple[list[str], int, dict]:
+    """Keep ``report.prune_rows`` word rows of the table (``report.prune_by``: the largest L2
+    norm, or the most frequent words), in place; words past them read as ``<unk>``. Returns the
+    kept words, their count and the pruned model's accuracy at ``precision``."""
+    trial_cfg, sizes = setup
+    report_cfg = trial_runner.cfg.report
+    if sizes.hash_buckets:
+        raise ReportError("report.prune_rows needs model.hash_buckets=0 (hashed rows are shared)")
+    embed = model.frontend.embed
+    table = embed.weight.detach()
+    count = min(int(report_cfg.prune_rows), sizes.vocab_size)
+    first = len(vocab.SPECIALS)
+    if report_cfg.get("prune_by", "norm") == "norm":
+        norms = table[first : first + sizes.vocab_size].norm(dim=1)
+        chosen = torch.argsort(norms, descending=True, stable=True)[:count].sort().values + first
+    else:  # ids are frequency ranks
+        chosen = torch.arange(first, first + count)
+    index = torch.cat([torch.arange(first), chosen])
+    embed.weight = torch.nn.Parameter(table[index].clone())
+    embed.num_embeddings = len(index)
+    remap = torch.full((first + sizes.vocab_size,), vocab.UNK, dtype=torch.long)
+    remap[index] = torch.arange(len(index))
+    stored = quantize.at_precision(model, precision)
+    measured = {"rows": count, "by": report_cfg.get("prune_by", "norm"), "precision": precision}
+    for split, column in (("validation", "val"), ("test", "test")):
+        view = trial_runner.data.view(split, sizes.vocab_size)
+        view = SplitTensors(remap[view.ids.cpu()], view.labels.cpu(), view.lengths)
+        accuracy, _ = evaluate(stored, view, trial_cfg.train.eval_batch_size)
+        measured[f"{column}_accuracy"] = accuracy
+    words = trial_runner.data.encoded.words
+    return [words[i] for i in index.tolist()], count, measured
 
 
 def _plain(value):
@@ -167,6 +219,8 @@ def _plain(value):
         return None
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
@@ -227,12 +281,15 @@ def load(folder: str | Path) -> Predictor:
     folder = Path(folder)
     check_folder(folder)
     config = json.loads((folder / "config.json").read_text())
-    words = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["words"]
+    words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
     model_cfg = OmegaConf.create({**config["model"], "name": config["model_name"]})
     model = build_model(model_cfg, config["num_embeddings"], config["embedding_dim"],
                         config["num_classes"])  # fmt: skip
-    state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(quantize.decode(*tensorfile.read(folder / "model.safetensors")))
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise ExportError(f"{folder / 'model.safetensors'}: does not fit its config.json "
+                          f"({str(error).strip()[:300]})") from None  # fmt: skip
     return Predictor(model, config, words)
 
 

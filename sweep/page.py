@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from sweep import plots, schema
+from sweep import plots, quantize, schema
 from sweep.config import override_key
 from sweep.secrets import HIDDEN
 from sweep.space import MAIN_AXES
@@ -189,6 +189,7 @@ def render(
         charts=Markup(charts(table, context, objectives)),
         front_count=len(front),
         front_table=Markup(html_table(front, shown, "pareto")),
+        shipping_table=Markup(html_table(front, SHIPPING_COLUMNS, "shipping")),
         trials_table=Markup(html_table(table, shown, "trials")),
         failures_table=Markup(html_table(failed, failure_columns, "failures"))
         if len(failed)
@@ -223,11 +224,24 @@ def recommendation(table, tolerance, context, noise, tie_margin, objectives) -> 
         "params_embedding": _fmt(row["params_embedding"]),
         "val_accuracy": _pct(row),
         "test_accuracy": _pct(row, "test_accuracy"),
+        "ship": _ship_text(row),
         "rule": _rule(table, tolerance, noise, tie_margin, objectives),
         "noise": _noise_text(noise, tie_margin),
         "command": command,
         "secret_note": secret_note,
     }
+
+
+def _ship_text(row: pd.Series) -> str:
+    """Where the recommended model ships: its precision, file bytes and accuracies there."""
+    if not isinstance(row.get("ship_precision"), str):
+        return "No measured precision of it fits search.max_model_bytes."
+    return (
+        f"It ships at {row['ship_precision']}: {_fmt(row['ship_bytes'])} bytes of weights and "
+        f"vocabulary, validation accuracy {_pct(row, 'ship_val_accuracy')}, test accuracy "
+        f"{_pct(row, 'ship_test_accuracy')} (search.precision, search.max_model_bytes; "
+        "exported to model/)."
+    )
 
 
 # How the rule names the usual objectives.
@@ -343,6 +357,7 @@ def charts(table: pd.DataFrame, context: dict[str, Any], objectives=None) -> str
             plots.bars("6. Parameter importance for validation accuracy", context.get("importance") or {},
                        x_label="importance (PED-ANOVA, sums to 1)", chart_id="chart-importance"),
             _memory_chart(done),
+            _precision_chart(done),
         ]
     )  # fmt: skip
 
@@ -460,3 +475,43 @@ def _memory_chart(done: pd.DataFrame) -> str:
     return plots.chart(f"7. {label.split(' (')[0]} against parameters",
                        [plots.Series(column, memory["params_total"], memory[column], tips, plots.PALETTE[3])],
                        x_label="params_total (log scale)", y_label=label, x_log=True, chart_id="chart-memory")  # fmt: skip
+
+
+def _staircase(xs: pd.Series, ys: pd.Series) -> tuple[list[float], list[float]]:
+    """The points no other beats (smaller x and higher y): the front of accuracy against bytes."""
+    front_x, front_y, best = [], [], -math.inf
+    for x, y in sorted(zip(xs, ys, strict=True), key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front_x.append(x)
+            front_y.append(y)
+            best = y
+    return front_x, front_y
+
+
+def _precision_chart(done: pd.DataFrame) -> str:
+    """8. Shipping: validation accuracy against the exported files' bytes, the front at each
+    precision (trials measured at it: report.quantize), the shipped file of the
+    recommendation ringed."""
+    series = []
+    for i, precision in enumerate(quantize.PRECISIONS):
+        suffix = "" if precision == "fp32" else f"_{precision}"
+        acc, size = f"val_accuracy{suffix}", f"file_bytes_{precision}"
+        measured = done[done[acc].notna() & done[size].notna()] if acc in done else done.iloc[0:0]
+        xs, ys = _staircase(measured[size].astype(float), measured[acc].astype(float))
+        tips = [f"{precision}: {_fmt(x)} bytes, {y:.2f}%" for x, y in zip(xs, ys, strict=True)]
+        series.append(plots.Series(f"{precision} front", xs, ys, tips, plots.PALETTE[i], line=True))
+    rec = done[done["recommended"] & done["ship_bytes"].notna()]
+    series.append(plots.Series(
+        "shipped (recommended)", rec["ship_bytes"], rec["ship_val_accuracy"], _tips(rec), "none",
+        radius=8, marker_attrs='stroke="#d62728" stroke-width="3"',
+    ))  # fmt: skip
+    return plots.chart("8. Accuracy against file size at each precision", series,
+                       x_label="weights + vocabulary, bytes (log scale)", y_label=_ACC,
+                       x_log=True, chart_id="chart-precision")  # fmt: skip
+
+
+SHIPPING_COLUMNS = [
+    "trial", "embedding_dim", "vocab_size", "val_accuracy", "file_bytes_fp32",
+    "val_accuracy_fp16", "file_bytes_fp16", "val_accuracy_int8", "file_bytes_int8",
+    "val_accuracy_int4", "file_bytes_int4", "ship_precision", "ship_bytes", "ship_test_accuracy",
+]  # fmt: skip

@@ -62,6 +62,7 @@ def worker_commands(
     gpus: Sequence[str],
     storage: str | None = None,
     threads: int | None = None,
+    quantize: str = "front",
 ):
     """(argv, environment) of each worker; worker i gets GPU gpus[i % len(gpus)] if any.
 
@@ -69,9 +70,11 @@ def worker_commands(
     (``SWEEP_STORAGE_URL``), and the workers' override reads it from there. ``threads`` is
     each worker's torch thread count (``threads=null``: the cores given, shared among them).
     """
-    pinned = (*_PER_WORKER, "search.storage", "threads", "report.export")
+    pinned = (*_PER_WORKER, "search.storage", "threads", "report.export", "report.quantize")
     base = [o for o in overrides if override_key(o) not in pinned]
     base.append("report.export=keep")  # workers keep their weights; the parent exports
+    # The parent measures the front's precisions once (front); all: each trial as it trains.
+    base.append(f"report.quantize={'all' if quantize == 'all' else 'none'}")
     if storage:
         base.append(f"search.storage=${{oc.env:{STORAGE_VARIABLE}}}")
     if threads is None:
@@ -106,7 +109,9 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     procs = []
     storage_url = cfg.search.get("storage")
     threads = cfg.get("threads")
-    for argv, env in worker_commands(overrides, count, out_dir, gpus, storage_url, threads):
+    quantize = cfg.report.get("quantize", "front")
+    for argv, env in worker_commands(overrides, count, out_dir, gpus, storage_url, threads,
+                                     quantize):  # fmt: skip
         procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL))
     codes = [proc.wait() for proc in procs]
     for index, code in enumerate(codes):
@@ -118,10 +123,13 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     opened = study.load_study(storage.make_storage(cfg.search), cfg.search.study_name, storage_text)
     study.fail_stale_trials(opened, cfg.search.stale_after_s)  # trials of workers that died
     table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
-    if cfg.report.get("export", "recommended") != "none" and len(table):
+    kept = runner.kept_states(cfg)
+    if kept is not None and len(table):  # measure the front's precisions, export: once, here
         data = PreparedData.load(cfg.data, cfg.seed, measure.resolve_device(cfg.device))
         trial = TrialRunner(cfg, data)
-        runner.export_models(opened, cfg, trial, table, out_dir, runner.kept_states(cfg))
+        runner.measure_precisions(opened, cfg, trial, table, kept)
+        table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
+        runner.export_models(opened, cfg, trial, table, out_dir, kept)
     log.info(
         "%d workers done in %.0fs; the study holds %d finished trials",
         count, time.perf_counter() - started, study.count_finished(opened),

@@ -7,7 +7,7 @@ view (``view``); the runner, the workers' parent and the benchmarks share this o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ class PreparedData:
     stats: dict[str, Any]  # documents per class and split, rows dropped, leakage
     device: torch.device
     val_histogram: torch.Tensor  # validation-token count per id (the OOV rate at any cutoff)
+    _vocab_bytes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, data_cfg, seed: int, device: torch.device) -> PreparedData:
@@ -76,6 +77,16 @@ class PreparedData:
             self.labels[split],
             self.encoded.lengths[split],
         )
+
+    def vocab_file_bytes(self, vocab_size: int, hash_buckets: int = 0) -> int:
+        """Bytes of the exported ``vocab.txt`` (a word and a newline per id) at this cutoff; with
+        hash buckets every word is kept (its rank picks its bucket)."""
+        if self._vocab_bytes is None:  # cumulative UTF-8 bytes by rank, computed once
+            sizes = [len(word.encode("utf-8")) + 1 for word in self.encoded.words]
+            self._vocab_bytes = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        words = len(self.encoded.words)
+        kept = words if hash_buckets else min(vocab_size + len(vocab.SPECIALS), words)
+        return int(self._vocab_bytes[kept])
 
     def cutoff_figures(self, vocab_size: int) -> dict[str, Any]:
         """What cutoff ``vocab_size`` keeps: the equivalent minimum frequency, the share of

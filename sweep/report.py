@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep import page, schema
+from sweep import page, quantize, schema
 from sweep.atomic import ReportError, write_atomic  # noqa: F401  (both part of this module's API)
 from sweep.schema import Objectives  # noqa: F401  (part of this module's API)
 from sweep.secrets import mask
@@ -54,16 +54,23 @@ def margin(frame: pd.DataFrame, tolerance: float) -> float:
 
 
 def annotate(
-    frame: pd.DataFrame, tolerance: float, objectives: Objectives = schema.DEFAULT_OBJECTIVES
+    frame: pd.DataFrame,
+    tolerance: float,
+    objectives: Objectives = schema.DEFAULT_OBJECTIVES,
+    shipping: dict[str, Any] | None = None,
 ):
-    """Return the frame with the schema's columns and the ``pareto`` and ``recommended`` flags.
+    """Return the frame with the schema's columns, the ``pareto`` and ``recommended`` flags and
+    the ``ship_*`` columns (``ship_columns``).
 
     The front is the set of complete trials no other complete trial beats on every objective.
     The recommendation: among the trials whose quality (the first objective; its mean over seeds
     where extra seeds were run) is within ``margin`` (tolerance or seed noise) of the best, the
     best on the second objective; with one objective, the best trial (fewer parameters on a tie).
+    With a byte budget (``shipping["max_model_bytes"]``) and validation accuracy as the quality,
+    the quality is the accuracy of the file that ships (``ship_val_accuracy``) and only trials
+    with a file under the budget are candidates.
     """
-    frame = schema.complete(frame)
+    frame = ship_columns(schema.complete(frame), shipping or {})
     frame["pareto"] = False
     frame["recommended"] = False
     names = [n for n in objectives.names if n in frame.columns]
@@ -72,10 +79,42 @@ def annotate(
         maximize = tuple(objectives.higher_is_better(n) for n in names)
         columns = [frame.loc[done, n].to_numpy(float) for n in names]
         frame.loc[done, "pareto"] = pareto_mask(*columns, maximize=maximize)
-        frame.loc[
-            recommend(frame.loc[done], objectives, margin(frame, tolerance)), "recommended"
-        ] = True
+        candidates = frame.loc[done]
+        budget = (shipping or {}).get("max_model_bytes")
+        if budget is not None and objectives.quality == "val_accuracy":
+            candidates = candidates[candidates["ship_val_accuracy"].notna()]
+            candidates = candidates.assign(val_accuracy=candidates["ship_val_accuracy"],
+                                           val_accuracy_mean=math.nan)  # fmt: skip
+        if len(candidates):
+            frame.loc[
+                recommend(candidates, objectives, margin(frame, tolerance)), "recommended"
+            ] = True
     return frame.sort_values("trial").reset_index(drop=True)
+
+
+def ship_columns(frame: pd.DataFrame, shipping: dict[str, Any]) -> pd.DataFrame:
+    """Per complete trial, the file it ships: at ``shipping["precision"]``, or (``best``) the
+    precision with the best validation accuracy among those measured (fp32 always; fp16, int8,
+    int4 once quantized: ``report.quantize``) whose files fit ``max_model_bytes``, the smaller
+    file on a tie. ``ship_precision``, ``ship_bytes``, ``ship_val_accuracy``,
+    ``ship_test_accuracy``; empty where no measured precision fits."""
+    precision = shipping.get("precision", "best")
+    limit = shipping.get("max_model_bytes")
+    candidates = quantize.PRECISIONS if precision == "best" else (precision,)
+    chosen = []
+    for _, row in frame.iterrows():
+        options = []
+        for p in candidates if row["state"] == "COMPLETE" else ():
+            suffix = "" if p == "fp32" else f"_{p}"
+            val, size = row[f"val_accuracy{suffix}"], row[f"file_bytes_{p}"]
+            if pd.notna(val) and pd.notna(size) and (limit is None or size <= limit):
+                options.append((-float(val), float(size), p, row[f"test_accuracy{suffix}"]))
+        best = min(options, key=lambda o: o[:2]) if options else None
+        chosen.append((best[2], best[1], -best[0], best[3]) if best else (None,) + (math.nan,) * 3)
+    names = ["ship_precision", "ship_bytes", "ship_val_accuracy", "ship_test_accuracy"]
+    for i, name in enumerate(names):
+        frame[name] = [c[i] for c in chosen]
+    return frame
 
 
 def recommend(done: pd.DataFrame, objectives: Objectives, tie_margin: float):
@@ -102,7 +141,8 @@ def write_reports(
     ``config`` (the composed config as YAML) and ``environment`` (versions, device).
     """
     out_dir = Path(out_dir)
-    table = annotate(frame, tolerance, Objectives.of(context.get("objectives")))
+    objectives = Objectives.of(context.get("objectives"))
+    table = annotate(frame, tolerance, objectives, context.get("shipping"))
     write_atomic(out_dir / "trials.csv", table.to_csv(index=False))
     write_atomic(out_dir / "pareto.csv", table[table["pareto"]].to_csv(index=False))
     noise = seed_noise(table)

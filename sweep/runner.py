@@ -28,7 +28,7 @@ from sweep import export, measure, packing, report, schema, storage, study, tria
 from sweep.atomic import write_atomic
 from sweep.config import check_config
 from sweep.prepared import PreparedData
-from sweep.search import BUDGETS, grid_size, pack_size
+from sweep.search import budgets, grid_size, pack_size, parse_bytes
 from sweep.secrets import mask
 from sweep.space import SearchSpace
 from sweep.trial import TrialRunner, build_model  # noqa: F401  (build_model: part of the API)
@@ -76,6 +76,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             train_pack=trial.train_pack,
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
+        measure_precisions(the_study, cfg, trial, reports.write(), kept)
     finally:
         # Also on an interrupt or a failed sweep: the reports cover the storage.
         table = reports.write()
@@ -121,9 +122,19 @@ def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device)
         "overrides": [mask(o) for o in overrides],
         "space": space.keys(),
         "objectives": schema.Objectives.from_search(cfg.search).pairs(),
+        "shipping": shipping_of(cfg.search),
         "config": OmegaConf.to_yaml(shown_cfg),
         "environment": environment(device),
         "data": data.summary(),
+    }
+
+
+def shipping_of(search_cfg) -> dict[str, Any]:
+    """The byte budget and precision the report picks each trial's shipped file by."""
+    limit = search_cfg.get("max_model_bytes")
+    return {
+        "max_model_bytes": None if limit is None else parse_bytes(limit),
+        "precision": search_cfg.get("precision", "best"),
     }
 
 
@@ -187,7 +198,8 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     repeats = int(cfg.report.get("repeats", 0))
     objectives = schema.Objectives.from_search(cfg.search)
     # The front as the last trial's reports saw it (annotated, not written again).
-    table = report.annotate(trials.trials_frame(the_study), cfg.report.tolerance, objectives)
+    table = report.annotate(trials.trials_frame(the_study), cfg.report.tolerance, objectives,
+                            shipping_of(cfg.search))  # fmt: skip
     if repeats <= 0 or not len(table):
         return
     numbers = trials.front_trials(table, int(cfg.report.top_k), objectives)
@@ -198,9 +210,28 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s)
 
 
+def measure_precisions(the_study, cfg: DictConfig, trial: TrialRunner, table, kept=None) -> None:
+    """``report.quantize=front``: each front trial not yet measured at fp16, int8 and int4 is,
+    from its kept weights (or re-created: ``export.trained_model``); the figures are stored in the
+    study, so reports rebuilt from the storage show them. (``all``: measured as each trained.)"""
+    if cfg.report.get("quantize", "front") != "front" or not len(table):
+        return
+    todo = table[table["pareto"] & table["val_accuracy_int8"].isna()]
+    trials_by_number = {t.number: t for t in the_study.get_trials(deepcopy=False)}
+    for row in todo.to_dict("records"):
+        number = int(row["trial"])
+        params = dict(trials_by_number[number].params)
+        setup = trial.setup(params)
+        model = export.trained_model(trial, params, row, kept, setup).to(trial.data.device)
+        trials.store_precisions(the_study, number, trial.precision_figures(setup, model))
+    if len(todo):
+        log.info("measured %d front trials at fp16, int8 and int4", len(todo))
+
+
 def kept_states(cfg: DictConfig) -> export.KeptStates | None:
     """Where trained trials' best weights wait for export: beside the study storage."""
-    if cfg.report.get("export", "recommended") == "none":
+    nothing_kept = cfg.report.get("quantize", "front") == "none"  # front: measured from them
+    if cfg.report.get("export", "recommended") == "none" and nothing_kept:
         return None
     folder = Path(cfg.search.storage_dir) / str(cfg.search.study_name) / "states"
     return export.KeptStates(folder, cfg.seed)
@@ -231,9 +262,10 @@ def plan(cfg: DictConfig, trial: TrialRunner, out_dir: Path) -> SweepResult:
     rows = []
     for params in trial.space.plan_points(cfg.plan_points):
         figures = {**params, **trial.describe(params)}
-        for limit_key, figure in BUDGETS:
-            limit = cfg.search.get(limit_key)
-            figures[f"over_{limit_key}"] = limit is not None and figures[figure] > limit
+        for limit_key in schema.PLAN_FLAGS:
+            figures[limit_key] = False
+        for limit_key, limit, figure in budgets(cfg.search):
+            figures[f"over_{limit_key}"] = figures[figure] > limit
         rows.append(figures)
     columns = schema.with_axes(schema.names(plan=True), trial.space.names) + schema.PLAN_FLAGS
     table = pd.DataFrame(rows)[columns]

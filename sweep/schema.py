@@ -59,12 +59,26 @@ embedding_mb_int8         sizes    plan
 rest_mb_fp32              sizes    plan
 rest_mb_fp16              sizes    plan
 rest_mb_int8              sizes    plan
+file_bytes_fp32           sizes    plan
+file_bytes_fp16           sizes    plan
+file_bytes_int8           sizes    plan
+file_bytes_int4           sizes    plan
 val_accuracy              trained  shown per_seed
 test_accuracy             trained  shown per_seed
 val_accuracy_mean         study    shown
 val_accuracy_std          study    shown
 test_accuracy_mean        study
 test_accuracy_std         study
+val_accuracy_fp16         trained
+test_accuracy_fp16        trained
+val_accuracy_int8         trained
+test_accuracy_int8        trained
+val_accuracy_int4         trained
+test_accuracy_int4        trained
+ship_precision            report   shown
+ship_bytes                report   shown
+ship_val_accuracy         report
+ship_test_accuracy        report
 seeds                     study    shown
 val_loss                  trained  shown
 epochs                    trained  shown
@@ -112,7 +126,7 @@ NAMES: list[str] = [c.name for c in COLUMNS]
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 PER_SEED: list[str] = [c.name for c in COLUMNS if c.per_seed]
 # Plan mode only: whether a point breaks a budget.
-PLAN_FLAGS = ["over_max_params", "over_max_memory_mb"]
+PLAN_FLAGS = ["over_max_params", "over_max_memory_mb", "over_max_model_bytes"]
 
 
 def names(*, known: str | None = None, shown: bool | None = None, plan: bool | None = None):

@@ -16,12 +16,59 @@ import optuna
 
 from sweep.space import SearchError, SearchSpace
 
-# The budgets (search.<limit>) and the trial column each one limits.
-BUDGETS = (("max_params", "params_total"), ("max_memory_mb", "est_peak_mb"))
+# The budgets (search.<limit>) and the trial column each one limits; file_bytes is the column of
+# search.precision (file_bytes_int8, ...), with precision=best the smallest (int4) file's.
+BUDGETS = (
+    ("max_params", "params_total"),
+    ("max_memory_mb", "est_peak_mb"),
+    ("max_model_bytes", "file_bytes"),
+)
+SHIP_PRECISIONS = ("best", "fp32", "fp16", "int8", "int4")
 
 
 def has_budget(search_cfg) -> bool:
     return any(search_cfg.get(limit) is not None for limit, _ in BUDGETS)
+
+
+_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
+
+
+def parse_bytes(value, key: str = "search.max_model_bytes") -> float:
+    """A byte count: a number, or a string with a decimal unit as fastText writes its budgets
+    (``100K``, ``1MB``, ``2M``: 1 KB = 1000 bytes)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMG]?B?)\s*", str(value).upper())
+    if isinstance(value, bool) or match is None or float(match[1]) <= 0:
+        raise SearchError(
+            f"{key}={value!r} must be a positive byte count: a number or e.g. 100KB, 1MB "
+            "(decimal units), or null"
+        )
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def budgets(search_cfg) -> list[tuple[str, float, str]]:
+    """(search key, limit, trial column) of each budget set."""
+    precision = search_cfg.get("precision", "best")
+    out = []
+    for key, column in BUDGETS:
+        limit = search_cfg.get(key)
+        if limit is None:
+            continue
+        if column == "file_bytes":
+            column = f"file_bytes_{'int4' if precision == 'best' else precision}"
+            limit = parse_bytes(limit)
+        out.append((key, float(limit), column))
+    return out
+
+
+def check_shipping(search_cfg) -> None:
+    """``search.precision`` and ``search.max_model_bytes`` are usable (else a SearchError)."""
+    precision = search_cfg.get("precision", "best")
+    if precision not in SHIP_PRECISIONS:
+        raise SearchError(
+            f"search.precision={precision!r} must be one of {', '.join(SHIP_PRECISIONS)}"
+        )
+    if search_cfg.get("max_model_bytes") is not None:
+        parse_bytes(search_cfg.max_model_bytes)
 
 
 log = logging.getLogger(__name__)

@@ -22,14 +22,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import measure, packing, schema, vocab
+from sweep import measure, packing, quantize, schema, vocab
 from sweep.atomic import write_atomic
 from sweep.corpus import SPLITS
 from sweep.embedding import use_sparse
 from sweep.optim import Optimizers
 from sweep.prepared import PreparedData
 from sweep.space import SearchSpace
-from sweep.train import EarlyStopping, fit
+from sweep.train import EarlyStopping, evaluate, fit
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class TrialRunner:
             "params_embedding": counts["embedding"],
             "embedding_share": counts["embedding"] / counts["total"],
             **measure.size_columns(counts["total"], counts["embedding"]),
+            **self.file_bytes(meta_model, sizes),
             **measure.estimate_peak_mb(
                 meta_model,
                 params_total=counts["total"],
@@ -161,6 +162,35 @@ class TrialRunner:
         }
         schema.check_record(record, "sizes")
         return record
+
+    def file_bytes(self, model: torch.nn.Module, sizes: Sizes) -> dict[str, int]:
+        """``file_bytes_<precision>``: the exported weights and vocabulary files, exactly."""
+        words = self.data.vocab_file_bytes(sizes.vocab_size, sizes.hash_buckets)
+        return {
+            f"file_bytes_{p}": quantize.file_bytes(model, p) + words for p in quantize.PRECISIONS
+        }
+
+    @property
+    def quantize_each(self) -> bool:
+        """Measure every trial at every precision as it trains (``report.quantize=all``, or a
+        byte budget: the recommendation then needs each trial's accuracy where it fits)."""
+        return (
+            self.cfg.report.get("quantize", "front") == "all"
+            or self.cfg.search.get("max_model_bytes") is not None
+        )
+
+    def precision_figures(self, setup, model: torch.nn.Module) -> dict[str, float]:
+        """Validation and test accuracy of ``model`` (trained, on the device) stored at each
+        lower precision (``sweep.quantize``): ``val_accuracy_int8`` and so on."""
+        trial_cfg, sizes = setup
+        figures = {}
+        for precision in quantize.PRECISIONS[1:]:
+            stored = quantize.at_precision(model, precision)
+            for split, column in (("validation", "val"), ("test", "test")):
+                view = self.data.view(split, sizes.vocab_size, sizes.hash_buckets)
+                accuracy, _ = evaluate(stored, view, trial_cfg.train.eval_batch_size)
+                figures[f"{column}_accuracy_{precision}"] = accuracy
+        return figures
 
     def train(
         self,
@@ -188,14 +218,18 @@ class TrialRunner:
                     eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
                     on_epoch=on_epoch,
                 )  # fmt: skip
-                if self.on_trained is not None:  # fit left the best epoch's weights in model
+                # fit left the best epoch's weights in model; only the study's seed ships
+                precisions = {}
+                if self.quantize_each and seed == self.cfg.seed:
+                    precisions = self.precision_figures((trial_cfg, sizes), model)
+                if self.on_trained is not None:
                     self.on_trained(params, seed, model)
             finally:
                 del model, views
                 measure.release(device)  # also after a failure: the next trial starts clean
                 self.timing.training += time.perf_counter() - t0
                 self.timing.trials += 1
-        return self._record(result, cutoff_seconds, peak)
+        return {**self._record(result, cutoff_seconds, peak), **precisions}
 
     def _build(self, trial_cfg, sizes: Sizes, seed: int, wrap_model=None):
         """(cutoff views, model on the device, seconds the views took): the model initialised
@@ -274,18 +308,23 @@ class TrialRunner:
                 members.append(packing.Member(model, optimizers, views, on_epoch, stopping))
                 cutoffs.append(cutoff_seconds)
             t0 = time.perf_counter()
+            precisions: list[dict] = [{} for _ in members]
             try:
                 packing.fit_pack(members, train_cfg, seed)
-                for member, params in zip(members, params_list, strict=True):
-                    if self.on_trained is not None and not isinstance(
-                        member.outcome, BaseException
-                    ):
+                for i, (member, params) in enumerate(zip(members, params_list, strict=True)):
+                    if isinstance(member.outcome, BaseException):
+                        continue
+                    if self.quantize_each:
+                        precisions[i] = self.precision_figures(setups[i], member.model)
+                    if self.on_trained is not None:
                         self.on_trained(params, seed, member.model)
             finally:
                 measure.release(device)
                 self.timing.training += time.perf_counter() - t0
                 self.timing.trials += len(members)
         return [
-            m.outcome if isinstance(m.outcome, BaseException) else self._record(m.outcome, c, peak)
-            for m, c in zip(members, cutoffs, strict=True)
+            m.outcome
+            if isinstance(m.outcome, BaseException)
+            else {**self._record(m.outcome, c, peak), **q}
+            for m, c, q in zip(members, cutoffs, precisions, strict=True)
         ]

@@ -24,7 +24,7 @@ import optuna
 import pandas as pd
 
 from sweep import schema
-from sweep.search import BUDGETS, TRIAL_CONSTRAINTS, SearchError, has_budget
+from sweep.search import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
 from sweep.secrets import mask
 from sweep.space import SearchSpace
 from sweep.study import (
@@ -53,19 +53,18 @@ def is_out_of_memory(error: BaseException) -> bool:
 def budget_excess(figures: dict[str, Any], search_cfg) -> float:
     """How far a configuration is over the budgets: max of value / limit - 1 (<= 0: within)."""
     excess = -math.inf
-    for limit_key, figure in BUDGETS:
-        limit = search_cfg.get(limit_key)
-        if limit is not None and figure in figures:
-            excess = max(excess, float(figures[figure]) / float(limit) - 1.0)
+    for _, limit, figure in budgets(search_cfg):
+        if figure in figures:
+            excess = max(excess, float(figures[figure]) / limit - 1.0)
     return excess if math.isfinite(excess) else 0.0
 
 
 def over_budget(figures: dict[str, Any], search_cfg) -> str | None:
-    """The reason a configuration breaks ``search.max_params`` or ``search.max_memory_mb``."""
-    for limit_key, figure in BUDGETS:
-        limit = search_cfg.get(limit_key)
-        if limit is not None and float(figures.get(figure, 0)) > float(limit):
-            return f"skipped: over budget, {figure}={figures[figure]:,.0f} > search.{limit_key}={limit:,}"
+    """The reason a configuration breaks a budget (``search.max_params``, ``max_memory_mb``,
+    ``max_model_bytes``)."""
+    for limit_key, limit, figure in budgets(search_cfg):
+        if float(figures.get(figure, 0)) > limit:
+            return f"skipped: over budget, {figure}={figures[figure]:,.0f} > search.{limit_key}={limit:,.0f}"
     return None
 
 
@@ -399,6 +398,23 @@ def importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
+PRECISIONS_PREFIX = "precisions:"
+
+
+def store_precisions(study: optuna.Study, number: int, figures: dict[str, float]) -> None:
+    """Accuracy at each precision of a trial measured after it finished (``report.quantize=
+    front``): a finished trial's attributes are frozen, so they live with the study."""
+    study.set_user_attr(f"{PRECISIONS_PREFIX}{number}", figures)
+
+
+def stored_precisions(study: optuna.Study) -> dict[int, dict[str, float]]:
+    return {
+        int(key[len(PRECISIONS_PREFIX) :]): value
+        for key, value in study.user_attrs.items()
+        if key.startswith(PRECISIONS_PREFIX)
+    }
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial of every state: number, state, params, user attributes, timing.
 
@@ -406,11 +422,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     standard deviation over all their seeds (``*_mean``, ``*_std``, ``seeds``).
     """
     repeats = stored_repeats(study)
+    measured = stored_precisions(study)
     rows = []
     for trial in study.get_trials(deepcopy=False):
         state = "SKIPPED" if is_skipped(trial) else trial.state.name
         row: dict[str, Any] = {"trial": trial.number, "state": state}
         row.update(trial.user_attrs)
+        row.update(measured.get(trial.number, {}))
         row.update(trial.params)
         if state == "SKIPPED":
             row["fail_reason"] = trial.user_attrs["skipped_reason"]

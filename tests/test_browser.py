@@ -48,7 +48,12 @@ def synthetic_storage(path: Path, n_trials: int, name: str = "big") -> str:
         attrs = {"val_accuracy": acc, "test_accuracy": acc - 1, "params_total": params_total,
                  "params_embedding": (k + 2) * d, "num_embeddings": k + 2, "vocab_size": k,
                  "est_peak_mb": params_total * 16 / 2**20, "train_coverage": 0.9,
-                 "val_oov_rate": 0.1, "model": "bag <b>&</b>"}  # fmt: skip
+                 "val_oov_rate": 0.1, "model": "bag <b>&</b>",
+                 **{f"file_bytes_{p}": params_total * w + 8 * k
+                    for p, w in (("fp32", 4), ("fp16", 2), ("int8", 1), ("int4", 0.5))}}  # fmt: skip
+        if number % 3 == 0:  # measured at the lower precisions (a front, report.quantize)
+            attrs.update(val_accuracy_fp16=acc, val_accuracy_int8=acc - 0.1,
+                         val_accuracy_int4=acc - 1.5, test_accuracy_int8=acc - 1.1)  # fmt: skip
         state = optuna.trial.TrialState.COMPLETE if number % 50 else optuna.trial.TrialState.FAIL
         if state == optuna.trial.TrialState.FAIL:
             attrs["fail_reason"] = "RuntimeError: <script>alert('x')</script>"
@@ -117,7 +122,7 @@ def test_big_report_renders_offline_fast_and_small(tmp_path):
     assert result["seconds"] < 5
     assert result["ids"] == ["chart-front", "chart-heatmap", "chart-embedding_dim",
                              "chart-vocab_size", "chart-coverage", "chart-history",
-                             "chart-importance", "chart-memory"]  # fmt: skip
+                             "chart-importance", "chart-memory", "chart-precision"]  # fmt: skip
     assert all(n > 0 for n in result["charts"]), result["charts"]
     assert result["tip"].startswith("trial ") and "embedding_dim=" in result["tip"]
     assert result["first"].strip() == "4"  # sorted by embedding_dim, ascending

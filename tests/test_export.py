@@ -45,7 +45,11 @@ def test_the_recommended_model_predicts_as_the_sweep_measured_it(exported, tmp_p
     accuracy = 100.0 * np.mean(
         [p == corpus.label_names[t] for p, t in zip(predicted, truth, strict=True)]
     )
-    assert accuracy == pytest.approx(rec["test_accuracy"])  # tokenized exactly as in training
+    # Tokenized exactly as in training, stored at the precision the report chose for it.
+    assert config["precision"] == rec["ship_precision"]
+    assert accuracy == pytest.approx(rec["ship_test_accuracy"])
+    on_disk = sum((folder / name).stat().st_size for name in ("model.safetensors", "vocab.txt"))
+    assert on_disk == rec[f"file_bytes_{rec['ship_precision']}"] == rec["ship_bytes"]
     proba = predictor.predict_proba(texts[:5])
     assert proba.shape == (5, len(corpus.label_names)) and np.allclose(proba.sum(axis=1), 1)
 
@@ -60,11 +64,11 @@ def test_the_recommended_model_predicts_as_the_sweep_measured_it(exported, tmp_p
 
 def test_an_altered_or_unfinished_folder_is_refused(exported):
     _, _, folder = exported
-    weights = folder / "model.pt"
+    weights = folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-20] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ExportError, match=r"model\.pt: its SHA-256 differs"):
+    with pytest.raises(ExportError, match=r"model\.safetensors: its SHA-256 differs"):
         sweep.load(folder)
     (folder / "SHA256SUMS").unlink()
     with pytest.raises(ExportError, match="no SHA256SUMS"):
@@ -119,4 +123,82 @@ def test_every_model_exports_and_predicts_as_measured(tiny_overrides, tmp_path, 
     predicted = sweep.load(tmp_path / "out" / "model").predict(corpus.texts["test"])
     names = [corpus.label_names[t] for t in corpus.labels["test"]]
     accuracy = 100.0 * np.mean([p == n for p, n in zip(predicted, names, strict=True)])
-    assert accuracy == pytest.approx(rec["test_accuracy"])
+    assert accuracy == pytest.approx(rec["ship_test_accuracy"])
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_a_quantized_export_predicts_as_measured_in_a_fresh_process(
+    tiny_overrides, tmp_path, precision
+):
+    """search.precision=int8|int4 with report.quantize=all: every trial is measured at every
+    precision as it trains; the exported file is that precision's, its bytes the predicted ones,
+    and a fresh process predicts exactly what the in-memory quantized model measured."""
+    cfg = compose_config([*tiny_overrides, "data.synthetic.num_docs=1000", "report.quantize=all",
+                          f"search.precision={precision}"])  # fmt: skip
+    result = runner.run(cfg, tmp_path / "out")
+    done = result.table[result.table["state"] == "COMPLETE"]
+    for p in ("fp16", "int8", "int4"):
+        assert done[f"test_accuracy_{p}"].notna().all()
+    rec, folder = result.recommended, tmp_path / "out" / "model"
+    assert rec["ship_precision"] == precision
+    config = json.loads((folder / "config.json").read_text())
+    assert config["precision"] == precision
+    on_disk = sum((folder / name).stat().st_size for name in ("model.safetensors", "vocab.txt"))
+    assert abs(on_disk / rec[f"file_bytes_{precision}"] - 1) <= 0.01
+    corpus = load_corpus(cfg.data, cfg.seed)
+    (tmp_path / "in.txt").write_text("\n".join(corpus.texts["test"]) + "\n", encoding="utf-8")
+    fresh = subprocess.run(
+        [sys.executable, "-m", "sweep.predict", "--model", str(folder), "--input", str(tmp_path / "in.txt")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr
+    names = [corpus.label_names[t] for t in corpus.labels["test"]]
+    predicted = fresh.stdout.splitlines()
+    accuracy = 100.0 * np.mean([p == n for p, n in zip(predicted, names, strict=True)])
+    assert accuracy == pytest.approx(rec[f"test_accuracy_{precision}"])
+
+
+def test_a_byte_budget_skips_larger_files_and_ships_one_under_it(tiny_overrides, tmp_path):
+    budget = 12_000
+    cfg = compose_config([*tiny_overrides, "data.synthetic.num_docs=1000", "search.n_trials=8",
+                          f"search.max_model_bytes={budget}", "search.max_consecutive_skips=200",
+                          "report.repeats=0"])  # fmt: skip
+    result = runner.run(cfg, tmp_path / "out")
+    table = result.table
+    skipped = table[table["state"] == "SKIPPED"]
+    assert (skipped["file_bytes_int4"] > budget).all()
+    assert skipped["fail_reason"].str.contains("search.max_model_bytes=12,000").all()
+    done = table[table["state"] == "COMPLETE"]
+    assert len(done) and (done["file_bytes_int4"] <= budget).all()
+    assert (done["ship_bytes"] <= budget).all()
+    rec = result.recommended
+    assert rec["ship_val_accuracy"] == done["ship_val_accuracy"].max() or rec["ship_bytes"] < budget
+    folder = tmp_path / "out" / "model"
+    on_disk = sum((folder / name).stat().st_size for name in ("model.safetensors", "vocab.txt"))
+    assert on_disk == rec["ship_bytes"] <= budget
+
+
+@pytest.mark.parametrize("by", ["norm", "frequency"])
+def test_pruned_rows_export_and_predict_as_measured(tiny_overrides, tmp_path, by):
+    rows = 40
+    cfg = compose_config([*tiny_overrides, "data.synthetic.num_docs=1000", "search.precision=fp32",
+                          f"report.prune_rows={rows}", f"report.prune_by={by}"])  # fmt: skip
+    rec = runner.run(cfg, tmp_path / "out").recommended
+    folder = tmp_path / "out" / "model"
+    config = json.loads((folder / "config.json").read_text())
+    words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    kept = min(rows, int(rec["vocab_size"]))
+    assert config["vocab_size"] == kept and len(words) == kept + 2
+    assert words[:2] == ["<pad>", "<unk>"]
+    corpus = load_corpus(cfg.data, cfg.seed)
+    if by == "frequency":  # the most frequent words, in rank order
+        from sweep.prepared import PreparedData
+
+        data = PreparedData.load(cfg.data, cfg.seed, "cpu")
+        assert words == data.encoded.words[: kept + 2]
+    pruned = config["figures"]["pruned"]
+    assert pruned["rows"] == kept and pruned["by"] == by
+    predicted = sweep.load(folder).predict(corpus.texts["test"])
+    names = [corpus.label_names[t] for t in corpus.labels["test"]]
+    accuracy = 100.0 * np.mean([p == n for p, n in zip(predicted, names, strict=True)])
+    assert accuracy == pytest.approx(pruned["test_accuracy"])

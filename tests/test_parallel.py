@@ -44,6 +44,10 @@ def test_workers_share_one_study_and_write_one_report(tmp_path):
     # The parent exports the whole study's recommendation; the workers export nothing.
     assert (tmp_path / "out" / "model" / "SHA256SUMS").is_file()
     assert not (tmp_path / "out" / "worker-0" / "model").exists()
+    # The parent measured the front at every precision once; the workers measured nothing.
+    front = table[table["pareto"]]
+    assert front["val_accuracy_int8"].notna().all() and front["ship_precision"].notna().all()
+    assert table.loc[~table["pareto"], "val_accuracy_int8"].isna().all()
 
 
 def test_worker_commands_pin_gpus_round_robin(tmp_path):
@@ -54,6 +58,9 @@ def test_worker_commands_pin_gpus_round_robin(tmp_path):
     argv = commands[3][0]
     assert "model=cnn" in argv and "search.workers=1" in argv and "search.worker_index=3" in argv
     assert "hydra.run.dir=x" not in argv and f"hydra.run.dir={tmp_path / 'worker-3'}" in argv
+    assert "report.export=keep" in argv and "report.quantize=none" in argv
+    argv = parallel.worker_commands(["report.quantize=all"], 1, tmp_path, [], quantize="all")[0][0]
+    assert "report.quantize=all" in argv and "report.quantize=none" not in argv
     cfg = compose_config(["search.workers=auto", "search.trials_per_gpu=3"])
     assert parallel.worker_count(cfg.search, ["0", "1"]) == 6
     assert parallel.worker_count(cfg.search, []) == 1

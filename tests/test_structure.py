@@ -30,11 +30,17 @@ def test_a_trial_describes_and_trains_without_a_study(trial_runner):
     assert set(before) == set(schema.names(known="sizes")) - {"budget_excess"}
     assert before["num_embeddings"] == 102 and before["params_embedding"] == 102 * 8
     after = trial_runner.train(params)
-    assert set(after) == set(schema.names(known="trained")) - {"pack"} | {"val_history"}
+    precisions = {c for c in schema.names(known="trained") if c.endswith(("fp16", "int8", "int4"))}
+    assert len(precisions) == 6  # measured here with report.quantize=all, else at the end
+    assert set(after) == set(schema.names(known="trained")) - {"pack"} - precisions | {
+        "val_history"
+    }
     assert 0 <= after["val_accuracy"] <= 100 and len(after["val_history"]) == after["epochs"]
     assert math.isnan(after["gpu_peak_mb"])  # on a CPU: missing, never 0
+    trial_runner.cfg.report.quantize = "all"
     again = trial_runner.train(params)  # same seed, same numbers
     assert again["val_accuracy"] == after["val_accuracy"]
+    assert set(again) == set(after) | precisions
     assert trial_runner.timing.trials == 2
 
 

@@ -7,9 +7,15 @@ job names the train, validation and test files (fastText's ``__label__`` format,
 shuffled), the dimension, threads, and the grid of (lr, epoch) to try. Prints one JSON line per
 configuration: training wall time (reading the file and building fastText's dictionary
 included, as in every fastText run) and validation and test accuracy in percent.
+
+A job with ``autotune`` instead runs fastText's own search (``-autotune-validation``, with
+``-autotune-modelsize`` when the job gives ``model_size``: the model is quantized to fit) for
+``duration`` seconds, saves the model, and prints one line: the wall time of the whole call, the
+saved file's bytes, the accuracies and the arguments the search chose.
 """
 
 import json
+import os
 import sys
 import time
 
@@ -21,9 +27,39 @@ def accuracy(model, path):
     return 100.0 * precision
 
 
+def autotune(job):
+    start = time.perf_counter()
+    options = {"autotuneModelSize": job["model_size"]} if job.get("model_size") else {}
+    model = fasttext.train_supervised(
+        input=job["train"],
+        autotuneValidationFile=job["validation"],
+        autotuneDuration=int(job["duration"]),
+        thread=job["threads"],
+        verbose=0,
+        **options,
+    )
+    wall = time.perf_counter() - start
+    path = job["model_path"]
+    model.save_model(path)
+    args = model.f.getArgs()
+    chosen = {name: getattr(args, name) for name in ("dim", "epoch", "lr", "wordNgrams", "minn",
+                                                      "maxn", "bucket", "dsub", "qnorm", "cutoff")
+              if hasattr(args, name)}  # fmt: skip
+    print(json.dumps({
+        "wall_seconds": wall,
+        "file_bytes": os.path.getsize(path),
+        "val_accuracy": accuracy(model, job["validation"]),
+        "test_accuracy": accuracy(model, job["test"]),
+        "args": {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in chosen.items()},
+    }), flush=True)  # fmt: skip
+
+
 def main():
     with open(sys.argv[1]) as handle:
         job = json.load(handle)
+    if job.get("autotune"):
+        autotune(job)
+        return
     for lr, epoch in job["grid"]:
         times = []
         try:

@@ -45,6 +45,8 @@ from sweep.train import SplitTensors, evaluate
 log = logging.getLogger(__name__)
 
 FILES = ("model.safetensors", "vocab.txt", "config.json")
+# A folder exported before precisions existed: fp32 torch.save state dict, JSON word list.
+LEGACY_FILES = ("model.pt", "config.json", "vocab.json")
 # model.* keys the trial sets (sizes) or that are no constructor arguments.
 _SET_PER_TRIAL = ("name", "hash_buckets", "num_embeddings", "embedding_dim", "num_classes")
 DIGESTS = "SHA256SUMS"
@@ -260,18 +262,21 @@ class Predictor:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
 
-def check_folder(folder: Path) -> None:
-    """Every file present and matching its digest; else an ExportError naming the file."""
+def check_folder(folder: Path) -> tuple[str, ...]:
+    """Every file present and matching its digest (else an ExportError naming the file); the
+    folder's file set: ``FILES``, or ``LEGACY_FILES`` for a folder exported before them."""
     sums = folder / DIGESTS
     if not sums.is_file():
         raise ExportError(f"{folder}: no {DIGESTS}; not an exported model folder (or unfinished)")
     expected = dict(reversed(line.split("  ", 1)) for line in sums.read_text().splitlines() if line)
-    for name in FILES:
+    files = LEGACY_FILES if "model.pt" in expected else FILES
+    for name in files:
         path = folder / name
         if not path.is_file():
             raise ExportError(f"{path}: missing; export the model again")
         if file_digest(path) != expected.get(name):
             raise ExportError(f"{path}: its SHA-256 differs from {DIGESTS}: the file was altered")
+    return files
 
 
 def load(folder: str | Path) -> Predictor:
@@ -279,16 +284,21 @@ def load(folder: str | Path) -> Predictor:
     from sweep.trial import build_model
 
     folder = Path(folder)
-    check_folder(folder)
+    legacy = check_folder(folder) == LEGACY_FILES
     config = json.loads((folder / "config.json").read_text())
-    words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    if legacy:  # fp32 state dict and a JSON word list
+        words = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["words"]
+        state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
+    else:
+        words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        state = quantize.decode(*tensorfile.read(folder / "model.safetensors"))
     model_cfg = OmegaConf.create({**config["model"], "name": config["model_name"]})
     model = build_model(model_cfg, config["num_embeddings"], config["embedding_dim"],
                         config["num_classes"])  # fmt: skip
     try:
-        model.load_state_dict(quantize.decode(*tensorfile.read(folder / "model.safetensors")))
-    except (KeyError, RuntimeError, ValueError) as error:
-        raise ExportError(f"{folder / 'model.safetensors'}: does not fit its config.json "
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError) as error:
+        raise ExportError(f"{folder}: the weights do not fit its config.json "
                           f"({str(error).strip()[:300]})") from None  # fmt: skip
     return Predictor(model, config, words)
 

@@ -202,3 +202,26 @@ def test_pruned_rows_export_and_predict_as_measured(tiny_overrides, tmp_path, by
     names = [corpus.label_names[t] for t in corpus.labels["test"]]
     accuracy = 100.0 * np.mean([p == n for p, n in zip(predicted, names, strict=True)])
     assert accuracy == pytest.approx(pruned["test_accuracy"])
+
+
+def test_a_folder_exported_before_precisions_still_loads(exported, tmp_path):
+    """model.pt + vocab.json, as the first export wrote them: loaded as they are."""
+    import shutil
+
+    import torch
+
+    from sweep import quantize, tensorfile
+    from sweep.digest import file_digest
+
+    _, _, folder = exported
+    old = tmp_path / "old"
+    old.mkdir()
+    state = quantize.decode(*tensorfile.read(folder / "model.safetensors"))
+    torch.save(state, old / "model.pt")
+    words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    (old / "vocab.json").write_text(json.dumps({"words": words}))
+    shutil.copy(folder / "config.json", old / "config.json")
+    names = ("model.pt", "config.json", "vocab.json")
+    (old / "SHA256SUMS").write_text("".join(f"{file_digest(old / n)}  {n}\n" for n in names))
+    texts = ["a first text", "and another one", ""]
+    assert sweep.load(old).predict(texts) == sweep.load(folder).predict(texts)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import re
 from contextlib import contextmanager
 
 import torch
@@ -50,24 +52,104 @@ def model_mb(num_params: int, bytes_per_param: int = 4) -> float:
     return num_params * bytes_per_param / MB
 
 
-@contextmanager
-def gpu_peak(device: torch.device):
-    """Measure peak GPU memory inside the block; yields a dict filled on exit.
+class DeviceMemory:
+    """The CUDA caching allocator's counters for one device: what every measured figure reads.
+    Tests pass an object with the same methods (a fake) to run the measuring code on a CPU."""
 
-    ``allocated_mb`` and ``reserved_mb`` are NaN on a device that is not CUDA.
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def allocated(self) -> int:
+        return torch.cuda.memory_allocated(self.device)
+
+    def reset_peak(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def reserved_peak(self) -> int:
+        return torch.cuda.max_memory_reserved(self.device)
+
+
+def memory_reader(device: torch.device) -> DeviceMemory | None:
+    """The counters of ``device``; None where there are none (a CPU)."""
+    return DeviceMemory(device) if device.type == "cuda" else None
+
+
+@contextmanager
+def gpu_peak(device: torch.device, reader: DeviceMemory | None = None):
+    """Measure the block's own peak device memory; yields a dict filled on exit.
+
+    ``peak_mb``: the allocator's peak inside the block minus what was allocated when it began
+    (the trial itself); ``baseline_mb``: that starting allocation (the process's context
+    workspaces, the corpus on the device); ``reserved_mb``: the allocator's reserved peak. NaN
+    where there are no counters (``reader`` None and not CUDA), never 0.
     """
-    result = {"allocated_mb": math.nan, "reserved_mb": math.nan}
-    if device.type != "cuda":
+    reader = reader if reader is not None else memory_reader(device)
+    result = {"peak_mb": math.nan, "baseline_mb": math.nan, "reserved_mb": math.nan}
+    if reader is None:
         yield result
         return
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    reader.synchronize()
+    reader.reset_peak()
+    baseline = reader.allocated()
     try:
         yield result
     finally:
-        torch.cuda.synchronize(device)
-        result["allocated_mb"] = torch.cuda.max_memory_allocated(device) / MB
-        result["reserved_mb"] = torch.cuda.max_memory_reserved(device) / MB
+        reader.synchronize()
+        result["peak_mb"] = max(reader.peak() - baseline, 0) / MB
+        result["baseline_mb"] = baseline / MB
+        result["reserved_mb"] = reader.reserved_peak() / MB
+
+
+def warm_up(device: torch.device) -> None:
+    """Create, before the first trial, what a process keeps once it has trained anything: the
+    cuBLAS handles and their workspaces of the main thread and of autograd's device thread (a
+    matmul forward and backward). They then count in every trial's baseline alike, instead of
+    in the first trial's own peak. Nothing to do off CUDA."""
+    if device.type != "cuda":
+        return
+    layer = torch.nn.Linear(8, 8, device=device)
+    layer(torch.ones(4, 8, device=device)).sum().backward()
+    torch.cuda.synchronize(device)
+
+
+# One cuBLAS workspace per handle, and one handle per thread that runs matmuls on the device:
+# the main thread (forward, optimizer) and autograd's device thread (backward). On the H200
+# 64.0 MiB stayed allocated after the first matmul forward and backward (2 x 32 MiB), and 0 with
+# CUBLAS_WORKSPACE_CONFIG=:0:0 (../shared/gpu/README.md).
+CUBLAS_HANDLES = 2
+
+
+def cublas_workspace_bytes(capability: tuple[int, int] | None, config: str | None) -> int:
+    """Bytes of one cuBLAS handle's workspace as PyTorch sizes it (CublasHandlePool.cpp): the
+    ``:SIZE:COUNT`` pairs of ``CUBLAS_WORKSPACE_CONFIG`` (SIZE in KiB, times COUNT, summed), else
+    the default ``:4096:2:16:8`` (8.125 MiB), 32 MiB from Hopper on (compute capability 9);
+    0 without a CUDA ``capability``."""
+    if capability is None:
+        return 0
+    if config is not None:
+        pairs = re.findall(r":([0-9]+):([0-9]+)", config)
+        if pairs:
+            return sum(int(size) * int(count) for size, count in pairs) * 1024
+        return 4096 * 1024  # unparsable: PyTorch warns and uses this
+    if capability[0] >= 9:
+        return 4096 * 8 * 1024
+    return 4096 * 1024 * 2 + 16 * 1024 * 8
+
+
+def baseline_bytes(device: torch.device, corpus_bytes: int) -> dict[str, int]:
+    """The process baseline a trial runs on, term by term: the corpus on the device and the
+    cuBLAS workspaces ``warm_up`` creates (CUDA only)."""
+    capability = None
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+    workspace = cublas_workspace_bytes(capability, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    return {"corpus": corpus_bytes, "cublas_workspaces": CUBLAS_HANDLES * workspace}
 
 
 def release(device: torch.device) -> None:
@@ -141,28 +223,30 @@ def estimate_peak_mb(
     max_length: int,
     data_bytes: int,
 ) -> dict[str, float]:
-    """Analytic peak memory of a trial in MiB (fp32 weights, Adam), on any device.
+    """Analytic peak memory of the trial itself in MiB (fp32 weights, Adam), on any device: what
+    it allocates above the process baseline (``baseline_bytes``). Every term is a tensor the
+    trial really holds at its peak:
 
-    Training step: weights, gradients (a sparse table's gradient holds only the batch's rows),
-    Adam's two moments for every parameter (LazyAdam keeps them dense too, as SparseAdam does), the activations a
-    step saves for backward at the longest batch (traced on the meta device), and the corpus on
-    the device (the ids and the trial's cutoff view). Evaluation keeps weights, moments and the
-    last gradients, and holds about two of its largest layer outputs at ``eval_batch_size``.
-    Returns ``est_peak_mb`` and ``est_embedding_mb`` (the table's share: its weights, moments and
-    gradient).
+    - ``data_bytes``: its cutoff view of the corpus (made at the start, held to the end);
+    - weights, Adam's two moments for every parameter (FusedAdam and LazyAdam keep them dense,
+      as SparseAdam does), and the best epoch's weights early stopping keeps (a device copy);
+    - gradients: dense ones, and a sparse table's (the batch's rows: values and indices);
+    - training step: the activations saved for backward at the longest batch (traced on the meta
+      device, ``saved_activation_bytes``);
+    - evaluation: the training state above plus about two of its largest layer outputs at
+      ``eval_batch_size``.
+
+    Not modelled: cuDNN's transient workspaces (convolution, RNN) and attention kernels' own
+    buffers; on CUDA the probe (``TrialRunner.probe``) measures the step exactly. Returns
+    ``est_peak_mb`` and ``est_embedding_mb`` (the table's share: weights, moments, gradient).
     """
     tokens = batch_size * max_length
     sparse_grad = tokens * embedding_dim * 4 + tokens * 8 if sparse else 0  # values + indices
     dense_grad = (params_total - (params_embedding if sparse else 0)) * 4
-    weights_and_moments = params_total * 4 * 3
+    state = params_total * 4 * 4 + dense_grad + sparse_grad  # weights, 2 moments, best copy
     activations = saved_activation_bytes(meta_model, batch_size, max_length)
-    train = weights_and_moments + dense_grad + sparse_grad + activations["total"]
-    evaluation = (
-        weights_and_moments
-        + dense_grad
-        + sparse_grad
-        + 2 * activations["largest"] * eval_batch_size / batch_size
-    )
+    train = state + activations["total"]
+    evaluation = state + 2 * activations["largest"] * eval_batch_size / batch_size
     table_grad = sparse_grad if sparse else params_embedding * 4
     return {
         "est_peak_mb": (max(train, evaluation) + data_bytes) / MB,

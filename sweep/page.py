@@ -466,14 +466,25 @@ def _history_chart(table: pd.DataFrame) -> str:
 
 
 def _memory_chart(done: pd.DataFrame) -> str:
-    """7. Memory: the measured GPU peak where there is one, else the analytic estimate."""
+    """7. Memory of the trial itself against parameters: measured on the GPU where there is
+    one (with the estimate beside it), else the estimate; the process baseline every trial runs
+    on (context workspaces, the corpus) drawn as a line."""
     measured = done["gpu_peak_mb"].notna().any() if "gpu_peak_mb" in done else False
-    column, label = ("gpu_peak_mb", "GPU peak memory (MiB, measured)") if measured else (
-        "est_peak_mb", "estimated peak memory (MiB; no GPU measured)")  # fmt: skip
+    column, label = ("gpu_peak_mb", "trial's own peak (MiB, measured)") if measured else (
+        "est_peak_mb", "trial's own peak (MiB, estimated; no GPU measured)")  # fmt: skip
     memory = done[done[column].notna()] if column in done else done.iloc[0:0]
     tips = [f"{t}, {column}={_fmt(m)}" for t, m in zip(_tips(memory), memory[column], strict=True)]
-    return plots.chart(f"7. {label.split(' (')[0]} against parameters",
-                       [plots.Series(column, memory["params_total"], memory[column], tips, plots.PALETTE[3])],
+    series = [plots.Series(column, memory["params_total"], memory[column], tips, plots.PALETTE[3])]
+    if measured:
+        series.append(plots.Series("est_peak_mb", memory["params_total"], memory["est_peak_mb"],
+                                   tips, plots.PALETTE[4]))  # fmt: skip
+    base = "gpu_baseline_mb" if measured else "est_baseline_mb"
+    if len(memory) and base in memory and memory[base].notna().any():
+        level = float(memory[base].median())
+        xs = [memory["params_total"].min(), memory["params_total"].max()]
+        series.append(plots.Series(f"baseline ({base}, median {level:.0f})", xs, [level, level],
+                                   (), "#999", line=True, radius=0))  # fmt: skip
+    return plots.chart("7. Peak memory against parameters", series,
                        x_label="params_total (log scale)", y_label=label, x_log=True, chart_id="chart-memory")  # fmt: skip
 
 

@@ -261,7 +261,7 @@ def plan(cfg: DictConfig, trial: TrialRunner, out_dir: Path) -> SweepResult:
     """``plan=true``: size, memory and budgets of a grid over every axis, with no training."""
     rows = []
     for params in trial.space.plan_points(cfg.plan_points):
-        figures = {**params, **trial.describe(params)}
+        figures = {**params, **trial.describe(params, probe=False)}
         for limit_key in schema.PLAN_FLAGS:
             figures[limit_key] = False
         for limit_key, limit, figure in budgets(cfg.search):

@@ -93,8 +93,12 @@ examples_per_second       trained
 eval_tokens_per_second    trained
 eval_examples_per_second  trained
 gpu_peak_mb               trained  shown
+gpu_baseline_mb           trained
 gpu_reserved_mb           trained
+probe_peak_mb             sizes    shown
 est_peak_mb               sizes    shown plan
+est_baseline_mb           sizes    plan
+memory_mb                 sizes    plan
 est_embedding_mb          sizes    plan
 budget_excess             sizes
 device                    sizes

@@ -20,7 +20,7 @@ from sweep.space import SearchError, SearchSpace
 # search.precision (file_bytes_int8, ...), with precision=best the smallest (int4) file's.
 BUDGETS = (
     ("max_params", "params_total"),
-    ("max_memory_mb", "est_peak_mb"),
+    ("max_memory_mb", "memory_mb"),
     ("max_model_bytes", "file_bytes"),
 )
 SHIP_PRECISIONS = ("best", "fp32", "fp16", "int8", "int4")

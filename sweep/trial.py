@@ -10,8 +10,10 @@ the cutoff view of the prepared data, builds the model, fits it and returns the 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -109,6 +111,14 @@ class Timing:
         return asdict(self)
 
 
+def memory_need(figures: dict[str, Any]) -> float:
+    """What ``search.max_memory_mb`` and the out-of-memory rule compare (MiB): the trial's own
+    peak (the probe where it ran, else the estimate) plus the process baseline (estimated)."""
+    probe = float(figures.get("probe_peak_mb", math.nan))
+    own = figures["est_peak_mb"] if math.isnan(probe) else probe  # inf: it did not fit
+    return float(own) + float(figures["est_baseline_mb"])
+
+
 class TrialRunner:
     """Turns a trial's sampled values into its figures, for one config and one prepared data."""
 
@@ -117,6 +127,11 @@ class TrialRunner:
         self.data = data
         self.space = space or SearchSpace(cfg.search.space, data.full_vocab)
         self.timing = Timing()
+        # The device's memory counters (None on a CPU; tests set a fake) and the baseline the
+        # trials run on, which warm_up makes the same for the first trial as for the others.
+        self.memory = measure.memory_reader(data.device)
+        self.baseline = measure.baseline_bytes(data.device, data.device_bytes)
+        measure.warm_up(data.device)
         # Called with (params, seed, model) after each successful training, the model holding
         # its best epoch's weights (the runner keeps them for export: sweep.export.KeptStates).
         self.on_trained: Callable[[dict[str, Any], int, torch.nn.Module], None] | None = None
@@ -126,8 +141,9 @@ class TrialRunner:
         trial_cfg = self.space.trial_config(self.cfg, params)
         return trial_cfg, Sizes.of(params, trial_cfg.model, self.data.full_vocab)
 
-    def describe(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The columns known before training (``known="sizes"``)."""
+    def describe(self, params: dict[str, Any], probe: bool = True) -> dict[str, Any]:
+        """The columns known before training (``known="sizes"``); ``probe``: measure the step
+        on the device where it has memory counters (not in plan mode)."""
         trial_cfg, sizes = self.setup(params)
         with torch.device("meta"):  # counts parameters without allocating them
             meta_model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
@@ -154,14 +170,58 @@ class TrialRunner:
                 batch_size=train_cfg.batch_size,
                 eval_batch_size=train_cfg.eval_batch_size,
                 max_length=self.data.max_length,
-                data_bytes=2 * self.data.device_bytes,  # the corpus plus this trial's view
+                data_bytes=self.data.device_bytes,  # this trial's cutoff view
             ),
+            "est_baseline_mb": sum(self.baseline.values()) / measure.MB,
             "device": measure.device_name(self.data.device),
             "seed": self.cfg.seed,
             "model": trial_cfg.model.name,
         }
+        if probe:
+            record["probe_peak_mb"] = self.probe((trial_cfg, sizes))
+        record["memory_mb"] = memory_need(record)
         schema.check_record(record, "sizes")
         return record
+
+    def probe(self, setup) -> float:
+        """Where the device has memory counters (CUDA; tests give a fake): the trial's own peak,
+        measured on one step as the trial will run it, on its worst batch: its cutoff views,
+        the model, one forward, backward and optimizer step on the ``batch_size`` longest
+        training documents, the best-state copy, one evaluation batch of the longest validation
+        documents. MiB above the baseline; NaN without counters (a CPU, plan mode); infinite
+        when the step ran out of memory (the trial is then skipped, untrained)."""
+        if self.memory is None:
+            return math.nan
+        try:
+            return self._probe(setup)
+        except (torch.OutOfMemoryError, MemoryError):  # the trial would not fit: say so
+            measure.release(self.data.device)
+            return math.inf
+
+    def _probe(self, setup) -> float:
+        trial_cfg, sizes = setup
+        train_cfg, device = trial_cfg.train, self.data.device
+        with measure.gpu_peak(device, self.memory) as peak:
+            views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
+            model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
+                                self.data.num_classes).to(device)  # fmt: skip
+            optimizers = Optimizers(model, train_cfg.lr)
+            train = views["train"]
+            idx = torch.argsort(train.lengths, descending=True)[: train_cfg.batch_size]
+            width = max(int(train.lengths[idx].max()), 1)
+            idx = idx.to(device)
+            logits = model.train()(train.ids[idx, :width])
+            torch.nn.functional.cross_entropy(logits, train.labels[idx]).backward()
+            optimizers.step()
+            best = copy.deepcopy(model.state_dict())
+            val = views["validation"]
+            idx = torch.argsort(val.lengths, descending=True)[: train_cfg.eval_batch_size]
+            width = max(int(val.lengths[idx].max()), 1)
+            with torch.no_grad():
+                model.eval()(val.ids[idx.to(device), :width])
+            del views, model, optimizers, train, val, logits, best
+        measure.release(device)
+        return peak["peak_mb"]
 
     def file_bytes(self, model: torch.nn.Module, sizes: Sizes) -> dict[str, int]:
         """``file_bytes_<precision>``: the exported weights and vocabulary files, exactly."""
@@ -207,7 +267,7 @@ class TrialRunner:
         trial_cfg, sizes = self.setup(params)
         train_cfg = trial_cfg.train
         device = self.data.device
-        with measure.gpu_peak(device) as peak:
+        with measure.gpu_peak(device, self.memory) as peak:
             views, model, cutoff_seconds = self._build(trial_cfg, sizes, seed, wrap_model)
             t0 = time.perf_counter()
             try:
@@ -249,7 +309,8 @@ class TrialRunner:
     @staticmethod
     def _record(result, cutoff_seconds: float, peak: dict) -> dict[str, Any]:
         record = {**result.figures(), "cutoff_seconds": cutoff_seconds,
-                  "gpu_peak_mb": peak["allocated_mb"], "gpu_reserved_mb": peak["reserved_mb"]}  # fmt: skip
+                  "gpu_peak_mb": peak["peak_mb"], "gpu_baseline_mb": peak["baseline_mb"],
+                  "gpu_reserved_mb": peak["reserved_mb"]}  # fmt: skip
         schema.check_record(record, "trained")
         return record
 
@@ -300,7 +361,7 @@ class TrialRunner:
         device, seed = self.data.device, self.cfg.seed
         train_cfg = setups[0][0].train
         members, cutoffs = [], []
-        with measure.gpu_peak(device) as peak:
+        with measure.gpu_peak(device, self.memory) as peak:
             for (trial_cfg, sizes), on_epoch in zip(setups, on_epochs, strict=True):
                 views, model, cutoff_seconds = self._build(trial_cfg, sizes, seed, wrap_model)
                 stopping = EarlyStopping(train_cfg.patience)

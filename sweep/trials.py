@@ -78,9 +78,9 @@ def find_finished(study: optuna.Study, params: dict[str, Any], number: int):
 
 
 def oom_limit(study: optuna.Study) -> tuple[float, int] | None:
-    """(smallest est_peak_mb, trial) among trials that ran out of memory, if any did."""
+    """(smallest memory_mb, trial) among trials that ran out of memory, if any did."""
     ooms = [
-        (float(t.user_attrs.get("est_peak_mb", math.inf)), t.number)
+        (float(t.user_attrs.get("memory_mb", math.inf)), t.number)
         for t in study.get_trials(deepcopy=False, states=(State.FAIL,))
         if t.user_attrs.get("out_of_memory")
     ]
@@ -88,15 +88,18 @@ def oom_limit(study: optuna.Study) -> tuple[float, int] | None:
 
 
 def skip_reason(study: optuna.Study, figures: dict[str, Any], search_cfg) -> str | None:
-    """Why a configuration is not trained: over a budget, or at least as large (estimated peak
-    memory) as one that ran out of memory; None to train it."""
+    """Why a configuration is not trained: its probe step ran out of memory, it is over a
+    budget, or it needs at least as much memory (``memory_mb``) as one that ran out of memory
+    while training; None to train it."""
+    if figures.get("probe_peak_mb") == math.inf:  # it does not fit this device: never trained
+        return "skipped: out of memory in the probe step (one step on the longest batch)"
     over = over_budget(figures, search_cfg)
     if over:
         return over
     limit = oom_limit(study)
-    if limit is not None and figures.get("est_peak_mb", 0) >= limit[0]:
+    if limit is not None and figures.get("memory_mb", 0) >= limit[0]:
         return (
-            f"skipped: estimated {figures['est_peak_mb']:.0f} MB is not below trial "
+            f"skipped: memory_mb {figures['memory_mb']:.0f} MB is not below trial "
             f"{limit[1]}'s {limit[0]:.0f} MB, which ran out of memory"
         )
     return None

@@ -72,3 +72,31 @@ def test_time_to_reach_and_reach():
     assert np.isnan(time_to_reach(curve, 81.0))
     mean, reached = reach([{"curve": curve}, {"curve": [(1.0, 60.0)]}], 70.0)
     assert mean == 0.2 and reached == "1/2"
+
+
+def test_gpu_command_steps_keep_their_figures_through_a_failure_or_a_timeout(monkeypatch):
+    import sys
+
+    import torch
+
+    from sweep.benchmarks import gpu
+
+    ok = gpu.step("ok", [sys.executable, "-c", "print('12 passed, 1 failed')"], 30)
+    assert ok["exit"] == 0 and "12 passed" in ok["output"]
+    slow = gpu.step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1)
+    assert slow["exit"] == "timeout" and slow["seconds"] < 10
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        gpu.main(["--out", "unused"])
+
+
+def test_shipping_benchmark_writes_fasttext_files_of_our_tokens(tmp_path):
+    from conftest import compose_config
+
+    from sweep.benchmarks.shipping import fasttext_files
+
+    cfg = compose_config(["data.synthetic.num_docs=300", f"data.cache_dir={tmp_path / 'c'}"])
+    files = fasttext_files(cfg, tmp_path / "ft")
+    lines = files["train"].read_text(encoding="utf-8").splitlines()
+    assert len(lines) > 100 and all(line.startswith("__label__") for line in lines)
+    assert set(files) == {"train", "validation", "test"}

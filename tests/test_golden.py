@@ -4,8 +4,11 @@
 restructured (issue 13). Every column must still be there, in the same order, and every value
 that does not depend on the clock must be the same (floats within 1e-9 relative). Columns added
 since on purpose, empty or new in every old row: ``pack`` (issue 18), and the shipping columns of
-issue 16 (``file_bytes_*``, ``*_accuracy_fp16|int8|int4``, ``ship_*``), checked before they were
-written in that the old columns kept every value.
+issue 16 (``file_bytes_*``, ``*_accuracy_fp16|int8|int4``, ``ship_*``) and the memory split of
+issue 14 (``gpu_baseline_mb``, ``probe_peak_mb``, ``est_baseline_mb``, ``memory_mb``), checked
+before they were written in that the old columns kept every value, except ``est_peak_mb``, which
+now estimates the trial alone: the corpus moved to ``est_baseline_mb``, the best-epoch copy of
+the weights was added (old = new + 0.347 MiB corpus - params_total x 4 bytes, row by row).
 """
 
 from __future__ import annotations

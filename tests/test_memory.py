@@ -138,3 +138,126 @@ def test_plan_mode_writes_plan_csv_without_training(tmp_path):
     assert (plan["over_max_memory_mb"] == (plan["est_peak_mb"] > 400)).all()
     assert plan["over_max_params"].any() and not plan["over_max_params"].all()
     assert not (tmp_path / "studies").exists()  # nothing trained, no study created
+
+
+MiB = 2**20
+
+
+def test_cublas_workspace_terms_by_hand():
+    workspace = measure.cublas_workspace_bytes
+    assert workspace(None, None) == 0  # no CUDA: no workspace
+    assert workspace((9, 0), None) == 32 * MiB  # Hopper's default: 4096 KiB x 8
+    assert workspace((8, 0), None) == 4096 * 1024 * 2 + 16 * 1024 * 8  # :4096:2:16:8
+    assert workspace((9, 0), ":0:0") == 0
+    assert workspace((8, 6), ":4096:8") == 32 * MiB
+    assert workspace((8, 6), ":16:8") == 128 * 1024
+    assert workspace((9, 0), "nonsense") == 4 * MiB  # PyTorch warns and uses 4096 KiB
+    # Two handles (main thread, autograd's thread): the H200's 64 MiB after a first backward.
+    assert measure.CUBLAS_HANDLES * workspace((9, 0), None) == 64 * MiB
+    assert measure.baseline_bytes(torch.device("cpu"), 12345) == {
+        "corpus": 12345,
+        "cublas_workspaces": 0,
+    }
+
+
+def test_the_estimate_counts_state_by_hand():
+    """A bag model with no hidden layer, dense table: every term computed by hand."""
+    cfg = compose_config(["model=bag", "model.hidden_dim=0"])
+    with torch.device("meta"):
+        model = build_model(cfg.model, 1002, 16, 4)
+    params = 1002 * 16 + 16 * 4 + 4
+    saved = measure.saved_activation_bytes(model, 8, 10)
+    est = measure.estimate_peak_mb(
+        model, params_total=params, params_embedding=1002 * 16, embedding_dim=16, sparse=False,
+        batch_size=8, eval_batch_size=8, max_length=10, data_bytes=1000,
+    )  # fmt: skip
+    # weights, two Adam moments, the best epoch's copy, dense gradients, activations, the view
+    train = params * 4 * 4 + params * 4 + saved["total"] + 1000
+    assert est["est_peak_mb"] * MiB == pytest.approx(max(train, train - saved["total"]
+                                                         + 2 * saved["largest"]))  # fmt: skip
+    assert est["est_embedding_mb"] * MiB == pytest.approx(1002 * 16 * 4 * 4)
+
+
+class FakeMemory:
+    """The CUDA allocator's counters, scripted: ``base`` allocated when a scope begins and a
+    peak ``own`` above it; the measuring code runs on a CPU with it."""
+
+    def __init__(self, base_mb: float, own_mb: float):
+        self.base, self.own, self.resets = int(base_mb * MiB), int(own_mb * MiB), 0
+
+    def synchronize(self):
+        pass
+
+    def allocated(self):
+        return self.base
+
+    def reset_peak(self):
+        self.resets += 1
+
+    def peak(self):
+        return self.base + self.own
+
+    def reserved_peak(self):
+        return self.base + self.own + 2 * MiB
+
+
+def test_a_measured_scope_reports_its_own_peak_and_the_baseline():
+    fake = FakeMemory(base_mb=70, own_mb=12)
+    with measure.gpu_peak(torch.device("cpu"), fake) as peak:
+        pass
+    assert fake.resets == 1
+    assert peak == {"peak_mb": 12.0, "baseline_mb": 70.0, "reserved_mb": 84.0}
+
+
+def test_the_probe_sets_what_budgets_compare(tiny_cfg, monkeypatch):
+    from sweep.prepared import PreparedData
+    from sweep.trial import TrialRunner
+    from sweep.trials import skip_reason
+
+    data = PreparedData.load(tiny_cfg.data, tiny_cfg.seed, "cpu")
+    params = {"embedding_dim": 8, "vocab_size": 100}
+    plain = TrialRunner(tiny_cfg, data)
+    assert plain.memory is None  # a CPU has no counters: no probe, the estimate decides
+    estimated = plain.describe(params)
+    assert estimated["probe_peak_mb"] != estimated["probe_peak_mb"]  # NaN
+    assert estimated["memory_mb"] == pytest.approx(
+        estimated["est_peak_mb"] + estimated["est_baseline_mb"]
+    )
+    probed = TrialRunner(tiny_cfg, data)
+    probed.memory = FakeMemory(base_mb=70, own_mb=300)  # the probe step really runs, here
+    figures = probed.describe(params)
+    assert figures["probe_peak_mb"] == 300.0
+    assert figures["memory_mb"] == pytest.approx(300.0 + figures["est_baseline_mb"])
+    search = compose_config(["search.max_memory_mb=200"]).search
+    monkeypatch.setattr("sweep.trials.oom_limit", lambda study: None)
+    assert skip_reason(None, estimated, search) is None
+    assert "memory_mb=300 > search.max_memory_mb=200" in skip_reason(None, figures, search)
+    record = probed.train(params)  # the trial's own peak and its baseline, from the counters
+    assert record["gpu_peak_mb"] == 300.0 and record["gpu_baseline_mb"] == 70.0
+
+
+def test_a_probe_out_of_memory_skips_the_trial_untrained(tiny_overrides, tmp_path, monkeypatch):
+    trained = []
+    real_fit = trial_module.fit
+
+    def probe(self, setup):
+        if setup[1].embedding_dim >= 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return 5.0
+
+    monkeypatch.setattr(measure, "memory_reader", lambda device: FakeMemory(70, 5))
+    monkeypatch.setattr(trial_module.TrialRunner, "_probe", probe)
+    monkeypatch.setattr(
+        trial_module, "fit", lambda m, *a, **k: trained.append(m) or real_fit(m, *a, **k)
+    )
+    cfg = compose_config([*tiny_overrides, "search/sampler=random", "search.n_trials=5",
+                          "search.max_consecutive_skips=500", "search.space.embedding_dim.high=64"])  # fmt: skip
+    table = runner.run(cfg, tmp_path / "out").table
+    ooms = table[table["state"] == "SKIPPED"]  # it does not fit: skipped, as over a budget
+    assert len(ooms) >= 1 and (ooms["embedding_dim"] >= 16).all()
+    assert ooms["fail_reason"].str.contains("out of memory in the probe").all()
+    assert (ooms["probe_peak_mb"] == float("inf")).all()
+    assert (ooms["memory_mb"] == float("inf")).all() and (table["state"] != "FAIL").all()
+    assert all(m.frontend.embed.weight.shape[1] < 16 for m in trained)
+    done = table[table["state"] == "COMPLETE"]
+    assert (done["probe_peak_mb"] == 5.0).all() and (done["gpu_baseline_mb"] == 70.0).all()

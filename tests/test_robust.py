@@ -164,15 +164,15 @@ def test_out_of_memory_is_recorded_and_larger_configs_are_skipped(
     assert len(ooms) >= 1 and ooms["fail_reason"].str.contains("out of memory").all()
     assert (table["state"] == "COMPLETE").sum() == 6
     first_oom = ooms["trial"].min()
-    limit = ooms["est_peak_mb"].min()
+    limit = ooms["memory_mb"].min()
     later = table[table["trial"] > first_oom]
     # After the first out-of-memory failure, nothing as large as it was trained again.
     assert (
-        later.loc[later["state"] == "COMPLETE", "est_peak_mb"]
-        < ooms.loc[ooms["trial"] == first_oom, "est_peak_mb"].item()
+        later.loc[later["state"] == "COMPLETE", "memory_mb"]
+        < ooms.loc[ooms["trial"] == first_oom, "memory_mb"].item()
     ).all()
-    assert (skipped["est_peak_mb"] >= limit).all()
-    assert skipped["fail_reason"].str.startswith("skipped: estimated").all()
+    assert (skipped["memory_mb"] >= limit).all()
+    assert skipped["fail_reason"].str.startswith("skipped: memory_mb").all()
     assert all(size < 16 for size in trained)
 
 

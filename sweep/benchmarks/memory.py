@@ -4,9 +4,12 @@
 
 On the default synthetic data, for each model and each corner of the default search space
 (embedding_dim 4 and 256, vocab_size 100 and the full vocabulary), it trains one trial for two
-epochs and prints est_peak_mb beside gpu_peak_mb (measured with the CUDA allocator's peak
-counters) and their ratio. On a machine without CUDA the measured column is NaN and only the
-estimate is shown. The target: the estimate within 15% of the measured peak everywhere.
+epochs and prints the trial's own measured peak (``gpu_peak_mb``: the CUDA allocator's peak
+minus what the process held before the trial), the probe (``probe_peak_mb``: one step on the
+longest batch before training) and the estimate (``est_peak_mb``), their ratios, and the process
+baseline measured and estimated. On a machine without CUDA the measured columns are NaN and only
+the estimate is shown. Targets: the estimate within 15% of the measured peak everywhere, the
+probe within 2%.
 """
 
 from __future__ import annotations
@@ -49,8 +52,12 @@ def main(argv: list[str] | None = None) -> None:
             rows.append({
                 "model": model, "embedding_dim": row.embedding_dim, "vocab_size": row.vocab_size,
                 "params_total": row.params_total, "gpu_peak_mb": round(row.gpu_peak_mb, 1),
+                "probe_peak_mb": round(row.probe_peak_mb, 1),
                 "est_peak_mb": round(row.est_peak_mb, 1),
                 "est / measured": round(row.est_peak_mb / row.gpu_peak_mb, 3),
+                "probe / measured": round(row.probe_peak_mb / row.gpu_peak_mb, 3),
+                "gpu_baseline_mb": round(row.gpu_baseline_mb, 1),
+                "est_baseline_mb": round(row.est_baseline_mb, 1),
             })  # fmt: skip
     table = pd.DataFrame(rows)
     print(f"device: {device_name(resolve_device(args.device))}")

@@ -1,0 +1,104 @@
+"""One command for a GPU box: the GPU tests, the memory table, CUDA against CPU, packing.
+
+    python -m sweep.benchmarks.gpu --out bench/gpu          # at most about 6 minutes
+
+Each step runs in its own process with its own time limit, so one that hangs or fails leaves
+the others' figures; the summary table comes last:
+
+1. ``python -m pytest -m gpu``: passed and failed counts (the memory bounds: the estimate within
+   15% of the measured trial peak, the probe within 2%);
+2. the memory table (``sweep.benchmarks.memory``): for every built-in model at the corners of
+   the default space, the trial's own measured peak, the probe, the estimate and their ratios,
+   and the measured and estimated process baseline;
+3. the default sweep (12 trials, ``report.repeats=0``) with ``device=cuda`` and ``device=cpu``:
+   wall time and trials per hour of each, process start included;
+4. packed trials: the default sweep at ``search.pack`` 1 and 8 on the GPU (trials per hour).
+
+Without CUDA it says so and stops: every figure here is the GPU's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from sweep.benchmarks.models import markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def step(name: str, argv: list[str], timeout: int, cwd: Path = ROOT) -> dict:
+    """Run one step; its wall time, exit code and output tail (a timeout is a result too)."""
+    print(f"== {name}: {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    try:
+        run = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        code, out = run.returncode, run.stdout + run.stderr
+    except subprocess.TimeoutExpired as expired:
+        code, out = "timeout", f"{expired.stdout or ''}{expired.stderr or ''}"
+        out = out.decode() if isinstance(out, bytes) else out
+    wall = time.perf_counter() - start
+    print(out[-3000:], flush=True)
+    return {"step": name, "seconds": round(wall, 1), "exit": code, "output": out}
+
+
+def sweep_time(device: str, out: Path, extra: list[str], timeout: int) -> dict:
+    name = f"default sweep, device={device} {' '.join(extra)}".strip()
+    argv = [sys.executable, str(ROOT / "run_sweep.py"), f"device={device}", "search.n_trials=12",
+            "report.repeats=0", "report.export=none", f"search.storage_dir={out / 'studies'}",
+            f"hydra.run.dir={out / name.replace(' ', '_').replace('=', '-')}",
+            f"search.study_name=gpu-bench-{device}-{len(extra)}-{int(time.time())}", *extra]  # fmt: skip
+    result = step(name, argv, timeout)
+    ok = result["exit"] == 0
+    result["figure"] = f"{12 / result['seconds'] * 3600:.0f} trials/h" if ok else "failed"
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sweep.benchmarks.gpu",
+                                     description=__doc__.split("\n\n")[0])  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("bench/gpu"))
+    args = parser.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: this command measures a GPU (README 'On a GPU box')")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}", flush=True)
+    rows = []
+    tests = step("pytest -m gpu", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p",
+                                   "no:cacheprovider", "tests/test_gpu.py"], 100)  # fmt: skip
+    counts = re.findall(r"(\d+) (passed|failed|error)", tests["output"])
+    tests["figure"] = ", ".join(f"{n} {what}" for n, what in counts) or "no result"
+    rows.append(tests)
+    memory = step("memory table", [sys.executable, "-m", "sweep.benchmarks.memory", "--out",
+                                   str(out / "memory"), "--device", "cuda"], 110)  # fmt: skip
+    table_path = out / "memory" / "memory.csv"
+    if table_path.is_file():
+        table = pd.read_csv(table_path)
+        memory["figure"] = (
+            f"est/measured {table['est / measured'].min():.2f}-{table['est / measured'].max():.2f}"
+            f", probe/measured {table['probe / measured'].min():.3f}-"
+            f"{table['probe / measured'].max():.3f}"
+        )
+    rows.append(memory)
+    rows.append(sweep_time("cuda", out, [], 50))
+    rows.append(sweep_time("cpu", out, [], 50))
+    rows.append(sweep_time("cuda", out, ["search.pack=8"], 40))
+    summary = pd.DataFrame(
+        [{k: r.get(k, "") for k in ("step", "seconds", "exit", "figure")} for r in rows]
+    )
+    (out / "summary.json").write_text(json.dumps(summary.to_dict("records"), indent=1))
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,25 +1,29 @@
-"""Packed trials: train several bag-model trials at once, on the same batches, in one step.
+"""Packed trials: train several trials at once, on the same batches, in one step.
 
 A sweep trains many small models on one data set, and a small model's step is mostly fixed cost
-(Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials of the bag
-model together: one table holding every trial's rows (row offsets; widths padded to the widest
-trial with columns held at zero), the hidden and output layers stacked per trial and applied with
-batched matrix products, one loss (the sum of the trials' mean losses, so each trial's gradient
-is its own), one backward and one optimizer step. Each trial keeps its own embedding_dim, cutoff
-(its own cut of the shared batch), hash buckets, early stopping, pruning and failure.
+(Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials together:
+one table holding every trial's rows (row offsets; widths padded to the widest trial with
+columns held at zero) and the layers stacked per trial: for the bag model batched matrix
+products (``PackedBag``), for the CNN grouped convolutions, one group per trial (``PackedCNN``).
+One loss (the sum of the trials' mean losses, so each trial's gradient is its own), one backward
+and one optimizer step. Each trial keeps its own embedding_dim, cutoff (its own cut of the shared
+batch), hash buckets, dropout masks (its own random stream), early stopping, pruning and failure.
 
 Why a trial's numbers are the ones it gets alone: it is built alone (same seed, same init) and
 copied in; every trial of a pack shares the batch plan a lone trial of that seed makes; its
-parameters are disjoint from the others' (the padded columns get exactly zero gradient, so Adam
-leaves them at zero); Adam is element-wise with the same step count; and after every epoch the
-pack is unpacked into each trial's own model, which is evaluated, early-stopped and pruned
-exactly as alone. Summation order inside the batched kernels differs from a lone trial's, so
-figures agree to float rounding, not bit for bit: over a long training the rounding can move an
-early-stopping decision, as another thread count would.
+parameters are disjoint from the others' (the padded columns and channels get exactly zero
+gradient, so Adam leaves them at zero); Adam is element-wise with the same step count; a CNN
+trial's dropout masks come from a generator holding the random state it has alone after its
+init; and after every epoch the pack is unpacked into each trial's own model, which is
+evaluated, early-stopped and pruned exactly as alone. Summation order inside the batched kernels
+may differ from a lone trial's, so figures agree to float rounding, not bit for bit: over a long
+training the rounding can move an early-stopping decision, as another thread count would.
 
-Trials that cannot share a pack (another model, a sparse table, dropout, a factorized table, a
-different training setting or learning rate) train alone: nothing is refused. Packs are rebuilt at every
-epoch from the trials still training, so a trial that stops costs nothing more.
+Trials that cannot share a pack (the RNN and the Transformer, the CNN off CUDA, a sparse table,
+a bag with dropout, a factorized table, a different training setting or learning rate) train
+alone:
+nothing is refused. Packs are rebuilt at every epoch from the trials still training, so a trial
+that stops costs nothing more.
 """
 
 from __future__ import annotations
@@ -36,28 +40,44 @@ from torch import nn
 from torch.nn import functional as F
 
 from sweep.digest import json_digest
-from sweep.models import BagClassifier
+from sweep.models import BagClassifier, CNNClassifier
 from sweep.optim import FusedAdam, Optimizers
 from sweep.train import EarlyStopping, SplitTensors, Work, plan_batches
 from sweep.vocab import PAD
 
 log = logging.getLogger(__name__)
 
+PACKABLE = ("sweep.models.BagClassifier", "sweep.models.CNNClassifier")
+# Where CNN trials pack. Not on a CPU: there a CNN step is arithmetic, and packing measured
+# 0.52x (grouped convolutions) and 0.75-0.96x (each trial's own) the lone trials' speed on TREC
+# (BENCHMARKS.md "Packed trials"); on CUDA a small step is launch-bound (unmeasured here).
+CNN_DEVICES = {"cuda"}
 
-def pack_key(trial_cfg: DictConfig, sparse: bool | None = None) -> str | None:
+
+def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> str | None:
     """Trials with equal keys may share a pack; None: this trial trains alone.
 
-    Packable: the bag model with a dense table (``sparse``: the trial's resolved
-    ``model.sparse``), without dropout (a pack draws one random stream, so dropout masks would
-    differ from the trial's own) and without a factorized table; the key holds the rest of the
-    model config and the whole training config (batches, epochs, lr must be shared).
+    Packable: the bag model and, on the devices of ``CNN_DEVICES`` (``device``: where the
+    trials train; default CPU), the CNN, with a dense table (``sparse``: the trial's resolved
+    ``model.sparse``) and without a factorized table; the bag without dropout (its masks would
+    come from the pack's stream), the CNN with any (each trial draws its masks from its own
+    generator, as alone: ``PackedCNN``). The key holds the rest of the model config and the
+    whole training config (batches, epochs, lr must be shared).
     """
     model = OmegaConf.to_container(trial_cfg.model, resolve=True)
-    if model.get("_target_") != "sweep.models.BagClassifier" or sparse:
+    target = model.get("_target_")
+    if (
+        target == "sweep.models.CNNClassifier"
+        and torch.device(device or "cpu").type not in CNN_DEVICES
+    ):
+        return None
+    if target not in PACKABLE or sparse:
         # Sparse tables (above model.sparse's row threshold) train alone: there the lone
         # trial's fused count-matrix mean is faster than a packed sparse embedding_bag.
         return None
-    if float(model.get("dropout") or 0) > 0 or model.get("factorized_dim"):
+    if model.get("factorized_dim"):
+        return None
+    if target == "sweep.models.BagClassifier" and float(model.get("dropout") or 0) > 0:
         return None
     shared = {k: v for k, v in model.items() if k not in ("num_embeddings", "embedding_dim")}
     train = OmegaConf.to_container(trial_cfg.train)
@@ -90,7 +110,7 @@ def split_by_width(sizes: list[tuple[int, int, int]], max_padding: float | None 
 class Member:
     """One trial in a pack: its own model and optimizer (the trial alone), views and progress."""
 
-    model: BagClassifier
+    model: BagClassifier | CNNClassifier
     optimizers: Optimizers
     views: dict[str, SplitTensors]
     on_epoch: Callable[[int, float], None] | None
@@ -99,6 +119,9 @@ class Member:
     done: bool = False
     outcome: Any = None  # FitResult, or the exception that ended the trial
     loss_sum: torch.Tensor | None = None
+    # Dropout masks (CNN): drawn from this generator, which holds the global random state the
+    # trial alone would have after building its model, so the masks are the lone trial's.
+    rng: torch.Generator | None = None
 
     @property
     def table(self) -> nn.Parameter:
@@ -117,10 +140,10 @@ def adam_state(member: Member, param: nn.Parameter) -> tuple[torch.Tensor, torch
     return optimizer.exp_avg[i], optimizer.exp_avg_sq[i], int(optimizer.steps[i])
 
 
-class PackedBag(nn.Module):
-    """N bag models as one: a shared table (row 0 the common padding row, then each trial's rows
-    at its offset, columns past its width zero) and stacked layers (``weights[i]``: (N, in, out),
-    ``biases[i]``: (N, out))."""
+class Packed(nn.Module):
+    """N models as one (subclasses: the layers): a shared table (row 0 the common padding row,
+    then each trial's rows at its offset, columns past its width zero) and ``pieces``: how each
+    trial's own tensors sit in the packed ones, for load, store and the optimizer."""
 
     def __init__(self, members: Sequence[Member]):
         super().__init__()
@@ -128,32 +151,18 @@ class PackedBag(nn.Module):
         rows = [m.table.shape[0] for m in members]
         self.width = max(widths)
         self.offsets = [1 + sum(rows[:i]) for i in range(len(members))]
-        device = members[0].table.device
-        self.table = nn.Parameter(torch.zeros(1 + sum(rows), self.width, device=device))
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for layer in range(len(members[0].linears)):
-            n_in = self.width if layer == 0 else members[0].linears[layer].in_features
-            n_out = members[0].linears[layer].out_features
-            self.weights.append(nn.Parameter(torch.zeros(len(members), n_in, n_out, device=device)))
-            self.biases.append(nn.Parameter(torch.zeros(len(members), n_out, device=device)))
+        self.device = members[0].table.device
+        self.table = nn.Parameter(torch.zeros(1 + sum(rows), self.width, device=self.device))
 
-    def pieces(self, members: Sequence[Member]):
-        """(member, packed tensor, the member's slice of it, its own tensor, transposed?) for
-        every parameter: how a trial's own tensors sit in the packed ones."""
+    def table_pieces(self, members: Sequence[Member]):
         for i, member in enumerate(members):
             rows, width = member.table.shape
             where = (slice(self.offsets[i], self.offsets[i] + rows), slice(0, width))
             yield member, self.table, where, member.table, False
-            for layer, linear in enumerate(member.linears):
-                yield (
-                    member,
-                    self.weights[layer],
-                    (i, slice(0, linear.in_features)),
-                    linear.weight,
-                    True,
-                )
-                yield member, self.biases[layer], (i,), linear.bias, False
+
+    def pieces(self, members: Sequence[Member]):
+        """(member, packed tensor, the member's slice of it, its own tensor, transposed?)."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def load(self, members: Sequence[Member]) -> None:
@@ -164,6 +173,31 @@ class PackedBag(nn.Module):
     def store(self, members: Sequence[Member]) -> None:
         for _, packed, where, own, transposed in self.pieces(members):
             own.copy_(packed[where].t() if transposed else packed[where])
+
+
+class PackedBag(Packed):
+    """N bag models: the shared table and stacked layers (``weights[i]``: (N, in, out),
+    ``biases[i]``: (N, out)) applied with batched matrix products."""
+
+    def __init__(self, members: Sequence[Member]):
+        super().__init__(members)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for layer in range(len(members[0].linears)):
+            n_in = self.width if layer == 0 else members[0].linears[layer].in_features
+            n_out = members[0].linears[layer].out_features
+            self.weights.append(
+                nn.Parameter(torch.zeros(len(members), n_in, n_out, device=self.device))
+            )
+            self.biases.append(nn.Parameter(torch.zeros(len(members), n_out, device=self.device)))
+
+    def pieces(self, members: Sequence[Member]):
+        yield from self.table_pieces(members)
+        for i, member in enumerate(members):
+            for layer, linear in enumerate(member.linears):
+                where = (i, slice(0, linear.in_features))
+                yield member, self.weights[layer], where, linear.weight, True
+                yield member, self.biases[layer], (i,), linear.bias, False
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids``: (N, batch, width) packed ids (offsets applied, padding 0) -> (N, batch, C)."""
@@ -177,11 +211,99 @@ class PackedBag(nn.Module):
         return x
 
 
+class PackedCNN(Packed):
+    """N CNNs (``sweep.models.CNNClassifier``) as one: the shared table; per kernel size one
+    grouped convolution (groups = N: trial i's filters see only its own channels; widths padded
+    to the widest with zero weights, which get zero gradient); the max over each document's
+    windows; each trial's dropout mask from its own generator (``Member.rng``), drawn as alone;
+    the output layers stacked (``out_weight``: (N, classes, features)) in one batched product.
+    One grouped convolution replaces N small ones: a GPU launches one kernel, not N."""
+
+    def __init__(self, members: Sequence[Member]):
+        super().__init__(members)
+        first = members[0].model
+        n, filters = len(members), first.convs[0].out_channels
+        self.kernel_sizes, self.filters = first.kernel_sizes, filters
+        self.p = first.dropout.p
+        self.rngs = [m.rng for m in members]
+        self.conv_weights = nn.ParameterList(
+            nn.Parameter(torch.zeros(n * filters, self.width, k, device=self.device))
+            for k in self.kernel_sizes
+        )
+        self.conv_biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(n * filters, device=self.device)) for _ in self.kernel_sizes
+        )
+        out = first.out
+        self.out_weight = nn.Parameter(torch.zeros(n, out.out_features, out.in_features,
+                                                   device=self.device))  # fmt: skip
+        self.out_bias = nn.Parameter(torch.zeros(n, out.out_features, device=self.device))
+
+    def pieces(self, members: Sequence[Member]):
+        yield from self.table_pieces(members)
+        f = self.filters
+        for i, member in enumerate(members):
+            rows = slice(i * f, (i + 1) * f)
+            for layer, conv in enumerate(member.model.convs):
+                where = (rows, slice(0, conv.in_channels))
+                yield member, self.conv_weights[layer], where, conv.weight, False
+                yield member, self.conv_biases[layer], (rows,), conv.bias, False
+            yield member, self.out_weight, (i,), member.model.out.weight, False
+            yield member, self.out_bias, (i,), member.model.out.bias, False
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids``: (N, batch, length) packed ids -> (N, batch, C); see ``CNNClassifier``."""
+        n, batch, length = ids.shape
+        lengths = (ids[0] != PAD).sum(dim=1).clamp(min=1)  # the same in every trial's cut
+        x = F.embedding(ids, self.table, padding_idx=PAD)  # (N, batch, length, width)
+        x = x.permute(1, 0, 3, 2).reshape(batch, n * self.width, length)
+        pooled = [
+            _pool(F.conv1d(x, w, b, padding=k - 1, groups=n), lengths, k).view(batch, n, -1)
+            for k, w, b in zip(self.kernel_sizes, self.conv_weights, self.conv_biases, strict=True)
+        ]
+        z = torch.cat(pooled, dim=2).transpose(0, 1)  # (N, batch, features)
+        if self.training and self.p > 0:
+            z = z * torch.stack([_mask(z[i], self.p, rng) for i, rng in enumerate(self.rngs)])
+        return torch.baddbmm(self.out_bias[:, None, :], z, self.out_weight.transpose(1, 2))
+
+
+def _pool(h: torch.Tensor, lengths: torch.Tensor, k: int) -> torch.Tensor:
+    """ReLU, then the max over each document's windows (``CNNClassifier.forward``)."""
+    h = torch.relu(h)
+    windows = torch.arange(h.shape[2], device=h.device)
+    valid = windows[None, :] < (lengths + k - 1)[:, None]
+    return h.masked_fill(~valid[:, None, :], 0.0).amax(dim=2)
+
+
+def _mask(z: torch.Tensor, p: float, rng: torch.Generator) -> torch.Tensor:
+    """A dropout mask drawn as ``F.dropout`` draws it (bernoulli of keep, then / keep)."""
+    keep = 1.0 - p
+    return torch.empty_like(z).bernoulli_(keep, generator=rng).div_(keep)
+
+
+def trial_generator(device: torch.device, seed: int) -> torch.Generator:
+    """The random stream a trial's dropout draws from in a pack: on a CPU the global state as
+    the trial alone has it right after building its model (call this then), so its masks are
+    the lone trial's; on CUDA, whose dropout kernel draws differently, a generator seeded with
+    the trial's seed (the same distribution, not the same masks)."""
+    if torch.device(device).type == "cpu":
+        generator = torch.Generator()
+        generator.set_state(torch.get_rng_state())
+        return generator
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def packed_model(members: Sequence[Member]) -> Packed:
+    """The packed form of the members' model (all of one kind: ``pack_key``)."""
+    if isinstance(members[0].model, CNNClassifier):
+        return PackedCNN(members)
+    return PackedBag(members)
+
+
 class PackedOptimizer:
     """The pack's Adam (FusedAdam, as each trial alone uses for its dense tensors), built from
     and written back to each trial's own Adam state."""
 
-    def __init__(self, packed: PackedBag, members: Sequence[Member], lr: float):
+    def __init__(self, packed: Packed, members: Sequence[Member], lr: float):
         self.packed, self.members = packed, members
         self.adam = FusedAdam(list(packed.parameters()), lr=lr)
         self.steps = 0
@@ -218,7 +340,7 @@ class PackedOptimizer:
                 counter.fill_(self.steps)
 
 
-def packed_ids(members: Sequence[Member], packed: PackedBag, split: str = "train") -> torch.Tensor:
+def packed_ids(members: Sequence[Member], packed: Packed, split: str = "train") -> torch.Tensor:
     """(N, docs, length): each member's cut of the split, moved to its rows; padding to row 0."""
     out = []
     for member, offset in zip(members, packed.offsets, strict=True):
@@ -240,7 +362,7 @@ def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
         if not active:
             break
         t0 = time.perf_counter()
-        packed = PackedBag(active)
+        packed = packed_model(active)
         packed.load(active)
         optimizer = PackedOptimizer(packed, active, train_cfg.lr)
         batches = plan_batches(train.lengths, train_cfg.batch_size, generator, train_cfg.bucket)
@@ -261,7 +383,7 @@ def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
             finish(member, train_cfg.eval_batch_size)
 
 
-def pack_epoch(packed: PackedBag, optimizer, ids: torch.Tensor, train: SplitTensors, batches):
+def pack_epoch(packed: Packed, optimizer, ids: torch.Tensor, train: SplitTensors, batches):
     """One pass of the pack over ``batches``: per step one forward, one backward (the sum of
     the trials' mean losses: disjoint parameters, so each trial gets its own gradient) and one
     Adam step. Returns each trial's summed loss, on the device: no host sync inside the loop."""

@@ -320,16 +320,19 @@ class TrialRunner:
         on_epochs: list[Callable[[int, float], None] | None],
         labels: list[int],
         wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+        seed: int | None = None,
     ) -> list[dict[str, Any] | BaseException]:
         """Train several configurations; those that may share a pack (``packing.pack_key``)
         train together, the others alone. One result per configuration, in order: its measured
         columns (with ``pack``, the smallest of its pack's ``labels``), or the exception that
-        ended it. ``wrap_model`` as in ``train``, applied to each trial's own model."""
+        ended it. ``wrap_model`` and ``seed`` (default ``cfg.seed``; seed repeats) as in
+        ``train``, applied to each trial's own model."""
+        seed = self.cfg.seed if seed is None else seed
         setups = [self.setup(params) for params in params_list]
         groups: dict[Any, list[tuple[int, int, int]]] = {}
         for i, (trial_cfg, sizes) in enumerate(setups):
             sparse = use_sparse(trial_cfg.model.get("sparse", "auto"), sizes.num_embeddings)
-            key = packing.pack_key(trial_cfg, sparse)
+            key = packing.pack_key(trial_cfg, sparse, self.data.device)
             entry = (i, sizes.num_embeddings, sizes.embedding_dim)
             groups.setdefault(key if key is not None else ("alone", i), []).append(entry)
         packs = [
@@ -341,24 +344,24 @@ class TrialRunner:
             if len(members) == 1:
                 for i in members:
                     try:
-                        results[i] = self.train(params_list[i], on_epochs[i], wrap_model=wrap_model)
+                        results[i] = self.train(params_list[i], on_epochs[i], seed, wrap_model)
                     except Exception as error:  # this trial's failure, recorded by the loop
                         results[i] = error
                 continue
             packed = self._train_packed([params_list[i] for i in members],
                                         [setups[i] for i in members],
-                                        [on_epochs[i] for i in members], wrap_model)  # fmt: skip
+                                        [on_epochs[i] for i in members], wrap_model, seed)  # fmt: skip
             for i, result in zip(members, packed, strict=True):
                 if isinstance(result, dict):
                     result["pack"] = min(labels[j] for j in members)
                 results[i] = result
         return results
 
-    def _train_packed(self, params_list, setups, on_epochs, wrap_model) -> list:
+    def _train_packed(self, params_list, setups, on_epochs, wrap_model, seed: int) -> list:
         """One pack (``sweep.packing``): the members (their ``setup``) built exactly as alone,
         trained together. One result per member: its record (``gpu_peak_mb`` is the pack's), or
         its exception."""
-        device, seed = self.data.device, self.cfg.seed
+        device = self.data.device
         train_cfg = setups[0][0].train
         members, cutoffs = [], []
         with measure.gpu_peak(device, self.memory) as peak:
@@ -366,7 +369,9 @@ class TrialRunner:
                 views, model, cutoff_seconds = self._build(trial_cfg, sizes, seed, wrap_model)
                 stopping = EarlyStopping(train_cfg.patience)
                 optimizers = Optimizers(model, train_cfg.lr)
-                members.append(packing.Member(model, optimizers, views, on_epoch, stopping))
+                member = packing.Member(model, optimizers, views, on_epoch, stopping)
+                member.rng = packing.trial_generator(device, seed)
+                members.append(member)
                 cutoffs.append(cutoff_seconds)
             t0 = time.perf_counter()
             precisions: list[dict] = [{} for _ in members]
@@ -375,7 +380,7 @@ class TrialRunner:
                 for i, (member, params) in enumerate(zip(members, params_list, strict=True)):
                     if isinstance(member.outcome, BaseException):
                         continue
-                    if self.quantize_each:
+                    if self.quantize_each and seed == self.cfg.seed:
                         precisions[i] = self.precision_figures(setups[i], member.model)
                     if self.on_trained is not None:
                         self.on_trained(params, seed, member.model)

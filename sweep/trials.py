@@ -344,38 +344,75 @@ def repeat_trials(
     seeds: list[int],
     train: Train,
     stale_after_s: float = 900.0,
+    pack: int = 1,
+    train_pack: Callable[..., list] | None = None,
 ) -> int:
     """Retrain trials ``numbers`` with each of ``seeds`` (skipping stored ones and those another
-    live process has claimed); return how many ran here."""
+    live process has claimed); return how many ran here. With ``pack`` > 1 the trials of one
+    seed train together, ``pack`` at a time (``train_pack(params_list, on_epochs, labels,
+    seed=seed)``: they share that seed's batches, as packed trials do)."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done = stored_repeats(study)
-    todo = [(n, s) for n in numbers for s in seeds if s not in done.get(n, {})]
-    ran, started = 0, time.perf_counter()
-    for index, (number, seed) in enumerate(todo, start=1):
-        claim = claim_repeat(study, number, seed, stale_after_s)
-        if claim is None:
-            log.info("trial %d with seed %d: another run is training it", number, seed)
-            continue
+    todo = [(n, s) for s in seeds for n in numbers if s not in done.get(n, {})]
+    progress = _RepeatProgress(len(todo))
+    size = pack if pack > 1 and train_pack is not None else 1
+    for seed in seeds:
+        mine = [n for n, s in todo if s == seed]
+        for start in range(0, len(mine), size):
+            claims = {}
+            try:
+                for number in mine[start : start + size]:
+                    claim = claim_repeat(study, number, seed, stale_after_s)
+                    if claim is None:
+                        log.info("trial %d with seed %d: another run is training it", number, seed)
+                    elif seed not in stored_repeats(study).get(number, {}):
+                        claims[number] = claim
+                    else:  # finished elsewhere while we claimed it
+                        release_repeat(study, number, seed)
+                results = _train_repeats(
+                    claims, trials, seed, train, train_pack if size > 1 else None
+                )
+                for number, measured in results.items():
+                    study.set_user_attr(f"{REPEATS_PREFIX}{number}:{seed}",
+                                        {k: measured[k] for k in schema.PER_SEED})  # fmt: skip
+                    progress.done(number, seed, measured)
+            finally:
+                for number in claims:
+                    release_repeat(study, number, seed)
+    return progress.count
 
-        def beat(epoch: int, val_accuracy: float, claim=claim) -> None:
-            claim.set_user_attr("heartbeat", time.time())
 
-        try:
-            if seed in stored_repeats(study).get(number, {}):  # finished while we claimed
-                continue
-            measured = train(dict(trials[number].params), beat, seed=seed)
-            study.set_user_attr(
-                f"{REPEATS_PREFIX}{number}:{seed}",
-                {k: measured[k] for k in schema.PER_SEED},
-            )
-        finally:
-            release_repeat(study, number, seed)
-        ran += 1
-        eta = (time.perf_counter() - started) / index * (len(todo) - index)
-        log.info("seed repeat %d/%d: trial %d with seed %d: val_accuracy %.2f | ETA %s", index,
-                 len(todo), number, seed, measured["val_accuracy"],
+def _train_repeats(claims: dict, trials: dict, seed: int, train, train_pack) -> dict:
+    """{trial number: measured} of the claimed repeats of one seed, alone or as one pack; a
+    failure stops the repeats (after the pack's others are stored), as it always has."""
+
+    def beat_for(claim):
+        return lambda epoch, val_accuracy: claim.set_user_attr("heartbeat", time.time())
+
+    numbers = list(claims)
+    if train_pack is None or len(numbers) < 2:
+        return {n: train(dict(trials[n].params), beat_for(claims[n]), seed=seed) for n in numbers}
+    results = train_pack([dict(trials[n].params) for n in numbers],
+                         [beat_for(claims[n]) for n in numbers], numbers, seed=seed)  # fmt: skip
+    measured = {n: r for n, r in zip(numbers, results, strict=True) if isinstance(r, dict)}
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
+    return measured
+
+
+class _RepeatProgress:
+    """One log line per finished seed repeat, with the ETA of the rest."""
+
+    def __init__(self, total: int):
+        self.total, self.count, self.started = total, 0, time.perf_counter()
+
+    def done(self, number: int, seed: int, measured: dict) -> None:
+        self.count += 1
+        eta = (time.perf_counter() - self.started) / self.count * (self.total - self.count)
+        log.info("seed repeat %d/%d: trial %d with seed %d: val_accuracy %.2f | ETA %s",
+                 self.count, self.total, number, seed, measured["val_accuracy"],
                  datetime.timedelta(seconds=round(eta)))  # fmt: skip
-    return ran
 
 
 def importances(study: optuna.Study) -> dict[str, float]:

@@ -55,7 +55,8 @@ def test_a_trial_figure_does_not_depend_on_the_previous_trial(tiny_overrides, tm
     assert after_big == pytest.approx(single["gpu_peak_mb"].item(), rel=0.01)
 
 
-def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides):
+@pytest.mark.parametrize("model", ["bag", "cnn"])
+def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     """search.pack on CUDA: no host sync inside the step loop (torch's sync debug mode raises
     on one). Unverified here: written on a machine without a GPU."""
     from conftest import compose_config
@@ -66,7 +67,8 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides):
     from sweep.train import EarlyStopping, plan_batches
     from sweep.trial import TrialRunner, build_model
 
-    cfg = compose_config([*tiny_overrides[:-1], "device=cuda", "model.sparse=false"])
+    extra = ["model=cnn", "data.max_length=32"] if model == "cnn" else []
+    cfg = compose_config([*tiny_overrides[:-1], "device=cuda", "model.sparse=false", *extra])
     runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cuda")))
     members = []
     for dim, cutoff in ((8, 100), (12, 300), (16, 500)):
@@ -75,8 +77,10 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides):
         model = build_model(trial_cfg.model, sizes.num_embeddings, dim, runner.data.num_classes)
         views = {s: runner.data.view(s, sizes.vocab_size) for s in ("train", "validation", "test")}
         stopping = EarlyStopping(patience=2)
-        members.append(packing.Member(model.cuda(), Optimizers(model, 0.01), views, None, stopping))
-    packed = packing.PackedBag(members)
+        member = packing.Member(model.cuda(), Optimizers(model, 0.01), views, None, stopping)
+        member.rng = packing.trial_generator(torch.device("cuda"), cfg.seed)
+        members.append(member)
+    packed = packing.packed_model(members)
     packed.load(members)
     optimizer = packing.PackedOptimizer(packed, members, 0.01)
     ids = packing.packed_ids(members, packed)

@@ -55,9 +55,15 @@ def alone_and_packed(trial_runner: TrialRunner):
     return alone, packed
 
 
-def test_a_packed_bag_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypatch):
+@pytest.mark.parametrize("model", ["bag", "cnn"])
+def test_a_packed_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypatch, model):
+    """Bag and CNN (with its dropout: each trial's masks from its own stream). The CNN packs on
+    CUDA only (packing.CNN_DEVICES); its packed model runs here on the CPU all the same."""
     monkeypatch.setattr(packing, "MAX_PADDING", 100.0)  # all four in one pack: widths 4 to 32
-    trial_runner = runner_for(tiny_overrides, "model.sparse=false")
+    monkeypatch.setattr(packing, "CNN_DEVICES", {"cuda", "cpu"})
+    extra = ["model=cnn", "data.max_length=32"] if model == "cnn" else []
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", *extra)
+    assert packing.pack_key(trial_runner.cfg) is not None
     alone, packed = alone_and_packed(trial_runner)
     diverged = [i for i, r in enumerate(packed) if isinstance(r, BaseException)]
     assert diverged == [1] and isinstance(alone[1], FloatingPointError)
@@ -77,6 +83,7 @@ def test_a_packed_bag_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monke
 
 @pytest.mark.parametrize("model", ["cnn", "rnn", "transformer"])
 def test_other_models_train_alone_inside_a_pack(tiny_overrides, model):
+    """The RNN and the Transformer do not pack yet; the CNN does not on a CPU."""
     extra = [f"model={model}", "data.max_length=32"]
     trial_runner = runner_for(tiny_overrides, *extra, "train.epochs=2")
     assert packing.pack_key(trial_runner.cfg) is None  # not packable yet: never refused
@@ -95,11 +102,16 @@ def test_packs_group_similar_widths():
     assert packing.split_by_width(sizes, max_padding=1000.0) == [[1, 2, 4, 0, 3]]
 
 
-def test_only_plain_bag_models_share_a_pack(tiny_overrides):
+def test_only_plain_bag_and_cuda_cnn_models_share_a_pack(tiny_overrides):
     cfg = compose_config(tiny_overrides)
     assert packing.pack_key(cfg) is not None
-    for extra in (["model.dropout=0.1"], ["model.factorized_dim=8"], ["model=cnn"]):
+    for extra in (["model.dropout=0.1"], ["model.factorized_dim=8"], ["model=rnn"],
+                  ["model=transformer"], ["model=cnn"]):  # fmt: skip
         assert packing.pack_key(compose_config([*tiny_overrides, *extra])) is None
+    cnn = compose_config([*tiny_overrides, "model=cnn"])  # dropout 0.5: its own masks
+    assert packing.pack_key(cnn, device="cuda") not in (None, packing.pack_key(cfg))
+    factorized = compose_config([*tiny_overrides, "model=cnn", "model.factorized_dim=8"])
+    assert packing.pack_key(factorized, device="cuda") is None
     assert packing.pack_key(cfg, sparse=True) is None  # a sparse table: alone, fused mean
     other_lr = compose_config([*tiny_overrides, "train.lr=0.02"])
     assert packing.pack_key(other_lr) != packing.pack_key(cfg)  # one Adam step size per pack
@@ -117,6 +129,38 @@ def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, t
     assert all(max(members) < (4 if number < 4 else 6) for number, members in packs.items())
     assert len({(r.embedding_dim, r.vocab_size) for r in table.itertuples()}) == 6  # all differ
     assert result.recommended is not None
+
+
+def test_seed_repeats_of_the_front_train_packed_with_the_numbers_they_get_alone(
+    tiny_overrides, tmp_path, monkeypatch
+):
+    """report.repeats with search.pack: the front trials of one seed train as one pack, and
+    each repeat gets the figures it gets alone with that seed."""
+    import statistics
+
+    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
+    cfg = compose_config([*tiny_overrides, "search.n_trials=6", "report.repeats=2",
+                          "report.top_k=6", "model.sparse=false", "search.pack=8"])  # fmt: skip
+    packs = []
+    real = TrialRunner._train_packed
+
+    def spy(self, params_list, setups, on_epochs, wrap_model, seed):
+        packs.append((len(params_list), seed))
+        return real(self, params_list, setups, on_epochs, wrap_model, seed)
+
+    monkeypatch.setattr(TrialRunner, "_train_packed", spy)
+    table = runner.run(cfg, tmp_path / "out").table
+    retrained = table[table["seeds"] == 3]
+    repeat_packs = [(n, seed) for n, seed in packs if seed != cfg.seed]
+    assert len(retrained) >= 2 and {seed for _, seed in repeat_packs} == {1, 2}
+    assert sum(n for n, _ in repeat_packs) == 2 * len(retrained)  # every repeat in a pack
+    monkeypatch.setattr(TrialRunner, "_train_packed", real)
+    alone = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cpu")))
+    for row in retrained.itertuples():
+        params = {"embedding_dim": int(row.embedding_dim), "vocab_size": int(row.vocab_size)}
+        values = [row.val_accuracy] + [alone.train(params, seed=s)["val_accuracy"] for s in (1, 2)]
+        assert row.val_accuracy_mean == pytest.approx(statistics.fmean(values))
+        assert row.val_accuracy_std == pytest.approx(statistics.stdev(values))
 
 
 def test_search_pack_must_be_a_number_or_auto(tiny_overrides, tmp_path):

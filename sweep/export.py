@@ -204,8 +204,7 @@ def prune(trial_runner, setup, model, precision: str) -> tuple[list[str], int, d
     remap[index] = torch.arange(len(index))
     stored = quantize.at_precision(model, precision)
     measured = {"rows": count, "by": report_cfg.get("prune_by", "norm"), "precision": precision}
-    for split, column in (("validation", "val"), ("test", "test")):
-        view = trial_runner.data.view(split, sizes.vocab_size)
+    for column, view in trial_runner.eval_views(sizes).items():
         view = SplitTensors(remap[view.ids.cpu()], view.labels.cpu(), view.lengths)
         accuracy, _ = evaluate(stored, view, trial_cfg.train.eval_batch_size)
         measured[f"{column}_accuracy"] = accuracy

@@ -16,14 +16,15 @@ gradient, so Adam leaves them at zero); Adam is element-wise with the same step 
 trial's dropout masks come from a generator holding the random state it has alone after its
 init; and after every epoch the pack is unpacked into each trial's own model, which is
 evaluated, early-stopped and pruned exactly as alone. Summation order inside the batched kernels
-may differ from a lone trial's, so figures agree to float rounding, not bit for bit: over a long
-training the rounding can move an early-stopping decision, as another thread count would.
+may differ from a lone trial's, and the fused Adam kernel rounds an element by where it sits in
+its tensor (measured: one CNN step bit-identical, a difference of 1e-9 from the third), so
+figures agree to float rounding, not bit for bit: over a long training the rounding can move an
+early-stopping decision, as another thread count would.
 
-Trials that cannot share a pack (the RNN and the Transformer, the CNN off CUDA, a sparse table,
-a bag with dropout, a factorized table, a different training setting or learning rate) train
-alone:
-nothing is refused. Packs are rebuilt at every epoch from the trials still training, so a trial
-that stops costs nothing more.
+Trials that cannot share a pack train alone, so nothing is refused: the RNN and the Transformer,
+the CNN off CUDA, a sparse table, a bag with dropout, a factorized table, other training
+settings (batch size, epochs; a learning rate of its own packs). Packs are rebuilt at every epoch from the trials still training, so a
+trial that stops costs nothing more.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from torch.nn import functional as F
 
 from sweep.digest import json_digest
 from sweep.models import BagClassifier, CNNClassifier
-from sweep.optim import FusedAdam, Optimizers
+from sweep.optim import FusedAdam, Optimizers, adam_step
 from sweep.train import EarlyStopping, SplitTensors, Work, plan_batches
 from sweep.vocab import PAD
 
@@ -62,7 +63,8 @@ def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> 
     ``model.sparse``) and without a factorized table; the bag without dropout (its masks would
     come from the pack's stream), the CNN with any (each trial draws its masks from its own
     generator, as alone: ``PackedCNN``). The key holds the rest of the model config and the
-    whole training config (batches, epochs, lr must be shared).
+    training config but the learning rate (batches and epochs must be shared; each trial keeps
+    its own lr).
     """
     model = OmegaConf.to_container(trial_cfg.model, resolve=True)
     target = model.get("_target_")
@@ -80,7 +82,8 @@ def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> 
     if target == "sweep.models.BagClassifier" and float(model.get("dropout") or 0) > 0:
         return None
     shared = {k: v for k, v in model.items() if k not in ("num_embeddings", "embedding_dim")}
-    train = OmegaConf.to_container(trial_cfg.train)
+    # Each trial keeps its own learning rate (PackedOptimizer); the rest is shared.
+    train = {k: v for k, v in OmegaConf.to_container(trial_cfg.train).items() if k != "lr"}
     return json_digest({"model": shared, "train": train}, 16)
 
 
@@ -301,11 +304,14 @@ def packed_model(members: Sequence[Member]) -> Packed:
 
 class PackedOptimizer:
     """The pack's Adam (FusedAdam, as each trial alone uses for its dense tensors), built from
-    and written back to each trial's own Adam state."""
+    and written back to each trial's own Adam state. Trials of one pack may have their own
+    learning rates (a searched ``train.lr``): then each step updates each learning rate's trials
+    by their slices of the packed tensors, one fused call per distinct rate."""
 
-    def __init__(self, packed: Packed, members: Sequence[Member], lr: float):
+    def __init__(self, packed: Packed, members: Sequence[Member]):
         self.packed, self.members = packed, members
-        self.adam = FusedAdam(list(packed.parameters()), lr=lr)
+        rates = [m.optimizers.optimizers[0].lr for m in members]
+        self.adam = FusedAdam(list(packed.parameters()), lr=rates[0])
         self.steps = 0
         with torch.no_grad():
             for member, target, where, own, transposed in packed.pieces(members):
@@ -315,6 +321,16 @@ class PackedOptimizer:
                 exp_avg_sq[where] = v.t() if transposed else v
         for counter in self.adam.steps:
             counter.fill_(self.steps)
+        # {lr: [(packed tensor index, the trial's leading slice)]}; None: one rate for all.
+        # A leading slice (rows of the table, the trial's filters or stacked layer) is whole
+        # rows, so contiguous; its padded columns have zero gradient and stay zero.
+        self.by_rate: dict[float, list] | None = None
+        if len(set(rates)) > 1:
+            self.by_rate = {}
+            index = {id(p): i for i, p in enumerate(self.adam.params)}
+            for member, target, where, _, _ in packed.pieces(members):
+                rate = rates[list(members).index(member)]
+                self.by_rate.setdefault(rate, []).append((index[id(target)], where[0]))
 
     def moments(self, target: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
         i = next(i for i, p in enumerate(self.adam.params) if p is target)
@@ -323,8 +339,22 @@ class PackedOptimizer:
     def zero_grad(self) -> None:
         self.adam.zero_grad()
 
+    @torch.no_grad()
     def step(self) -> None:
-        self.adam.step()
+        if self.by_rate is None:
+            self.adam.step()
+        else:
+            adam = self.adam
+            torch._foreach_add_(adam.steps, 1.0)
+            for rate, slices in self.by_rate.items():
+                adam_step(
+                    [adam.params[i][w] for i, w in slices],
+                    [adam.params[i].grad[w] for i, w in slices],
+                    [adam.exp_avg[i][w] for i, w in slices],
+                    [adam.exp_avg_sq[i][w] for i, w in slices],
+                    [adam.steps[i] for i, _ in slices],
+                    lr=rate, beta1=adam.betas[0], beta2=adam.betas[1], eps=adam.eps,
+                )  # fmt: skip
         self.steps += 1
 
     @torch.no_grad()
@@ -364,7 +394,7 @@ def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
         t0 = time.perf_counter()
         packed = packed_model(active)
         packed.load(active)
-        optimizer = PackedOptimizer(packed, active, train_cfg.lr)
+        optimizer = PackedOptimizer(packed, active)
         batches = plan_batches(train.lengths, train_cfg.batch_size, generator, train_cfg.bucket)
         losses = pack_epoch(packed, optimizer, packed_ids(active, packed), train, batches)
         for member in active:

@@ -505,8 +505,7 @@ def _precision_chart(done: pd.DataFrame) -> str:
     recommendation ringed."""
     series = []
     for i, precision in enumerate(quantize.PRECISIONS):
-        suffix = "" if precision == "fp32" else f"_{precision}"
-        acc, size = f"val_accuracy{suffix}", f"file_bytes_{precision}"
+        acc, size = quantize.accuracy_column("val", precision), f"file_bytes_{precision}"
         measured = done[done[acc].notna() & done[size].notna()] if acc in done else done.iloc[0:0]
         xs, ys = _staircase(measured[size].astype(float), measured[acc].astype(float))
         tips = [f"{precision}: {_fmt(x)} bytes, {y:.2f}%" for x, y in zip(xs, ys, strict=True)]

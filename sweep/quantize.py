@@ -28,6 +28,12 @@ BITS = {"int8": 8, "int4": 4}
 _SHAPES = "shapes"  # metadata key: the quantized matrices' own shapes (int4 packs columns)
 
 
+def accuracy_column(split: str, precision: str) -> str:
+    """The trials.csv column of ``split``'s accuracy ("val" or "test") at ``precision``:
+    ``val_accuracy`` at fp32 (as trained), ``val_accuracy_int8`` and so on."""
+    return f"{split}_accuracy" if precision == "fp32" else f"{split}_accuracy_{precision}"
+
+
 def check_precision(precision: str, key: str = "precision") -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"{key}={precision!r} must be one of {', '.join(PRECISIONS)}")

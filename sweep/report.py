@@ -105,10 +105,10 @@ def ship_columns(frame: pd.DataFrame, shipping: dict[str, Any]) -> pd.DataFrame:
     for _, row in frame.iterrows():
         options = []
         for p in candidates if row["state"] == "COMPLETE" else ():
-            suffix = "" if p == "fp32" else f"_{p}"
-            val, size = row[f"val_accuracy{suffix}"], row[f"file_bytes_{p}"]
+            val, size = row[quantize.accuracy_column("val", p)], row[f"file_bytes_{p}"]
             if pd.notna(val) and pd.notna(size) and (limit is None or size <= limit):
-                options.append((-float(val), float(size), p, row[f"test_accuracy{suffix}"]))
+                test = row[quantize.accuracy_column("test", p)]
+                options.append((-float(val), float(size), p, test))
         best = min(options, key=lambda o: o[:2]) if options else None
         chosen.append((best[2], best[1], -best[0], best[3]) if best else (None,) + (math.nan,) * 3)
     names = ["ship_precision", "ship_bytes", "ship_val_accuracy", "ship_test_accuracy"]

@@ -14,6 +14,7 @@ import warnings
 
 import optuna
 
+from sweep.quantize import PRECISIONS
 from sweep.space import SearchError, SearchSpace
 
 # The budgets (search.<limit>) and the trial column each one limits; file_bytes is the column of
@@ -23,7 +24,7 @@ BUDGETS = (
     ("max_memory_mb", "memory_mb"),
     ("max_model_bytes", "file_bytes"),
 )
-SHIP_PRECISIONS = ("best", "fp32", "fp16", "int8", "int4")
+SHIP_PRECISIONS = ("best", *PRECISIONS)  # search.precision
 
 
 def has_budget(search_cfg) -> bool:

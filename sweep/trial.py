@@ -202,9 +202,7 @@ class TrialRunner:
         trial_cfg, sizes = setup
         train_cfg, device = trial_cfg.train, self.data.device
         with measure.gpu_peak(device, self.memory) as peak:
-            views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
-            model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
-                                self.data.num_classes).to(device)  # fmt: skip
+            views, model, _ = self._build(trial_cfg, sizes, self.cfg.seed)  # as the trial will
             optimizers = Optimizers(model, train_cfg.lr)
             train = views["train"]
             idx = torch.argsort(train.lengths, descending=True)[: train_cfg.batch_size]
@@ -239,17 +237,24 @@ class TrialRunner:
             or self.cfg.search.get("max_model_bytes") is not None
         )
 
+    def eval_views(self, sizes: Sizes) -> dict[str, Any]:
+        """The trial's cutoff views of the splits it is measured on: {"val": ..., "test": ...}."""
+        return {
+            column: self.data.view(split, sizes.vocab_size, sizes.hash_buckets)
+            for split, column in (("validation", "val"), ("test", "test"))
+        }
+
     def precision_figures(self, setup, model: torch.nn.Module) -> dict[str, float]:
         """Validation and test accuracy of ``model`` (trained, on the device) stored at each
         lower precision (``sweep.quantize``): ``val_accuracy_int8`` and so on."""
         trial_cfg, sizes = setup
+        views = self.eval_views(sizes)
         figures = {}
         for precision in quantize.PRECISIONS[1:]:
             stored = quantize.at_precision(model, precision)
-            for split, column in (("validation", "val"), ("test", "test")):
-                view = self.data.view(split, sizes.vocab_size, sizes.hash_buckets)
+            for split, view in views.items():
                 accuracy, _ = evaluate(stored, view, trial_cfg.train.eval_batch_size)
-                figures[f"{column}_accuracy_{precision}"] = accuracy
+                figures[quantize.accuracy_column(split, precision)] = accuracy
         return figures
 
     def train(
@@ -368,7 +373,7 @@ class TrialRunner:
             for (trial_cfg, sizes), on_epoch in zip(setups, on_epochs, strict=True):
                 views, model, cutoff_seconds = self._build(trial_cfg, sizes, seed, wrap_model)
                 stopping = EarlyStopping(train_cfg.patience)
-                optimizers = Optimizers(model, train_cfg.lr)
+                optimizers = Optimizers(model, trial_cfg.train.lr)  # its own, maybe searched
                 member = packing.Member(model, optimizers, views, on_epoch, stopping)
                 member.rng = packing.trial_generator(device, seed)
                 members.append(member)

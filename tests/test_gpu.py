@@ -82,7 +82,7 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
         members.append(member)
     packed = packing.packed_model(members)
     packed.load(members)
-    optimizer = packing.PackedOptimizer(packed, members, 0.01)
+    optimizer = packing.PackedOptimizer(packed, members)
     ids = packing.packed_ids(members, packed)
     train = members[0].views["train"]
     batches = plan_batches(train.lengths, 64, torch.Generator().manual_seed(0))

@@ -81,6 +81,21 @@ def test_a_packed_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypat
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
 
 
+def test_trials_with_their_own_learning_rates_share_a_pack(tiny_overrides, monkeypatch):
+    """A searched train.lr: each trial of the pack steps with its own rate, as alone."""
+    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
+    axis = "+search.space.lr={type:float,low:0.001,high:0.1,log:true,key:train.lr}"
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", axis)
+    params = [{**p, "lr": lr} for p, lr in zip(PARAMS, (0.003, 0.01, 0.03, 0.01), strict=True)]
+    alone = [trial_runner.train(p) for p in params]
+    packed = trial_runner.train_pack(params, [None] * 4, [1, 2, 3, 4])
+    assert {r["pack"] for r in packed} == {1}  # one pack, four rates
+    for a, b in zip(alone, packed, strict=True):
+        assert b["val_history"] == a["val_history"] and b["test_accuracy"] == a["test_accuracy"]
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+    assert len({a["val_loss"] for a in alone}) == 4  # the rates made a difference
+
+
 @pytest.mark.parametrize("model", ["cnn", "rnn", "transformer"])
 def test_other_models_train_alone_inside_a_pack(tiny_overrides, model):
     """The RNN and the Transformer do not pack yet; the CNN does not on a CPU."""
@@ -114,7 +129,9 @@ def test_only_plain_bag_and_cuda_cnn_models_share_a_pack(tiny_overrides):
     assert packing.pack_key(factorized, device="cuda") is None
     assert packing.pack_key(cfg, sparse=True) is None  # a sparse table: alone, fused mean
     other_lr = compose_config([*tiny_overrides, "train.lr=0.02"])
-    assert packing.pack_key(other_lr) != packing.pack_key(cfg)  # one Adam step size per pack
+    assert packing.pack_key(other_lr) == packing.pack_key(cfg)  # each keeps its own rate
+    other_batch = compose_config([*tiny_overrides, "train.batch_size=32"])
+    assert packing.pack_key(other_batch) != packing.pack_key(cfg)  # the batches are shared
 
 
 def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, tmp_path):

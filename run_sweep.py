@@ -68,7 +68,8 @@ def main(cfg: DictConfig) -> None:
         if isinstance(rec.get("ship_precision"), str):
             log.info(
                 "ships at %s: %s bytes of weights and vocabulary, validation accuracy %.2f%%, "
-                "test accuracy %.2f%% (search.precision, search.max_model_bytes)",
+                "test accuracy %.2f%% (nan: not measured at it, report.quantize; "
+                "search.precision, search.max_model_bytes)",
                 rec["ship_precision"],
                 f"{int(rec['ship_bytes']):,}",
                 rec["ship_val_accuracy"],

@@ -83,6 +83,11 @@ def check_shipping_keys(cfg: DictConfig) -> None:
         rows is None or (isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1),
         f"report.prune_rows={rows!r} must be an integer >= 1 (word rows the export keeps) or null",
     )
+    _require(
+        rows is None or not cfg.model.get("hash_buckets"),
+        f"report.prune_rows={rows} needs model.hash_buckets=0: hashed rows are shared by many "
+        "words, so they cannot be pruned by word; set one of the two to null/0",
+    )
     prune_by = cfg.report.get("prune_by", "norm")
     _require(
         prune_by in ("norm", "frequency"), f"report.prune_by={prune_by!r} must be norm or frequency"

@@ -236,11 +236,14 @@ def _ship_text(row: pd.Series) -> str:
     """Where the recommended model ships: its precision, file bytes and accuracies there."""
     if not isinstance(row.get("ship_precision"), str):
         return "No measured precision of it fits search.max_model_bytes."
+    if pd.isna(row.get("ship_val_accuracy")):
+        measured = "its accuracy at that precision not measured (report.quantize)"
+    else:
+        measured = (f"validation accuracy {_pct(row, 'ship_val_accuracy')}, test accuracy "
+                    f"{_pct(row, 'ship_test_accuracy')}")  # fmt: skip
     return (
         f"It ships at {row['ship_precision']}: {_fmt(row['ship_bytes'])} bytes of weights and "
-        f"vocabulary, validation accuracy {_pct(row, 'ship_val_accuracy')}, test accuracy "
-        f"{_pct(row, 'ship_test_accuracy')} (search.precision, search.max_model_bytes; "
-        "exported to model/)."
+        f"vocabulary, {measured} (search.precision, search.max_model_bytes; exported to model/)."
     )
 
 

@@ -97,7 +97,8 @@ def ship_columns(frame: pd.DataFrame, shipping: dict[str, Any]) -> pd.DataFrame:
     precision with the best validation accuracy among those measured (fp32 always; fp16, int8,
     int4 once quantized: ``report.quantize``) whose files fit ``max_model_bytes``, the smaller
     file on a tie. ``ship_precision``, ``ship_bytes``, ``ship_val_accuracy``,
-    ``ship_test_accuracy``; empty where no measured precision fits."""
+    ``ship_test_accuracy``; empty where no measured precision fits (a precision named in
+    ``search.precision`` ships unmeasured, its accuracies empty)."""
     precision = shipping.get("precision", "best")
     limit = shipping.get("max_model_bytes")
     candidates = quantize.PRECISIONS if precision == "best" else (precision,)
@@ -106,11 +107,15 @@ def ship_columns(frame: pd.DataFrame, shipping: dict[str, Any]) -> pd.DataFrame:
         options = []
         for p in candidates if row["state"] == "COMPLETE" else ():
             val, size = row[quantize.accuracy_column("val", p)], row[f"file_bytes_{p}"]
-            if pd.notna(val) and pd.notna(size) and (limit is None or size <= limit):
+            # A precision asked for by name ships even where it was not measured
+            # (report.quantize): its bytes are known, its accuracy stays empty.
+            measured = pd.notna(val) or precision != "best"
+            if measured and pd.notna(size) and (limit is None or size <= limit):
                 test = row[quantize.accuracy_column("test", p)]
-                options.append((-float(val), float(size), p, test))
+                options.append((-float(val) if pd.notna(val) else math.inf, float(size), p, test))
         best = min(options, key=lambda o: o[:2]) if options else None
-        chosen.append((best[2], best[1], -best[0], best[3]) if best else (None,) + (math.nan,) * 3)
+        chosen.append((best[2], best[1], -best[0] if math.isfinite(best[0]) else math.nan, best[3])
+                      if best else (None,) + (math.nan,) * 3)  # fmt: skip
     names = ["ship_precision", "ship_bytes", "ship_val_accuracy", "ship_test_accuracy"]
     for i, name in enumerate(names):
         frame[name] = [c[i] for c in chosen]

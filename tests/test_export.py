@@ -225,3 +225,21 @@ def test_a_folder_exported_before_precisions_still_loads(exported, tmp_path):
     (old / "SHA256SUMS").write_text("".join(f"{file_digest(old / n)}  {n}\n" for n in names))
     texts = ["a first text", "and another one", ""]
     assert sweep.load(old).predict(texts) == sweep.load(folder).predict(texts)
+
+
+def test_a_named_precision_ships_even_unmeasured_and_hashed_rows_export(tiny_overrides, tmp_path):
+    """search.precision=int4 with report.quantize=none: the file is int4 (its bytes the
+    predicted ones), its accuracy unmeasured; hash buckets keep every word in vocab.txt."""
+    cfg = compose_config([*tiny_overrides, "search.precision=int4", "report.quantize=none",
+                          "model.hash_buckets=32"])  # fmt: skip
+    result = runner.run(cfg, tmp_path / "out")
+    rec, folder = result.recommended, tmp_path / "out" / "model"
+    assert rec["ship_precision"] == "int4" and np.isnan(rec["ship_val_accuracy"])
+    assert result.table["val_accuracy_int4"].isna().all()  # nothing measured at int4
+    assert json.loads((folder / "config.json").read_text())["precision"] == "int4"
+    on_disk = sum((folder / name).stat().st_size for name in ("model.safetensors", "vocab.txt"))
+    assert on_disk == rec["file_bytes_int4"]
+    words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    corpus = load_corpus(cfg.data, cfg.seed)
+    assert len(words) > rec["vocab_size"] + 2  # every word: its rank picks its bucket
+    assert len(sweep.load(folder).predict(corpus.texts["test"][:10])) == 10

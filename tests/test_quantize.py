@@ -127,10 +127,12 @@ def test_the_shipped_file_and_the_recommendation_under_a_byte_budget():
     table = report.annotate(rows, tolerance=0.5, shipping={"precision": "best"})
     assert table["ship_precision"].tolist() == ["fp16", "int4", "fp32"]  # fp16 ties fp32
     assert table["ship_bytes"].tolist() == [2000, 60, 40000]
-    # A fixed precision: trials not measured at it ship nothing.
+    # A precision named: every trial ships at it, measured or not (then no accuracy).
     table = report.annotate(rows, tolerance=0.5, shipping={"precision": "int8"})
-    assert table["ship_precision"].fillna("").tolist() == ["int8", "int8", ""]
+    assert table["ship_precision"].tolist() == ["int8", "int8", "int8"]
+    assert table["ship_bytes"].tolist() == [1100, 110, 11000]
     assert table["ship_test_accuracy"].tolist()[:2] == [88.9, 79.0]
+    assert table["ship_val_accuracy"].isna().tolist() == [False, False, True]
     # A 1500-byte budget: trial 0 ships at int8 (fp16 is over), trial 2 nowhere; the
     # recommendation is the best accuracy of the files that fit, not trial 2's fp32 figure.
     shipping = {"precision": "best", "max_model_bytes": 1500.0}
@@ -149,10 +151,11 @@ def test_the_shipped_file_and_the_recommendation_under_a_byte_budget():
         ("report.prune_by=size", r"report\.prune_by='size' must be norm or frequency"),
         ("search.precision=int2", r"search\.precision='int2' must be one of best, fp32"),
         ("search.max_model_bytes=big", r"search\.max_model_bytes='big' must be a positive"),
+        ("report.prune_rows=100 model.hash_buckets=64", r"prune_rows=100 needs model\.hash_bu"),
     ],
 )
 def test_shipping_keys_are_checked_by_name(override, message):
     from sweep.config import check_config
 
     with pytest.raises(ValueError, match=message):
-        check_config(compose_config([override]))
+        check_config(compose_config(override.split()))

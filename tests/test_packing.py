@@ -203,7 +203,10 @@ def test_kill_9_mid_pack_then_resume(tmp_path):
         time.sleep(0.3)
         if not journal.exists():
             continue
-        study = optuna.load_study(study_name=name, storage=journal_storage(journal))
+        try:
+            study = optuna.load_study(study_name=name, storage=journal_storage(journal))
+        except KeyError:  # the journal exists, its study record is not written yet
+            continue
         running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
         if len(running) == 3 and all("heartbeat" in t.user_attrs for t in running):
             time.sleep(1.0)  # inside the pack's training

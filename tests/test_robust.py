@@ -44,7 +44,10 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
         time.sleep(0.3)
         if not (tmp_path / "studies" / name / "journal.log").exists():
             continue
-        study = load(tmp_path / "studies", name)
+        try:
+            study = load(tmp_path / "studies", name)
+        except KeyError:  # the journal exists, its study record is not written yet
+            continue
         done = study.get_trials(states=(State.COMPLETE,))
         running = [
             t for t in study.get_trials(states=(State.RUNNING,)) if "params_total" in t.user_attrs

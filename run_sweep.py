@@ -66,14 +66,18 @@ def main(cfg: DictConfig) -> None:
             rec["test_accuracy"],
         )
         if isinstance(rec.get("ship_precision"), str):
+            measured = (
+                f"validation accuracy {rec['ship_val_accuracy']:.2f}%, test accuracy "
+                f"{rec['ship_test_accuracy']:.2f}%"
+                if rec["ship_val_accuracy"] == rec["ship_val_accuracy"]  # not NaN
+                else "accuracy at it not measured (report.quantize)"
+            )
             log.info(
-                "ships at %s: %s bytes of weights and vocabulary, validation accuracy %.2f%%, "
-                "test accuracy %.2f%% (nan: not measured at it, report.quantize; "
-                "search.precision, search.max_model_bytes)",
+                "ships at %s: %s bytes of weights and vocabulary, %s "
+                "(search.precision, search.max_model_bytes)",
                 rec["ship_precision"],
                 f"{int(rec['ship_bytes']):,}",
-                rec["ship_val_accuracy"],
-                rec["ship_test_accuracy"],
+                measured,
             )
 
 

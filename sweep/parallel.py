@@ -127,7 +127,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     if kept is not None and len(table):  # measure the front's precisions, export: once, here
         data = PreparedData.load(cfg.data, cfg.seed, measure.resolve_device(cfg.device))
         trial = TrialRunner(cfg, data)
-        runner.measure_precisions(opened, cfg, trial, table, kept)
+        runner.measure_precisions(opened, cfg, trial, kept)
         table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
         runner.export_models(opened, cfg, trial, table, out_dir, kept)
     log.info(

@@ -76,7 +76,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             train_pack=trial.train_pack,
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
-        measure_precisions(the_study, cfg, trial, reports.write(), kept)
+        measure_precisions(the_study, cfg, trial, kept)
     finally:
         # Also on an interrupt or a failed sweep: the reports cover the storage.
         table = reports.write()
@@ -197,9 +197,7 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     reports show their mean and standard deviation."""
     repeats = int(cfg.report.get("repeats", 0))
     objectives = schema.Objectives.from_search(cfg.search)
-    # The front as the last trial's reports saw it (annotated, not written again).
-    table = report.annotate(trials.trials_frame(the_study), cfg.report.tolerance, objectives,
-                            shipping_of(cfg.search))  # fmt: skip
+    table = annotated(the_study, cfg)
     if repeats <= 0 or not len(table):
         return
     numbers = trials.front_trials(table, int(cfg.report.top_k), objectives)
@@ -212,11 +210,22 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
                          pack=pack, train_pack=trial.train_pack)  # fmt: skip
 
 
-def measure_precisions(the_study, cfg: DictConfig, trial: TrialRunner, table, kept=None) -> None:
+def annotated(the_study, cfg: DictConfig) -> pd.DataFrame:
+    """The study's trials with the front and the shipped files, as the reports see them
+    (annotated, not written)."""
+    objectives = schema.Objectives.from_search(cfg.search)
+    return report.annotate(trials.trials_frame(the_study), cfg.report.tolerance, objectives,
+                           shipping_of(cfg.search))  # fmt: skip
+
+
+def measure_precisions(the_study, cfg: DictConfig, trial: TrialRunner, kept=None) -> None:
     """``report.quantize=front``: each front trial not yet measured at fp16, int8 and int4 is,
     from its kept weights (or re-created: ``export.trained_model``); the figures are stored in the
     study, so reports rebuilt from the storage show them. (``all``: measured as each trained.)"""
-    if cfg.report.get("quantize", "front") != "front" or not len(table):
+    if cfg.report.get("quantize", "front") != "front":
+        return
+    table = annotated(the_study, cfg)
+    if not len(table):
         return
     todo = table[table["pareto"] & table["val_accuracy_int8"].isna()]
     trials_by_number = {t.number: t for t in the_study.get_trials(deepcopy=False)}

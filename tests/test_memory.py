@@ -127,7 +127,8 @@ def test_budget_feeds_the_sampler_constraints(tiny_overrides, tmp_path):
 
 def test_plan_mode_writes_plan_csv_without_training(tmp_path):
     result = run_cli([*TINY, "plan=true", "plan_points=3", "model=cnn", "search.max_params=20000",
-                      "search.max_memory_mb=400", "hydra.run.dir=p"], cwd=tmp_path)  # fmt: skip
+                      "search.max_memory_mb=400", "search.max_model_bytes=50KB",
+                      "hydra.run.dir=p"], cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "plan (no training), 9 points" in result.stdout + result.stderr
     plan = pd.read_csv(tmp_path / "p" / "plan.csv")
@@ -135,7 +136,11 @@ def test_plan_mode_writes_plan_csv_without_training(tmp_path):
     assert sorted(plan["embedding_dim"].unique()) == [4, 11, 32]  # corners included
     assert plan["vocab_size"].min() == 20 and plan["vocab_size"].max() > 1000
     assert (plan["over_max_params"] == (plan["params_total"] > 20000)).all()
-    assert (plan["over_max_memory_mb"] == (plan["est_peak_mb"] > 400)).all()
+    assert (plan["over_max_memory_mb"] == (plan["memory_mb"] > 400)).all()
+    # search.precision=best: a point fits the byte budget if its smallest (int4) file does.
+    assert (plan["over_max_model_bytes"] == (plan["file_bytes_int4"] > 50_000)).all()
+    assert plan["over_max_model_bytes"].any() and not plan["over_max_model_bytes"].all()
+    assert (plan["file_bytes_fp32"] > plan["file_bytes_int8"]).all()
     assert plan["over_max_params"].any() and not plan["over_max_params"].all()
     assert not (tmp_path / "studies").exists()  # nothing trained, no study created
 

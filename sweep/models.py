@@ -63,6 +63,15 @@ class BagClassifier(TextClassifier):
         return self.head(x)  # (batch, num_classes) logits
 
 
+def max_over_windows(h: torch.Tensor, lengths: torch.Tensor, k: int) -> torch.Tensor:
+    """ReLU of a wide convolution's output ``h`` (batch, filters, seq + k - 1: window t ends at
+    token t), then its max over the windows that hold a token of each document (``lengths``)."""
+    h = torch.relu(h)
+    windows = torch.arange(h.shape[2], device=h.device)
+    valid = windows[None, :] < (lengths + k - 1)[:, None]
+    return h.masked_fill(~valid[:, None, :], 0.0).amax(dim=2)
+
+
 class CNNClassifier(TextClassifier):
     """Kim (2014): parallel 1-D convolutions, max-over-time pooling, dropout, linear.
 
@@ -98,10 +107,7 @@ class CNNClassifier(TextClassifier):
         x = self.frontend(ids).transpose(1, 2)  # (batch, width, seq)
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs, strict=True):
-            h = torch.relu(conv(x))  # (batch, filters, seq + k - 1): window t ends at token t
-            windows = torch.arange(h.shape[2], device=ids.device)
-            valid = windows[None, :] < (lengths + k - 1)[:, None]
-            pooled.append(h.masked_fill(~valid[:, None, :], 0.0).amax(dim=2))  # (batch, filters)
+            pooled.append(max_over_windows(conv(x), lengths, k))  # (batch, filters)
         return self.out(self.dropout(torch.cat(pooled, dim=1)))  # (batch, num_classes)
 
 

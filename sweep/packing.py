@@ -23,8 +23,8 @@ early-stopping decision, as another thread count would.
 
 Trials that cannot share a pack train alone, so nothing is refused: the RNN and the Transformer,
 the CNN off CUDA, a sparse table, a bag with dropout, a factorized table, other training
-settings (batch size, epochs; a learning rate of its own packs). Packs are rebuilt at every epoch from the trials still training, so a
-trial that stops costs nothing more.
+settings (batch size, epochs; a learning rate of its own packs). Packs are rebuilt at every
+epoch from the trials still training, so a trial that stops costs nothing more.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sweep.digest import json_digest
-from sweep.models import BagClassifier, CNNClassifier
+from sweep.models import BagClassifier, CNNClassifier, max_over_windows
 from sweep.optim import FusedAdam, Optimizers, adam_step
 from sweep.train import EarlyStopping, SplitTensors, Work, plan_batches
 from sweep.vocab import PAD
@@ -121,7 +121,6 @@ class Member:
     work: Work = field(default_factory=Work)
     done: bool = False
     outcome: Any = None  # FitResult, or the exception that ended the trial
-    loss_sum: torch.Tensor | None = None
     # Dropout masks (CNN): drawn from this generator, which holds the global random state the
     # trial alone would have after building its model, so the masks are the lone trial's.
     rng: torch.Generator | None = None
@@ -136,8 +135,8 @@ class Member:
 
 
 def adam_state(member: Member, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(exp_avg, exp_avg_sq, steps taken) of ``param`` in the member's own FusedAdam (a dense
-    bag model has that one optimizer)."""
+    """(exp_avg, exp_avg_sq, steps taken) of ``param`` in the member's own FusedAdam (a model
+    with a dense table has that one optimizer)."""
     (optimizer,) = member.optimizers.optimizers
     i = next(i for i, p in enumerate(optimizer.params) if p is param)
     return optimizer.exp_avg[i], optimizer.exp_avg_sq[i], int(optimizer.steps[i])
@@ -260,21 +259,15 @@ class PackedCNN(Packed):
         x = F.embedding(ids, self.table, padding_idx=PAD)  # (N, batch, length, width)
         x = x.permute(1, 0, 3, 2).reshape(batch, n * self.width, length)
         pooled = [
-            _pool(F.conv1d(x, w, b, padding=k - 1, groups=n), lengths, k).view(batch, n, -1)
+            max_over_windows(F.conv1d(x, w, b, padding=k - 1, groups=n), lengths, k).view(
+                batch, n, -1
+            )
             for k, w, b in zip(self.kernel_sizes, self.conv_weights, self.conv_biases, strict=True)
         ]
         z = torch.cat(pooled, dim=2).transpose(0, 1)  # (N, batch, features)
         if self.training and self.p > 0:
             z = z * torch.stack([_mask(z[i], self.p, rng) for i, rng in enumerate(self.rngs)])
         return torch.baddbmm(self.out_bias[:, None, :], z, self.out_weight.transpose(1, 2))
-
-
-def _pool(h: torch.Tensor, lengths: torch.Tensor, k: int) -> torch.Tensor:
-    """ReLU, then the max over each document's windows (``CNNClassifier.forward``)."""
-    h = torch.relu(h)
-    windows = torch.arange(h.shape[2], device=h.device)
-    valid = windows[None, :] < (lengths + k - 1)[:, None]
-    return h.masked_fill(~valid[:, None, :], 0.0).amax(dim=2)
 
 
 def _mask(z: torch.Tensor, p: float, rng: torch.Generator) -> torch.Tensor:
@@ -328,9 +321,11 @@ class PackedOptimizer:
         if len(set(rates)) > 1:
             self.by_rate = {}
             index = {id(p): i for i, p in enumerate(self.adam.params)}
+            rate_of = {id(m): rate for m, rate in zip(members, rates, strict=True)}
             for member, target, where, _, _ in packed.pieces(members):
-                rate = rates[list(members).index(member)]
-                self.by_rate.setdefault(rate, []).append((index[id(target)], where[0]))
+                self.by_rate.setdefault(rate_of[id(member)], []).append(
+                    (index[id(target)], where[0])
+                )
 
     def moments(self, target: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
         i = next(i for i, p in enumerate(self.adam.params) if p is target)
@@ -381,7 +376,8 @@ def packed_ids(members: Sequence[Member], packed: Packed, split: str = "train") 
 
 def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
     """Train the members together with the shared training settings ``train_cfg`` (``cfg.train``:
-    epochs, batch size, lr, bucketing, eval batch size); each ends with ``outcome``: its
+    epochs, batch size, bucketing, eval batch size; each member's optimizer holds its own lr);
+    each ends with ``outcome``: its
     FitResult, or the exception that ended it alone (a non-finite loss, a pruning decision, any
     error of its callback)."""
     train = members[0].views["train"]

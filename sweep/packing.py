@@ -1,35 +1,37 @@
 """Packed trials: train several trials at once, on the same batches, in one step.
 
 A sweep trains many small models on one data set, and a small model's step is mostly fixed cost
-(Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials together:
-one table holding every trial's rows (row offsets; widths padded to the widest trial with
-columns held at zero) and the layers stacked per trial: for the bag model batched matrix
-products (``PackedBag``), for the CNN grouped convolutions, one group per trial (``PackedCNN``).
-One loss (the sum of the trials' mean losses, so each trial's gradient is its own), one backward
-and one optimizer step. Each trial keeps its own embedding_dim, cutoff (its own cut of the shared
-batch), hash buckets, dropout masks (its own random stream), early stopping, pruning and failure.
+(Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials together
+as one module (``sweep.packed``: one table holding every trial's rows, the layers stacked,
+grouped or block-diagonal per model): one loss (the sum of the trials' mean losses, so each
+trial's gradient is its own), one backward and one optimizer step. Each trial keeps its own
+embedding_dim, cutoff (its own cut of the shared batch), hash buckets, learning rate, dropout
+masks (its own random stream), early stopping, pruning and failure.
 
 Why a trial's numbers are the ones it gets alone: it is built alone (same seed, same init) and
 copied in; every trial of a pack shares the batch plan a lone trial of that seed makes; its
-parameters are disjoint from the others' (the padded columns and channels get exactly zero
-gradient, so Adam leaves them at zero); Adam is element-wise with the same step count; a CNN
+parameters are disjoint from the others' (padding and other trials' blocks get exactly zero
+gradient, so Adam leaves them at zero); Adam is element-wise with the same step count; a
 trial's dropout masks come from a generator holding the random state it has alone after its
-init; and after every epoch the pack is unpacked into each trial's own model, which is
-evaluated, early-stopped and pruned exactly as alone. Summation order inside the batched kernels
-may differ from a lone trial's, and the fused Adam kernel rounds an element by where it sits in
-its tensor (measured: one CNN step bit-identical, a difference of 1e-9 from the third), so
-figures agree to float rounding, not bit for bit: over a long training the rounding can move an
-early-stopping decision, as another thread count would.
+init, drawn in the shapes and order it draws them alone; and after every epoch the pack is
+unpacked into each trial's own model, which is evaluated, early-stopped and pruned exactly as
+alone. Summation order inside the batched kernels may differ from a lone trial's, and the fused
+Adam kernel rounds an element by where it sits in its tensor (measured: one CNN step
+bit-identical, a difference of 1e-9 from the third), so figures agree to float rounding, not
+bit for bit: over a long training the rounding can move an early-stopping decision, as another
+thread count would.
 
-Trials that cannot share a pack train alone, so nothing is refused: the RNN and the Transformer,
-the CNN off CUDA, a sparse table, a bag with dropout, a factorized table, other training
-settings (batch size, epochs; a learning rate of its own packs). Packs are rebuilt at every
-epoch from the trials still training, so a trial that stops costs nothing more.
+Trials that cannot share a pack train alone, so nothing is refused: a model off the devices
+where its packing pays (``PACKABLE``), a sparse table, a bag with dropout, a factorized table,
+an RNN with dropout between layers, other training settings (batch size, epochs; a learning
+rate of its own packs). Packs are rebuilt at every epoch from the trials still training, so a
+trial that stops costs nothing more.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,45 +43,54 @@ from torch import nn
 from torch.nn import functional as F
 
 from sweep.digest import json_digest
-from sweep.models import BagClassifier, CNNClassifier, max_over_windows
 from sweep.optim import FusedAdam, Optimizers, adam_step
+from sweep.packed import Packed, packed_model
 from sweep.train import EarlyStopping, SplitTensors, Work, plan_batches
 from sweep.vocab import PAD
 
+__all__ = ["Member", "PackedOptimizer", "fit_pack", "pack_key", "packed_model", "split_by_width"]
+
 log = logging.getLogger(__name__)
 
-PACKABLE = ("sweep.models.BagClassifier", "sweep.models.CNNClassifier")
-# Where CNN trials pack. Not on a CPU: there a CNN step is arithmetic, and packing measured
-# 0.52x (grouped convolutions) and 0.75-0.96x (each trial's own) the lone trials' speed on TREC
-# (BENCHMARKS.md "Packed trials"); on CUDA a small step is launch-bound (unmeasured here).
-CNN_DEVICES = {"cuda"}
+# The models whose trials pack, and the devices where they do (None: any). Elsewhere a trial of
+# that model trains alone. The CNN not on a CPU: there its step is arithmetic, and packing
+# measured 0.52x (grouped convolutions) and 0.75-0.96x (each trial's own) the lone trials' speed
+# on TREC; the RNN neither: its block-diagonal pack does N times the arithmetic (BENCHMARKS.md
+# "Packed trials"). On CUDA a small step is launch-bound (unmeasured here).
+PACKABLE: dict[str, set[str] | None] = {
+    "sweep.models.BagClassifier": None,
+    "sweep.models.CNNClassifier": {"cuda"},
+    "sweep.models.RNNClassifier": {"cuda"},
+    "sweep.models.TransformerClassifier": {"cuda"},
+}
 
 
 def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> str | None:
     """Trials with equal keys may share a pack; None: this trial trains alone.
 
-    Packable: the bag model and, on the devices of ``CNN_DEVICES`` (``device``: where the
-    trials train; default CPU), the CNN, with a dense table (``sparse``: the trial's resolved
-    ``model.sparse``) and without a factorized table; the bag without dropout (its masks would
-    come from the pack's stream), the CNN with any (each trial draws its masks from its own
-    generator, as alone: ``PackedCNN``). The key holds the rest of the model config and the
-    training config but the learning rate (batches and epochs must be shared; each trial keeps
-    its own lr).
+    Packable: the models of ``PACKABLE`` on their devices (``device``: where the trials train;
+    default CPU), with a dense table (``sparse``: the trial's resolved ``model.sparse``) and
+    without a factorized table; the bag without dropout (its masks would come from the pack's
+    stream), the CNN and the RNN with any on their pooled features (each trial draws its masks
+    from its own generator, as alone), but not the RNN's dropout between layers (drawn inside
+    the recurrent kernel). The key holds the rest of the model config and the training config
+    but the learning rate (batches and epochs must be shared; each trial keeps its own lr).
     """
     model = OmegaConf.to_container(trial_cfg.model, resolve=True)
     target = model.get("_target_")
-    if (
-        target == "sweep.models.CNNClassifier"
-        and torch.device(device or "cpu").type not in CNN_DEVICES
-    ):
-        return None
     if target not in PACKABLE or sparse:
         # Sparse tables (above model.sparse's row threshold) train alone: there the lone
         # trial's fused count-matrix mean is faster than a packed sparse embedding_bag.
         return None
+    devices = PACKABLE[target]
+    if devices is not None and torch.device(device or "cpu").type not in devices:
+        return None
     if model.get("factorized_dim"):
         return None
-    if target == "sweep.models.BagClassifier" and float(model.get("dropout") or 0) > 0:
+    dropout = float(model.get("dropout") or 0)
+    if target == "sweep.models.BagClassifier" and dropout > 0:
+        return None
+    if target == "sweep.models.RNNClassifier" and dropout > 0 and model.get("num_layers", 1) > 1:
         return None
     shared = {k: v for k, v in model.items() if k not in ("num_embeddings", "embedding_dim")}
     # Each trial keeps its own learning rate (PackedOptimizer); the rest is shared.
@@ -113,7 +124,7 @@ def split_by_width(sizes: list[tuple[int, int, int]], max_padding: float | None 
 class Member:
     """One trial in a pack: its own model and optimizer (the trial alone), views and progress."""
 
-    model: BagClassifier | CNNClassifier
+    model: nn.Module  # a TextClassifier of a PACKABLE kind
     optimizers: Optimizers
     views: dict[str, SplitTensors]
     on_epoch: Callable[[int, float], None] | None
@@ -121,7 +132,7 @@ class Member:
     work: Work = field(default_factory=Work)
     done: bool = False
     outcome: Any = None  # FitResult, or the exception that ended the trial
-    # Dropout masks (CNN): drawn from this generator, which holds the global random state the
+    # Dropout masks: drawn from this generator, which holds the global random state the
     # trial alone would have after building its model, so the masks are the lone trial's.
     rng: torch.Generator | None = None
 
@@ -142,140 +153,6 @@ def adam_state(member: Member, param: nn.Parameter) -> tuple[torch.Tensor, torch
     return optimizer.exp_avg[i], optimizer.exp_avg_sq[i], int(optimizer.steps[i])
 
 
-class Packed(nn.Module):
-    """N models as one (subclasses: the layers): a shared table (row 0 the common padding row,
-    then each trial's rows at its offset, columns past its width zero) and ``pieces``: how each
-    trial's own tensors sit in the packed ones, for load, store and the optimizer."""
-
-    def __init__(self, members: Sequence[Member]):
-        super().__init__()
-        widths = [m.table.shape[1] for m in members]
-        rows = [m.table.shape[0] for m in members]
-        self.width = max(widths)
-        self.offsets = [1 + sum(rows[:i]) for i in range(len(members))]
-        self.device = members[0].table.device
-        self.table = nn.Parameter(torch.zeros(1 + sum(rows), self.width, device=self.device))
-
-    def table_pieces(self, members: Sequence[Member]):
-        for i, member in enumerate(members):
-            rows, width = member.table.shape
-            where = (slice(self.offsets[i], self.offsets[i] + rows), slice(0, width))
-            yield member, self.table, where, member.table, False
-
-    def pieces(self, members: Sequence[Member]):
-        """(member, packed tensor, the member's slice of it, its own tensor, transposed?)."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def load(self, members: Sequence[Member]) -> None:
-        for _, packed, where, own, transposed in self.pieces(members):
-            packed[where] = own.t() if transposed else own
-
-    @torch.no_grad()
-    def store(self, members: Sequence[Member]) -> None:
-        for _, packed, where, own, transposed in self.pieces(members):
-            own.copy_(packed[where].t() if transposed else packed[where])
-
-
-class PackedBag(Packed):
-    """N bag models: the shared table and stacked layers (``weights[i]``: (N, in, out),
-    ``biases[i]``: (N, out)) applied with batched matrix products."""
-
-    def __init__(self, members: Sequence[Member]):
-        super().__init__(members)
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for layer in range(len(members[0].linears)):
-            n_in = self.width if layer == 0 else members[0].linears[layer].in_features
-            n_out = members[0].linears[layer].out_features
-            self.weights.append(
-                nn.Parameter(torch.zeros(len(members), n_in, n_out, device=self.device))
-            )
-            self.biases.append(nn.Parameter(torch.zeros(len(members), n_out, device=self.device)))
-
-    def pieces(self, members: Sequence[Member]):
-        yield from self.table_pieces(members)
-        for i, member in enumerate(members):
-            for layer, linear in enumerate(member.linears):
-                where = (i, slice(0, linear.in_features))
-                yield member, self.weights[layer], where, linear.weight, True
-                yield member, self.biases[layer], (i,), linear.bias, False
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """``ids``: (N, batch, width) packed ids (offsets applied, padding 0) -> (N, batch, C)."""
-        n, batch, width = ids.shape
-        x = F.embedding_bag(ids.reshape(n * batch, width), self.table, mode="mean",
-                            padding_idx=PAD).view(n, batch, self.width)  # fmt: skip
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if layer:
-                x = torch.relu(x)
-            x = torch.baddbmm(bias[:, None, :], x, weight)
-        return x
-
-
-class PackedCNN(Packed):
-    """N CNNs (``sweep.models.CNNClassifier``) as one: the shared table; per kernel size one
-    grouped convolution (groups = N: trial i's filters see only its own channels; widths padded
-    to the widest with zero weights, which get zero gradient); the max over each document's
-    windows; each trial's dropout mask from its own generator (``Member.rng``), drawn as alone;
-    the output layers stacked (``out_weight``: (N, classes, features)) in one batched product.
-    One grouped convolution replaces N small ones: a GPU launches one kernel, not N."""
-
-    def __init__(self, members: Sequence[Member]):
-        super().__init__(members)
-        first = members[0].model
-        n, filters = len(members), first.convs[0].out_channels
-        self.kernel_sizes, self.filters = first.kernel_sizes, filters
-        self.p = first.dropout.p
-        self.rngs = [m.rng for m in members]
-        self.conv_weights = nn.ParameterList(
-            nn.Parameter(torch.zeros(n * filters, self.width, k, device=self.device))
-            for k in self.kernel_sizes
-        )
-        self.conv_biases = nn.ParameterList(
-            nn.Parameter(torch.zeros(n * filters, device=self.device)) for _ in self.kernel_sizes
-        )
-        out = first.out
-        self.out_weight = nn.Parameter(torch.zeros(n, out.out_features, out.in_features,
-                                                   device=self.device))  # fmt: skip
-        self.out_bias = nn.Parameter(torch.zeros(n, out.out_features, device=self.device))
-
-    def pieces(self, members: Sequence[Member]):
-        yield from self.table_pieces(members)
-        f = self.filters
-        for i, member in enumerate(members):
-            rows = slice(i * f, (i + 1) * f)
-            for layer, conv in enumerate(member.model.convs):
-                where = (rows, slice(0, conv.in_channels))
-                yield member, self.conv_weights[layer], where, conv.weight, False
-                yield member, self.conv_biases[layer], (rows,), conv.bias, False
-            yield member, self.out_weight, (i,), member.model.out.weight, False
-            yield member, self.out_bias, (i,), member.model.out.bias, False
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """``ids``: (N, batch, length) packed ids -> (N, batch, C); see ``CNNClassifier``."""
-        n, batch, length = ids.shape
-        lengths = (ids[0] != PAD).sum(dim=1).clamp(min=1)  # the same in every trial's cut
-        x = F.embedding(ids, self.table, padding_idx=PAD)  # (N, batch, length, width)
-        x = x.permute(1, 0, 3, 2).reshape(batch, n * self.width, length)
-        pooled = [
-            max_over_windows(F.conv1d(x, w, b, padding=k - 1, groups=n), lengths, k).view(
-                batch, n, -1
-            )
-            for k, w, b in zip(self.kernel_sizes, self.conv_weights, self.conv_biases, strict=True)
-        ]
-        z = torch.cat(pooled, dim=2).transpose(0, 1)  # (N, batch, features)
-        if self.training and self.p > 0:
-            z = z * torch.stack([_mask(z[i], self.p, rng) for i, rng in enumerate(self.rngs)])
-        return torch.baddbmm(self.out_bias[:, None, :], z, self.out_weight.transpose(1, 2))
-
-
-def _mask(z: torch.Tensor, p: float, rng: torch.Generator) -> torch.Tensor:
-    """A dropout mask drawn as ``F.dropout`` draws it (bernoulli of keep, then / keep)."""
-    keep = 1.0 - p
-    return torch.empty_like(z).bernoulli_(keep, generator=rng).div_(keep)
-
-
 def trial_generator(device: torch.device, seed: int) -> torch.Generator:
     """The random stream a trial's dropout draws from in a pack: on a CPU the global state as
     the trial alone has it right after building its model (call this then), so its masks are
@@ -286,13 +163,6 @@ def trial_generator(device: torch.device, seed: int) -> torch.Generator:
         generator.set_state(torch.get_rng_state())
         return generator
     return torch.Generator(device=device).manual_seed(seed)
-
-
-def packed_model(members: Sequence[Member]) -> Packed:
-    """The packed form of the members' model (all of one kind: ``pack_key``)."""
-    if isinstance(members[0].model, CNNClassifier):
-        return PackedCNN(members)
-    return PackedBag(members)
 
 
 class PackedOptimizer:
@@ -307,25 +177,29 @@ class PackedOptimizer:
         self.adam = FusedAdam(list(packed.parameters()), lr=rates[0])
         self.steps = 0
         with torch.no_grad():
-            for member, target, where, own, transposed in packed.pieces(members):
-                m, v, self.steps = adam_state(member, own)  # equal for every tensor and trial
-                exp_avg, exp_avg_sq = self.moments(target)
-                exp_avg[where] = m.t() if transposed else m
-                exp_avg_sq[where] = v.t() if transposed else v
+            for piece in packed.pieces(members):
+                m, v, self.steps = adam_state(piece.member, piece.own)  # equal for all
+                exp_avg, exp_avg_sq = self.moments(piece.packed)
+                exp_avg[piece.where] = piece.own_part(m)
+                exp_avg_sq[piece.where] = piece.own_part(v)
         for counter in self.adam.steps:
             counter.fill_(self.steps)
         # {lr: [(packed tensor index, the trial's leading slice)]}; None: one rate for all.
-        # A leading slice (rows of the table, the trial's filters or stacked layer) is whole
-        # rows, so contiguous; its padded columns have zero gradient and stay zero.
+        # A leading slice (rows of the table, the trial's filters, gates or stacked layer) is
+        # whole rows, so contiguous; its other columns (padding; in a block-diagonal layer the
+        # other trials' blocks) have zero gradient and stay zero.
         self.by_rate: dict[float, list] | None = None
         if len(set(rates)) > 1:
             self.by_rate = {}
             index = {id(p): i for i, p in enumerate(self.adam.params)}
             rate_of = {id(m): rate for m, rate in zip(members, rates, strict=True)}
-            for member, target, where, _, _ in packed.pieces(members):
-                self.by_rate.setdefault(rate_of[id(member)], []).append(
-                    (index[id(target)], where[0])
-                )
+            seen = set()
+            for piece in packed.pieces(members):
+                rows = piece.where[0]
+                key = (index[id(piece.packed)], rows if isinstance(rows, int) else rows.start)
+                if key not in seen:  # a row block may hold several parts of one tensor
+                    seen.add(key)
+                    self.by_rate.setdefault(rate_of[id(piece.member)], []).append((key[0], rows))
 
     def moments(self, target: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
         i = next(i for i, p in enumerate(self.adam.params) if p is target)
@@ -353,14 +227,19 @@ class PackedOptimizer:
         self.steps += 1
 
     @torch.no_grad()
-    def store(self) -> None:
-        """Write the moments and the step count back into each member's own optimizer."""
-        for member, target, where, own, transposed in self.packed.pieces(self.members):
-            m, v, _ = adam_state(member, own)
-            exp_avg, exp_avg_sq = self.moments(target)
-            m.copy_(exp_avg[where].t() if transposed else exp_avg[where])
-            v.copy_(exp_avg_sq[where].t() if transposed else exp_avg_sq[where])
-        for member in self.members:
+    def store(self, only: Sequence[Member] | None = None) -> None:
+        """Write the moments and the step count back into each member's own optimizer (``only``:
+        into these members')."""
+        only = self.members if only is None else only
+        for piece in self.packed.pieces(self.members):
+            if not any(piece.member is m for m in only):
+                continue
+            m, v, _ = adam_state(piece.member, piece.own)
+            exp_avg, exp_avg_sq = self.moments(piece.packed)
+            for own, packed in ((m, exp_avg), (v, exp_avg_sq)):
+                packed = packed[piece.where]
+                own[piece.part].copy_(packed.t() if piece.transposed else packed)
+        for member in only:
             for counter in member.optimizers.optimizers[0].steps:
                 counter.fill_(self.steps)
 
@@ -377,36 +256,52 @@ def packed_ids(members: Sequence[Member], packed: Packed, split: str = "train") 
 def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
     """Train the members together with the shared training settings ``train_cfg`` (``cfg.train``:
     epochs, batch size, bucketing, eval batch size; each member's optimizer holds its own lr);
-    each ends with ``outcome``: its
-    FitResult, or the exception that ended it alone (a non-finite loss, a pruning decision, any
-    error of its callback)."""
+    each ends with ``outcome``: its FitResult, or the exception that ended it alone (a non-finite
+    loss, a pruning decision, any error of its callback).
+
+    A trial whose epoch loss is not finite reruns that epoch alone, from its state at the
+    epoch's start (its own model and optimizer: the pack's epoch is not stored into them), on
+    the same batches and random stream: one that really diverged fails alone with its reason;
+    one that a diverging neighbour poisoned (a block-diagonal layer's 0 x NaN: ``PackedRNN``)
+    goes on with the numbers it gets alone."""
     train = members[0].views["train"]
-    device = train.ids.device
     generator = torch.Generator().manual_seed(seed)  # the batch plan every lone trial makes
     for epoch in range(1, train_cfg.epochs + 1):
         active = [m for m in members if not m.done]
         if not active:
             break
-        t0 = time.perf_counter()
-        packed = packed_model(active)
-        packed.load(active)
-        optimizer = PackedOptimizer(packed, active)
         batches = plan_batches(train.lengths, train_cfg.batch_size, generator, train_cfg.bucket)
-        losses = pack_epoch(packed, optimizer, packed_ids(active, packed), train, batches)
-        for member in active:
+        streams = [m.rng.get_state() if m.rng is not None else None for m in active]
+        t0 = time.perf_counter()
+        losses = train_epoch(active, train, batches)
+        seconds = time.perf_counter() - t0
+        for i, (member, stream) in enumerate(zip(active, streams, strict=True)):
+            t0 = time.perf_counter()
+            if not math.isfinite(losses[i]) and len(active) > 1:
+                if stream is not None:
+                    member.rng.set_state(stream)
+                (losses[i],) = train_epoch([member], train, batches)
+            member.work.step_seconds += seconds + time.perf_counter() - t0
             member.work.train_tokens += int(train.lengths.sum())
             member.work.train_examples += len(train.lengths)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        packed.store(active)
-        optimizer.store()
-        seconds = time.perf_counter() - t0
-        for member, loss_sum in zip(active, losses.tolist(), strict=True):
-            member.work.step_seconds += seconds
+        for member, loss_sum in zip(active, losses, strict=True):
             end_epoch(member, epoch, loss_sum, train_cfg.eval_batch_size)
     for member in members:
         if not member.done:
             finish(member, train_cfg.eval_batch_size)
+
+
+def train_epoch(members: list[Member], train: SplitTensors, batches) -> list[float]:
+    """One epoch of the members as one pack; each member's summed loss. Only the members whose
+    loss is finite get the epoch's state (weights and Adam moments) stored back."""
+    packed = packed_model(members)
+    packed.load(members)
+    optimizer = PackedOptimizer(packed, members)
+    losses = pack_epoch(packed, optimizer, packed_ids(members, packed), train, batches).tolist()
+    finite = [m for m, loss in zip(members, losses, strict=True) if math.isfinite(loss)]
+    packed.store(members, finite)
+    optimizer.store(finite)
+    return losses
 
 
 def pack_epoch(packed: Packed, optimizer, ids: torch.Tensor, train: SplitTensors, batches):
@@ -415,14 +310,16 @@ def pack_epoch(packed: Packed, optimizer, ids: torch.Tensor, train: SplitTensors
     Adam step. Returns each trial's summed loss, on the device: no host sync inside the loop."""
     losses = torch.zeros(ids.shape[0], device=ids.device)
     packed.train()
-    for idx, width in batches:
-        idx = idx.to(ids.device, non_blocking=True)
+    for host_idx, width in batches:
+        idx = host_idx.to(ids.device, non_blocking=True)
         optimizer.zero_grad()
-        logits = packed(ids[:, idx, :width])  # (N, batch, classes)
+        logits = packed(ids[:, idx, :width], train.lengths[host_idx])  # (N, batch, classes)
         labels = train.labels[idx].repeat(ids.shape[0])
         loss = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none")
         per_trial = loss.view(ids.shape[0], -1).mean(dim=1)
-        per_trial.sum().backward()
+        # A trial whose loss is not finite sends no gradient: through a block-diagonal layer
+        # its NaN would reach the others' (0 x NaN). It fails (or reruns) after the epoch.
+        torch.where(torch.isfinite(per_trial), per_trial, 0.0).sum().backward()
         optimizer.step()
         losses += per_trial.detach()
     return losses

@@ -2,14 +2,15 @@
 
     python -m sweep.benchmarks.packing --datasets ../shared/datasets --out bench/packing
 
-For the default synthetic sweep (bag), TREC with the bag model and TREC with the CNN, it runs
+For the default synthetic sweep (bag), TREC with the bag model, the CNN and the RNN, it runs
 the same sweep of ``--trials`` trials with ``search.pack`` 1, 4, 8 and 16, three seeds each, in
 this process (data cached, so each sweep's time is trials, search and reports), and prints the
 trials per hour, the hypervolume of the front after those trials (validation accuracy against
 log10 params_total, reference: accuracy 0 and the largest configuration any run of the setup
 tried) and both as ratios to pack 1. ``--controlled`` first trains the same N random
 configurations (log-uniform embedding_dim 4-256 and cutoff 100-full) alone and as packs through
-``TrialRunner``, with no search around them: the packing effect alone, per setup.
+``TrialRunner``, with no search around them: the packing effect alone, per setup;
+``--any-device`` packs there also the models ``packing.PACKABLE`` keeps to CUDA.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def setups(datasets: Path) -> dict[str, list[str]]:
         "synthetic bag (default sweep)": ["data=synthetic", "model=bag"],
         "TREC bag": [*trec_data, "model=bag"],
         "TREC CNN": [*trec_data, "model=cnn"],
+        "TREC RNN": [*trec_data, "model=rnn"],
     }
 
 
@@ -87,11 +89,14 @@ def controlled(setup: list[str], count: int, out: Path, seed: int = 0) -> dict:
     started = time.perf_counter()
     packed = runner.train_pack(params, [None] * count, list(range(count)))
     packed_s = time.perf_counter() - started
-    same = sum(a["val_accuracy"] == b["val_accuracy"] for a, b in zip(alone, packed, strict=True))
+    pairs = list(zip(alone, packed, strict=True))
+    same = sum(a["val_accuracy"] == b["val_accuracy"] for a, b in pairs)
+    gap = max(abs(a["val_accuracy"] - b["val_accuracy"]) for a, b in pairs)
     packs = len({r.get("pack", f"alone{i}") for i, r in enumerate(packed)})
     return {"trials": count, "packs": packs, "alone_s": round(alone_s, 2),
             "packed_s": round(packed_s, 2), "speed-up": round(alone_s / packed_s, 2),
-            "same val_accuracy": f"{same}/{count}"}  # fmt: skip
+            "same val_accuracy": f"{same}/{count}",
+            "max val_accuracy gap": round(gap, 2)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,8 +110,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--controlled", type=int, default=0, help="N configurations, alone vs packed"
     )
+    parser.add_argument(
+        "--any-device",
+        action="store_true",
+        help="pack every packable model here, also those packing.PACKABLE keeps to CUDA",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.any_device:
+        from sweep import packing
+
+        packing.PACKABLE = dict.fromkeys(packing.PACKABLE)
     out = args.out.resolve()
     if args.controlled:
         same = []

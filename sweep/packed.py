@@ -271,11 +271,16 @@ class PackedRNN(Packed):
         n, batch, length = ids.shape
         lengths = (ids[0] != PAD).sum(dim=1).clamp(min=1)  # the same in every trial's cut
         host = lengths.cpu() if host_lengths is None else host_lengths.clamp(min=1)
+        # Sorted by length here, as pack_padded_sequence would sort (the same torch.sort), but
+        # the orders travel to the device without blocking (it would copy them blocking).
+        host, order = torch.sort(host, descending=True)
+        to_device = order.to(ids.device, non_blocking=True)
+        back = torch.argsort(order).to(ids.device, non_blocking=True)
         x = F.embedding(ids, self.table, padding_idx=PAD)  # (N, batch, length, width)
-        x = x.permute(1, 2, 0, 3).reshape(batch, length, n * self.width)
-        packed = pack_padded_sequence(x, host, batch_first=True, enforce_sorted=False)
-        states, _ = self.rnn(packed)
+        x = x.permute(1, 2, 0, 3).reshape(batch, length, n * self.width).index_select(0, to_device)
+        states, _ = self.rnn(pack_padded_sequence(x, host, batch_first=True))
         h, _ = pad_packed_sequence(states, batch_first=True, total_length=length)
+        h = h.index_select(0, back)  # the batch's order again
         mask = torch.arange(length, device=ids.device)[None, :] < lengths[:, None]
         if self.pooling == "max":
             pooled = h.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)

@@ -55,7 +55,7 @@ def test_a_trial_figure_does_not_depend_on_the_previous_trial(tiny_overrides, tm
     assert after_big == pytest.approx(single["gpu_peak_mb"].item(), rel=0.01)
 
 
-@pytest.mark.parametrize("model", ["bag", "cnn"])
+@pytest.mark.parametrize("model", ["bag", "cnn", "rnn", "transformer"])
 def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     """search.pack on CUDA: no host sync inside the step loop (torch's sync debug mode raises
     on one). Unverified here: written on a machine without a GPU."""
@@ -67,7 +67,7 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     from sweep.train import EarlyStopping, plan_batches
     from sweep.trial import TrialRunner, build_model
 
-    extra = ["model=cnn", "data.max_length=32"] if model == "cnn" else []
+    extra = [f"model={model}", "data.max_length=32"] if model != "bag" else []
     cfg = compose_config([*tiny_overrides[:-1], "device=cuda", "model.sparse=false", *extra])
     runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cuda")))
     members = []

@@ -2,7 +2,7 @@
 
     python -m sweep.benchmarks.packing --datasets ../shared/datasets --out bench/packing
 
-For the default synthetic sweep (bag), TREC with the bag model, the CNN and the RNN, it runs
+For the default synthetic sweep (bag), TREC with each of the four models, it runs
 the same sweep of ``--trials`` trials with ``search.pack`` 1, 4, 8 and 16, three seeds each, in
 this process (data cached, so each sweep's time is trials, search and reports), and prints the
 trials per hour, the hypervolume of the front after those trials (validation accuracy against
@@ -42,6 +42,7 @@ def setups(datasets: Path) -> dict[str, list[str]]:
         "TREC bag": [*trec_data, "model=bag"],
         "TREC CNN": [*trec_data, "model=cnn"],
         "TREC RNN": [*trec_data, "model=rnn"],
+        "TREC Transformer": [*trec_data, "model=transformer"],
     }
 
 
@@ -62,6 +63,15 @@ def sweep(
     table = run(cfg, out / "reports" / name, overrides).table
     seconds = time.perf_counter() - started
     return seconds, table[table["state"] == "COMPLETE"]
+
+
+def packs_on_cpu(setup: list[str]) -> bool:
+    """Whether this setup's trials pack on a CPU (``packing.pack_key``; ``--any-device``)."""
+    from sweep import packing
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="sweep", overrides=[*setup, "model.sparse=false"])
+    return packing.pack_key(cfg, device="cpu") is not None
 
 
 def controlled(setup: list[str], count: int, out: Path, seed: int = 0) -> dict:
@@ -131,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for label, setup in setups(args.datasets).items():
         if args.setups and label not in args.setups:
+            continue
+        if not packs_on_cpu(setup):
+            print(f"{label}: trains alone on a CPU (packing.PACKABLE), pack N = pack 1; skipped")
             continue
         folder = out / label.split(" (")[0].replace(" ", "-").lower()
         runs = {

@@ -2,15 +2,16 @@
 
     python -m sweep.benchmarks.packing --datasets ../shared/datasets --out bench/packing
 
-For the default synthetic sweep (bag), TREC with each of the four models, it runs
-the same sweep of ``--trials`` trials with ``search.pack`` 1, 4, 8 and 16, three seeds each, in
-this process (data cached, so each sweep's time is trials, search and reports), and prints the
+For the default synthetic sweep (bag), TREC with each of the four models and 20 Newsgroups with
+the CNN (``--setups``: a choice), it runs the same sweep of ``--trials`` trials with
+``search.pack`` 1, 4, 8 and 16, three seeds each, on ``--device`` (a setup whose trials do not
+pack there is skipped: its ratio is 1 by construction), in this process (data cached, so each sweep's time is trials, search and reports), and prints the
 trials per hour, the hypervolume of the front after those trials (validation accuracy against
 log10 params_total, reference: accuracy 0 and the largest configuration any run of the setup
 tried) and both as ratios to pack 1. ``--controlled`` first trains the same N random
 configurations (log-uniform embedding_dim 4-256 and cutoff 100-full) alone and as packs through
-``TrialRunner``, with no search around them: the packing effect alone, per setup;
-``--any-device`` packs there also the models ``packing.PACKABLE`` keeps to CUDA.
+``TrialRunner``, with no search around them: the packing effect alone, per setup (``--trials
+0``: only that); ``--any-device`` packs there also the models ``packing.PACKABLE`` keeps to CUDA.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ PACKS = (1, 4, 8, 16)
 
 
 def setups(datasets: Path) -> dict[str, list[str]]:
-    trec = datasets.resolve() / "trec"
+    trec, news = datasets.resolve() / "trec", datasets.resolve() / "20newsgroups"
     trec_data = ["data=files", f"data.train={trec / 'train.csv'}", f"data.test={trec / 'test.csv'}"]
     return {
         "synthetic bag (default sweep)": ["data=synthetic", "model=bag"],
@@ -43,11 +44,15 @@ def setups(datasets: Path) -> dict[str, list[str]]:
         "TREC CNN": [*trec_data, "model=cnn"],
         "TREC RNN": [*trec_data, "model=rnn"],
         "TREC Transformer": [*trec_data, "model=transformer"],
-    }
+        "20NG CNN": [
+            "data=files", f"data.train={news / 'train.csv.gz'}",
+            f"data.test={news / 'test.csv.gz'}", "data.max_length=256", "model=cnn",
+        ],
+    }  # fmt: skip
 
 
 def sweep(
-    setup: list[str], pack: int, seed: int, trials: int, out: Path
+    setup: list[str], pack: int, seed: int, trials: int, out: Path, device: str = "cpu"
 ) -> tuple[float, pd.DataFrame]:
     """(wall seconds, complete trials) of one sweep in a fresh study."""
     name = f"pack{pack}-seed{seed}"
@@ -55,7 +60,7 @@ def sweep(
     overrides = [
         *setup, f"search.pack={pack}", f"seed={seed}", f"search.n_trials={trials}",
         f"search.study_name={name}", f"search.storage_dir={out / 'studies'}",
-        f"data.cache_dir={out / 'cache'}", "report.repeats=0", "device=cpu",
+        f"data.cache_dir={out / 'cache'}", "report.repeats=0", f"device={device}",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="sweep", overrides=overrides)
@@ -65,16 +70,16 @@ def sweep(
     return seconds, table[table["state"] == "COMPLETE"]
 
 
-def packs_on_cpu(setup: list[str]) -> bool:
-    """Whether this setup's trials pack on a CPU (``packing.pack_key``; ``--any-device``)."""
+def packs_here(setup: list[str], device: str) -> bool:
+    """Whether this setup's trials pack on ``device`` (``packing.pack_key``; ``--any-device``)."""
     from sweep import packing
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=[*setup, "model.sparse=false"])
-    return packing.pack_key(cfg, device="cpu") is not None
+        cfg = compose(config_name="sweep", overrides=setup)
+    return packing.pack_key(cfg, device=device) is not None
 
 
-def controlled(setup: list[str], count: int, out: Path, seed: int = 0) -> dict:
+def controlled(setup: list[str], count: int, out: Path, seed: int = 0, device: str = "cpu") -> dict:
     """Seconds to train the same ``count`` random configurations alone, then packed."""
     import random
 
@@ -83,11 +88,11 @@ def controlled(setup: list[str], count: int, out: Path, seed: int = 0) -> dict:
     from sweep.prepared import PreparedData
     from sweep.trial import TrialRunner
 
-    overrides = [*setup, f"data.cache_dir={out / 'cache'}", "device=cpu", f"seed={seed}"]
+    overrides = [*setup, f"data.cache_dir={out / 'cache'}", f"device={device}", f"seed={seed}"]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="sweep", overrides=overrides)
     torch.set_num_threads(1)
-    runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cpu")))
+    runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device(device)))
     rng = random.Random(seed)
     full = runner.data.full_vocab
     params = [{"embedding_dim": int(round(2 ** rng.uniform(2, 8))),
@@ -113,13 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--out", type=Path, default=Path("bench/packing"))
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=16, help="trials a sweep; 0: no sweeps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--packs", type=int, nargs="+", default=list(PACKS))
     parser.add_argument("--setups", nargs="+", help="names of setups to run (default: all)")
     parser.add_argument(
         "--controlled", type=int, default=0, help="N configurations, alone vs packed"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every trial trains")
     parser.add_argument(
         "--any-device",
         action="store_true",
@@ -136,18 +142,23 @@ def main(argv: list[str] | None = None) -> None:
         same = []
         for label, setup in setups(args.datasets).items():
             if not args.setups or label in args.setups:
-                same.append({"setup": label, **controlled(setup, args.controlled, out)})
+                same.append({"setup": label, "device": args.device,
+                             **controlled(setup, args.controlled, out, device=args.device)})  # fmt: skip
         save_and_print(pd.DataFrame(same), out / "packing_controlled.csv")
     rows = []
     for label, setup in setups(args.datasets).items():
         if args.setups and label not in args.setups:
             continue
-        if not packs_on_cpu(setup):
-            print(f"{label}: trains alone on a CPU (packing.PACKABLE), pack N = pack 1; skipped")
+        if args.trials == 0:
+            break  # --controlled only
+        if not packs_here(setup, args.device):
+            print(f"{label}: trains alone on {args.device} (packing.PACKABLE), skipped")
             continue
         folder = out / label.split(" (")[0].replace(" ", "-").lower()
         runs = {
-            (p, s): sweep(setup, p, s, args.trials, folder) for p in args.packs for s in args.seeds
+            (p, s): sweep(setup, p, s, args.trials, folder, args.device)
+            for p in args.packs
+            for s in args.seeds
         }
         ref = math.log10(max(t["params_total"].max() for _, t in runs.values()))
         for pack in args.packs:
@@ -169,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
             pd.DataFrame([r for r in rows if r["setup"] == label]).to_string(index=False),
             flush=True,
         )
-    save_and_print(pd.DataFrame(rows), out / "packing.csv")
+    if rows:
+        save_and_print(pd.DataFrame(rows), out / "packing.csv")
 
 
 if __name__ == "__main__":

@@ -345,21 +345,31 @@ class TrialRunner:
             for key, group in groups.items()
         ]
         results: list[dict[str, Any] | BaseException] = [None] * len(params_list)  # type: ignore[list-item]
+
+        def alone(i: int) -> dict[str, Any] | BaseException:
+            try:
+                return self.train(params_list[i], on_epochs[i], seed, wrap_model)
+            except Exception as error:  # this trial's failure, recorded by the loop
+                return error
+
         for members in (pack for group in packs for pack in group):
             if len(members) == 1:
-                for i in members:
-                    try:
-                        results[i] = self.train(params_list[i], on_epochs[i], seed, wrap_model)
-                    except Exception as error:  # this trial's failure, recorded by the loop
-                        results[i] = error
+                results[members[0]] = alone(members[0])
                 continue
-            packed = self._train_packed([params_list[i] for i in members],
-                                        [setups[i] for i in members],
-                                        [on_epochs[i] for i in members], wrap_model, seed)  # fmt: skip
+            label = {"pack": min(labels[i] for i in members)}
+            try:
+                packed = self._train_packed([params_list[i] for i in members],
+                                            [setups[i] for i in members],
+                                            [on_epochs[i] for i in members], wrap_model, seed)  # fmt: skip
+            except Exception as error:
+                label = {}
+                # The pack as a whole failed (out of memory: a pack needs more than its trials
+                # alone; anything its shared step raised): its trials train alone, from scratch.
+                log.warning("a pack of trials %s failed (%s: %s); they train alone",
+                            [labels[i] for i in members], type(error).__name__, error)  # fmt: skip
+                packed = [alone(i) for i in members]
             for i, result in zip(members, packed, strict=True):
-                if isinstance(result, dict):
-                    result["pack"] = min(labels[j] for j in members)
-                results[i] = result
+                results[i] = {**result, **label} if isinstance(result, dict) else result
         return results
 
     def _train_packed(self, params_list, setups, on_epochs, wrap_model, seed: int) -> list:

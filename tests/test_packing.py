@@ -186,6 +186,24 @@ def test_other_models_train_alone_inside_a_pack(tiny_overrides, model):
         assert b["val_accuracy"] == a["val_accuracy"] and "pack" not in b
 
 
+def test_a_pack_that_fails_as_a_whole_trains_its_trials_alone(tiny_overrides, monkeypatch):
+    """An error of the pack's shared step (out of memory: a pack needs more than its trials
+    alone) is not the trials' failure: each trains alone, with its lone numbers, no pack."""
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "train.epochs=2")
+    params = PARAMS[:3]
+    alone = [trial_runner.train(p) for p in params]
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
+    monkeypatch.setattr(packing, "fit_pack", out_of_memory)
+    packed = trial_runner.train_pack(params, [None] * 3, [4, 5, 6])
+    for a, b in zip(alone, packed, strict=True):
+        assert isinstance(b, dict) and "pack" not in b
+        assert b["val_history"] == a["val_history"] and b["test_accuracy"] == a["test_accuracy"]
+
+
 def test_packs_group_similar_widths():
     # (index, rows, width): widths 4 and 5 pack together; padding the small table of width 16
     # to 64 costs little beside the two wide tables, padding 5 to 16 would more than double it.

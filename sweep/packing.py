@@ -53,10 +53,11 @@ __all__ = ["Member", "PackedOptimizer", "fit_pack", "pack_key", "packed_model", 
 log = logging.getLogger(__name__)
 
 # The models whose trials pack, and the devices where they do (None: any). Elsewhere a trial of
-# that model trains alone. The CNN not on a CPU: there its step is arithmetic, and packing
-# measured 0.52x (grouped convolutions) and 0.75-0.96x (each trial's own) the lone trials' speed
-# on TREC; the RNN neither: its block-diagonal pack does N times the arithmetic (BENCHMARKS.md
-# "Packed trials"). On CUDA a small step is launch-bound (unmeasured here).
+# that model trains alone. The CNN, RNN and Transformer not on a CPU, where a step is arithmetic:
+# on TREC packing measured 0.52x (CNN, grouped convolutions) and 0.75-0.96x (each trial's own),
+# 0.73x (RNN: its block-diagonal pack does N times the arithmetic) and 0.63x (Transformer:
+# padded widths and heads) the lone trials' speed (BENCHMARKS.md "Packed trials"). On CUDA a
+# small step is launch-bound (unmeasured here).
 PACKABLE: dict[str, set[str] | None] = {
     "sweep.models.BagClassifier": None,
     "sweep.models.CNNClassifier": {"cuda"},

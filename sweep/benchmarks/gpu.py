@@ -14,7 +14,7 @@ the others' figures; the summary table comes last:
    wall time and trials per hour of each, process start included;
 4. packed trials: the default sweep at ``search.pack`` 1 and 8 on the GPU (trials per hour).
 
-With ``--datasets`` (the folder of real data sets; about 5 minutes more): the default sweep at
+With ``--datasets`` (the folder of real data sets; at most 4 minutes more): the default sweep at
 ``search.pack=16``, and 4 random 20 Newsgroups CNN configurations trained alone and then packed
 on the GPU (``sweep.benchmarks.packing --controlled 4 --trials 0 --device cuda``).
 
@@ -70,7 +70,7 @@ def controlled_20ng(datasets: Path, out: Path) -> dict:
     argv = [sys.executable, "-m", "sweep.benchmarks.packing", "--datasets", str(datasets),
             "--out", str(out / "packing"), "--device", "cuda", "--setups", "20NG CNN",
             "--controlled", "4", "--trials", "0"]  # fmt: skip
-    result = step("20NG CNN alone vs packed", argv, 240)
+    result = step("20NG CNN alone vs packed", argv, 200)
     table = out / "packing" / "packing_controlled.csv"
     if result["exit"] == 0 and table.is_file():
         row = pd.read_csv(table).iloc[0]

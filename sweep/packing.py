@@ -72,9 +72,9 @@ def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> 
     Packable: the models of ``PACKABLE`` on their devices (``device``: where the trials train;
     default CPU), with a dense table (``sparse``: the trial's resolved ``model.sparse``) and
     without a factorized table; the bag without dropout (its masks would come from the pack's
-    stream), the CNN and the RNN with any on their pooled features (each trial draws its masks
-    from its own generator, as alone), but not the RNN's dropout between layers (drawn inside
-    the recurrent kernel). The key holds the rest of the model config and the training config
+    stream), the CNN, the RNN and the Transformer with any (each trial draws its masks from its
+    own generator, as alone), but not the RNN's dropout between layers (drawn inside the
+    recurrent kernel). The key holds the rest of the model config and the training config
     but the learning rate (batches and epochs must be shared; each trial keeps its own lr).
     """
     model = OmegaConf.to_container(trial_cfg.model, resolve=True)

@@ -126,18 +126,19 @@ CUBLAS_HANDLES = 2
 
 
 def cublas_workspace_bytes(capability: tuple[int, int] | None, config: str | None) -> int:
-    """Bytes of one cuBLAS handle's workspace as PyTorch sizes it (CublasHandlePool.cpp): the
-    ``:SIZE:COUNT`` pairs of ``CUBLAS_WORKSPACE_CONFIG`` (SIZE in KiB, times COUNT, summed), else
-    the default ``:4096:2:16:8`` (8.125 MiB), 32 MiB from Hopper on (compute capability 9);
-    0 without a CUDA ``capability``."""
+    """Bytes of one cuBLAS handle's workspace as PyTorch sizes it (``parseChosenWorkspaceSize``
+    in ATen's CublasHandlePool.cpp): the ``:SIZE:COUNT`` pairs of ``CUBLAS_WORKSPACE_CONFIG``
+    (SIZE in KiB, times COUNT, summed); without it, or when it does not parse (PyTorch warns),
+    the architecture's default: 32 MiB on Hopper and Blackwell (compute capability 9 to 12;
+    releases before Blackwell support: 9.0 only), else ``:4096:2:16:8`` (8.125 MiB); 0 without
+    a CUDA ``capability``. cuBLASLt's own workspace (``CUBLASLT_WORKSPACE_SIZE``, 1 MiB by
+    default, at most the cuBLAS one) is not counted: the H200 run allocated none."""
     if capability is None:
         return 0
-    if config is not None:
-        pairs = re.findall(r":([0-9]+):([0-9]+)", config)
-        if pairs:
-            return sum(int(size) * int(count) for size, count in pairs) * 1024
-        return 4096 * 1024  # unparsable: PyTorch warns and uses this
-    if capability[0] >= 9:
+    pairs = re.findall(r":([0-9]+):([0-9]+)", config or "")
+    if pairs:
+        return sum(int(size) * int(count) for size, count in pairs) * 1024
+    if capability[0] in (9, 10, 11, 12):
         return 4096 * 8 * 1024
     return 4096 * 1024 * 2 + 16 * 1024 * 8
 

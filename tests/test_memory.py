@@ -156,7 +156,9 @@ def test_cublas_workspace_terms_by_hand():
     assert workspace((9, 0), ":0:0") == 0
     assert workspace((8, 6), ":4096:8") == 32 * MiB
     assert workspace((8, 6), ":16:8") == 128 * 1024
-    assert workspace((9, 0), "nonsense") == 4 * MiB  # PyTorch warns and uses 4096 KiB
+    assert workspace((9, 0), "nonsense") == 32 * MiB  # PyTorch warns, uses the default
+    assert workspace((8, 0), "nonsense") == 4096 * 1024 * 2 + 16 * 1024 * 8
+    assert workspace((10, 0), None) == workspace((12, 0), None) == 32 * MiB  # Blackwell
     # Two handles (main thread, autograd's thread): the H200's 64 MiB after a first backward.
     assert measure.CUBLAS_HANDLES * workspace((9, 0), None) == 64 * MiB
     assert measure.baseline_bytes(torch.device("cpu"), 12345) == {

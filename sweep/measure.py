@@ -179,12 +179,87 @@ def storage_key(tensor: torch.Tensor) -> int:
     return key
 
 
-def saved_activation_bytes(model: torch.nn.Module, batch_size: int, length: int) -> dict[str, int]:
+def attention_kernel(capability: tuple[int, int] | None, head_dim: int) -> str:
+    """The kernel ``F.scaled_dot_product_attention`` runs for a float32 training step, as
+    PyTorch chooses it (``sdp_utils.cpp``): flash and cuDNN attention take half precision only,
+    so on CUDA (compute capability 5.0 on) it is memory-efficient attention when the head width
+    is a multiple of the GEMM alignment (4 from Ampere on, where float32 runs on tensor cores;
+    1 before), else the math path; ``math`` on a CPU (``capability`` None)."""
+    if capability is None or capability < (5, 0):
+        return "math"
+    alignment = 4 if capability[0] >= 8 else 1
+    return "efficient" if head_dim % alignment == 0 else "math"
+
+
+class _EfficientAttention(torch.autograd.Function):
+    """What memory-efficient attention keeps for backward (``_efficient_attention_backward``'s
+    inputs): q, k, v, the bias (the mask), the output and the log-sum-exp of each query row,
+    (batch, heads, queries rounded up to 32), float32; no (queries x keys) matrix and no dropout
+    mask (the kernel redraws it from its Philox seed). Trace only: it has no backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, out, lse):  # noqa: ARG004
+        ctx.save_for_backward(q, k, v, bias, out, lse)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # pragma: no cover - the estimate never runs backward
+        raise NotImplementedError("a memory trace only")
+
+
+def efficient_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+    """``F.scaled_dot_product_attention`` as memory-efficient attention on CUDA holds it, for a
+    trace on the meta device: the math result without its saved tensors, then what the kernel
+    saves (``_EfficientAttention``). A mask whose key length is not a multiple of 16 is copied
+    into a padded one first (``preprocess_mask``), and that copy is what is kept."""
+    with torch.no_grad():
+        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kwargs)
+    bias = attn_mask
+    if bias is not None and bias.shape[-1] % 16:
+        padded = -(-bias.shape[-1] // 16) * 16
+        bias = bias.new_empty(*bias.shape[:-1], padded)[..., : bias.shape[-1]]
+    if bias is None:
+        bias = q.new_empty(0)
+    rows = -(-q.shape[-2] // 32) * 32
+    lse = q.new_empty(*q.shape[:-2], rows, dtype=torch.float32)
+    return _EfficientAttention.apply(q, k, v, bias, out, lse)
+
+
+_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+
+@contextmanager
+def attention_as_on(capability: tuple[int, int] | None):
+    """Trace attention as the device runs it: where ``attention_kernel`` says memory-efficient,
+    ``torch.nn.functional.scaled_dot_product_attention`` (which ``nn.MultiheadAttention``
+    calls) is ``efficient_attention`` inside this block."""
+
+    def dispatch(q, k, v, *args, **kwargs):
+        if attention_kernel(capability, q.shape[-1]) == "efficient":
+            return efficient_attention(q, k, v, *args, **kwargs)
+        return _sdpa(q, k, v, *args, **kwargs)
+
+    functional = torch.nn.functional
+    functional.scaled_dot_product_attention = dispatch
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = _sdpa
+
+
+def saved_activation_bytes(
+    model: torch.nn.Module,
+    batch_size: int,
+    length: int,
+    capability: tuple[int, int] | None = None,
+) -> dict[str, int]:
     """Bytes a training step keeps for backward, traced on the ``meta`` device (nothing allocated).
 
     ``model`` must live on the meta device. Every tensor autograd saves is counted once (by
-    storage); parameters are excluded (they are counted as weights). Returns ``total`` and
-    ``largest`` (the biggest single saved tensor: a proxy for the transient peak of a layer).
+    storage); parameters are excluded (they are counted as weights). ``capability``: the CUDA
+    device's, for attention as it runs there (``attention_as_on``); None: a CPU. Returns
+    ``total`` and ``largest`` (the biggest single saved tensor: a proxy for the transient peak
+    of a layer).
     """
     params = {storage_key(p) for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -203,7 +278,10 @@ def saved_activation_bytes(model: torch.nn.Module, batch_size: int, length: int)
     for module in packing:
         module.pack_sequences = False
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with (
+            attention_as_on(capability),
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+        ):
             logits = model(ids)
     finally:
         for module in packing:
@@ -223,6 +301,7 @@ def estimate_peak_mb(
     eval_batch_size: int,
     max_length: int,
     data_bytes: int,
+    capability: tuple[int, int] | None = None,
 ) -> dict[str, float]:
     """Analytic peak memory of the trial itself in MiB (fp32 weights, Adam), on any device: what
     it allocates above the process baseline (``baseline_bytes``). Every term is a tensor the
@@ -233,19 +312,19 @@ def estimate_peak_mb(
       as SparseAdam does), and the best epoch's weights early stopping keeps (a device copy);
     - gradients: dense ones, and a sparse table's (the batch's rows: values and indices);
     - training step: the activations saved for backward at the longest batch (traced on the meta
-      device, ``saved_activation_bytes``);
+      device, ``saved_activation_bytes``; attention as the device ``capability`` runs it);
     - evaluation: the training state above plus about two of its largest layer outputs at
       ``eval_batch_size``.
 
-    Not modelled: cuDNN's transient workspaces (convolution, RNN) and attention kernels' own
-    buffers; on CUDA the probe (``TrialRunner.probe``) measures the step exactly. Returns
+    Not modelled: cuDNN's transient workspaces (convolution, RNN) and the attention backward's
+    own buffers; on CUDA the probe (``TrialRunner.probe``) measures the step exactly. Returns
     ``est_peak_mb`` and ``est_embedding_mb`` (the table's share: weights, moments, gradient).
     """
     tokens = batch_size * max_length
     sparse_grad = tokens * embedding_dim * 4 + tokens * 8 if sparse else 0  # values + indices
     dense_grad = (params_total - (params_embedding if sparse else 0)) * 4
     state = params_total * 4 * 4 + dense_grad + sparse_grad  # weights, 2 moments, best copy
-    activations = saved_activation_bytes(meta_model, batch_size, max_length)
+    activations = saved_activation_bytes(meta_model, batch_size, max_length, capability)
     train = state + activations["total"]
     evaluation = state + 2 * activations["largest"] * eval_batch_size / batch_size
     table_grad = sparse_grad if sparse else params_embedding * 4

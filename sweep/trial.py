@@ -131,6 +131,9 @@ class TrialRunner:
         # trials run on, which warm_up makes the same for the first trial as for the others.
         self.memory = measure.memory_reader(data.device)
         self.baseline = measure.baseline_bytes(data.device, data.device_bytes)
+        self.capability = (
+            torch.cuda.get_device_capability(data.device) if data.device.type == "cuda" else None
+        )
         measure.warm_up(data.device)
         # Called with (params, seed, model) after each successful training, the model holding
         # its best epoch's weights (the runner keeps them for export: sweep.export.KeptStates).
@@ -171,6 +174,7 @@ class TrialRunner:
                 eval_batch_size=train_cfg.eval_batch_size,
                 max_length=self.data.max_length,
                 data_bytes=self.data.device_bytes,  # this trial's cutoff view
+                capability=self.capability,
             ),
             "est_baseline_mb": sum(self.baseline.values()) / measure.MB,
             "device": measure.device_name(self.data.device),

@@ -68,6 +68,54 @@ def test_activations_scale_with_batch_and_length(name):
     assert measure.saved_activation_bytes(model, 32, 80)["total"] > 1.8 * base
 
 
+def test_attention_runs_where_pytorch_would_run_it():
+    """Float32 on CUDA: memory-efficient attention when the head width is a multiple of the
+    GEMM alignment (4 from Ampere on, 1 before); the math path otherwise and on a CPU."""
+    kernel = measure.attention_kernel
+    assert kernel(None, 8) == "math"
+    assert kernel((9, 0), 8) == kernel((8, 0), 4) == "efficient"
+    assert kernel((9, 0), 10) == kernel((8, 6), 3) == "math"
+    assert kernel((7, 5), 3) == "efficient"  # float32 without tensor cores: no alignment
+    assert kernel((3, 7), 8) == "math"  # below compute capability 5.0
+
+
+def test_efficient_attention_keeps_what_its_backward_needs():
+    """By hand: q, k, v (4 x 2 heads x 20 queries x 8), the mask copied to a key length padded
+    to 16 (20 -> 32), the output and one float32 log-sum-exp per query row padded to 32."""
+    b, h, length, d = 4, 2, 20, 8
+    q, k, v = (torch.empty(b, h, length, d, device="meta", requires_grad=True) for _ in range(3))
+    mask = torch.zeros(b, h, 1, length, device="meta")
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.untyped_storage().nbytes()) or t, lambda t: t
+    ):
+        out = measure.efficient_attention(q, k, v, attn_mask=mask, dropout_p=0.1)
+    assert out.shape == (b, h, length, d)
+    qkv = b * h * length * d * 4
+    assert sorted(saved) == sorted([qkv, qkv, qkv, b * h * 1 * 32 * 4, qkv, b * h * 32 * 4])
+
+
+def test_a_cuda_transformer_estimate_keeps_no_attention_matrix():
+    """On CUDA (traced as memory-efficient attention) a Transformer step keeps no (length x
+    length) matrix and no dropout mask for it: its saved bytes grow linearly with the length;
+    the math path's (a CPU; a head width of 10) grow faster and keep that mask too."""
+
+    def saved(capability, length, dropout=0.1, width=32):
+        cfg = compose_config(["model=transformer", f"model.dropout={dropout}"])
+        with torch.device("meta"):
+            model = build_model(cfg.model, 1002, width, 4)
+        return measure.saved_activation_bytes(model, 16, length, capability)["total"]
+
+    hopper = (9, 0)
+    assert saved(hopper, 128) == pytest.approx(2 * saved(hopper, 64), rel=0.02)
+    assert saved(None, 128) > 1.5 * saved(hopper, 128)
+    # The math path also keeps the attention weights' dropout mask; the kernel redraws it.
+    gap = saved(None, 128) - saved(hopper, 128)
+    assert gap > saved(None, 128, dropout=0.0) - saved(hopper, 128, dropout=0.0)
+    assert saved(None, 128) > 2.5 * saved(None, 64)
+    assert saved(hopper, 128, width=30) == saved(None, 128, width=30)  # 3 heads of 10: math
+
+
 def test_gpu_peak_is_missing_not_zero_on_cpu():
     with measure.gpu_peak(torch.device("cpu")) as peak:
         torch.ones(1000)

@@ -231,11 +231,13 @@ class PackedRNN(Packed):
         masks: dict[int, torch.Tensor] = {}  # packed weight id -> where its trials are
         for piece in self.pieces(members):
             if piece.packed.dim() == 2 and any(piece.packed is p for p in self.rnn.parameters()):
-                mask = masks.setdefault(id(piece.packed), torch.zeros_like(piece.packed))
-                mask[piece.where] = 1.0
+                mask = masks.setdefault(
+                    id(piece.packed), torch.zeros_like(piece.packed, dtype=torch.bool)
+                )
+                mask[piece.where] = True
         for param in self.rnn.parameters():
             if id(param) in masks:
-                param.register_hook(masks[id(param)].mul)
+                param.register_hook(masks[id(param)].mul)  # bool: a quarter of a float mask
 
     def pieces(self, members: Sequence[Member]) -> Iterator[Piece]:
         yield from self.table_pieces(members)

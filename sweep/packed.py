@@ -229,12 +229,12 @@ class PackedRNN(Packed):
             nn.init.zeros_(param)
         self.stack_out(members)
         masks: dict[int, torch.Tensor] = {}  # packed weight id -> where its trials are
+        weights = {id(p) for p in self.rnn.parameters() if p.dim() == 2}
         for piece in self.pieces(members):
-            if piece.packed.dim() == 2 and any(piece.packed is p for p in self.rnn.parameters()):
-                mask = masks.setdefault(
-                    id(piece.packed), torch.zeros_like(piece.packed, dtype=torch.bool)
-                )
-                mask[piece.where] = True
+            if id(piece.packed) in weights:
+                if id(piece.packed) not in masks:
+                    masks[id(piece.packed)] = torch.zeros_like(piece.packed, dtype=torch.bool)
+                masks[id(piece.packed)][piece.where] = True
         for param in self.rnn.parameters():
             if id(param) in masks:
                 param.register_hook(masks[id(param)].mul)  # bool: a quarter of a float mask

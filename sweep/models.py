@@ -111,6 +111,32 @@ class CNNClassifier(TextClassifier):
         return self.out(self.dropout(torch.cat(pooled, dim=1)))  # (batch, num_classes)
 
 
+def pool_states(h: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """An RNN's states ``h`` (batch, seq, features; zeros past each length) pooled over each
+    document's own ``lengths``: their max or their mean."""
+    if pooling == "max":
+        mask = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
+        return h.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+    return h.sum(dim=1) / lengths[:, None].to(h.dtype)
+
+
+def attention_padding(ids: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) True at padding: the keys attention skips. A document with no token would
+    mask every key (NaN); it attends to its first slot instead."""
+    pad = ids == PAD
+    pad[:, 0] &= ~pad.all(dim=1)
+    return pad
+
+
+def check_length(seq: int, max_length: int) -> None:
+    """Learned positions stop at ``max_length``: longer documents are a configuration error."""
+    if seq > max_length:
+        raise ValueError(
+            f"documents of {seq} tokens exceed model.max_length={max_length}: "
+            "raise model.max_length or lower data.max_length"
+        )
+
+
 class RNNClassifier(TextClassifier):
     """Bidirectional GRU or LSTM over packed sequences (padding is never read), pooled states."""
 
@@ -159,13 +185,7 @@ class RNNClassifier(TextClassifier):
             h, _ = pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
         else:  # every step of the padded length: the worst case of a bucket
             h = self.rnn(x)[0]
-        # h: (batch, seq, 2 * hidden), zeros past each length
-        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
-        if self.pooling == "max":
-            pooled = h.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
-        else:
-            pooled = h.sum(dim=1) / lengths[:, None].to(h.dtype)
-        return self.out(self.dropout(pooled))  # (batch, num_classes)
+        return self.out(self.dropout(pool_states(h, lengths, self.pooling)))  # (batch, classes)
 
 
 def heads_for(width: int, max_heads: int) -> int:
@@ -210,14 +230,8 @@ class TransformerClassifier(TextClassifier):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         seq = ids.shape[1]
-        if seq > self.max_length:
-            raise ValueError(
-                f"documents of {seq} tokens exceed model.max_length={self.max_length}: "
-                "raise model.max_length or lower data.max_length"
-            )
-        pad = ids == PAD  # (batch, seq)
-        # A document with no token would mask every key (NaN); let it attend to its first slot.
-        pad[:, 0] &= ~pad.all(dim=1)
+        check_length(seq, self.max_length)
+        pad = attention_padding(ids)  # (batch, seq)
         positions = torch.arange(seq, device=ids.device)
         x = self.frontend(ids) + self.position(positions)[None]  # (batch, seq, width)
         h = self.norm(self.encoder(x, src_key_padding_mask=pad))  # (batch, seq, width)

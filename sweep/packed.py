@@ -20,7 +20,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sweep.models import CNNClassifier, RNNClassifier, TransformerClassifier, max_over_windows
+from sweep.models import (
+    CNNClassifier,
+    RNNClassifier,
+    TransformerClassifier,
+    attention_padding,
+    check_length,
+    max_over_windows,
+    pool_states,
+)
 from sweep.vocab import PAD
 
 if TYPE_CHECKING:
@@ -283,11 +291,7 @@ class PackedRNN(Packed):
         states, _ = self.rnn(pack_padded_sequence(x, host, batch_first=True))
         h, _ = pad_packed_sequence(states, batch_first=True, total_length=length)
         h = h.index_select(0, back)  # the batch's order again
-        mask = torch.arange(length, device=ids.device)[None, :] < lengths[:, None]
-        if self.pooling == "max":
-            pooled = h.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
-        else:
-            pooled = h.sum(dim=1) / lengths[:, None].to(h.dtype)
+        pooled = pool_states(h, lengths, self.pooling)
         # (batch, [forward | backward] x N x H) -> (N, batch, [forward H | backward H])
         z = pooled.view(batch, 2, n, self.hidden).permute(2, 0, 1, 3).reshape(n, batch, -1)
         return self.out(z)
@@ -423,13 +427,8 @@ class PackedTransformer(Packed):
         """``ids``: (N, batch, length) packed ids -> (N, batch, C); see
         ``TransformerClassifier`` (pre-norm layers, padding mask, mean pooling)."""
         length = ids.shape[2]
-        if length > self.max_length:
-            raise ValueError(
-                f"documents of {length} tokens exceed model.max_length={self.max_length}: "
-                "raise model.max_length or lower data.max_length"
-            )
-        pad = ids[0] == PAD  # (batch, length), the same in every trial's cut
-        pad[:, 0] &= ~pad.all(dim=1)
+        check_length(length, self.max_length)
+        pad = attention_padding(ids[0])  # (batch, length), the same in every trial's cut
         x = F.embedding(ids, self.table, padding_idx=PAD) + self.position[:, None, :length]
         for n in range(len(self.qkv_w)):
             attended = self.attention(self.layer_norm(x, 2 * n), n, pad)

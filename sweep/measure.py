@@ -80,30 +80,43 @@ def memory_reader(device: torch.device) -> DeviceMemory | None:
     return DeviceMemory(device) if device.type == "cuda" else None
 
 
+class Peak(dict):
+    """The figures of ``gpu_peak`` (a dict: ``peak_mb``, ``baseline_mb``, ``reserved_mb``),
+    NaN where there are no counters; ``read`` fills them with the peak so far."""
+
+    def __init__(self, reader: DeviceMemory | None):
+        super().__init__(peak_mb=math.nan, baseline_mb=math.nan, reserved_mb=math.nan)
+        self.reader = reader
+        self.baseline = 0
+        if reader is not None:
+            reader.synchronize()
+            reader.reset_peak()
+            self.baseline = reader.allocated()
+
+    def read(self) -> None:
+        if self.reader is None:
+            return
+        self.reader.synchronize()
+        self["peak_mb"] = max(self.reader.peak() - self.baseline, 0) / MB
+        self["baseline_mb"] = self.baseline / MB
+        self["reserved_mb"] = self.reader.reserved_peak() / MB
+
+
 @contextmanager
 def gpu_peak(device: torch.device, reader: DeviceMemory | None = None):
-    """Measure the block's own peak device memory; yields a dict filled on exit.
+    """Measure the block's own peak device memory; yields a ``Peak`` filled on exit (and by its
+    ``read`` inside the block: the peak so far).
 
     ``peak_mb``: the allocator's peak inside the block minus what was allocated when it began
     (the trial itself); ``baseline_mb``: that starting allocation (the process's context
     workspaces, the corpus on the device); ``reserved_mb``: the allocator's reserved peak. NaN
     where there are no counters (``reader`` None and not CUDA), never 0.
     """
-    reader = reader if reader is not None else memory_reader(device)
-    result = {"peak_mb": math.nan, "baseline_mb": math.nan, "reserved_mb": math.nan}
-    if reader is None:
-        yield result
-        return
-    reader.synchronize()
-    reader.reset_peak()
-    baseline = reader.allocated()
+    peak = Peak(reader if reader is not None else memory_reader(device))
     try:
-        yield result
+        yield peak
     finally:
-        reader.synchronize()
-        result["peak_mb"] = max(reader.peak() - baseline, 0) / MB
-        result["baseline_mb"] = baseline / MB
-        result["reserved_mb"] = reader.reserved_peak() / MB
+        peak.read()
 
 
 def warm_up(device: torch.device) -> None:

@@ -254,11 +254,17 @@ def packed_ids(members: Sequence[Member], packed: Packed, split: str = "train") 
     return torch.stack(out)
 
 
-def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
+def fit_pack(
+    members: list[Member],
+    train_cfg,
+    seed: int,
+    on_done: Callable[[Member], None] | None = None,
+) -> None:
     """Train the members together with the shared training settings ``train_cfg`` (``cfg.train``:
     epochs, batch size, bucketing, eval batch size; each member's optimizer holds its own lr);
     each ends with ``outcome``: its FitResult, or the exception that ended it alone (a non-finite
-    loss, a pruning decision, any error of its callback).
+    loss, a pruning decision, any error of its callback), and is passed to ``on_done`` as soon
+    as it ends, while the others train on.
 
     A trial whose epoch loss is not finite reruns that epoch alone, from its state at the
     epoch's start (its own model and optimizer: the pack's epoch is not stored into them), on
@@ -287,9 +293,13 @@ def fit_pack(members: list[Member], train_cfg, seed: int) -> None:
             member.work.train_examples += len(train.lengths)
         for member, loss_sum in zip(active, losses, strict=True):
             end_epoch(member, epoch, loss_sum, train_cfg.eval_batch_size)
+            if member.done and on_done is not None:
+                on_done(member)
     for member in members:
         if not member.done:
             finish(member, train_cfg.eval_batch_size)
+            if on_done is not None:
+                on_done(member)
 
 
 def train_epoch(members: list[Member], train: SplitTensors, batches) -> list[float]:

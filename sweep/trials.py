@@ -282,7 +282,8 @@ def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool)
 
 def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish) -> None:
     """A round of several asked trials: reused and skipped ones settle at once, the others
-    train together (``train_pack``), each settling with its own result."""
+    train together (``train_pack``), each settling with its own result as soon as it ends (a
+    trial that stops early in a pack is told while the others train on)."""
     pending = []
     for trial in asked:
         try:
@@ -296,14 +297,16 @@ def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune,
             pending.append((trial, params, figures))
     if not pending:
         return
-    results = train_pack([p for _, p, _ in pending],
-                         [epoch_callback(t, prune) for t, _, _ in pending],
-                         [t.number for t, _, _ in pending])  # fmt: skip
-    for (trial, _, figures), measured in zip(pending, results, strict=True):
+
+    def settle(i: int, measured) -> None:  # as soon as each ends: a kill loses none told
+        trial, _, figures = pending[i]
         if isinstance(measured, BaseException):
             finish(trial, measured)
         else:
             finish(trial, values_or_error(trial, figures, measured, search_cfg))
+
+    train_pack([p for _, p, _ in pending], [epoch_callback(t, prune) for t, _, _ in pending],
+               [t.number for t, _, _ in pending], on_result=settle)  # fmt: skip
 
 
 def values_or_error(trial, figures, measured, search_cfg):

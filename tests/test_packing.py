@@ -204,6 +204,40 @@ def test_a_pack_that_fails_as_a_whole_trains_its_trials_alone(tiny_overrides, mo
         assert b["val_history"] == a["val_history"] and b["test_accuracy"] == a["test_accuracy"]
 
 
+def test_a_trial_that_ends_early_in_a_pack_is_settled_while_the_others_train(
+    tiny_overrides, monkeypatch
+):
+    """Each result goes out as soon as its trial ends (the sweep tells it then: a kill of the
+    pack loses none of them); what the receiver raises (a sweep that must stop) ends the pack
+    and is not taken for the pack's failure (nothing retrains alone)."""
+    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false")
+    events = []
+
+    def on_epoch(i):
+        return lambda epoch, value: events.append(("epoch", i, epoch))
+
+    def on_result(i, result):
+        events.append(("result", i, type(result).__name__))
+
+    results = trial_runner.train_pack(PARAMS, [on_epoch(i) for i in range(4)], [0, 1, 2, 3],
+                                      wrap_model=poison, on_result=on_result)  # fmt: skip
+    assert isinstance(results[1], FloatingPointError)
+    settled = events.index(("result", 1, "FloatingPointError"))  # diverged in epoch 1
+    assert any(e[0] == "epoch" and e[2] > 1 for e in events[settled:])  # the others went on
+    assert sorted(e[1] for e in events if e[0] == "result") == [0, 1, 2, 3]
+
+    def stop(i, result):
+        raise RuntimeError("the sweep stops here")
+
+    trained_alone = []
+    monkeypatch.setattr(TrialRunner, "train", lambda *a, **k: trained_alone.append(a))
+    with pytest.raises(RuntimeError, match="the sweep stops here"):
+        trial_runner.train_pack(PARAMS, [None] * 4, [0, 1, 2, 3], wrap_model=poison,
+                                on_result=stop)  # fmt: skip
+    assert not trained_alone
+
+
 def test_packs_group_similar_widths():
     # (index, rows, width): widths 4 and 5 pack together; padding the small table of width 16
     # to 64 costs little beside the two wide tables, padding 5 to 16 would more than double it.
@@ -262,9 +296,9 @@ def test_seed_repeats_of_the_front_train_packed_with_the_numbers_they_get_alone(
     packs = []
     real = TrialRunner._train_packed
 
-    def spy(self, params_list, setups, on_epochs, wrap_model, seed):
+    def spy(self, params_list, setups, on_epochs, wrap_model, seed, settle):
         packs.append((len(params_list), seed))
-        return real(self, params_list, setups, on_epochs, wrap_model, seed)
+        return real(self, params_list, setups, on_epochs, wrap_model, seed, settle)
 
     monkeypatch.setattr(TrialRunner, "_train_packed", spy)
     table = runner.run(cfg, tmp_path / "out").table

@@ -247,6 +247,10 @@ def attention_as_on(capability: tuple[int, int] | None):
     ``torch.nn.functional.scaled_dot_product_attention`` (which ``nn.MultiheadAttention``
     calls) is ``efficient_attention`` inside this block."""
 
+    if capability is None:  # a CPU: the math path, as traced
+        yield
+        return
+
     def dispatch(q, k, v, *args, **kwargs):
         if attention_kernel(capability, q.shape[-1]) == "efficient":
             return efficient_attention(q, k, v, *args, **kwargs)

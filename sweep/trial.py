@@ -261,6 +261,17 @@ class TrialRunner:
                 figures[quantize.accuracy_column(split, precision)] = accuracy
         return figures
 
+    def _trained(self, params, setup, seed: int, model: torch.nn.Module) -> dict[str, float]:
+        """What follows a finished training (``model`` holds its best epoch's weights), alone or
+        packed: its accuracy at each lower precision (``precision_figures``; only the study's
+        seed ships, so only it is measured) and ``on_trained``. Returns those figures."""
+        precisions = {}
+        if self.quantize_each and seed == self.cfg.seed:
+            precisions = self.precision_figures(setup, model)
+        if self.on_trained is not None:
+            self.on_trained(params, seed, model)
+        return precisions
+
     def train(
         self,
         params: dict[str, Any],
@@ -287,12 +298,8 @@ class TrialRunner:
                     eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket,
                     on_epoch=on_epoch,
                 )  # fmt: skip
-                # fit left the best epoch's weights in model; only the study's seed ships
-                precisions = {}
-                if self.quantize_each and seed == self.cfg.seed:
-                    precisions = self.precision_figures((trial_cfg, sizes), model)
-                if self.on_trained is not None:
-                    self.on_trained(params, seed, model)
+                # fit left the best epoch's weights in model
+                precisions = self._trained(params, (trial_cfg, sizes), seed, model)
             finally:
                 del model, views
                 measure.release(device)  # also after a failure: the next trial starts clean
@@ -424,11 +431,7 @@ class TrialRunner:
             def done(member: packing.Member) -> None:
                 j, result = index[id(member)], member.outcome
                 if not isinstance(result, BaseException):
-                    precisions = {}
-                    if self.quantize_each and seed == self.cfg.seed:
-                        precisions = self.precision_figures(setups[j], member.model)
-                    if self.on_trained is not None:
-                        self.on_trained(params_list[j], seed, member.model)
+                    precisions = self._trained(params_list[j], setups[j], seed, member.model)
                     peak.read()
                     result = {**self._record(result, cutoffs[j], peak), **precisions}
                 settle(j, result)

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hydra import compose, initialize_config_dir
 
-from sweep.benchmarks.models import CONFIGS, save_and_print
+from sweep.benchmarks.models import save_and_print
 from sweep.benchmarks.search_efficiency import hypervolume
+from sweep.cli import compose_user
 from sweep.runner import run
 
 PACKS = (1, 4, 8, 16)
@@ -63,8 +63,7 @@ def sweep(
         f"search.study_name={name}", f"search.storage_dir={out / 'studies'}",
         f"data.cache_dir={out / 'cache'}", "report.repeats=0", f"device={device}",
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=overrides)
+    cfg = compose_user(overrides)
     started = time.perf_counter()
     table = run(cfg, out / "reports" / name, overrides).table
     seconds = time.perf_counter() - started
@@ -75,8 +74,7 @@ def packs_here(setup: list[str], device: str) -> bool:
     """Whether this setup's trials pack on ``device`` (``packing.pack_key``; ``--any-device``)."""
     from sweep import packing
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=setup)
+    cfg = compose_user(setup)
     return packing.pack_key(cfg, device=device) is not None
 
 
@@ -90,8 +88,7 @@ def controlled(setup: list[str], count: int, out: Path, seed: int = 0, device: s
     from sweep.trial import TrialRunner
 
     overrides = [*setup, f"data.cache_dir={out / 'cache'}", f"device={device}", f"seed={seed}"]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=overrides)
+    cfg = compose_user(overrides)
     torch.set_num_threads(1)
     runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device(device)))
     rng = random.Random(seed)

@@ -358,3 +358,18 @@ def test_kill_9_mid_pack_then_resume(tmp_path):
         assert trial.user_attrs["fail_reason"].startswith("interrupted: its worker")
     assert study_module.count_finished(study) == 6
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
+def test_a_packs_training_time_leaves_out_what_settling_its_trials_takes(
+    tiny_overrides, monkeypatch
+):
+    """timing.json's training_s: the study and the reports a trial is told to while its pack
+    trains on (on_result) are not training time."""
+    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "train.epochs=2")
+    started = time.perf_counter()
+    results = trial_runner.train_pack(PARAMS, [None] * 4, [0, 1, 2, 3],
+                                      on_result=lambda i, result: time.sleep(0.5))  # fmt: skip
+    elapsed = time.perf_counter() - started
+    assert len({r["pack"] for r in results}) == 1
+    assert 0 < trial_runner.timing.training <= elapsed - 4 * 0.5

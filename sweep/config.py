@@ -41,6 +41,12 @@ def check_config(cfg: DictConfig) -> None:
         )
     _require(train.lr > 0, f"train.lr={train.lr} must be positive")
     _require(cfg.report.tolerance >= 0, f"report.tolerance={cfg.report.tolerance} must be >= 0")
+    share = cfg.report.get("time_share", 1.0)
+    _require(
+        isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1,
+        f"report.time_share={share!r} must be a number in (0, 1]: the most of the sweep's time "
+        "rewriting the reports after trials may take (1: after every trial)",
+    )
     export = cfg.report.get("export", "recommended")
     _require(
         export in ("recommended", "front", "none", "keep"),

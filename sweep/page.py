@@ -47,7 +47,8 @@ def html_table(frame: pd.DataFrame, columns: Sequence[str], table_id: str) -> st
     """An HTML table (every cell escaped) whose headers sort it on click."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
-    for _, row in frame.iterrows():
+    # Plain dicts, not iterrows' Series (a missing column reads as None either way).
+    for row in frame.to_dict("records"):
         cls = ' class="rec"' if row.get("recommended") else ""
         cells = []
         for c in columns:
@@ -318,10 +319,13 @@ def data_section(data: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def _tips(frame: pd.DataFrame) -> list[str]:
+    # The four columns only: itertuples over the whole frame (some 60 columns) cost more than
+    # the rest of a chart (the page is rewritten after trials: runner.Reports).
+    columns = ("trial", "embedding_dim", "vocab_size", "params_total", "val_accuracy")
     return [
-        f"trial {int(r.trial)}: embedding_dim={_fmt(r.embedding_dim)}, vocab_size={_fmt(r.vocab_size)}, "
-        f"params={_fmt(r.params_total)}, val_accuracy={_fmt(r.val_accuracy)}"
-        for r in frame.itertuples()
+        f"trial {int(trial)}: embedding_dim={_fmt(dim)}, vocab_size={_fmt(k)}, "
+        f"params={_fmt(params)}, val_accuracy={_fmt(acc)}"
+        for trial, dim, k, params, acc in zip(*(frame[c] for c in columns), strict=True)
     ]
 
 

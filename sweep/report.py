@@ -71,14 +71,10 @@ def annotate(
     with a file under the budget are candidates.
     """
     frame = ship_columns(schema.complete(frame), shipping or {})
-    frame["pareto"] = False
+    frame["pareto"] = on_front(frame, objectives)
     frame["recommended"] = False
-    names = [n for n in objectives.names if n in frame.columns]
-    done = frame.index[(frame["state"] == "COMPLETE") & frame[names].notna().all(axis=1)]
-    if len(done) and len(names) == len(objectives.names):
-        maximize = tuple(objectives.higher_is_better(n) for n in names)
-        columns = [frame.loc[done, n].to_numpy(float) for n in names]
-        frame.loc[done, "pareto"] = pareto_mask(*columns, maximize=maximize)
+    done = scored(frame, objectives)
+    if len(done):
         candidates = frame.loc[done]
         budget = (shipping or {}).get("max_model_bytes")
         if budget is not None and objectives.quality == "val_accuracy":
@@ -92,6 +88,25 @@ def annotate(
     return frame.sort_values("trial").reset_index(drop=True)
 
 
+def scored(frame: pd.DataFrame, objectives: Objectives) -> pd.Index:
+    """The complete trials with a value for every objective (none while a column is missing)."""
+    if not all(n in frame.columns for n in objectives.names):
+        return frame.index[:0]
+    names = list(objectives.names)
+    return frame.index[(frame["state"] == "COMPLETE") & frame[names].notna().all(axis=1)]
+
+
+def on_front(frame: pd.DataFrame, objectives: Objectives) -> pd.Series:
+    """Per row, whether it is on the Pareto front of the ``scored`` trials."""
+    flags = pd.Series(False, index=frame.index)
+    done = scored(frame, objectives)
+    if len(done):
+        maximize = tuple(objectives.higher_is_better(n) for n in objectives.names)
+        columns = [frame.loc[done, n].to_numpy(float) for n in objectives.names]
+        flags[done] = pareto_mask(*columns, maximize=maximize)
+    return flags
+
+
 def ship_columns(frame: pd.DataFrame, shipping: dict[str, Any]) -> pd.DataFrame:
     """Per complete trial, the file it ships: at ``shipping["precision"]``, or (``best``) the
     precision with the best validation accuracy among those measured (fp32 always; fp16, int8,
@@ -103,7 +118,7 @@ def ship_columns(frame: pd.DataFrame, shipping: dict[str, Any]) -> pd.DataFrame:
     limit = shipping.get("max_model_bytes")
     candidates = quantize.PRECISIONS if precision == "best" else (precision,)
     chosen = []
-    for _, row in frame.iterrows():
+    for row in frame.to_dict("records"):
         options = []
         for p in candidates if row["state"] == "COMPLETE" else ():
             val, size = row[quantize.accuracy_column("val", p)], row[f"file_bytes_{p}"]

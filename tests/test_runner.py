@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 
@@ -11,7 +12,7 @@ import param_oracles
 import pytest
 from conftest import compose_config
 
-from sweep import runner
+from sweep import report, runner
 from sweep import trial as trial_module
 from sweep.config import ConfigError
 from sweep.search import SearchError
@@ -57,6 +58,32 @@ def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     assert classes.count("<tr>") == 1 + 4 + 1  # header, four classes, total
     assert '<td data-v="all">all</td><td data-v="320">320</td><td data-v="40">40</td>' in classes
     assert result.recommended["trial"] == int(trials.loc[trials["recommended"], "trial"].iloc[0])
+
+
+def test_reports_are_rewritten_within_their_share_of_the_time(
+    tiny_overrides, tmp_path, monkeypatch, caplog
+):
+    """report.time_share=1: after every trial; a share no write fits: after the first trial and
+    at the end only. The progress line's best and front come from the storage either way."""
+    writes, lines = {}, {}
+    real = report.write_reports
+    for share in (1, 1e-9):
+        calls = writes[share] = []
+
+        def counted(frame, *args, calls=calls, **kwargs):
+            calls.append(len(frame))
+            return real(frame, *args, **kwargs)
+
+        monkeypatch.setattr(report, "write_reports", counted)
+        cfg = compose_config([*tiny_overrides, f"report.time_share={share}",
+                              f"search.storage_dir={tmp_path / str(share)}"])  # fmt: skip
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sweep.runner"):
+            runner.run(cfg, tmp_path / str(share) / "out")
+        lines[share] = re.findall(r"val_accuracy=\S+ \| best \S+, front \d+", caplog.text)
+        assert len(pd.read_csv(tmp_path / str(share) / "out" / "trials.csv")) == 3
+    assert writes == {1: [1, 2, 3, 3], 1e-9: [1, 3]}
+    assert len(lines[1]) == 3 and lines[1e-9] == lines[1]
 
 
 def test_resume_tops_up_and_never_retrains(tiny_overrides, tmp_path, count_fits):
@@ -144,6 +171,7 @@ def test_max_failures_stops_the_sweep_and_keeps_the_reports(tiny_overrides, tmp_
         ("train.lr=-1", r"train\.lr=-1 must be positive"),
         ("search.n_trials=0", r"search\.n_trials=0 must be an integer >= 1"),
         ("report.tolerance=-1", r"report\.tolerance=-1 must be >= 0"),
+        ("report.time_share=0", r"report\.time_share=0 must be a number in \(0, 1\]"),
         ("device=tpu", r"device='tpu' is not"),
     ],
 )

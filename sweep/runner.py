@@ -3,7 +3,8 @@
 ``run(cfg, out_dir)`` is what ``run_sweep.py`` calls and what tests call with a composed config.
 The story, one module per step: ``sweep.prepared`` (the data, once), ``sweep.space`` (the axes),
 ``sweep.study`` (the storage and its study), ``sweep.trials`` (the ask/tell loop) calling
-``sweep.trial`` (one trial: describe, then train), and ``sweep.report`` after every trial.
+``sweep.trial`` (one trial: describe, then train), and ``sweep.report`` after trials (within
+``report.time_share`` of the wall time: ``Reports``) and at the end.
 """
 
 from __future__ import annotations

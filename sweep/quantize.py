@@ -52,6 +52,11 @@ def matrices(model: nn.Module) -> set[str]:
 def quantize_rows(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes, scales): symmetric per-row codes in [-(2^(bits-1)-1), 2^(bits-1)-1]; int8 codes as
     they are, int4 codes offset by 8 and packed two per byte (low nibble first)."""
+    if weight.is_meta:  # file_bytes: only the shapes and types count; meta ops cost 0.1 ms each
+        rows, columns = weight.shape[0], int(torch.Size(weight.shape[1:]).numel())
+        width, dtype = (columns, torch.int8) if bits == 8 else ((columns + 1) // 2, torch.uint8)
+        return (torch.empty(rows, width, dtype=dtype, device="meta"),
+                torch.empty(rows, dtype=torch.float16, device="meta"))  # fmt: skip
     rows = weight.detach().reshape(weight.shape[0], -1).float()
     qmax = 2 ** (bits - 1) - 1
     scale = (rows.abs().amax(dim=1) / qmax).half()  # stored in fp16: quantize with that value

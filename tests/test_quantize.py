@@ -16,6 +16,17 @@ from sweep.search import SearchError, budgets, parse_bytes
 from sweep.trial import build_model
 
 
+@pytest.mark.parametrize("shape", [(5, 3), (4, 8), (6, 2, 3)])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_codes_of_a_meta_weight_have_the_real_shapes_and_types(shape, bits):
+    """file_bytes sizes the file from a meta-device model: its codes and scales must be the ones
+    a real weight of that shape gets (odd column counts pad an int4 row)."""
+    real = quantize.quantize_rows(torch.randn(shape), bits)
+    meta = quantize.quantize_rows(torch.empty(shape, device="meta"), bits)
+    assert [(t.shape, t.dtype) for t in meta] == [(t.shape, t.dtype) for t in real]
+    assert all(t.is_meta for t in meta)
+
+
 def test_row_wise_codes_by_hand():
     weight = torch.tensor([[1.0, -0.5, 0.25], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.1]])
     codes, scale = quantize.quantize_rows(weight, 8)

@@ -211,11 +211,17 @@ class Progress:
         eta = timedelta(seconds=round(sum(self.durations) / len(self.durations) * remaining))
         # The Pareto front is what a multi-objective search builds; one objective has a best.
         front = "" if self.single else f", front {int(table['pareto'].sum())}"
+        # A packed trial: its own training time (the pack's, up to its end), not the moments
+        # since the last line (trials of a pack often end together).
+        attrs = trial.user_attrs
+        packed = "pack" in attrs and "train_seconds" in attrs and "reused_from" not in attrs
+        took = (f"{attrs['train_seconds']:.1f}s (pack #{attrs['pack']})" if packed
+                else f"{self.durations[-1]:.1f}s")  # fmt: skip
         log.info(
-            "trial %d/%d (#%d) %s in %.1fs: embedding_dim=%s vocab_size=%s params=%s "
+            "trial %d/%d (#%d) %s in %s: embedding_dim=%s vocab_size=%s params=%s "
             "val_accuracy=%.2f | best %.2f%s | ETA %s",
             min(finished, self.n_trials), self.n_trials, trial.number, trial.state.name.lower(),
-            self.durations[-1], trial.params.get("embedding_dim"),
+            took, trial.params.get("embedding_dim"),
             trial.user_attrs.get("vocab_size", trial.params.get("vocab_size")),
             f"{trial.user_attrs.get('params_total', 0):,}",
             trial.user_attrs.get("val_accuracy", float("nan")), best, front, eta,

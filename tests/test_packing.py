@@ -3,6 +3,7 @@ sweep around packs keeps its promises (counts, the pack column, kill -9 and resu
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -269,9 +270,10 @@ def test_which_models_share_a_pack_where(tiny_overrides):
     assert packing.pack_key(other_batch) != packing.pack_key(cfg)  # the batches are shared
 
 
-def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, tmp_path):
+def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, tmp_path, caplog):
     cfg = compose_config([*tiny_overrides, "search.n_trials=6", "search.pack=4"])
-    result = runner.run(cfg, tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="sweep.runner"):
+        result = runner.run(cfg, tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert len(table) == 6 and (table["state"] == "COMPLETE").all()
     # Rounds of 4 then 2 trials; a round's trials of similar width share a pack, named by its
@@ -281,6 +283,12 @@ def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, t
     assert all(max(members) < (4 if number < 4 else 6) for number, members in packs.items())
     assert len({(r.embedding_dim, r.vocab_size) for r in table.itertuples()}) == 6  # all differ
     assert result.recommended is not None
+    # The progress line of a packed trial gives its own training time and its pack.
+    for row in table.dropna(subset=["pack"]).itertuples():
+        assert (
+            f"(#{row.trial}) complete in {row.train_seconds:.1f}s (pack #{int(row.pack)})"
+            in caplog.text
+        )
 
 
 def test_seed_repeats_of_the_front_train_packed_with_the_numbers_they_get_alone(

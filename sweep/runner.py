@@ -222,9 +222,9 @@ class Progress:
             "val_accuracy=%.2f | best %.2f%s | ETA %s",
             min(finished, self.n_trials), self.n_trials, trial.number, trial.state.name.lower(),
             took, trial.params.get("embedding_dim"),
-            trial.user_attrs.get("vocab_size", trial.params.get("vocab_size")),
-            f"{trial.user_attrs.get('params_total', 0):,}",
-            trial.user_attrs.get("val_accuracy", float("nan")), best, front, eta,
+            attrs.get("vocab_size", trial.params.get("vocab_size")),
+            f"{attrs.get('params_total', 0):,}",
+            attrs.get("val_accuracy", float("nan")), best, front, eta,
         )  # fmt: skip
 
 

@@ -157,7 +157,7 @@ class Reports:
     ):
         self.study, self.out_dir, self.tolerance = the_study, out_dir, tolerance
         self.context, self.timing, self.kept = context, timing, kept
-        self.share, self.started, self.spent = share, time.perf_counter(), 0.0
+        self.share, self.started = share, time.perf_counter()
         self.objectives = schema.Objectives.of(context.get("objectives"))
 
     def after_trial(self) -> pd.DataFrame:
@@ -168,11 +168,10 @@ class Reports:
         The storage holds every trial at once either way (``python -m sweep.report`` rebuilds
         the reports from it); kept weights of dominated trials are dropped at the next write."""
         t0 = time.perf_counter()
-        if self.spent <= self.share * (t0 - self.started):
+        if self.timing.reports <= self.share * (t0 - self.started):  # what reports took so far
             return self.write()
         table = schema.complete(trials.trials_frame(self.study))
         table["pareto"] = report.on_front(table, self.objectives)
-        self.spent += time.perf_counter() - t0
         self.timing.reports += time.perf_counter() - t0
         return table
 
@@ -188,7 +187,6 @@ class Reports:
                 dominated = table[(table["state"] == "COMPLETE") & ~table["pareto"]]["trial"]
                 trials_by_number = {t.number: t for t in self.study.get_trials(deepcopy=False)}
                 self.kept.drop([trials_by_number[int(n)].params for n in dominated])
-        self.spent += time.perf_counter() - t0
         self.timing.reports += time.perf_counter() - t0
         return table
 

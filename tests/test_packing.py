@@ -16,12 +16,17 @@ import pandas as pd
 import pytest
 import torch
 from conftest import ROOT, TINY, compose_config, default_study
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
 
 from sweep import packing, runner
 from sweep import study as study_module
 from sweep.models import BagClassifier, CNNClassifier, RNNClassifier, TransformerClassifier
+from sweep.optim import Optimizers, fused_kernel_works
 from sweep.prepared import PreparedData
 from sweep.storage import journal_storage
+from sweep.train import SplitTensors
 from sweep.trial import TrialRunner
 
 # Four trials of different width and cutoff; the one of width 9 diverges (see poison).
@@ -237,6 +242,100 @@ def test_a_trial_that_ends_early_in_a_pack_is_settled_while_the_others_train(
         trial_runner.train_pack(PARAMS, [None] * 4, [0, 1, 2, 3], wrap_model=poison,
                                 on_result=stop)  # fmt: skip
     assert not trained_alone
+
+
+# Operations that read a tensor's values back to the host: ``.item()``, ``nonzero`` (and the
+# boolean-mask indexing built on it) and the like. On a device tensor each is a sync on CUDA.
+HOST_READS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.is_nonzero",
+              "aten.equal", "aten._unique", "aten.unique", "aten.repeat_interleave")  # fmt: skip
+
+
+class OpCounter(TorchDispatchMode):
+    """Records the ATen operations dispatched inside it that compute (a kernel launch or more
+    on CUDA each; views and detaches, which launch nothing, are left out), and the host reads
+    (``HOST_READS``, indexing by a boolean mask) of tensors that would be on the device.
+
+    On a CPU every tensor is on the host, so which ones a CUDA run keeps there is followed
+    here: ``host`` (the tensors the code keeps on the host: batch lengths and indices), what is
+    computed from them alone, and a PackedSequence's ``batch_sizes`` (on the CPU by PyTorch's
+    contract). Everything else would be on the device. Unseen: ``.tolist()``, ``.numpy()`` and
+    ``.cpu()`` of a CPU tensor dispatch nothing; the GPU test sees those."""
+
+    def __init__(self, host=()):
+        super().__init__()
+        self.ops: list[str] = []
+        self.host_reads: list[str] = []
+        self.host = WeakIdKeyDictionary({t: True for t in host})
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        if not func.is_view and func is not torch.ops.aten.detach.default:
+            self.ops.append(name)
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        on_device = [t for t in inputs if t not in self.host]
+        masks = name.startswith(("aten.index.", "aten.index_put")) and any(
+            t.dtype == torch.bool for t in on_device
+        )
+        if on_device and (name.startswith(HOST_READS) or masks):
+            self.host_reads.append(name)
+        out = func(*args, **(kwargs or {}))
+        outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if inputs and not on_device:
+            self.host.update({t: True for t in outputs})
+        elif name.startswith("aten._pack_padded_sequence"):
+            self.host[outputs[1]] = True  # batch_sizes
+        return out
+
+
+def pack_ops(model: str, n: int, steps: int) -> OpCounter:
+    """What ``steps`` training steps of a pack of ``n`` trials of ``model`` (widths and cutoffs
+    all different, dropout on where the model has it) dispatch, optimizer included."""
+    fused_kernel_works()  # its one-time check runs outside the count
+    members = []
+    for i in range(n):
+        torch.manual_seed(i)
+        lone = lone_model(model, 20 + 7 * i, (4, 9, 16, 6, 8, 12, 5, 10)[i])
+        member = packing.Member(lone, Optimizers(lone, 0.01), None, None, None)
+        member.rng = torch.Generator().manual_seed(100 + i)
+        members.append(member)
+    packed = packing.packed_model(members)
+    packed.load(members)
+    optimizer = packing.PackedOptimizer(packed, members)
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 7, (32,))
+    ids = torch.randint(2, 20, (32, 6))
+    ids[torch.arange(6)[None] >= lengths[:, None]] = 0
+    train = SplitTensors(ids, torch.randint(0, 3, (32,)), lengths)
+    packed_ids = torch.stack([torch.where(ids == 0, ids, ids + o) for o in packed.offsets])
+    batches = []
+    for _ in range(steps):
+        idx = torch.randperm(32, generator=generator)[:8]
+        batches.append((idx, int(lengths[idx].max())))
+    with OpCounter(host=[lengths, *(idx for idx, _ in batches)]) as counter:
+        losses = packing.pack_epoch(packed, optimizer, packed_ids, train, batches)
+    assert torch.isfinite(losses).all() and optimizer.steps == steps
+    return counter
+
+
+def test_a_bag_pack_step_launches_the_same_operations_whatever_the_pack_size():
+    """Issue 18: a bag pack's kernel launches per step do not grow with N. One table, stacked
+    layers in batched products, one fused Adam call: a per-trial loop sneaking into the step
+    (a Python loop over members, a per-trial optimizer call) would add operations per trial."""
+    two, eight = pack_ops("bag", 2, 3).ops, pack_ops("bag", 8, 3).ops
+    assert two == eight
+    per_step = (len(pack_ops("bag", 2, 5).ops) - len(two)) / 2
+    assert 20 <= per_step <= 60, per_step  # 36 with torch 2.13 (a lone bag step on the H200: 36)
+    if fused_kernel_works():
+        assert sum(op.startswith("aten._fused_adam") for op in two) == 3  # one Adam call a step
+
+
+@pytest.mark.parametrize("model", ["bag", "cnn", "gru", "lstm", "transformer"])
+def test_a_pack_step_never_reads_a_value_back_to_the_host(model):
+    """The CPU side of the GPU test's sync check (tests/test_gpu.py): no operation in a pack's
+    step loop reads a device value back (``.item()``, ``nonzero``, a boolean mask), so on CUDA
+    the host queues a whole epoch without waiting for the device."""
+    counter = pack_ops(model, 3, 2)
+    assert counter.ops and not counter.host_reads, sorted(set(counter.host_reads))
 
 
 def test_packs_group_similar_widths():

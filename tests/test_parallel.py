@@ -50,6 +50,24 @@ def test_workers_share_one_study_and_write_one_report(tmp_path):
     assert table.loc[~table["pareto"], "val_accuracy_int8"].isna().all()
 
 
+def test_workers_run_packs_on_one_study(tmp_path):
+    """search.workers with search.pack: each worker asks and trains its own packs of the study."""
+    result = run_cli(
+        [*TINY, "search.workers=2", "search.pack=2", "search.n_trials=6", "report.repeats=0",
+         "hydra.run.dir=out"], cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    done = table[table["state"] == "COMPLETE"]
+    assert 6 <= len(done) <= 7 and table["trial"].is_unique and done["worker"].nunique() == 2
+    packed = done[done["pack"].notna()]
+    assert packed["worker"].nunique() == 2  # both workers trained packs
+    for pack, trials in packed.groupby("pack"):
+        # A pack is one worker's, named by its first trial, and holds at most search.pack.
+        assert trials["worker"].nunique() == 1 and len(trials) <= 2
+        assert pack == trials["trial"].min()
+
+
 def test_worker_commands_pin_gpus_round_robin(tmp_path):
     commands = parallel.worker_commands(
         ["model=cnn", "search.workers=4", "hydra.run.dir=x"], 4, tmp_path, ["0", "1"]

@@ -390,6 +390,36 @@ def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, t
         )
 
 
+@pytest.mark.parametrize("sampler", ["grid", "qmc", "nsga2"])
+def test_packs_ask_from_every_sampler(tiny_overrides, tmp_path, sampler):
+    """search.pack with the other samplers, as they are: a grid's points each trained once
+    (the sweep ends with the grid), QMC's and NSGA-II's suggestions asked a round at a time."""
+    grid = [
+        "search.sampler.values.embedding_dim=[4,8]",
+        "search.sampler.values.vocab_size=[50,null]",
+    ]
+    cfg = compose_config([*tiny_overrides, f"search/sampler={sampler}", "search.n_trials=6",
+                          "search.pack=3", *(grid if sampler == "grid" else [])])  # fmt: skip
+    runner.run(cfg, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert (table["state"] == "COMPLETE").all() and table["reused_from"].isna().all()
+    assert len(table) == (4 if sampler == "grid" else 6)
+    assert len({(r.embedding_dim, r.vocab_size) for r in table.itertuples()}) == len(table)
+    assert table["pack"].notna().any()  # some of a round's trials shared a pack
+
+
+def test_a_round_settles_its_over_budget_trials_and_packs_the_rest(tiny_overrides, tmp_path):
+    cfg = compose_config([*tiny_overrides, "search.n_trials=6", "search.pack=4",
+                          "search.max_params=8000"])  # fmt: skip
+    runner.run(cfg, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    done, skipped = table[table["state"] == "COMPLETE"], table[table["state"] == "SKIPPED"]
+    assert len(done) == 6 and (done["params_total"] <= 8000).all()  # skips do not count
+    assert len(skipped) > 0 and (skipped["params_total"] > 8000).all()
+    assert skipped["fail_reason"].str.contains("over budget").all()
+    assert skipped["pack"].isna().all() and done["pack"].notna().any()
+
+
 def test_seed_repeats_of_the_front_train_packed_with_the_numbers_they_get_alone(
     tiny_overrides, tmp_path, monkeypatch
 ):

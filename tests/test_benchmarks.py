@@ -85,6 +85,14 @@ def test_gpu_command_steps_keep_their_figures_through_a_failure_or_a_timeout(mon
     assert ok["exit"] == 0 and "12 passed" in ok["output"]
     slow = gpu.step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1)
     assert slow["exit"] == "timeout" and slow["seconds"] < 10
+    # A sweep's rate comes from its progress lines: cut by its limit, it still gives one.
+    line = "trial {0}/12 (#{0}) complete in 0.5s: embedding_dim=4 ...\n"
+    lines = "".join(line.format(i) for i in range(1, 4)) + "trial 4/12 (#4) fail in 0.1s\n"
+    cut = gpu.step("cut", [sys.executable, "-c", f"print({lines!r}, flush=True); "
+                           "import time; time.sleep(30)"], 2)  # fmt: skip
+    assert gpu.sweep_figure(cut).endswith(f"(3 trials in {cut['seconds']} s, timed out)")
+    assert gpu.sweep_figure({"exit": 0, "seconds": 36.0, "output": lines}) == "300 trials/h"
+    assert gpu.sweep_figure({"exit": 1, "seconds": 3.0, "output": "Traceback"}) == "failed"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         gpu.main(["--out", "unused"])

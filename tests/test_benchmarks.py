@@ -74,7 +74,7 @@ def test_time_to_reach_and_reach():
     assert mean == 0.2 and reached == "1/2"
 
 
-def test_gpu_command_steps_keep_their_figures_through_a_failure_or_a_timeout(monkeypatch):
+def test_gpu_command_steps_keep_their_figures_through_a_failure_or_a_timeout(monkeypatch, tmp_path):
     import sys
 
     import torch
@@ -93,6 +93,21 @@ def test_gpu_command_steps_keep_their_figures_through_a_failure_or_a_timeout(mon
     assert gpu.sweep_figure(cut).endswith(f"(3 trials in {cut['seconds']} s, timed out)")
     assert gpu.sweep_figure({"exit": 0, "seconds": 36.0, "output": lines}) == "300 trials/h"
     assert gpu.sweep_figure({"exit": 1, "seconds": 3.0, "output": "Traceback"}) == "failed"
+    # The pytest step: its summary, or what its verbose lines said before it was cut.
+    verbose = ("tests/test_gpu.py::test_a[bag] PASSED [ 10%]\n"
+               "tests/test_gpu.py::test_a[cnn] FAILED [ 20%]\n")  # fmt: skip
+    summary = "==== 1 failed, 1 passed, 3 deselected in 40.12s ====\nwarning on stderr\n"
+    assert gpu.gpu_tests_figure({"exit": 1, "output": verbose + summary}) == "1 failed, 1 passed"
+    assert gpu.gpu_tests_figure({"exit": "timeout", "output": verbose}) == (
+        "1 passed, 1 failed (timed out)"
+    )
+    # The memory table: the rows written before the step was cut (one model at a time).
+    rows = pd.DataFrame({"est / measured": [0.9, 1.1], "probe / measured": [0.99, 1.01]})
+    rows.to_csv(tmp_path / "memory.csv", index=False)
+    assert gpu.memory_figure({"exit": "timeout"}, tmp_path / "memory.csv") == (
+        "est/measured 0.90-1.10, probe/measured 0.990-1.010 (2 rows, timed out)"
+    )
+    assert gpu.memory_figure({"exit": 0}, tmp_path / "none.csv") == "failed"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         gpu.main(["--out", "unused"])

@@ -77,6 +77,38 @@ def sweep_figure(result: dict) -> str:
     return f"{rate} ({done} trials in {result['seconds']} s, {cut})"
 
 
+def gpu_tests_figure(result: dict) -> str:
+    """Passed and failed counts of the pytest step: its summary line, or (cut by its time
+    limit before the summary) its verbose lines so far."""
+    summaries = re.findall(r"^=+ (.*) in [\d.]+s.* =+$", result["output"], re.MULTILINE)
+    if summaries:
+        return ", ".join(f"{n} {what}" for n, what in
+                         re.findall(r"(\d+) (passed|failed|errors?)", summaries[-1]))  # fmt: skip
+    seen = re.findall(r"::\S+ (PASSED|FAILED|ERROR)", result["output"])
+    counts = ", ".join(f"{seen.count(w)} {w.lower()}" for w in ("PASSED", "FAILED", "ERROR")
+                       if w in seen)  # fmt: skip
+    return (
+        f"{counts or 'no result'} ({'timed out' if result['exit'] == 'timeout' else 'no summary'})"
+    )
+
+
+def memory_figure(result: dict, table_path: Path) -> str:
+    """The memory table's ratio ranges (its rows so far, if the step was cut short)."""
+    if not table_path.is_file():
+        return "failed"
+    table = pd.read_csv(table_path)
+    if table.empty:
+        return "no row"
+    figure = (f"est/measured {table['est / measured'].min():.2f}-"
+              f"{table['est / measured'].max():.2f}, probe/measured "
+              f"{table['probe / measured'].min():.3f}-{table['probe / measured'].max():.3f}")  # fmt: skip
+    if result["exit"] != 0:
+        figure += (
+            f" ({len(table)} rows, {'timed out' if result['exit'] == 'timeout' else 'failed'})"
+        )
+    return figure
+
+
 def controlled_20ng(datasets: Path, out: Path) -> dict:
     """4 random 20 Newsgroups CNN configurations alone, then packed, on the GPU."""
     argv = [sys.executable, "-m", "sweep.benchmarks.packing", "--datasets", str(datasets),
@@ -107,21 +139,14 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}", flush=True)
     rows = []
-    tests = step("pytest -m gpu", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p",
+    tests = step("pytest -m gpu", [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p",
                                    "no:cacheprovider", "tests/test_gpu.py"], 100)  # fmt: skip
-    counts = re.findall(r"(\d+) (passed|failed|error)", tests["output"])
-    tests["figure"] = ", ".join(f"{n} {what}" for n, what in counts) or "no result"
+    tests["figure"] = gpu_tests_figure(tests)
     rows.append(tests)
+    (out / "memory" / "memory.csv").unlink(missing_ok=True)  # a table of an earlier run
     memory = step("memory table", [sys.executable, "-m", "sweep.benchmarks.memory", "--out",
                                    str(out / "memory"), "--device", "cuda"], 110)  # fmt: skip
-    table_path = out / "memory" / "memory.csv"
-    if table_path.is_file():
-        table = pd.read_csv(table_path)
-        memory["figure"] = (
-            f"est/measured {table['est / measured'].min():.2f}-{table['est / measured'].max():.2f}"
-            f", probe/measured {table['probe / measured'].min():.3f}-"
-            f"{table['probe / measured'].max():.3f}"
-        )
+    memory["figure"] = memory_figure(memory, out / "memory" / "memory.csv")
     rows.append(memory)
     rows.append(sweep_time("cuda", out, [], 50))
     rows.append(sweep_time("cpu", out, [], 50))

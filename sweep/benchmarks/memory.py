@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
                 "gpu_baseline_mb": round(row.gpu_baseline_mb, 1),
                 "est_baseline_mb": round(row.est_baseline_mb, 1),
             })  # fmt: skip
+        # After each model, so a run cut short (the GPU command's time limit) keeps its rows.
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(out / "memory.csv", index=False)
     table = pd.DataFrame(rows)
     print(f"device: {device_name(resolve_device(args.device))}")
     save_and_print(table, out / "memory.csv")

@@ -123,3 +123,14 @@ def test_shipping_benchmark_writes_fasttext_files_of_our_tokens(tmp_path):
     lines = files["train"].read_text(encoding="utf-8").splitlines()
     assert len(lines) > 100 and all(line.startswith("__label__") for line in lines)
     assert set(files) == {"train", "validation", "test"}
+
+
+def test_packing_benchmark_controlled_trains_the_same_configurations_alone_and_packed(tmp_path):
+    from sweep.benchmarks.packing import controlled
+
+    tiny = ["data=synthetic", "data.synthetic.num_docs=400", "train.epochs=2"]
+    row = controlled(tiny, 4, tmp_path)
+    assert row["trials"] == 4 and row["same val_accuracy"] == "4/4"
+    assert row["packs"] < 4 and row["trained alone"] < 4  # some trials shared a pack
+    # Sparse tables train alone (model.sparse=true: every trial), and the row says so.
+    assert controlled([*tiny, "model.sparse=true"], 2, tmp_path)["trained alone"] == 2

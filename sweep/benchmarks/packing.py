@@ -136,8 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="pack every packable model here, also those packing.PACKABLE keeps to CUDA",
     )
+    parser.add_argument("overrides", nargs="*",
+                        help="config overrides added to every setup, e.g. train.epochs=2")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    chosen = {label: [*setup, *args.overrides] for label, setup in setups(args.datasets).items()
+              if not args.setups or label in args.setups}  # fmt: skip
     if args.any_device:
         from sweep import packing
 
@@ -145,15 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out.resolve()
     if args.controlled:
         same = []
-        for label, setup in setups(args.datasets).items():
-            if not args.setups or label in args.setups:
-                same.append({"setup": label, "device": args.device,
-                             **controlled(setup, args.controlled, out, device=args.device)})  # fmt: skip
+        for label, setup in chosen.items():
+            same.append({"setup": label, "device": args.device,
+                         **controlled(setup, args.controlled, out, device=args.device)})  # fmt: skip
         save_and_print(pd.DataFrame(same), out / "packing_controlled.csv")
     rows = []
-    for label, setup in setups(args.datasets).items():
-        if args.setups and label not in args.setups:
-            continue
+    for label, setup in chosen.items():
         if args.trials == 0:
             break  # --controlled only
         if not packs_here(setup, args.device):

@@ -11,7 +11,7 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.search import check_shipping, check_study_name, pack_size
+from sweep.search import check_shipping, check_study_name, pack_padding, pack_size
 from sweep.space import SearchSpace
 
 _ABSENT = object()
@@ -73,6 +73,7 @@ def check_config(cfg: DictConfig) -> None:
     SearchSpace(cfg.search.space)  # its axes check themselves
     check_study_name(cfg.search.study_name)
     pack_size(cfg.search)  # search.pack: a number >= 1 or auto
+    pack_padding(cfg.search)  # search.pack_padding: a number >= 1
     check_finite(cfg)
     check_search_keys(cfg)
 

@@ -99,15 +99,10 @@ def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> 
     return json_digest({"model": shared, "train": train}, 16)
 
 
-# A pack pads every trial's table to its widest one: split a group where that would cost more
-# than this many times the trials' own tables (rows x width summed).
-MAX_PADDING = 1.5
-
-
-def split_by_width(sizes: list[tuple[int, int, int]], max_padding: float | None = None):
+def split_by_width(sizes: list[tuple[int, int, int]], max_padding: float):
     """Packs of similar width from (index, rows, width) of trials that may share one: sorted by
-    width, a pack grows while its padded table stays within ``max_padding`` of the real ones."""
-    max_padding = MAX_PADDING if max_padding is None else max_padding
+    width, a pack grows while its table padded to its widest trial stays within ``max_padding``
+    times the trials' own tables (rows x width summed; ``search.pack_padding``)."""
     packs: list[list[int]] = []
     rows_sum = real = 0
     for index, rows, width in sorted(sizes, key=lambda s: (s[2], s[0])):

@@ -153,6 +153,19 @@ def pack_size(search_cfg, packable: bool = True) -> int:
     return pack
 
 
+def pack_padding(search_cfg) -> float:
+    """``search.pack_padding``: how many times its trials' own tables (rows x width summed) a
+    pack's tables, padded to its widest trial, may hold before it is split by width (1.5 where
+    the key is absent: the bound measured on 2 CPU cores, where padding is arithmetic)."""
+    padding = search_cfg.get("pack_padding", 1.5)
+    if isinstance(padding, bool) or not isinstance(padding, (int, float)) or not padding >= 1:
+        raise SearchError(
+            f"search.pack_padding={padding!r} must be a number >= 1 (1: only equal widths share "
+            "a pack; larger: wider packs, more padding)"
+        )
+    return float(padding)
+
+
 def grid_size(search_cfg, space: SearchSpace) -> int | None:
     """Number of distinct points of a grid sampler (None for other samplers)."""
     if search_cfg.sampler.name != "grid":

@@ -30,6 +30,7 @@ from sweep.corpus import SPLITS
 from sweep.embedding import use_sparse
 from sweep.optim import Optimizers
 from sweep.prepared import PreparedData
+from sweep.search import pack_padding
 from sweep.space import SearchSpace
 from sweep.train import EarlyStopping, evaluate, fit
 
@@ -393,7 +394,9 @@ class TrialRunner:
 
     def packs(self, setups: list[tuple[DictConfig, Sizes]]) -> list[list[int]]:
         """The configurations (their ``setup``) as packs of indices: those with one
-        ``packing.pack_key``, split by width (``packing.split_by_width``); the others alone."""
+        ``packing.pack_key``, split by width (``packing.split_by_width``, at most
+        ``search.pack_padding`` times their own tables); the others alone."""
+        padding = pack_padding(self.cfg.search)
         groups: dict[Any, list[tuple[int, int, int]]] = {}
         for i, (trial_cfg, sizes) in enumerate(setups):
             sparse = use_sparse(trial_cfg.model.get("sparse", "auto"), sizes.num_embeddings)
@@ -406,7 +409,7 @@ class TrialRunner:
             for pack in (
                 [[i] for i, _, _ in group]
                 if isinstance(key, tuple)
-                else packing.split_by_width(group)
+                else packing.split_by_width(group, padding)
             )
         ]
 

@@ -77,7 +77,6 @@ def test_a_packed_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypat
     """Each packable model (with its dropout: each trial's masks from its own stream). The CNN
     and the RNN pack on CUDA only (packing.PACKABLE); their packed models run here on the CPU
     all the same."""
-    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)  # all four in one pack: widths 4 to 32
     monkeypatch.setattr(packing, "PACKABLE", dict.fromkeys(packing.PACKABLE))  # any device
     if model == "transformer":
         # Rounding, not packing: in float32 the pack's other summation order (one step's
@@ -87,7 +86,10 @@ def test_a_packed_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypat
         torch.set_default_dtype(torch.float64)
         request.addfinalizer(lambda: torch.set_default_dtype(torch.float32))
     extra = MODELS[model]
-    trial_runner = runner_for(tiny_overrides, "model.sparse=false", *extra)
+    # search.pack_padding=100: all four in one pack, widths 4 to 32.
+    trial_runner = runner_for(
+        tiny_overrides, "model.sparse=false", "search.pack_padding=100", *extra
+    )
     assert packing.pack_key(trial_runner.cfg) is not None
     alone, packed = alone_and_packed(trial_runner)
     diverged = [i for i, r in enumerate(packed) if isinstance(r, BaseException)]
@@ -166,9 +168,8 @@ def test_one_packed_step_gives_each_trial_its_own_gradient_and_nothing_else(mode
 
 def test_trials_with_their_own_learning_rates_share_a_pack(tiny_overrides, monkeypatch):
     """A searched train.lr: each trial of the pack steps with its own rate, as alone."""
-    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
     axis = "+search.space.lr={type:float,low:0.001,high:0.1,log:true,key:train.lr}"
-    trial_runner = runner_for(tiny_overrides, "model.sparse=false", axis)
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "search.pack_padding=100", axis)
     params = [{**p, "lr": lr} for p, lr in zip(PARAMS, (0.003, 0.01, 0.03, 0.01), strict=True)]
     alone = [trial_runner.train(p) for p in params]
     packed = trial_runner.train_pack(params, [None] * 4, [1, 2, 3, 4])
@@ -195,14 +196,14 @@ def test_other_models_train_alone_inside_a_pack(tiny_overrides, model):
 def test_a_pack_that_fails_as_a_whole_trains_its_trials_alone(tiny_overrides, monkeypatch):
     """An error of the pack's shared step (out of memory: a pack needs more than its trials
     alone) is not the trials' failure: each trains alone, with its lone numbers, no pack."""
-    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "train.epochs=2")
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "train.epochs=2",
+                              "search.pack_padding=100")  # fmt: skip
     params = PARAMS[:3]
     alone = [trial_runner.train(p) for p in params]
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
     monkeypatch.setattr(packing, "fit_pack", out_of_memory)
     packed = trial_runner.train_pack(params, [None] * 3, [4, 5, 6])
     for a, b in zip(alone, packed, strict=True):
@@ -216,8 +217,7 @@ def test_a_trial_that_ends_early_in_a_pack_is_settled_while_the_others_train(
     """Each result goes out as soon as its trial ends (the sweep tells it then: a kill of the
     pack loses none of them); what the receiver raises (a sweep that must stop) ends the pack
     and is not taken for the pack's failure (nothing retrains alone)."""
-    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
-    trial_runner = runner_for(tiny_overrides, "model.sparse=false")
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "search.pack_padding=100")
     events = []
 
     def on_epoch(i):
@@ -342,7 +342,7 @@ def test_packs_group_similar_widths():
     # (index, rows, width): widths 4 and 5 pack together; padding the small table of width 16
     # to 64 costs little beside the two wide tables, padding 5 to 16 would more than double it.
     sizes = [(0, 1000, 64), (1, 1000, 4), (2, 500, 5), (3, 800, 64), (4, 100, 16)]
-    assert packing.split_by_width(sizes) == [[1, 2], [4, 0, 3]]
+    assert packing.split_by_width(sizes, 1.5) == [[1, 2], [4, 0, 3]]
     assert packing.split_by_width(sizes, max_padding=1000.0) == [[1, 2, 4, 0, 3]]
 
 
@@ -427,9 +427,9 @@ def test_seed_repeats_of_the_front_train_packed_with_the_numbers_they_get_alone(
     each repeat gets the figures it gets alone with that seed."""
     import statistics
 
-    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
     cfg = compose_config([*tiny_overrides, "search.n_trials=6", "report.repeats=2",
-                          "report.top_k=6", "model.sparse=false", "search.pack=8"])  # fmt: skip
+                          "report.top_k=6", "model.sparse=false", "search.pack=8",
+                          "search.pack_padding=100"])  # fmt: skip
     packs = []
     real = TrialRunner._train_packed
 
@@ -457,6 +457,19 @@ def test_search_pack_must_be_a_number_or_auto(tiny_overrides, tmp_path):
 
     with pytest.raises(ValueError, match=r"search\.pack=0"):
         check_config(compose_config([*tiny_overrides, "search.pack=0"]))
+    for bad in ("0.5", "wide", "true"):
+        with pytest.raises(ValueError, match=r"search\.pack_padding=.+ must be a number >= 1"):
+            check_config(compose_config([*tiny_overrides, f"search.pack_padding={bad}"]))
+
+
+def test_search_pack_padding_decides_which_widths_share_a_pack(tiny_overrides):
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false")
+    setups = [trial_runner.setup(p) for p in PARAMS]  # widths 4, 9, 16, 32
+    assert len(trial_runner.packs(setups)) > 1  # the default 1.5 splits them
+    wide = runner_for(tiny_overrides, "model.sparse=false", "search.pack_padding=100")
+    assert wide.packs([wide.setup(p) for p in PARAMS]) == [[0, 1, 2, 3]]
+    exact = runner_for(tiny_overrides, "model.sparse=false", "search.pack_padding=1")
+    assert exact.packs([exact.setup(p) for p in PARAMS]) == [[0], [1], [2], [3]]
 
 
 @pytest.mark.slow
@@ -502,8 +515,8 @@ def test_a_packs_training_time_leaves_out_what_settling_its_trials_takes(
 ):
     """timing.json's training_s: the study and the reports a trial is told to while its pack
     trains on (on_result) are not training time."""
-    monkeypatch.setattr(packing, "MAX_PADDING", 100.0)
-    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "train.epochs=2")
+    trial_runner = runner_for(tiny_overrides, "model.sparse=false", "train.epochs=2",
+                              "search.pack_padding=100")  # fmt: skip
     started = time.perf_counter()
     results = trial_runner.train_pack(PARAMS, [None] * 4, [0, 1, 2, 3],
                                       on_result=lambda i, result: time.sleep(0.5))  # fmt: skip

@@ -108,6 +108,8 @@ def test_gpu_command_steps_keep_their_figures_through_a_failure_or_a_timeout(mon
         "est/measured 0.90-1.10, probe/measured 0.990-1.010 (2 rows, timed out)"
     )
     assert gpu.memory_figure({"exit": 0}, tmp_path / "none.csv") == "failed"
+    pd.DataFrame([]).to_csv(tmp_path / "empty.csv", index=False)  # no model had a row yet
+    assert gpu.memory_figure({"exit": "timeout"}, tmp_path / "empty.csv") == "no row"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         gpu.main(["--out", "unused"])

@@ -99,7 +99,10 @@ def memory_figure(result: dict, table_path: Path) -> str:
     """The memory table's ratio ranges (its rows so far, if the step was cut short)."""
     if not table_path.is_file():
         return "failed"
-    table = pd.read_csv(table_path)
+    try:
+        table = pd.read_csv(table_path)
+    except pd.errors.EmptyDataError:  # written before any model had a complete trial
+        return "no row"
     if table.empty:
         return "no row"
     figure = (f"est/measured {table['est / measured'].min():.2f}-"

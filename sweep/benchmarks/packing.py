@@ -48,9 +48,9 @@ def setups(datasets: Path) -> dict[str, list[str]]:
             "data=files", f"data.train={news / 'train.csv.gz'}",
             f"data.test={news / 'test.csv.gz'}", "data.max_length=256", "model=cnn",
             "train.epochs=4",  # long posts: 4 epochs keep it to minutes; the ratio is per step
-            # Dense tables: with model.sparse=auto a cutoff above 16,384 rows (a quarter of the
-            # random cutoffs here; the first of --controlled 4) gets a sparse table, which never
-            # packs, so it would train alone in both runs and measure nothing of packing.
+            # Dense tables: with model.sparse=auto a cutoff above 16,384 rows (about a quarter of
+            # the random cutoffs here) gets a sparse table, which never packs, so it would train
+            # alone in both runs and measure nothing of packing.
             "model.sparse=false",
         ],
     }  # fmt: skip

@@ -166,7 +166,7 @@ def test_one_packed_step_gives_each_trial_its_own_gradient_and_nothing_else(mode
         assert not param.grad[~covered[id(param)]].any(), name
 
 
-def test_trials_with_their_own_learning_rates_share_a_pack(tiny_overrides, monkeypatch):
+def test_trials_with_their_own_learning_rates_share_a_pack(tiny_overrides):
     """A searched train.lr: each trial of the pack steps with its own rate, as alone."""
     axis = "+search.space.lr={type:float,low:0.001,high:0.1,log:true,key:train.lr}"
     trial_runner = runner_for(tiny_overrides, "model.sparse=false", "search.pack_padding=100", axis)
@@ -510,9 +510,7 @@ def test_kill_9_mid_pack_then_resume(tmp_path):
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
 
 
-def test_a_packs_training_time_leaves_out_what_settling_its_trials_takes(
-    tiny_overrides, monkeypatch
-):
+def test_a_packs_training_time_leaves_out_what_settling_its_trials_takes(tiny_overrides):
     """timing.json's training_s: the study and the reports a trial is told to while its pack
     trains on (on_result) are not training time."""
     trial_runner = runner_for(tiny_overrides, "model.sparse=false", "train.epochs=2",

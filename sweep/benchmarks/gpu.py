@@ -67,6 +67,11 @@ def sweep_time(device: str, out: Path, extra: list[str], timeout: int) -> dict:
     return result
 
 
+def ended(result: dict) -> str:
+    """How a step that did not exit 0 ended: 'timed out' or 'exit N'."""
+    return "timed out" if result["exit"] == "timeout" else f"exit {result['exit']}"
+
+
 def sweep_figure(result: dict) -> str:
     """Trials per hour of a sweep step, from the trials its progress lines say completed: a
     sweep cut by its time limit (or failing late) still gives its rate, marked as such."""
@@ -76,8 +81,7 @@ def sweep_figure(result: dict) -> str:
     rate = f"{done / result['seconds'] * 3600:.0f} trials/h"
     if result["exit"] == 0:
         return rate
-    cut = "timed out" if result["exit"] == "timeout" else f"exit {result['exit']}"
-    return f"{rate} ({done} trials in {result['seconds']} s, {cut})"
+    return f"{rate} ({done} trials in {result['seconds']} s, {ended(result)})"
 
 
 def gpu_tests_figure(result: dict) -> str:
@@ -109,9 +113,7 @@ def memory_figure(result: dict, table_path: Path) -> str:
               f"{table['est / measured'].max():.2f}, probe/measured "
               f"{table['probe / measured'].min():.3f}-{table['probe / measured'].max():.3f}")  # fmt: skip
     if result["exit"] != 0:
-        figure += (
-            f" ({len(table)} rows, {'timed out' if result['exit'] == 'timeout' else 'failed'})"
-        )
+        figure += f" ({len(table)} rows, {ended(result)})"
     return figure
 
 

@@ -51,10 +51,11 @@ def test_workers_share_one_study_and_write_one_report(tmp_path):
 
 
 def test_workers_run_packs_on_one_study(tmp_path):
-    """search.workers with search.pack: each worker asks and trains its own packs of the study."""
+    """search.workers with search.pack: each worker asks and trains its own packs of the study
+    (search.pack_padding=100: any two trials of a round share a pack, whatever their widths)."""
     result = run_cli(
-        [*TINY, "search.workers=2", "search.pack=2", "search.n_trials=6", "report.repeats=0",
-         "hydra.run.dir=out"], cwd=tmp_path,
+        [*TINY, "search.workers=2", "search.pack=2", "search.pack_padding=100",
+         "search.n_trials=6", "report.repeats=0", "hydra.run.dir=out"], cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "out" / "trials.csv")

@@ -291,22 +291,22 @@ def pack_ops(model: str, n: int, steps: int) -> OpCounter:
     """What ``steps`` training steps of a pack of ``n`` trials of ``model`` (widths and cutoffs
     all different, dropout on where the model has it) dispatch, optimizer included."""
     fused_kernel_works()  # its one-time check runs outside the count
+    lengths = torch.randint(1, 7, (32,))
+    ids = torch.randint(2, 20, (32, 6))
+    ids[torch.arange(6)[None] >= lengths[:, None]] = 0
+    train = SplitTensors(ids, torch.randint(0, 3, (32,)), lengths)
     members = []
     for i in range(n):
         torch.manual_seed(i)
         lone = lone_model(model, 20 + 7 * i, (4, 9, 16, 6, 8, 12, 5, 10)[i])
-        member = packing.Member(lone, Optimizers(lone, 0.01), None, None, None)
+        member = packing.Member(lone, Optimizers(lone, 0.01), {"train": train}, None, None)
         member.rng = torch.Generator().manual_seed(100 + i)
         members.append(member)
     packed = packing.packed_model(members)
     packed.load(members)
     optimizer = packing.PackedOptimizer(packed, members)
+    packed_ids = packing.packed_ids(members, packed)  # each trial's rows, as fit_pack moves them
     generator = torch.Generator().manual_seed(0)
-    lengths = torch.randint(1, 7, (32,))
-    ids = torch.randint(2, 20, (32, 6))
-    ids[torch.arange(6)[None] >= lengths[:, None]] = 0
-    train = SplitTensors(ids, torch.randint(0, 3, (32,)), lengths)
-    packed_ids = torch.stack([torch.where(ids == 0, ids, ids + o) for o in packed.offsets])
     batches = []
     for _ in range(steps):
         idx = torch.randperm(32, generator=generator)[:8]

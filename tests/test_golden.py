@@ -2,7 +2,8 @@
 
 ``tests/data/golden_trials.csv`` was written by this sweep before the trial and its schema were
 restructured (issue 13). Every column must still be there, in the same order, and every value
-that does not depend on the clock must be the same (floats within 1e-9 relative). Columns added
+that does not depend on the clock must be the same (floats within 1e-9 relative; a float32 loss
+within 1e-5, see ``FLOAT32_SUMS``). Columns added
 since on purpose, empty or new in every old row: ``pack`` (issue 18), and the shipping columns of
 issue 16 (``file_bytes_*``, ``*_accuracy_fp16|int8|int4``, ``ship_*``) and the memory split of
 issue 14 (``gpu_baseline_mb``, ``probe_peak_mb``, ``est_baseline_mb``, ``memory_mb``), checked
@@ -28,6 +29,10 @@ CLOCK = {
     "eval_tokens_per_second", "eval_examples_per_second", "datetime_start",
     "duration_seconds", "worker", "heartbeat",
 }  # fmt: skip
+# A mean of float32 losses: its last digits are the CPU's summation order (oneDNN's AVX2 kernels
+# at one thread moved val_loss by 1.1e-7 relative, every accuracy the same); any change of what
+# is computed moves it by far more than this.
+FLOAT32_SUMS = {"val_loss": 1e-5}
 OVERRIDES = [
     *TINY,
     "search.n_trials=4",
@@ -53,7 +58,8 @@ def test_default_sweep_writes_the_golden_trials_csv(tmp_path):
             continue
         a, b = got[column], want[column]
         if pd.api.types.is_numeric_dtype(b) and not pd.api.types.is_bool_dtype(b):
-            np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-9,
+            rtol = FLOAT32_SUMS.get(column, 1e-9)
+            np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=rtol,
                                        equal_nan=True, err_msg=column)  # fmt: skip
         else:
             assert a.astype(str).tolist() == b.astype(str).tolist(), column

@@ -62,6 +62,24 @@ def alone_and_packed(trial_runner: TrialRunner):
     return alone, packed
 
 
+@pytest.fixture
+def exact():
+    """Float64 for a test that asks a packed trial for exactly its lone numbers over epochs.
+
+    Packing computes the same function, not the same float32 sums: a grouped convolution over
+    zero-padded widths, a block-diagonal RNN, stacked layers in a batched product and the fused
+    Adam kernel each reduce in another order than the lone kernels. The gap of one float32 step
+    is no larger than the lone step's own rounding (CNN: logits 6e-8 from float64 against the
+    lone step's 5e-8), but over epochs it can move a borderline validation document, and which
+    kernel the CPU picks decides when: the CNN's history differed at epoch 5 on a machine whose
+    oneDNN ran AVX2 kernels at one thread (``ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1``
+    reproduces it here), equal at 2 threads and with AVX-512. In float64 every model's pack is
+    bit-equal to its lone runs on each of those; the one-step test checks float32."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
 MODELS = {
     "bag": [],
     "cnn": ["model=cnn", "data.max_length=32"],
@@ -73,18 +91,11 @@ MODELS = {
 
 
 @pytest.mark.parametrize("model", list(MODELS))
-def test_a_packed_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypatch, request, model):
-    """Each packable model (with its dropout: each trial's masks from its own stream). The CNN
-    and the RNN pack on CUDA only (packing.PACKABLE); their packed models run here on the CPU
-    all the same."""
+def test_a_packed_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypatch, exact, model):
+    """Each packable model (with its dropout: each trial's masks from its own stream), in float64
+    (see ``exact``). The CNN and the RNN pack on CUDA only (packing.PACKABLE); their packed
+    models run here on the CPU all the same."""
     monkeypatch.setattr(packing, "PACKABLE", dict.fromkeys(packing.PACKABLE))  # any device
-    if model == "transformer":
-        # Rounding, not packing: in float32 the pack's other summation order (one step's
-        # gradients 1e-6 apart, no farther from float64 than the lone step's own) moves a
-        # borderline validation prediction within a few epochs, at some thread counts. In
-        # float64 the check is exact; the one-step test below checks float32.
-        torch.set_default_dtype(torch.float64)
-        request.addfinalizer(lambda: torch.set_default_dtype(torch.float32))
     extra = MODELS[model]
     # search.pack_padding=100: all four in one pack, widths 4 to 32.
     trial_runner = runner_for(
@@ -166,7 +177,7 @@ def test_one_packed_step_gives_each_trial_its_own_gradient_and_nothing_else(mode
         assert not param.grad[~covered[id(param)]].any(), name
 
 
-def test_trials_with_their_own_learning_rates_share_a_pack(tiny_overrides):
+def test_trials_with_their_own_learning_rates_share_a_pack(tiny_overrides, exact):
     """A searched train.lr: each trial of the pack steps with its own rate, as alone."""
     axis = "+search.space.lr={type:float,low:0.001,high:0.1,log:true,key:train.lr}"
     trial_runner = runner_for(tiny_overrides, "model.sparse=false", "search.pack_padding=100", axis)
@@ -421,7 +432,7 @@ def test_a_round_settles_its_over_budget_trials_and_packs_the_rest(tiny_override
 
 
 def test_seed_repeats_of_the_front_train_packed_with_the_numbers_they_get_alone(
-    tiny_overrides, tmp_path, monkeypatch
+    tiny_overrides, tmp_path, monkeypatch, exact
 ):
     """report.repeats with search.pack: the front trials of one seed train as one pack, and
     each repeat gets the figures it gets alone with that seed."""

@@ -14,12 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweep import cli, parallel
+from sweep.common.secrets import install_log_masking, scrub_files
 from sweep.config import ConfigError
-from sweep.corpus import DataError
-from sweep.report import ReportError
+from sweep.data.corpus import DataError
+from sweep.report.build import ReportError
 from sweep.runner import run
-from sweep.search import SearchError
-from sweep.secrets import install_log_masking, scrub_files
+from sweep.search.settings import SearchError
 
 log = logging.getLogger("run_sweep")
 USER_ERROR = cli.USER_ERROR

@@ -6,7 +6,7 @@ register_resolvers()  # the configs' ${setup_digest:} and ${pid:} (sweep/naming.
 
 
 def load(folder):
-    """An exported model folder (``report.export``) as a ``Predictor``: ``sweep.export.load``."""
-    from sweep.export import load as load_folder  # torch: imported only when a model is loaded
+    """An exported model folder (``report.export``) as a ``Predictor``: ``sweep.ship.export.load``."""
+    from sweep.ship.export import load as load_folder  # torch: imported only when a model is loaded
 
     return load_folder(folder)

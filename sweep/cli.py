@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.common.secrets import mask
 from sweep.config import did_you_mean, dotted_keys, override_key
-from sweep.secrets import mask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 USER_ERROR = 2

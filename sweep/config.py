@@ -1,7 +1,7 @@
 """Stage 0, checks: reject an impossible config before any data is read or model trained.
 
 Every message names the config key and says what to do. Data problems (files, columns, classes)
-are checked by ``sweep.corpus`` as it reads them, still before training.
+are checked by ``sweep.data.corpus`` as it reads them, still before training.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.search import check_shipping, check_study_name, pack_padding, pack_size
-from sweep.space import SearchSpace
+from sweep.search.settings import check_shipping, check_study_name, pack_padding, pack_size
+from sweep.search.space import SearchSpace
 
 _ABSENT = object()
 

@@ -17,7 +17,7 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.digest import json_digest
+from sweep.common.digest import json_digest
 
 # data.* keys that say where files live or how to fetch them, not what the data is.
 _DATA_PLUMBING = ("cache_dir", "root", "download_retries")

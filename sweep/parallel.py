@@ -22,9 +22,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from sweep import corpus, measure, report, runner, search, storage, study, vocab
+from sweep import measure, runner
 from sweep.config import check_config, override_key
-from sweep.prepared import PreparedData
+from sweep.data import corpus, vocab
+from sweep.data.prepared import PreparedData
+from sweep.report import build as report
+from sweep.search import settings as search
+from sweep.search import storage, study
 from sweep.trial import TrialRunner
 
 log = logging.getLogger(__name__)

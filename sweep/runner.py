@@ -1,9 +1,9 @@
 """The whole study: check the config, prepare the data once, run the trials, write the reports.
 
 ``run(cfg, out_dir)`` is what ``run_sweep.py`` calls and what tests call with a composed config.
-The story, one module per step: ``sweep.prepared`` (the data, once), ``sweep.space`` (the axes),
-``sweep.study`` (the storage and its study), ``sweep.trials`` (the ask/tell loop) calling
-``sweep.trial`` (one trial: describe, then train), and ``sweep.report`` after trials (within
+The story, one module per step: ``sweep.data.prepared`` (the data, once), ``sweep.search.space`` (the axes),
+``sweep.search.study`` (the storage and its study), ``sweep.search.loop`` (the ask/tell loop) calling
+``sweep.trial`` (one trial: describe, then train), and ``sweep.report.build`` after trials (within
 ``report.time_share`` of the wall time: ``Reports``) and at the end.
 """
 
@@ -25,13 +25,18 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import export, measure, packing, report, schema, storage, study, trials
-from sweep.atomic import write_atomic
+from sweep import measure, schema
+from sweep.common.atomic import write_atomic
+from sweep.common.secrets import mask
 from sweep.config import check_config
-from sweep.prepared import PreparedData
-from sweep.search import budgets, grid_size, pack_size, parse_bytes
-from sweep.secrets import mask
-from sweep.space import SearchSpace
+from sweep.data.prepared import PreparedData
+from sweep.models import packing
+from sweep.report import build as report
+from sweep.search import loop as trials
+from sweep.search import storage, study
+from sweep.search.settings import budgets, grid_size, pack_size, parse_bytes
+from sweep.search.space import SearchSpace
+from sweep.ship import export
 from sweep.trial import TrialRunner, build_model  # noqa: F401  (build_model: part of the API)
 
 log = logging.getLogger(__name__)

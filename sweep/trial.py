@@ -5,7 +5,7 @@ coverage, the memory estimate; ``known="sizes"`` in ``sweep.schema``): plan mode
 use them, and they are stored even when the trial then fails. ``TrialRunner.train(params)`` makes
 the cutoff view of the prepared data, builds the model, fits it and returns the measured columns
 (``known="trained"``). It needs no study: tests and benchmarks build one from a config and a
-``PreparedData``, and the trial loop (``sweep.trials``) calls it per Optuna trial.
+``PreparedData``, and the trial loop (``sweep.search.loop``) calls it per Optuna trial.
 """
 
 from __future__ import annotations
@@ -24,20 +24,23 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import measure, packing, quantize, schema, vocab
-from sweep.atomic import write_atomic
-from sweep.corpus import SPLITS
-from sweep.embedding import use_sparse
-from sweep.optim import Optimizers
-from sweep.prepared import PreparedData
-from sweep.search import pack_padding
-from sweep.space import SearchSpace
-from sweep.train import EarlyStopping, evaluate, fit
+from sweep import measure, schema
+from sweep.common.atomic import write_atomic
+from sweep.data import vocab
+from sweep.data.corpus import SPLITS
+from sweep.data.prepared import PreparedData
+from sweep.models import packing
+from sweep.models.embedding import use_sparse
+from sweep.models.fit import EarlyStopping, evaluate, fit
+from sweep.models.optim import Optimizers
+from sweep.search.settings import pack_padding
+from sweep.search.space import SearchSpace
+from sweep.ship import quantize
 
 log = logging.getLogger(__name__)
 
 # model.* keys that are not constructor arguments: the study-name label, and the hash buckets,
-# which act on the data view (sweep.vocab.cut) and only enlarge num_embeddings.
+# which act on the data view (sweep.data.vocab.cut) and only enlarge num_embeddings.
 NOT_MODEL_ARGS = ("name", "hash_buckets")
 
 
@@ -137,7 +140,7 @@ class TrialRunner:
         )
         measure.warm_up(data.device)
         # Called with (params, seed, model) after each successful training, the model holding
-        # its best epoch's weights (the runner keeps them for export: sweep.export.KeptStates).
+        # its best epoch's weights (the runner keeps them for export: sweep.ship.export.KeptStates).
         self.on_trained: Callable[[dict[str, Any], int, torch.nn.Module], None] | None = None
 
     def setup(self, params: dict[str, Any]) -> tuple[DictConfig, Sizes]:
@@ -251,7 +254,7 @@ class TrialRunner:
 
     def precision_figures(self, setup, model: torch.nn.Module) -> dict[str, float]:
         """Validation and test accuracy of ``model`` (trained, on the device) stored at each
-        lower precision (``sweep.quantize``): ``val_accuracy_int8`` and so on."""
+        lower precision (``sweep.ship.quantize``): ``val_accuracy_int8`` and so on."""
         trial_cfg, sizes = setup
         views = self.eval_views(sizes)
         figures = {}
@@ -414,7 +417,7 @@ class TrialRunner:
         ]
 
     def _train_packed(self, params_list, setups, on_epochs, wrap_model, seed: int, settle) -> None:
-        """One pack (``sweep.packing``): the members (their ``setup``) built exactly as alone,
+        """One pack (``sweep.models.packing``): the members (their ``setup``) built exactly as alone,
         trained together. ``settle(j, result)`` gets member j's result as soon as it ends: its
         record (``gpu_peak_mb``: the pack's peak so far), or its exception."""
         device = self.data.device

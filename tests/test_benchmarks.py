@@ -38,11 +38,11 @@ def test_data_prep_benchmark_prints_time_and_memory(tmp_path, capsys):
 
 
 def test_speed_benchmark_pieces_train_both_sides_on_the_same_data(tiny_cfg):
-    from sweep import vocab
     from sweep.benchmarks import speed
     from sweep.benchmarks.reference import reference_trial
-    from sweep.corpus import load_corpus
-    from sweep.prepared import PreparedData
+    from sweep.data import vocab
+    from sweep.data.corpus import load_corpus
+    from sweep.data.prepared import PreparedData
 
     corpus = load_corpus(tiny_cfg.data, 0)
     encoded = vocab.build(corpus, tiny_cfg.data.tokenizer, tiny_cfg.data.max_length)

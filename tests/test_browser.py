@@ -15,9 +15,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep import report
-from sweep.storage import journal_storage
-from sweep.summary import summarize
+from sweep.report import build as report
+from sweep.report.summary import summarize
+from sweep.search.storage import journal_storage
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

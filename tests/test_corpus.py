@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from sweep.corpus import DataError, load_corpus
-from sweep.synthetic import generate
+from sweep.data.corpus import DataError, load_corpus
+from sweep.data.synthetic import generate
 
 ROWS = [(f"text number {i} word{i % 7}", ["pos", "neg", "mid"][i % 3]) for i in range(60)]
 

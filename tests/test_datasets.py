@@ -11,8 +11,8 @@ import zipfile
 import pytest
 from conftest import compose_config
 
-from sweep.corpus import load_corpus
-from sweep.download import DownloadError
+from sweep.data.corpus import load_corpus
+from sweep.data.download import DownloadError
 
 
 def tar_gz(members: dict[str, bytes]) -> bytes:

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from sweep.download import DownloadError, fetch
+from sweep.data.download import DownloadError, fetch
 
 DATA = bytes(range(256)) * 4000  # 1 MB, several read chunks
 

@@ -14,8 +14,8 @@ from conftest import ROOT, compose_config
 
 import sweep
 from sweep import runner
-from sweep.corpus import load_corpus
-from sweep.export import ExportError
+from sweep.data.corpus import load_corpus
+from sweep.ship.export import ExportError
 
 
 @pytest.fixture
@@ -82,8 +82,8 @@ def test_without_kept_weights_the_trial_is_re_created_alike(exported, tmp_path, 
     """A study trained elsewhere (no kept weights): export trains the trial again, same seed."""
     import shutil
 
-    from sweep import export
-    from sweep.prepared import PreparedData
+    from sweep.data.prepared import PreparedData
+    from sweep.ship import export
     from sweep.trial import TrialRunner
 
     cfg, result, folder = exported
@@ -192,7 +192,7 @@ def test_pruned_rows_export_and_predict_as_measured(tiny_overrides, tmp_path, by
     assert words[:2] == ["<pad>", "<unk>"]
     corpus = load_corpus(cfg.data, cfg.seed)
     if by == "frequency":  # the most frequent words, in rank order
-        from sweep.prepared import PreparedData
+        from sweep.data.prepared import PreparedData
 
         data = PreparedData.load(cfg.data, cfg.seed, "cpu")
         assert words == data.encoded.words[: kept + 2]
@@ -210,8 +210,8 @@ def test_a_folder_exported_before_precisions_still_loads(exported, tmp_path):
 
     import torch
 
-    from sweep import quantize, tensorfile
-    from sweep.digest import file_digest
+    from sweep.common.digest import file_digest
+    from sweep.ship import quantize, tensorfile
 
     _, _, folder = exported
     old = tmp_path / "old"

@@ -15,16 +15,21 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY, compose_config, run_cli
 
-from sweep import atomic, corpus, page, parallel, report, runner, trials, vocab
-from sweep import prepared as prepared_module
-from sweep import study as study_module
+from sweep import parallel, runner
 from sweep import trial as trial_module
+from sweep.common import atomic
+from sweep.common.secrets import install_log_masking, mask
 from sweep.config import ConfigError, check_config
-from sweep.corpus import DataError
-from sweep.search import SearchError
-from sweep.secrets import install_log_masking, mask
-from sweep.space import SearchSpace
-from sweep.storage import StorageError, journal_storage, make_storage
+from sweep.data import corpus, vocab
+from sweep.data import prepared as prepared_module
+from sweep.data.corpus import DataError
+from sweep.report import build as report
+from sweep.report import page
+from sweep.search import loop as trials
+from sweep.search import study as study_module
+from sweep.search.settings import SearchError
+from sweep.search.space import SearchSpace
+from sweep.search.storage import StorageError, journal_storage, make_storage
 
 State = optuna.trial.TrialState
 PASSWORD = "s3cr/et:p@ss"  # '/', ':' and '@' all inside one password
@@ -50,7 +55,7 @@ def test_torn_journal_tail_is_dropped_and_the_study_goes_on(tiny_overrides, tmp_
     kept_study = optuna.load_study(study_name=name, storage=journal_storage(tmp_path / "kept.log"))
     survived = {t.number: t.values for t in kept_study.get_trials(states=(State.COMPLETE,))}
 
-    with caplog.at_level(logging.WARNING, logger="sweep.storage"):
+    with caplog.at_level(logging.WARNING, logger="sweep.search.storage"):
         runner.run(cfg, tmp_path / "second")
     runner.run(compose_config([*tiny_overrides, "search.n_trials=4"]), tmp_path / "third")
     assert f"dropped its {cut - len(kept)} bytes" in caplog.text and str(journal) in caplog.text
@@ -176,7 +181,7 @@ def test_cache_that_cannot_be_written_is_skipped(tiny_cfg, tmp_path, monkeypatch
         return real_save(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(vocab.torch, "save", full_disk)
-    with caplog.at_level(logging.WARNING, logger="sweep.vocab"):
+    with caplog.at_level(logging.WARNING, logger="sweep.data.vocab"):
         result = runner.run(tiny_cfg, tmp_path / "out")
     assert (result.table["state"] == "COMPLETE").sum() == 3
     assert "could not write the encoded-corpus cache" in caplog.text

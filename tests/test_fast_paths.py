@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sweep.embedding import CountMean, distinct_ids
-from sweep.models import BagClassifier, CNNClassifier
-from sweep.optim import FusedAdam, LazyAdam, Optimizers
+from sweep.models.classifiers import BagClassifier, CNNClassifier
+from sweep.models.embedding import CountMean, distinct_ids
+from sweep.models.optim import FusedAdam, LazyAdam, Optimizers
 
 
 def batch(seed: int, rows=6, width=9, vocab=40):
@@ -135,16 +135,16 @@ def test_a_batch_of_documents_without_tokens_trains(sparse):
 
 
 def test_the_private_fused_kernel_keeps_the_signature_and_formula_we_call():
-    """``torch._fused_adam_`` is private: this pins the call ``sweep.optim`` makes. If a torch
+    """``torch._fused_adam_`` is private: this pins the call ``sweep.models.optim`` makes. If a torch
     release changes it, this fails (the optimizers would quietly fall back to op by op)."""
-    from sweep import optim
+    from sweep.models import optim
 
     assert hasattr(torch, "_fused_adam_") and optim.fused_kernel_works()
 
 
 @pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.5, 0.9), 1e-2)])
 def test_fused_adam_fallback_keeps_betas_and_eps(monkeypatch, betas, eps):
-    from sweep import optim
+    from sweep.models import optim
 
     def run(fused: bool):
         monkeypatch.setattr(optim, "fused_kernel_works", lambda: fused)

@@ -61,10 +61,10 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     on one). Unverified here: written on a machine without a GPU."""
     from conftest import compose_config
 
-    from sweep import packing
-    from sweep.optim import Optimizers
-    from sweep.prepared import PreparedData
-    from sweep.train import EarlyStopping, plan_batches
+    from sweep.data.prepared import PreparedData
+    from sweep.models import packing
+    from sweep.models.fit import EarlyStopping, plan_batches
+    from sweep.models.optim import Optimizers
     from sweep.trial import TrialRunner, build_model
 
     extra = [f"model={model}", "data.max_length=32"] if model != "bag" else []

@@ -8,11 +8,11 @@ import torch
 from conftest import TINY, compose_config, run_cli
 
 from sweep import measure, runner
-from sweep import study as study_module
 from sweep import trial as trial_module
 from sweep.runner import build_model
-from sweep.space import SearchSpace
-from sweep.storage import make_storage
+from sweep.search import study as study_module
+from sweep.search.space import SearchSpace
+from sweep.search.storage import make_storage
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
 
@@ -156,7 +156,7 @@ def test_budget_holds_during_the_sweep(tiny_overrides, tmp_path, monkeypatch):
 
 
 def test_budget_feeds_the_sampler_constraints(tiny_overrides, tmp_path):
-    from sweep import search
+    from sweep.search import settings as search
 
     cfg = compose_config([*tiny_overrides, "search.max_params=8000", "search.n_trials=2"])
     runner.run(cfg, tmp_path / "out")
@@ -265,9 +265,9 @@ def test_a_measured_scope_reports_its_own_peak_and_the_baseline():
 
 
 def test_the_probe_sets_what_budgets_compare(tiny_cfg, monkeypatch):
-    from sweep.prepared import PreparedData
+    from sweep.data.prepared import PreparedData
+    from sweep.search.loop import skip_reason
     from sweep.trial import TrialRunner
-    from sweep.trials import skip_reason
 
     data = PreparedData.load(tiny_cfg.data, tiny_cfg.seed, "cpu")
     params = {"embedding_dim": 8, "vocab_size": 100}
@@ -284,7 +284,7 @@ def test_the_probe_sets_what_budgets_compare(tiny_cfg, monkeypatch):
     assert figures["probe_peak_mb"] == 300.0
     assert figures["memory_mb"] == pytest.approx(300.0 + figures["est_baseline_mb"])
     search = compose_config(["search.max_memory_mb=200"]).search
-    monkeypatch.setattr("sweep.trials.oom_limit", lambda study: None)
+    monkeypatch.setattr("sweep.search.loop.oom_limit", lambda study: None)
     assert skip_reason(None, estimated, search) is None
     assert "memory_mb=300 > search.max_memory_mb=200" in skip_reason(None, figures, search)
     record = probed.train(params)  # the trial's own peak and its baseline, from the counters

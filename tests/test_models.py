@@ -10,9 +10,10 @@ import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from sweep import runner, vocab
-from sweep.embedding import EmbeddingFrontEnd
-from sweep.models import BagClassifier, TransformerClassifier
+from sweep import runner
+from sweep.data import vocab
+from sweep.models.classifiers import BagClassifier, TransformerClassifier
+from sweep.models.embedding import EmbeddingFrontEnd
 from sweep.runner import build_model
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]

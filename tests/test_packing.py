@@ -20,13 +20,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
-from sweep import packing, runner
-from sweep import study as study_module
-from sweep.models import BagClassifier, CNNClassifier, RNNClassifier, TransformerClassifier
-from sweep.optim import Optimizers, fused_kernel_works
-from sweep.prepared import PreparedData
-from sweep.storage import journal_storage
-from sweep.train import SplitTensors
+from sweep import runner
+from sweep.data.prepared import PreparedData
+from sweep.models import packing
+from sweep.models.classifiers import (
+    BagClassifier,
+    CNNClassifier,
+    RNNClassifier,
+    TransformerClassifier,
+)
+from sweep.models.fit import SplitTensors
+from sweep.models.optim import Optimizers, fused_kernel_works
+from sweep.search import study as study_module
+from sweep.search.storage import journal_storage
 from sweep.trial import TrialRunner
 
 # Four trials of different width and cutoff; the one of width 9 diverges (see poison).

@@ -16,8 +16,8 @@ import pytest
 from conftest import ROOT, TINY, compose_config, default_study, run_cli
 
 from sweep import parallel
-from sweep import study as study_module
-from sweep.storage import journal_storage
+from sweep.search import study as study_module
+from sweep.search.storage import journal_storage
 
 State = optuna.trial.TrialState
 SLOWER = [

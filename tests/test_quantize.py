@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import compose_config
 
-from sweep import quantize, report, tensorfile
-from sweep.search import SearchError, budgets, parse_bytes
+from sweep.report import build as report
+from sweep.search.settings import SearchError, budgets, parse_bytes
+from sweep.ship import quantize, tensorfile
 from sweep.trial import build_model
 
 

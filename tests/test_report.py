@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep import page, report
+from sweep.report import build as report
+from sweep.report import page
 
 
 def frame(rows):
@@ -104,7 +105,7 @@ def test_user_text_is_escaped(tmp_path):
 
 
 def test_data_section_counts_classes_drops_and_leakage():
-    from sweep.page import data_section
+    from sweep.report.page import data_section
 
     table, notes = data_section({
         "classes": {"<b>a</b>": {"train": 3, "validation": 1, "test": 1},

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY, compose_config, default_study
 
-from sweep import runner, search
-from sweep import study as study_module
+from sweep import runner
 from sweep import trial as trial_module
-from sweep.storage import journal_storage
+from sweep.search import settings as search
+from sweep.search import study as study_module
+from sweep.search.storage import journal_storage
 
 State = optuna.trial.TrialState
 

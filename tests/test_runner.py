@@ -12,10 +12,11 @@ import param_oracles
 import pytest
 from conftest import compose_config
 
-from sweep import report, runner
+from sweep import runner
 from sweep import trial as trial_module
 from sweep.config import ConfigError
-from sweep.search import SearchError
+from sweep.report import build as report
+from sweep.search.settings import SearchError
 
 REQUIRED = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "params_total",
             "params_embedding", "val_accuracy", "test_accuracy", "gpu_peak_mb", "train_seconds",

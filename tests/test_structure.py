@@ -12,9 +12,11 @@ import pytest
 from conftest import compose_config
 from test_report import ROWS, frame
 
-from sweep import report, runner, schema, study
-from sweep.prepared import PreparedData
-from sweep.space import SearchError, SearchSpace
+from sweep import runner, schema
+from sweep.data.prepared import PreparedData
+from sweep.report import build as report
+from sweep.search import study
+from sweep.search.space import SearchError, SearchSpace
 from sweep.trial import TrialRunner
 
 

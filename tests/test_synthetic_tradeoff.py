@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import compose_config
 
-from sweep import vocab
-from sweep.corpus import load_corpus
+from sweep.data import vocab
+from sweep.data.corpus import load_corpus
+from sweep.models.fit import SplitTensors, fit
 from sweep.runner import build_model
-from sweep.train import SplitTensors, fit
 
 
 @pytest.mark.slow

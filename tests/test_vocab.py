@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sweep import vocab
-from sweep.corpus import Corpus
-from sweep.models import BagClassifier
-from sweep.optim import Optimizers
+from sweep.data import vocab
+from sweep.data.corpus import Corpus
+from sweep.models.classifiers import BagClassifier
+from sweep.models.optim import Optimizers
 
 TOKENIZER = OmegaConf.create({"pattern": r"\w+", "lowercase": True, "normalize": "NFKC"})
 

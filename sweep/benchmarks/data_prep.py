@@ -28,8 +28,8 @@ def prepare(num_docs: int) -> dict:
     """Run the data stages once in this process; return the figures."""
     from hydra import compose, initialize_config_dir
 
-    from sweep import vocab
-    from sweep.corpus import load_corpus
+    from sweep.data import vocab
+    from sweep.data.corpus import load_corpus
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):

@@ -71,9 +71,9 @@ def fasttext_best(name: str, datasets: Path, out: Path, dims: list[int], venv: P
     """fastText tuned on our validation split (lr x epochs x dims): its test accuracy."""
     from hydra import compose, initialize_config_dir
 
-    from sweep import vocab
     from sweep.benchmarks.speed import ensure_fasttext, fasttext_runs
-    from sweep.corpus import SPLITS, load_corpus
+    from sweep.data import vocab
+    from sweep.data.corpus import SPLITS, load_corpus
     from sweep.runner import CONFIGS
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):

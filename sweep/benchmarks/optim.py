@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from sweep import optim
-from sweep.prepared import PreparedData
+from sweep.data.prepared import PreparedData
+from sweep.models import optim
 from sweep.trial import TrialRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cpu")))
     ours = optim.FusedAdam
     variants = {
-        "FusedAdam (sweep.optim)": ours,
+        "FusedAdam (sweep.models.optim)": ours,
         "torch.optim.Adam(fused=True)": lambda p, lr: torch.optim.Adam(p, lr=lr, fused=True),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append(time.perf_counter() - started)
     finally:
         optim.FusedAdam = ours
-    base = statistics.median(times["FusedAdam (sweep.optim)"])
+    base = statistics.median(times["FusedAdam (sweep.models.optim)"])
     print("| dense optimizer | median trial s | ratio | val_accuracy |")
     print("| --- | --- | --- | --- |")
     for name in variants:

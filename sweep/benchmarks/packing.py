@@ -76,7 +76,7 @@ def sweep(
 
 def packs_here(setup: list[str], device: str) -> bool:
     """Whether this setup's trials pack on ``device`` (``packing.pack_key``; ``--any-device``)."""
-    from sweep import packing
+    from sweep.models import packing
 
     cfg = compose_user(setup)
     return packing.pack_key(cfg, device=device) is not None
@@ -88,7 +88,7 @@ def controlled(setup: list[str], count: int, out: Path, seed: int = 0, device: s
 
     import torch
 
-    from sweep.prepared import PreparedData
+    from sweep.data.prepared import PreparedData
     from sweep.trial import TrialRunner
 
     overrides = [*setup, f"data.cache_dir={out / 'cache'}", f"device={device}", f"seed={seed}"]
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = {label: [*setup, *args.overrides] for label, setup in setups(args.datasets).items()
               if not args.setups or label in args.setups}  # fmt: skip
     if args.any_device:
-        from sweep import packing
+        from sweep.models import packing
 
         packing.PACKABLE = dict.fromkeys(packing.PACKABLE)
     out = args.out.resolve()

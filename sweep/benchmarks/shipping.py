@@ -34,12 +34,14 @@ import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 
-from sweep import export, runner, vocab
+from sweep import runner
 from sweep.benchmarks.models import markdown
 from sweep.benchmarks.speed import PEER, ensure_fasttext
-from sweep.corpus import SPLITS, load_corpus
-from sweep.prepared import PreparedData
-from sweep.search import parse_bytes
+from sweep.data import vocab
+from sweep.data.corpus import SPLITS, load_corpus
+from sweep.data.prepared import PreparedData
+from sweep.search.settings import parse_bytes
+from sweep.ship import export
 from sweep.trial import TrialRunner
 
 ROOT = Path(__file__).resolve().parents[2]

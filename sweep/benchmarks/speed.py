@@ -42,12 +42,13 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from sweep import embedding, optim, vocab
 from sweep.benchmarks.models import markdown, save_and_print
 from sweep.benchmarks.reference import reference_trial
-from sweep.corpus import SPLITS, load_corpus
-from sweep.prepared import PreparedData
-from sweep.train import evaluate
+from sweep.data import vocab
+from sweep.data.corpus import SPLITS, load_corpus
+from sweep.data.prepared import PreparedData
+from sweep.models import embedding, optim
+from sweep.models.fit import evaluate
 from sweep.trial import TrialRunner
 
 ROOT = Path(__file__).resolve().parents[2]

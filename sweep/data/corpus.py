@@ -1,8 +1,8 @@
 """Stage 1, corpus: load texts and labels from the configured source and split them.
 
-Sources: ``synthetic`` (generated from the seed, see ``sweep.synthetic``), ``files`` (local paths
-or fsspec URLs, read by ``sweep.readers``) and ``named`` (a public benchmark downloaded and
-converted by ``sweep.datasets``). Missing validation or test files are split off the train file,
+Sources: ``synthetic`` (generated from the seed, see ``sweep.data.synthetic``), ``files`` (local paths
+or fsspec URLs, read by ``sweep.data.readers``) and ``named`` (a public benchmark downloaded and
+converted by ``sweep.data.datasets``). Missing validation or test files are split off the train file,
 stratified by class and seeded. Empty texts, labels written as text or numbers, texts shared by
 train and test: each is handled by a config key, and every problem with the input is a
 ``DataError`` that names the config key or file at fault, raised before any training starts.
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sweep import synthetic
-from sweep.digest import file_digest, json_digest
-from sweep.readers import DataError, is_url, local_path, read_table, shorten
+from sweep.common.digest import file_digest, json_digest
+from sweep.data import synthetic
+from sweep.data.readers import DataError, is_url, local_path, read_table, shorten
 
 __all__ = ["SPLITS", "Corpus", "DataError", "load_corpus"]
 
@@ -92,7 +92,7 @@ def read_source(data_cfg, seed: int):
     if source not in ("files", "named"):
         raise DataError(f"data.source={source!r} is unknown: use 'synthetic', 'files' or 'named'")
     if source == "named":
-        from sweep import datasets
+        from sweep.data import datasets
 
         paths = datasets.prepare(data_cfg)
     else:

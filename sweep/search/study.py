@@ -18,9 +18,9 @@ from typing import Any
 
 import optuna
 
-from sweep.digest import json_digest
-from sweep.search import SearchError, make_pruner, make_sampler
-from sweep.storage import describe_storage, make_storage, storage_errors, storage_failure
+from sweep.common.digest import json_digest
+from sweep.search.settings import SearchError, make_pruner, make_sampler
+from sweep.search.storage import describe_storage, make_storage, storage_errors, storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _private(obj, name: str):
         return getattr(obj, name)
     except AttributeError:
         raise RuntimeError(
-            f"optuna {optuna.__version__} has no {type(obj).__name__}.{name}, which sweep.study "
+            f"optuna {optuna.__version__} has no {type(obj).__name__}.{name}, which sweep.search.study "
             "needs to fail trials of dead workers and to claim seed repeats; install the Optuna "
             "release pyproject.toml names or report it"
         ) from None

@@ -6,7 +6,7 @@
   bias-free linear map projects it to the fixed width H the rest of the model sees, so the sweep
   varies E while the model body keeps its size. The projection counts as embedding parameters.
 - hashed: words past the cutoff share ``hash_buckets`` rows instead of the single ``<unk>`` row.
-  That happens in the data view (``sweep.vocab.cut``), so here it only means a larger
+  That happens in the data view (``sweep.data.vocab.cut``), so here it only means a larger
   ``num_embeddings`` = K + 2 + B.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sweep.vocab import PAD
+from sweep.data.vocab import PAD
 
 # model.sparse=auto: sparse gradients above this many rows. Measured on 2 CPU cores (bag, D=64;
 # python -m sweep.benchmarks.speed --ablation): dense 1.5x faster at 8k rows (TREC), even at 17k
@@ -105,7 +105,7 @@ class EmbeddingFrontEnd(nn.Module):
         init_std: float = 0.1,
     ):
         super().__init__()
-        # sparse=True: the backward pass touches only the rows a batch used (sweep.train's
+        # sparse=True: the backward pass touches only the rows a batch used (sweep.models.fit's
         # LazyAdam steps them), so a step costs O(batch tokens), not O(vocabulary).
         self.embed = nn.Embedding(num_embeddings, embedding_dim, padding_idx=PAD, sparse=sparse)
         self.project = (

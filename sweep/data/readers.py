@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.atomic import replacing
+from sweep.common.atomic import replacing
 
 log = logging.getLogger(__name__)
 

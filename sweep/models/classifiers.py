@@ -1,4 +1,4 @@
-"""Stage 3, models: four text classifiers on one embedding front end (``sweep.embedding``).
+"""Stage 3, models: four text classifiers on one embedding front end (``sweep.models.embedding``).
 
 Each takes ``num_embeddings`` (cutoff K + 2 specials + hash buckets) and ``embedding_dim`` from the
 trial and ``num_classes`` from the data, passed at the call site by ``hydra.utils.instantiate``;
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sweep.embedding import EmbeddingFrontEnd
-from sweep.vocab import PAD
+from sweep.data.vocab import PAD
+from sweep.models.embedding import EmbeddingFrontEnd
 
 
 class TextClassifier(nn.Module):

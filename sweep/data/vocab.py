@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.atomic import replacing
-from sweep.corpus import SPLITS, Corpus
-from sweep.digest import json_digest
+from sweep.common.atomic import replacing
+from sweep.common.digest import json_digest
+from sweep.data.corpus import SPLITS, Corpus
 
 log = logging.getLogger(__name__)
 

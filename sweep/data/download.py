@@ -19,8 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sweep.digest import file_digest
-from sweep.readers import DataError
+from sweep.common.digest import file_digest
+from sweep.data.readers import DataError
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ same weights; on a GPU nondeterministic kernels may differ slightly, and the log
 validation accuracy does.
 
     model/                  (front: models/trial-<n>/)
-      model.safetensors     the weights at the trial's ship_precision (sweep.quantize: fp32,
-                            fp16, or int8 / int4 row-wise), safetensors layout (sweep.tensorfile)
+      model.safetensors     the weights at the trial's ship_precision (sweep.ship.quantize: fp32,
+                            fp16, or int8 / int4 row-wise), safetensors layout (sweep.ship.tensorfile)
       vocab.txt             the words the model has ids for, one a line, in id order
       config.json           model config and sizes, precision, tokenizer settings, max_length,
                             cutoff, hash buckets, label names, and the trial's figures
@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from sweep import quantize, tensorfile, vocab
-from sweep.atomic import ReportError, free_space, replacing, write_atomic
-from sweep.digest import file_digest, json_digest
-from sweep.train import SplitTensors, evaluate
+from sweep.common.atomic import ReportError, free_space, replacing, write_atomic
+from sweep.common.digest import file_digest, json_digest
+from sweep.data import vocab
+from sweep.models.fit import SplitTensors, evaluate
+from sweep.ship import quantize, tensorfile
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweep import vocab
-from sweep.corpus import SPLITS, load_corpus
-from sweep.train import SplitTensors
-from sweep.vocab import Encoded
+from sweep.data import vocab
+from sweep.data.corpus import SPLITS, load_corpus
+from sweep.data.vocab import Encoded
+from sweep.models.fit import SplitTensors
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import optuna
 
-from sweep.secrets import mask
+from sweep.common.secrets import mask
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from sweep import page, plots
-from sweep.atomic import write_atomic
+from sweep.common.atomic import write_atomic
+from sweep.report import page, plots
 
 log = logging.getLogger(__name__)
 

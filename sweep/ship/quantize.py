@@ -7,7 +7,7 @@ scale (fp16, the row's largest magnitude over 127 or 7) and integer codes (int8,
 two to a byte); everything else (biases, convolutions, recurrent weights, norms) in fp16. fp16
 stores every float tensor in fp16; fp32 stores the model as it trained.
 
-``encode`` gives the tensors of the exported file (``sweep.tensorfile``), ``decode`` the fp32
+``encode`` gives the tensors of the exported file (``sweep.ship.tensorfile``), ``decode`` the fp32
 state dict they load as, and ``at_precision`` the model that predicts exactly as the exported
 file does; the sweep evaluates that model for the ``*_accuracy_<precision>`` columns.
 ``file_bytes`` runs ``encode`` on a meta-device model: the file's exact size before training.
@@ -21,7 +21,7 @@ import json
 import torch
 from torch import nn
 
-from sweep import tensorfile
+from sweep.ship import tensorfile
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 BITS = {"int8": 8, "int4": 4}

@@ -2,7 +2,7 @@
 
 A named data set's config (``configs/data/<name>.yaml``) lists its source files (URL and
 checksum, so a user can point at a mirror) and names a converter here. ``prepare`` fetches the
-files into ``<data.root>/<name>/raw/`` (``sweep.download``: checked, atomic, resumable) and
+files into ``<data.root>/<name>/raw/`` (``sweep.data.download``: checked, atomic, resumable) and
 converts them once into ``<data.root>/<name>/<key>/<split>.parquet``, ``key`` digesting the
 checksums, the converter's version and its options. The corpus stage then reads those files like
 the user's own. Splits a source does not have (validation, and test for some) are split off
@@ -23,10 +23,10 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from sweep.atomic import replacing
-from sweep.digest import json_digest
-from sweep.download import fetch
-from sweep.readers import DataError
+from sweep.common.atomic import replacing
+from sweep.common.digest import json_digest
+from sweep.data.download import fetch
+from sweep.data.readers import DataError
 
 log = logging.getLogger(__name__)
 

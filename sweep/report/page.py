@@ -1,6 +1,6 @@
 """report.html: one self-contained page (no network request of any kind) from an annotated frame.
 
-Charts are inline SVG (``sweep.plots``); a few lines of inline script sort tables and show hover
+Charts are inline SVG (``sweep.report.plots``); a few lines of inline script sort tables and show hover
 tips. Every text that comes from data or config is escaped.
 """
 
@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from sweep import plots, quantize, schema
+from sweep import schema
+from sweep.common.secrets import HIDDEN
 from sweep.config import override_key
-from sweep.secrets import HIDDEN
-from sweep.space import MAIN_AXES
+from sweep.report import plots
+from sweep.search.space import MAIN_AXES
+from sweep.ship import quantize
 
 
 def _fmt(value: Any) -> str:
@@ -148,7 +150,7 @@ font-size:12px;pointer-events:none;max-width:420px}
 """
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("sweep", "templates"),
+    loader=jinja2.PackageLoader("sweep.report", "templates"),
     autoescape=True,  # every value from data or config is escaped unless marked Markup
     trim_blocks=True,
     lstrip_blocks=True,

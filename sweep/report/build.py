@@ -1,6 +1,6 @@
 """Stage 7, report: trials.csv, pareto.csv and a self-contained report.html from a trials frame.
 
-Input is the frame ``sweep.trials.trials_frame`` builds from the study storage, so reports can be
+Input is the frame ``sweep.search.loop.trials_frame`` builds from the study storage, so reports can be
 rebuilt from the storage alone. Both follow the study's objectives (``search.objectives``; by
 default validation accuracy, higher, against params_total, lower): the Pareto front is the set of
 complete trials no other complete trial beats on every objective, and the recommendation is the
@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweep import page, quantize, schema
-from sweep.atomic import ReportError, write_atomic  # noqa: F401  (both part of this module's API)
+from sweep import schema
+from sweep.common.atomic import ReportError, write_atomic  # noqa: F401  (both part of this module's API)
+from sweep.common.secrets import mask
+from sweep.report import page
 from sweep.schema import Objectives  # noqa: F401  (part of this module's API)
-from sweep.secrets import mask
+from sweep.ship import quantize
 
 # Stable column order of trials.csv (documented in the README): the schema's; extra params follow.
 COLUMNS = schema.NAMES
@@ -173,8 +175,8 @@ def write_reports(
 
 def rebuild(storage: str, study_name: str, out_dir: Path, tolerance: float | None = None):
     """Rewrite trials.csv, pareto.csv and report.html of a study from its storage alone."""
-    from sweep import storage as storages  # the storage readers (they import optuna)
-    from sweep.study import load_study
+    from sweep.search import storage as storages  # the storage readers (they import optuna)
+    from sweep.search.study import load_study
 
     opened = storages.make_storage({"storage": storage}, create=False)
     study = load_study(opened, study_name, mask(storage))
@@ -183,7 +185,7 @@ def rebuild(storage: str, study_name: str, out_dir: Path, tolerance: float | Non
 
 def rebuild_study(study, out_dir: Path, tolerance: float | None, storage_text: str):
     """The reports of a loaded study, with the page context the study stored."""
-    from sweep import trials
+    from sweep.search import loop as trials
 
     context = dict(study.user_attrs.get("report_context") or {"study_name": study.study_name})
     context["storage"] = storage_text

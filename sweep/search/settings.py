@@ -2,7 +2,7 @@
 
 The sampler presets (configs/search/sampler/) and pruner presets (configs/search/pruner/) hold
 every setting; ``make_sampler`` and ``make_pruner`` are the one table from a preset's name to its
-Optuna class. The study itself is ``sweep.study``, the space ``sweep.space``.
+Optuna class. The study itself is ``sweep.search.study``, the space ``sweep.search.space``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import warnings
 
 import optuna
 
-from sweep.quantize import PRECISIONS
-from sweep.space import SearchError, SearchSpace
+from sweep.search.space import SearchError, SearchSpace
+from sweep.ship.quantize import PRECISIONS
 
 # The budgets (search.<limit>) and the trial column each one limits; file_bytes is the column of
 # search.precision (file_bytes_int8, ...), with precision=best the smallest (int4) file's.

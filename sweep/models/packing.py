@@ -2,7 +2,7 @@
 
 A sweep trains many small models on one data set, and a small model's step is mostly fixed cost
 (Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials together
-as one module (``sweep.packed``: one table holding every trial's rows, the layers stacked,
+as one module (``sweep.models.packed``: one table holding every trial's rows, the layers stacked,
 grouped or block-diagonal per model): one loss (the sum of the trials' mean losses, so each
 trial's gradient is its own), one backward and one optimizer step. Each trial keeps its own
 embedding_dim, cutoff (its own cut of the shared batch), hash buckets, learning rate, dropout
@@ -42,11 +42,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
-from sweep.digest import json_digest
-from sweep.optim import FusedAdam, Optimizers, adam_step
-from sweep.packed import Packed, packed_model
-from sweep.train import EarlyStopping, SplitTensors, Work, plan_batches
-from sweep.vocab import PAD
+from sweep.common.digest import json_digest
+from sweep.data.vocab import PAD
+from sweep.models.fit import EarlyStopping, SplitTensors, Work, plan_batches
+from sweep.models.optim import FusedAdam, Optimizers, adam_step
+from sweep.models.packed import Packed, packed_model
 
 __all__ = ["Member", "PackedOptimizer", "fit_pack", "pack_key", "packed_model", "split_by_width"]
 

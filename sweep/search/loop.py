@@ -24,10 +24,10 @@ import optuna
 import pandas as pd
 
 from sweep import schema
-from sweep.search import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
-from sweep.secrets import mask
-from sweep.space import SearchSpace
-from sweep.study import (
+from sweep.common.secrets import mask
+from sweep.search.settings import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
+from sweep.search.space import SearchSpace
+from sweep.search.study import (
     REPEATS_PREFIX,
     WORKER,
     State,

@@ -13,7 +13,7 @@ import logging
 import re
 from pathlib import Path
 
-from sweep.atomic import replacing
+from sweep.common.atomic import replacing
 
 HIDDEN = "***"
 

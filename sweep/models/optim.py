@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from sweep.embedding import distinct_ids
+from sweep.models.embedding import distinct_ids
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The packed models: N trials' models as one module (``sweep.packing`` trains them).
+"""The packed models: N trials' models as one module (``sweep.models.packing`` trains them).
 
 Every layout keeps the trials' parameters disjoint: one table holding every trial's rows (row
 offsets; widths padded to the widest trial with columns held at zero), and per model
@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sweep.models import (
+from sweep.data.vocab import PAD
+from sweep.models.classifiers import (
     CNNClassifier,
     RNNClassifier,
     TransformerClassifier,
@@ -29,10 +30,9 @@ from sweep.models import (
     max_over_windows,
     pool_states,
 )
-from sweep.vocab import PAD
 
 if TYPE_CHECKING:
-    from sweep.packing import Member
+    from sweep.models.packing import Member
 
 
 class Piece(NamedTuple):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sweep.optim import Optimizers
+from sweep.models.optim import Optimizers
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def train_epoch(model, train: SplitTensors, optimizers, clock: Work, epoch: int,
 class EarlyStopping:
     """A trial's course over epochs: its validation history, its best epoch and that epoch's
     weights, and when it stops (``patience`` epochs without a new best). Shared by ``fit`` and
-    packed trials (``sweep.packing``), so both stop by one rule."""
+    packed trials (``sweep.models.packing``), so both stop by one rule."""
 
     patience: int
     history: list[float] = field(default_factory=list)

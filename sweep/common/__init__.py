@@ -1,0 +1,1 @@
+"""What every stage uses: atomic file writes, digests, and the masking of secrets."""

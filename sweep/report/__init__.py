@@ -1,0 +1,1 @@
+"""Stage 7, report: trials.csv, pareto.csv, report.html and the multirun summary."""

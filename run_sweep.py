@@ -14,13 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweep import cli, parallel
+from sweep.common.atomic import WriteError
 from sweep.common.secrets import install_log_masking, scrub_files
 from sweep.config import ConfigError
 from sweep.data.corpus import DataError
-from sweep.report.build import ReportError
+from sweep.naming import register_resolvers
 from sweep.runner import run
 from sweep.search.settings import SearchError
 
+register_resolvers()  # before Hydra resolves hydra.run.dir (${pid:}) and the study name
 log = logging.getLogger("run_sweep")
 USER_ERROR = cli.USER_ERROR
 _started = False  # False while Hydra composes: its errors are user errors too (exit 2)
@@ -42,7 +44,7 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, DataError, SearchError, ValueError) as error:
         log.error("%s", error)
         sys.exit(USER_ERROR)
-    except ReportError as error:  # a full disk: one line, the storage has every trial
+    except WriteError as error:  # a full disk: one line, the storage has every trial
         log.error("%s", error)
         sys.exit(1)
     except Exception:  # not Hydra's handler: it would print the overrides as typed

@@ -18,8 +18,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.common.overrides import override_key
 from sweep.common.secrets import mask
-from sweep.config import did_you_mean, dotted_keys, override_key
+from sweep.config import did_you_mean, dotted_keys
+from sweep.naming import register_resolvers
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 USER_ERROR = 2
@@ -37,6 +39,7 @@ def overrides_of(argv: Sequence[str]) -> list[str]:
 def compose_user(overrides: Sequence[str], hydra_config: bool = False) -> DictConfig:
     """The primary config composed as ``run_sweep.py`` would (``hydra.*`` overrides left out)."""
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="sweep", overrides=user, return_hydra_config=hydra_config)
 

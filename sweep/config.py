@@ -21,11 +21,6 @@ class ConfigError(ValueError):
     """An impossible config value; the message names the key."""
 
 
-def override_key(override: str) -> str:
-    """The config key an override sets: ``+a.b=1``, ``~a.b`` and ``a.b=1`` all name ``a.b``."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

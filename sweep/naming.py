@@ -1,6 +1,8 @@
 """Names derived from the config: the default study name's setup digest and unique run folders.
 
-Registered as OmegaConf resolvers when the package is imported, so the YAML can say
+Registered as OmegaConf resolvers (``register_resolvers``) by whatever composes or resolves the
+configs: ``run_sweep.py``, ``sweep.cli.compose_user``, ``sweep.runner.run`` and
+``sweep.parallel.launch`` (importing the package registers nothing), so the YAML can say
 ``study_name: ${data.name}-${model.name}-${search.name}-${setup_digest:}`` and
 ``--cfg job --resolve`` shows the name a run will use.
 

@@ -23,9 +23,11 @@ import torch
 from omegaconf import DictConfig
 
 from sweep import measure, runner
-from sweep.config import check_config, override_key
+from sweep.common.overrides import override_key
+from sweep.config import check_config
 from sweep.data import corpus, vocab
 from sweep.data.prepared import PreparedData
+from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import settings as search
 from sweep.search import storage, study
@@ -99,6 +101,7 @@ def worker_commands(
 
 def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     """Run the study with several worker processes; return the combined report's table."""
+    register_resolvers()
     out_dir = Path(out_dir)
     gpus = visible_gpus()
     count = worker_count(cfg.search, gpus)

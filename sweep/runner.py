@@ -31,13 +31,14 @@ from sweep.common.secrets import mask
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
 from sweep.models import packing
+from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import loop as trials
 from sweep.search import storage, study
 from sweep.search.settings import budgets, grid_size, pack_size, parse_bytes
 from sweep.search.space import SearchSpace
 from sweep.ship import export
-from sweep.trial import TrialRunner, build_model  # noqa: F401  (build_model: part of the API)
+from sweep.trial import TrialRunner
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class SweepResult:
 
 def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepResult:
     """Run (or resume) the study described by ``cfg``; reports go to ``out_dir``."""
+    register_resolvers()  # cfg's ${setup_digest:} resolves from here on
     check_config(cfg)
     device = measure.resolve_device(cfg.device)
     torch.set_num_threads(thread_count(cfg.get("threads")))

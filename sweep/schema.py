@@ -2,7 +2,7 @@
 
 trials.csv, pareto.csv and plan.csv, the page's tables and the per-seed figures are all derived
 from ``COLUMNS``, parsed from the table below; adding a column to the reports is one line of it
-(and, for a column computed from the others, its function in ``_DERIVED``). A column is known at one of
+with what it means (and, for a column computed from the others, its function in ``_DERIVED``). A column is known at one of
 these moments:
 
 - ``sizes``: from the sampled parameters alone, before training (``Trial.describe``); plan mode
@@ -26,6 +26,21 @@ from typing import Any
 
 import pandas as pd
 
+# The precisions a model is stored and measured at (``sweep.ship.quantize``); their columns are
+# named by the two functions below, and nowhere else.
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+
+
+def accuracy_column(split: str, precision: str) -> str:
+    """The trials.csv column of ``split``'s accuracy ("val" or "test") at ``precision``:
+    ``val_accuracy`` at fp32 (as trained), ``val_accuracy_int8`` and so on."""
+    return f"{split}_accuracy" if precision == "fp32" else f"{split}_accuracy_{precision}"
+
+
+def file_bytes_column(precision: str) -> str:
+    """The trials.csv column of the exported file's exact size at ``precision``."""
+    return f"file_bytes_{precision}"
+
 
 @dataclass(frozen=True)
 class Column:
@@ -35,79 +50,81 @@ class Column:
     plan: bool = False  # in plan.csv (plan=true: sizes only, no training)
     per_seed: bool = False  # measured again by each seed repeat: *_mean and *_std columns
     derive: Callable[[pd.Series], Any] | None = None
+    doc: str = ""  # what it means, in the units it is in (Markdown)
 
 
-# name                    known    where it goes besides trials.csv
+# name                    known    where it goes besides trials.csv  | what it means (the docs'
+# column reference is this column: docs/reference/columns.md, built by docs/hooks.py)
 _TABLE = """
-trial                     study    shown
-state                     study    shown
-fail_reason               study
-embedding_dim             sizes    shown plan
-vocab_size                sizes    shown plan
-num_embeddings            sizes    shown plan
-hash_buckets              sizes
-min_freq                  sizes    shown
-train_coverage            sizes    shown plan
-val_oov_rate              sizes    shown plan
-params_total              sizes    shown plan
-params_embedding          sizes    shown plan
-embedding_share           sizes    plan
-model_mb                  sizes    shown plan
-embedding_mb_fp32         sizes    plan
-embedding_mb_fp16         sizes    plan
-embedding_mb_int8         sizes    plan
-rest_mb_fp32              sizes    plan
-rest_mb_fp16              sizes    plan
-rest_mb_int8              sizes    plan
-file_bytes_fp32           sizes    plan
-file_bytes_fp16           sizes    plan
-file_bytes_int8           sizes    plan
-file_bytes_int4           sizes    plan
-val_accuracy              trained  shown per_seed
-test_accuracy             trained  shown per_seed
-val_accuracy_mean         study    shown
-val_accuracy_std          study    shown
-test_accuracy_mean        study
-test_accuracy_std         study
-val_accuracy_fp16         trained
-test_accuracy_fp16        trained
-val_accuracy_int8         trained
-test_accuracy_int8        trained
-val_accuracy_int4         trained
-test_accuracy_int4        trained
-ship_precision            report   shown
-ship_bytes                report   shown
-ship_val_accuracy         report
-ship_test_accuracy        report
-seeds                     study    shown
-val_loss                  trained  shown
-epochs                    trained  shown
-best_epoch                trained
-pruned_epoch              study
-reused_from               study
-pack                      trained
-train_seconds             trained  shown
-cutoff_seconds            trained
-tokens_per_second         trained  shown
-examples_per_second       trained
-eval_tokens_per_second    trained
-eval_examples_per_second  trained
-gpu_peak_mb               trained  shown
-gpu_baseline_mb           trained
-gpu_reserved_mb           trained
-probe_peak_mb             sizes    shown
-est_peak_mb               sizes    shown plan
-est_baseline_mb           sizes    plan
-memory_mb                 sizes    plan
-est_embedding_mb          sizes    plan
-budget_excess             sizes
-device                    sizes
-seed                      sizes
-model                     sizes
-pareto                    report   shown
-recommended               report   shown
-datetime_start            study
-duration_seconds          study
+trial                     study    shown                | Optuna trial number
+state                     study    shown                | `COMPLETE`, `PRUNED`, `FAIL`, `SKIPPED` (over a budget, too large after an out-of-memory failure, or its probe step ran out of memory) or `RUNNING`
+fail_reason               study                         | exception type and message of a failed trial; why a trial was skipped or interrupted
+embedding_dim             sizes    shown plan           | width D of each embedding row
+vocab_size                sizes    shown plan           | cutoff K: the K most frequent train words are kept (after clamping)
+num_embeddings            sizes    shown plan           | rows of the table: K + 2 (`<pad>`, `<unk>`) + `hash_buckets`
+hash_buckets              sizes                         | B shared rows for words past the cutoff (`model.hash_buckets`; 0 = off)
+min_freq                  sizes    shown                | train count of the rarest kept word: the equivalent minimum-frequency cutoff
+train_coverage            sizes    shown plan           | share of train tokens whose word is kept at K
+val_oov_rate              sizes    shown plan           | share of validation tokens that are `<unk>` at K
+params_total              sizes    shown plan           | trainable parameters of the model
+params_embedding          sizes    shown plan           | parameters of the embedding table (K + 2) x D
+embedding_share           sizes    plan                 | `params_embedding / params_total`
+model_mb                  sizes    shown plan           | size of all parameters at fp32
+embedding_mb_fp32         sizes    plan                 | size of the embedding front end at 4, 2, 1 bytes per parameter
+embedding_mb_fp16         sizes    plan                 | size of the embedding front end at 4, 2, 1 bytes per parameter
+embedding_mb_int8         sizes    plan                 | size of the embedding front end at 4, 2, 1 bytes per parameter
+rest_mb_fp32              sizes    plan                 | size of the rest of the model at 4, 2, 1 bytes per parameter
+rest_mb_fp16              sizes    plan                 | size of the rest of the model at 4, 2, 1 bytes per parameter
+rest_mb_int8              sizes    plan                 | size of the rest of the model at 4, 2, 1 bytes per parameter
+file_bytes_fp32           sizes    plan                 | bytes of the exported `model.safetensors` + `vocab.txt` at that precision, exact (docs/shipping.md)
+file_bytes_fp16           sizes    plan                 | bytes of the exported `model.safetensors` + `vocab.txt` at that precision, exact (docs/shipping.md)
+file_bytes_int8           sizes    plan                 | bytes of the exported `model.safetensors` + `vocab.txt` at that precision, exact (docs/shipping.md)
+file_bytes_int4           sizes    plan                 | bytes of the exported `model.safetensors` + `vocab.txt` at that precision, exact (docs/shipping.md)
+val_accuracy              trained  shown per_seed       | validation accuracy of the best epoch (%)
+test_accuracy             trained  shown per_seed       | test accuracy of the same weights (%)
+val_accuracy_mean         study    shown                | mean validation accuracy over `seeds` (front trials retrained; else empty)
+val_accuracy_std          study    shown                | its standard deviation over seeds (points)
+test_accuracy_mean        study                         | mean test accuracy over `seeds`
+test_accuracy_std         study                         | its standard deviation over seeds
+val_accuracy_fp16         trained                       | accuracy of the model stored at that precision (front trials, or all with `report.quantize=all`)
+test_accuracy_fp16        trained                       | accuracy of the model stored at that precision (front trials, or all with `report.quantize=all`)
+val_accuracy_int8         trained                       | accuracy of the model stored at that precision (front trials, or all with `report.quantize=all`)
+test_accuracy_int8        trained                       | accuracy of the model stored at that precision (front trials, or all with `report.quantize=all`)
+val_accuracy_int4         trained                       | accuracy of the model stored at that precision (front trials, or all with `report.quantize=all`)
+test_accuracy_int4        trained                       | accuracy of the model stored at that precision (front trials, or all with `report.quantize=all`)
+ship_precision            report   shown                | the file the trial ships (`search.precision`, `search.max_model_bytes`) and its accuracy
+ship_bytes                report   shown                | the file the trial ships (`search.precision`, `search.max_model_bytes`) and its accuracy
+ship_val_accuracy         report                        | the file the trial ships (`search.precision`, `search.max_model_bytes`) and its accuracy
+ship_test_accuracy        report                        | the file the trial ships (`search.precision`, `search.max_model_bytes`) and its accuracy
+seeds                     study    shown                | number of seeds behind the means (1 + `report.repeats`)
+val_loss                  trained  shown                | validation cross-entropy of the same weights
+epochs                    trained  shown                | epochs run (early stopping included)
+best_epoch                trained                       | epoch whose weights were kept
+pruned_epoch              study                         | epoch after which a pruned trial stopped
+reused_from               study                         | the finished trial whose result this duplicate configuration reused
+pack                      trained                       | first trial number of the pack that trained this trial (`search.pack`); empty when it trained alone
+train_seconds             trained  shown                | wall time of the whole fit, evaluation included
+cutoff_seconds            trained                       | wall time of the trial's cutoff view of the corpus (every split)
+tokens_per_second         trained  shown                | train tokens per second of optimisation steps
+examples_per_second       trained                       | train documents per second of optimisation steps
+eval_tokens_per_second    trained                       | tokens per second of evaluation (validation and test)
+eval_examples_per_second  trained                       | documents per second of evaluation
+gpu_peak_mb               trained  shown                | the trial's own peak GPU memory: the allocator's peak during the trial minus what the process held when it began (a packed trial: its pack's, up to the trial's end); NaN on a CPU (never 0)
+gpu_baseline_mb           trained                       | what the process held when the trial began (the corpus on the device, the cuBLAS workspaces); NaN on a CPU
+gpu_reserved_mb           trained                       | peak GPU memory reserved by the caching allocator (baseline included); NaN on a CPU
+probe_peak_mb             sizes    shown                | the trial's own peak measured on one step on its longest batch before it trains (CUDA; NaN elsewhere and in plan mode; infinite when it ran out of memory)
+est_peak_mb               sizes    shown plan           | analytic peak memory of the trial itself (its cutoff view, weights, Adam moments, the best epoch's copy, gradients, saved activations, an eval batch)
+est_baseline_mb           sizes    plan                 | analytic process baseline (the corpus on the device, 2 cuBLAS workspaces on CUDA)
+memory_mb                 sizes    plan                 | what `search.max_memory_mb` and the out-of-memory rule compare: `probe_peak_mb` (else `est_peak_mb`) + `est_baseline_mb`
+est_embedding_mb          sizes    plan                 | the embedding table's share of it (weights, moments, gradient)
+budget_excess             sizes                         | max of value / limit - 1 over the set budgets (> 0: over budget; 0 without budgets)
+device                    sizes                         | device the trial ran on
+seed                      sizes                         | the run's seed
+model                     sizes                         | model name (`model.name`)
+pareto                    report   shown                | on the Pareto front
+recommended               report   shown                | the recommended trial
+datetime_start            study                         | when the trial started
+duration_seconds          study                         | trial wall time, as Optuna recorded it
 """
 
 
@@ -119,8 +136,10 @@ _DERIVED: dict[str, Callable[[pd.Series], Any]] = {}
 def _parse(table: str) -> list[Column]:
     columns = []
     for line in table.strip().splitlines():
-        name, known, *flags = line.split()
-        columns.append(Column(name, known, derive=_DERIVED.get(name), **dict.fromkeys(flags, True)))
+        spec, _, doc = line.partition("|")
+        name, known, *flags = spec.split()
+        columns.append(Column(name, known, derive=_DERIVED.get(name), doc=doc.strip(),
+                              **dict.fromkeys(flags, True)))  # fmt: skip
     return columns
 
 

@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sweep import measure, schema
 from sweep.common.atomic import write_atomic
@@ -32,30 +31,13 @@ from sweep.data.prepared import PreparedData
 from sweep.models import packing
 from sweep.models.embedding import use_sparse
 from sweep.models.fit import EarlyStopping, evaluate, fit
+from sweep.models.kinds import build_model
 from sweep.models.optim import Optimizers
 from sweep.search.settings import pack_padding
 from sweep.search.space import SearchSpace
 from sweep.ship import quantize
 
 log = logging.getLogger(__name__)
-
-# model.* keys that are not constructor arguments: the study-name label, and the hash buckets,
-# which act on the data view (sweep.data.vocab.cut) and only enlarge num_embeddings.
-NOT_MODEL_ARGS = ("name", "hash_buckets")
-
-
-def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, num_classes: int):
-    """Instantiate ``cfg.model`` with the sizes known only at run time."""
-    kwargs = OmegaConf.to_container(model_cfg, resolve=True)
-    for key in NOT_MODEL_ARGS:  # labels and data-view settings, not constructor arguments
-        kwargs.pop(key, None)
-    kwargs.update(
-        num_embeddings=num_embeddings,
-        embedding_dim=embedding_dim,
-        num_classes=num_classes,
-        sparse=use_sparse(kwargs.get("sparse", "auto"), num_embeddings),
-    )
-    return hydra.utils.instantiate(kwargs)
 
 
 @dataclass(frozen=True)
@@ -233,7 +215,8 @@ class TrialRunner:
         """``file_bytes_<precision>``: the exported weights and vocabulary files, exactly."""
         words = self.data.vocab_file_bytes(sizes.vocab_size, sizes.hash_buckets)
         return {
-            f"file_bytes_{p}": quantize.file_bytes(model, p) + words for p in quantize.PRECISIONS
+            schema.file_bytes_column(p): quantize.file_bytes(model, p) + words
+            for p in schema.PRECISIONS
         }
 
     @property
@@ -258,11 +241,11 @@ class TrialRunner:
         trial_cfg, sizes = setup
         views = self.eval_views(sizes)
         figures = {}
-        for precision in quantize.PRECISIONS[1:]:
+        for precision in schema.PRECISIONS[1:]:
             stored = quantize.at_precision(model, precision)
             for split, view in views.items():
                 accuracy, _ = evaluate(stored, view, trial_cfg.train.eval_batch_size)
-                figures[quantize.accuracy_column(split, precision)] = accuracy
+                figures[schema.accuracy_column(split, precision)] = accuracy
         return figures
 
     def _trained(self, params, setup, seed: int, model: torch.nn.Module) -> dict[str, float]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import sweep  # noqa: F401  (registers the configs' resolvers: ${setup_digest:}, ${pid:})
 from sweep import trial as trial_module
+from sweep.naming import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -31,6 +31,7 @@ TINY = [
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()):
     """The composed primary config, as ``run_sweep.py`` would see it (without hydra keys)."""
+    register_resolvers()  # as run_sweep.py does: the configs' ${setup_digest:} and ${pid:}
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="sweep", overrides=list(overrides))
 

@@ -1,10 +1,15 @@
-"""Helpers of the benchmark commands (the benchmarks themselves read ../shared, not run here)."""
+"""The benchmark commands: each answers --help, and their helpers and cheapest paths run (the
+benchmarks themselves read ../shared and take minutes to hours, not run here)."""
 
 from __future__ import annotations
+
+import importlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY
 
 from sweep.benchmarks.models import markdown
 from sweep.benchmarks.search_efficiency import hypervolume
@@ -136,3 +141,42 @@ def test_packing_benchmark_controlled_trains_the_same_configurations_alone_and_p
     assert row["packs"] < 4 and row["trained alone"] < 4  # some trials shared a pack
     # Sparse tables train alone (model.sparse=true: every trial), and the row says so.
     assert controlled([*tiny, "model.sparse=true"], 2, tmp_path)["trained alone"] == 2
+
+
+# The commands: modules with a main (reference is a library of the others), the fastText peer
+# aside (it runs in fastText's own virtual environment).
+BENCHMARKS = sorted(
+    p.stem
+    for p in (Path(__file__).resolve().parents[1] / "sweep" / "benchmarks").glob("*.py")
+    if "\ndef main(" in p.read_text() and p.stem != "fasttext_peer"
+)
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_command_answers_help(name, capsys):
+    """``python -m sweep.benchmarks.<name> --help``: each imports and parses its arguments."""
+    module = importlib.import_module(f"sweep.benchmarks.{name}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_defaults_benchmark_tunes_fasttext_on_the_sweeps_tokens(tmp_path, monkeypatch):
+    """The fastText side of ``python -m sweep.benchmarks.defaults`` up to fastText itself (its
+    own virtual environment): the config composes, the corpus loads and tokenizes, the best
+    validation run is picked."""
+    from sweep.benchmarks import defaults, speed
+
+    seen = {}
+
+    def runs(python, encoded, tokens, folder, dim, threads):
+        seen["splits"] = {s: len(t) for s, t in tokens.items()}
+        return pd.DataFrame({"lr": [0.1, 0.5], "epoch": [5, 25], "val_accuracy": [60.0, 70.0],
+                             "test_accuracy": [58.0, 69.0], "train_seconds": [1.0, 2.0]})  # fmt: skip
+
+    monkeypatch.setattr(speed, "ensure_fasttext", lambda venv: "python")
+    monkeypatch.setattr(speed, "fasttext_runs", runs)
+    monkeypatch.setattr(defaults, "data_overrides", lambda name, datasets: list(TINY))
+    got = defaults.fasttext_best("synthetic", tmp_path, tmp_path, [10], tmp_path / "venv")
+    assert got == {"fastText test acc": 69.0, "fastText dim, lr, epochs": "10, 0.5, 25"}
+    assert set(seen["splits"]) == {"train", "validation", "test"} and seen["splits"]["train"] > 0

@@ -199,7 +199,7 @@ def test_report_that_cannot_be_written_stops_after_the_storage_has_the_trial(
         return real(path, suffix)
 
     monkeypatch.setattr(atomic, "replacing", no_space)
-    with pytest.raises(report.ReportError) as caught:
+    with pytest.raises(atomic.WriteError) as caught:
         runner.run(tiny_cfg, tmp_path / "out")
     message = str(caught.value)
     assert "No space left on device" in message and "MB free in" in message

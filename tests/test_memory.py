@@ -9,7 +9,7 @@ from conftest import TINY, compose_config, run_cli
 
 from sweep import measure, runner
 from sweep import trial as trial_module
-from sweep.runner import build_model
+from sweep.models.kinds import build_model
 from sweep.search import study as study_module
 from sweep.search.space import SearchSpace
 from sweep.search.storage import make_storage

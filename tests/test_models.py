@@ -14,7 +14,7 @@ from sweep import runner
 from sweep.data import vocab
 from sweep.models.classifiers import BagClassifier, TransformerClassifier
 from sweep.models.embedding import EmbeddingFrontEnd
-from sweep.runner import build_model
+from sweep.models.kinds import build_model
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
 

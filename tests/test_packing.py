@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from sweep import runner
-from sweep.data.prepared import PreparedData
+from sweep.data.prepared import PreparedData, SplitTensors
 from sweep.models import packing
 from sweep.models.classifiers import (
     BagClassifier,
@@ -29,7 +29,6 @@ from sweep.models.classifiers import (
     RNNClassifier,
     TransformerClassifier,
 )
-from sweep.models.fit import SplitTensors
 from sweep.models.optim import Optimizers, fused_kernel_works
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage

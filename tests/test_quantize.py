@@ -11,10 +11,11 @@ import pytest
 import torch
 from conftest import compose_config
 
+from sweep import schema
+from sweep.models.kinds import build_model
 from sweep.report import build as report
 from sweep.search.settings import SearchError, budgets, parse_bytes
 from sweep.ship import quantize, tensorfile
-from sweep.trial import build_model
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (4, 8), (6, 2, 3)])
@@ -80,7 +81,7 @@ def test_every_model_file_is_its_predicted_size_and_loads_as_measured(name, tmp_
         meta = build_model(model_cfg, 1003, 33, 5)
     ids = torch.randint(2, 1003, (4, 16))
     sizes = {}
-    for precision in quantize.PRECISIONS:
+    for precision in schema.PRECISIONS:
         path = tmp_path / f"{precision}.safetensors"
         tensorfile.write(path, *quantize.state_at(model, precision))
         sizes[precision] = path.stat().st_size
@@ -124,7 +125,7 @@ def test_byte_budgets_parse_and_follow_the_precision():
 def _row(trial, val, sizes, **quantized):
     return {"trial": trial, "state": "COMPLETE", "val_accuracy": val, "test_accuracy": val - 1,
             "params_total": sizes[0] // 4,
-            **{f"file_bytes_{p}": s for p, s in zip(quantize.PRECISIONS, sizes, strict=True)},
+            **{f"file_bytes_{p}": s for p, s in zip(schema.PRECISIONS, sizes, strict=True)},
             **{f"val_accuracy_{p}": v for p, v in quantized.items()},
             **{f"test_accuracy_{p}": v - 1 for p, v in quantized.items()}}  # fmt: skip
 

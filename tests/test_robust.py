@@ -87,7 +87,7 @@ def test_stale_trials_are_failed_and_live_ones_kept(tmp_path):
     dead.wait()
     cases = {
         "dead pid here": (f"{study_module.socket.gethostname()}:{dead.pid}", time.time()),
-        "live pid here": (study_module.WORKER, time.time()),
+        "live pid here": (study_module.worker(), time.time()),
         "other host, stale": ("elsewhere:12", time.time() - 3600),
         "other host, fresh": ("elsewhere:13", time.time()),
     }
@@ -219,5 +219,5 @@ def test_heartbeat_is_recorded(tiny_cfg, tmp_path):
     runner.run(tiny_cfg, tmp_path / "out")
     study = load(tmp_path / "studies")
     for trial in study.trials:
-        assert trial.user_attrs["worker"] == study_module.WORKER
+        assert trial.user_attrs["worker"] == study_module.worker()
         assert trial.user_attrs["heartbeat"] <= datetime.datetime.now().timestamp()

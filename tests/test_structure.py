@@ -53,6 +53,12 @@ def test_a_trial_record_outside_the_schema_is_refused():
         schema.check_record({"val_accuracy": 50.0}, "sizes")
 
 
+def test_every_column_says_what_it_means():
+    """The docs' column reference is the schema's: a column without its meaning is refused."""
+    assert [c.name for c in schema.COLUMNS if not c.doc] == []
+    assert schema.BY_NAME["num_embeddings"].doc.startswith("rows of the table")
+
+
 def test_a_new_column_is_one_schema_entry(tmp_path, monkeypatch):
     """Adding a derived column to the schema puts it in trials.csv, pareto.csv and the page."""
     column = schema.Column(

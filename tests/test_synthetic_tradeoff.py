@@ -8,8 +8,9 @@ from conftest import compose_config
 
 from sweep.data import vocab
 from sweep.data.corpus import load_corpus
-from sweep.models.fit import SplitTensors, fit
-from sweep.runner import build_model
+from sweep.data.prepared import SplitTensors
+from sweep.models.fit import fit
+from sweep.models.kinds import build_model
 
 
 @pytest.mark.slow

@@ -69,15 +69,12 @@ def default_sweep(name: str, variant: list[str], datasets: Path, folder: Path) -
 
 def fasttext_best(name: str, datasets: Path, out: Path, dims: list[int], venv: Path) -> dict:
     """fastText tuned on our validation split (lr x epochs x dims): its test accuracy."""
-    from hydra import compose, initialize_config_dir
-
     from sweep.benchmarks.speed import ensure_fasttext, fasttext_runs
+    from sweep.cli import compose_user
     from sweep.data import vocab
     from sweep.data.corpus import SPLITS, load_corpus
-    from sweep.runner import CONFIGS
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("sweep", [*data_overrides(name, datasets), "data.cache_dir=null"])
+    cfg = compose_user([*data_overrides(name, datasets), "data.cache_dir=null"])
     corpus = load_corpus(cfg.data, cfg.seed)
     encoded = vocab.build(corpus, cfg.data.tokenizer, cfg.data.max_length)
     tokenizer = vocab.Tokenizer.from_config(cfg.data.tokenizer)

@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device here: this command measures a GPU (README 'On a GPU box')")
+        raise SystemExit(
+            "no CUDA device here: this command measures a GPU (docs/parallel.md 'On a GPU box')"
+        )
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}", flush=True)

@@ -110,7 +110,7 @@ def sweep_one(
 
 
 def save_and_print(table: pd.DataFrame, path: Path) -> None:
-    """Write a benchmark's table as CSV and print it as markdown (for the README)."""
+    """Write a benchmark's table as CSV and print it as markdown (for docs/benchmarks.md)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     print(markdown(table))

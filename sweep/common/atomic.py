@@ -38,14 +38,16 @@ def replacing(path: Path, suffix: str = ".tmp") -> Iterator[str]:
         raise
 
 
-class ReportError(OSError):
-    """A report file could not be written (full disk, no permission); one line for the user."""
+class WriteError(OSError):
+    """A file of the sweep's (a report, an exported model) could not be written (full disk, no
+    permission): one line for the user, naming the file and the free space. The study storage
+    holds every finished trial, so the same command writes it again."""
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder and a rename.
 
-    An ``OSError`` becomes a ``ReportError`` naming the folder and its free space; the old file
+    An ``OSError`` becomes a ``WriteError`` naming the folder and its free space; the old file
     (if any) is left whole.
     """
     path = Path(path)
@@ -53,7 +55,7 @@ def write_atomic(path: Path, text: str) -> None:
         with replacing(path) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
     except OSError as error:
-        raise ReportError(
+        raise WriteError(
             f"cannot write the report {str(path)!r} ({error.strerror or error}); "
             f"{free_space(path.parent)} free in {str(path.parent)!r}. Free some space or "
             "choose another folder (hydra.run.dir=...); the study storage keeps every finished "

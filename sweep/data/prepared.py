@@ -16,7 +16,19 @@ import torch
 from sweep.data import vocab
 from sweep.data.corpus import SPLITS, load_corpus
 from sweep.data.vocab import Encoded
-from sweep.models.fit import SplitTensors
+
+
+@dataclass
+class SplitTensors:
+    """One split: ids (docs, max_len) and labels on the device, lengths on the host."""
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+    lengths: torch.Tensor  # host tensor: batch widths are planned without a device sync
+
+    @property
+    def tokens(self) -> int:
+        return int(self.lengths.sum())
 
 
 @dataclass

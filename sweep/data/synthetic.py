@@ -1,6 +1,6 @@
 """The built-in synthetic corpus: generated from a seed, no download, and hard in the right ways.
 
-Generative story (also in the README):
+Generative story (also in docs/data.md):
 
 1. A vocabulary of ``vocab_words`` pseudo-words (syllable strings). Word ``r`` has background
    probability proportional to ``1 / (r + 1) ** zipf_exponent`` (Zipf).

@@ -17,22 +17,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sweep.data.prepared import SplitTensors
 from sweep.models.optim import Optimizers
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SplitTensors:
-    """One split: ids (docs, max_len) and labels on the device, lengths on the host."""
-
-    ids: torch.Tensor
-    labels: torch.Tensor
-    lengths: torch.Tensor  # host tensor: batch widths are planned without a device sync
-
-    @property
-    def tokens(self) -> int:
-        return int(self.lengths.sum())
 
 
 @dataclass

@@ -125,7 +125,7 @@ class LazyAdam(torch.optim.Optimizer):
     are summed with a vocabulary-sized mask and one ``index_add_`` instead of a sort, and a
     gradient that arrives coalesced (the bag model's fused mean) skips that too. Measured 1.1-1.4x
     (TREC) and 1.8-2.0x (20 Newsgroups) faster per trial than SparseAdam over several runs
-    (``python -m sweep.benchmarks.speed --ablation``; BENCHMARKS.md).
+    (``python -m sweep.benchmarks.speed --ablation``; docs/benchmarks.md).
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):

@@ -2,7 +2,7 @@
 
 Every layout keeps the trials' parameters disjoint: one table holding every trial's rows (row
 offsets; widths padded to the widest trial with columns held at zero), and per model
-(``packed_model``): for the bag, stacked layers in batched matrix products (``PackedBag``); for
+(``sweep.models.kinds``): for the bag, stacked layers in batched matrix products (``PackedBag``); for
 the CNN, grouped convolutions, one group per trial (``PackedCNN``); for the RNN, block-diagonal
 recurrent layers, one cuDNN call for all (``PackedRNN``); for the Transformer, stacked layers,
 each trial's own layer norm and heads (``PackedTransformer``). ``Packed.pieces`` says where each
@@ -13,7 +13,7 @@ tests check that every gradient outside those pieces is exactly zero.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -22,17 +22,24 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sweep.data.vocab import PAD
 from sweep.models.classifiers import (
-    CNNClassifier,
-    RNNClassifier,
-    TransformerClassifier,
     attention_padding,
     check_length,
     max_over_windows,
     pool_states,
 )
 
-if TYPE_CHECKING:
-    from sweep.models.packing import Member
+
+class Member(Protocol):
+    """What a packed model reads of a trial in its pack (``sweep.models.packing.Member``)."""
+
+    model: nn.Module
+    rng: torch.Generator | None  # its dropout masks' stream
+
+    @property
+    def table(self) -> nn.Parameter: ...
+
+    @property
+    def linears(self) -> list[nn.Linear]: ...
 
 
 class Piece(NamedTuple):
@@ -451,14 +458,3 @@ def _mask(z: torch.Tensor, p: float, rng: torch.Generator, seq_first: bool = Fal
     shape = (z.shape[1], z.shape[0], *z.shape[2:]) if seq_first else z.shape
     mask = torch.empty(shape, device=z.device, dtype=z.dtype).bernoulli_(keep, generator=rng)
     return (mask.transpose(0, 1) if seq_first else mask).div_(keep)
-
-
-def packed_model(members: Sequence[Member]) -> Packed:
-    """The packed form of the members' model (all of one kind: ``pack_key``)."""
-    if isinstance(members[0].model, CNNClassifier):
-        return PackedCNN(members)
-    if isinstance(members[0].model, RNNClassifier):
-        return PackedRNN(members)
-    if isinstance(members[0].model, TransformerClassifier):
-        return PackedTransformer(members)
-    return PackedBag(members)

@@ -43,26 +43,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from sweep.common.digest import json_digest
+from sweep.data.prepared import SplitTensors
 from sweep.data.vocab import PAD
-from sweep.models.fit import EarlyStopping, SplitTensors, Work, plan_batches
+from sweep.models.fit import EarlyStopping, Work, plan_batches
+from sweep.models.kinds import BY_TARGET, kind_of
 from sweep.models.optim import FusedAdam, Optimizers, adam_step
-from sweep.models.packed import Packed, packed_model
+from sweep.models.packed import Packed
 
 __all__ = ["Member", "PackedOptimizer", "fit_pack", "pack_key", "packed_model", "split_by_width"]
 
 log = logging.getLogger(__name__)
 
-# The models whose trials pack, and the devices where they do (None: any). Elsewhere a trial of
-# that model trains alone. The CNN, RNN and Transformer not on a CPU, where a step is arithmetic:
-# on TREC packing measured 0.52x (CNN, grouped convolutions) and 0.75-0.96x (each trial's own),
-# 0.73x (RNN: its block-diagonal pack does N times the arithmetic) and 0.63x (Transformer:
-# padded widths and heads) the lone trials' speed (BENCHMARKS.md "Packed trials"). On CUDA a
-# small step is launch-bound (unmeasured here).
-PACKABLE: dict[str, set[str] | None] = {
-    "sweep.models.BagClassifier": None,
-    "sweep.models.CNNClassifier": {"cuda"},
-    "sweep.models.RNNClassifier": {"cuda"},
-    "sweep.models.TransformerClassifier": {"cuda"},
+# The config targets whose trials pack, and the devices where they do (None: any; the reasons:
+# sweep.models.kinds). Elsewhere a trial of that model trains alone.
+PACKABLE: dict[str, frozenset[str] | None] = {
+    target: kind.pack_devices for target, kind in BY_TARGET.items()
 }
 
 
@@ -89,9 +84,10 @@ def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> 
     if model.get("factorized_dim"):
         return None
     dropout = float(model.get("dropout") or 0)
-    if target == "sweep.models.BagClassifier" and dropout > 0:
+    kind = BY_TARGET[target].name
+    if kind == "bag" and dropout > 0:
         return None
-    if target == "sweep.models.RNNClassifier" and dropout > 0 and model.get("num_layers", 1) > 1:
+    if kind == "rnn" and dropout > 0 and model.get("num_layers", 1) > 1:
         return None
     shared = {k: v for k, v in model.items() if k not in ("num_embeddings", "embedding_dim")}
     # Each trial keeps its own learning rate (PackedOptimizer); the rest is shared.
@@ -139,6 +135,11 @@ class Member:
     @property
     def linears(self) -> list[nn.Linear]:
         return [m for m in self.model.head if isinstance(m, nn.Linear)]
+
+
+def packed_model(members: Sequence[Member]) -> Packed:
+    """The packed form of the members' model (all of one kind: ``pack_key``)."""
+    return kind_of(members[0].model).packed(members)
 
 
 def adam_state(member: Member, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 
 from sweep import schema
-from sweep.common.atomic import ReportError, write_atomic  # noqa: F401  (both part of this module's API)
+from sweep.common.atomic import write_atomic
 from sweep.common.secrets import mask
 from sweep.report import page
 from sweep.schema import Objectives  # noqa: F401  (part of this module's API)
-from sweep.ship import quantize
 
-# Stable column order of trials.csv (documented in the README): the schema's; extra params follow.
+# Stable column order of trials.csv (docs/reference/columns.md): the schema's; extra params follow.
 COLUMNS = schema.NAMES
 
 
@@ -118,17 +117,17 @@ def ship_columns(frame: pd.DataFrame, shipping: dict[str, Any]) -> pd.DataFrame:
     ``search.precision`` ships unmeasured, its accuracies empty)."""
     precision = shipping.get("precision", "best")
     limit = shipping.get("max_model_bytes")
-    candidates = quantize.PRECISIONS if precision == "best" else (precision,)
+    candidates = schema.PRECISIONS if precision == "best" else (precision,)
     chosen = []
     for row in frame.to_dict("records"):
         options = []
         for p in candidates if row["state"] == "COMPLETE" else ():
-            val, size = row[quantize.accuracy_column("val", p)], row[f"file_bytes_{p}"]
+            val, size = row[schema.accuracy_column("val", p)], row[schema.file_bytes_column(p)]
             # A precision asked for by name ships even where it was not measured
             # (report.quantize): its bytes are known, its accuracy stays empty.
             measured = pd.notna(val) or precision != "best"
             if measured and pd.notna(size) and (limit is None or size <= limit):
-                test = row[quantize.accuracy_column("test", p)]
+                test = row[schema.accuracy_column("test", p)]
                 options.append((-float(val) if pd.notna(val) else math.inf, float(size), p, test))
         best = min(options, key=lambda o: o[:2]) if options else None
         chosen.append((best[2], best[1], -best[0] if math.isfinite(best[0]) else math.nan, best[3])

@@ -18,11 +18,10 @@ import pandas as pd
 from markupsafe import Markup
 
 from sweep import schema
+from sweep.common.overrides import override_key
 from sweep.common.secrets import HIDDEN
-from sweep.config import override_key
 from sweep.report import plots
 from sweep.search.space import MAIN_AXES
-from sweep.ship import quantize
 
 
 def _fmt(value: Any) -> str:
@@ -513,8 +512,9 @@ def _precision_chart(done: pd.DataFrame) -> str:
     precision (trials measured at it: report.quantize), the shipped file of the
     recommendation ringed."""
     series = []
-    for i, precision in enumerate(quantize.PRECISIONS):
-        acc, size = quantize.accuracy_column("val", precision), f"file_bytes_{precision}"
+    for i, precision in enumerate(schema.PRECISIONS):
+        acc = schema.accuracy_column("val", precision)
+        size = schema.file_bytes_column(precision)
         measured = done[done[acc].notna() & done[size].notna()] if acc in done else done.iloc[0:0]
         xs, ys = _staircase(measured[size].astype(float), measured[acc].astype(float))
         tips = [f"{precision}: {_fmt(x)} bytes, {y:.2f}%" for x, y in zip(xs, ys, strict=True)]
@@ -530,7 +530,8 @@ def _precision_chart(done: pd.DataFrame) -> str:
 
 
 SHIPPING_COLUMNS = [
-    "trial", "embedding_dim", "vocab_size", "val_accuracy", "file_bytes_fp32",
-    "val_accuracy_fp16", "file_bytes_fp16", "val_accuracy_int8", "file_bytes_int8",
-    "val_accuracy_int4", "file_bytes_int4", "ship_precision", "ship_bytes", "ship_test_accuracy",
+    "trial", "embedding_dim", "vocab_size",
+    *(c for p in schema.PRECISIONS
+      for c in (schema.accuracy_column("val", p), schema.file_bytes_column(p))),
+    "ship_precision", "ship_bytes", "ship_test_accuracy",
 ]  # fmt: skip

@@ -29,7 +29,6 @@ from sweep.search.settings import TRIAL_CONSTRAINTS, SearchError, budgets, has_b
 from sweep.search.space import SearchSpace
 from sweep.search.study import (
     REPEATS_PREFIX,
-    WORKER,
     State,
     claim_repeat,
     count_finished,
@@ -38,6 +37,7 @@ from sweep.search.study import (
     is_skipped,
     release_repeat,
     stored_repeats,
+    worker,
 )
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def run_trials(
         asked = [study.ask() for _ in range(min(max(pack, 1), room))]
         ran += len(asked)
         for trial in asked:
-            set_attrs(trial, {"worker": WORKER, "heartbeat": time.time()})
+            set_attrs(trial, {"worker": worker(), "heartbeat": time.time()})
         prune = len(search_cfg.objectives) == 1
         if len(asked) == 1 or train_pack is None:
             for trial in asked:

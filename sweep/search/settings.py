@@ -14,8 +14,8 @@ import warnings
 
 import optuna
 
+from sweep.schema import PRECISIONS, file_bytes_column
 from sweep.search.space import SearchError, SearchSpace
-from sweep.ship.quantize import PRECISIONS
 
 # The budgets (search.<limit>) and the trial column each one limits; file_bytes is the column of
 # search.precision (file_bytes_int8, ...), with precision=best the smallest (int4) file's.
@@ -55,7 +55,7 @@ def budgets(search_cfg) -> list[tuple[str, float, str]]:
         if limit is None:
             continue
         if column == "file_bytes":
-            column = f"file_bytes_{'int4' if precision == 'best' else precision}"
+            column = file_bytes_column("int4" if precision == "best" else precision)
             limit = parse_bytes(limit)
         out.append((key, float(limit), column))
     return out
@@ -144,7 +144,7 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
 
 def pack_size(search_cfg, packable: bool = True) -> int:
     """``search.pack`` as a number: trials asked and trained together (``auto``: 4 where the
-    model packs, the size that kept the front on 2 CPU cores; BENCHMARKS.md "Packed trials")."""
+    model packs, the size that kept the front on 2 CPU cores; docs/benchmarks.md "Packed trials")."""
     pack = search_cfg.get("pack", 1)
     if pack == "auto":
         return 4 if packable else 1

@@ -53,7 +53,10 @@ def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str
 State = optuna.trial.TrialState
 
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+def worker() -> str:
+    """This process as the storage names it: ``host:pid``, read when asked (a forked child is
+    its own worker, not its parent)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # Study user attribute holding the extra-seed results of front trials: {"<trial>": {"<seed>": {}}}
@@ -164,7 +167,7 @@ def claim_repeat(
             log.warning("seed repeat %s: taking it over (%s)", name, gone)
             optuna.delete_study(study_name=name, storage=storage)
             continue
-        claim.set_user_attr("worker", WORKER)
+        claim.set_user_attr("worker", worker())
         claim.set_user_attr("heartbeat", time.time())
         return claim
     return None

@@ -37,10 +37,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from sweep.common.atomic import ReportError, free_space, replacing, write_atomic
+from sweep.common.atomic import WriteError, free_space, replacing, write_atomic
 from sweep.common.digest import file_digest, json_digest
 from sweep.data import vocab
-from sweep.models.fit import SplitTensors, evaluate
+from sweep.data.prepared import SplitTensors
+from sweep.models.fit import evaluate
+from sweep.models.kinds import build_model
 from sweep.ship import quantize, tensorfile
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,10 @@ DIGESTS = "SHA256SUMS"
 
 
 class ExportError(ValueError):
-    """An exported folder that is missing, incomplete or altered; the message names the file."""
+    """A model that cannot be exported as configured (a vocabulary word holding a newline,
+    ``report.prune_rows`` with hashed rows: exit 2, as any bad input), or an exported folder that
+    is missing, incomplete or altered; the message names the key or file. A file that cannot be
+    written is a ``sweep.common.atomic.WriteError``."""
 
 
 class KeptStates:
@@ -105,8 +110,6 @@ def trained_model(trial_runner, params, figures, kept: KeptStates | None, setup)
     trial_cfg, sizes = setup
     state = kept.load(params) if kept is not None else None
     if state is not None:
-        from sweep.trial import build_model
-
         model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
                             trial_runner.data.num_classes)  # fmt: skip
         model.load_state_dict(state)
@@ -164,13 +167,13 @@ def write_folder(folder: Path, model, precision: str, words: list[str], config: 
     """The files of an exported model, each written whole; SHA256SUMS last."""
     folder.mkdir(parents=True, exist_ok=True)
     if any("\n" in word for word in words):
-        raise ReportError("a vocabulary word holds a newline; vocab.txt cannot store it "
+        raise ExportError("a vocabulary word holds a newline; vocab.txt cannot store it "
                           "(set data.tokenizer so that tokens hold no line breaks)")  # fmt: skip
     try:
         with replacing(folder / "model.safetensors") as tmp:
             tensorfile.write(tmp, *quantize.state_at(model, precision))
     except OSError as error:
-        raise ReportError(
+        raise WriteError(
             f"cannot write the exported model {str(folder / 'model.safetensors')!r} "
             f"({str(error).strip()[:200]}); {free_space(folder)} free there. The study storage "
             "keeps every trial: free some space and run the same command again"
@@ -188,7 +191,7 @@ def prune(trial_runner, setup, model, precision: str) -> tuple[list[str], int, d
     trial_cfg, sizes = setup
     report_cfg = trial_runner.cfg.report
     if sizes.hash_buckets:
-        raise ReportError("report.prune_rows needs model.hash_buckets=0 (hashed rows are shared)")
+        raise ExportError("report.prune_rows needs model.hash_buckets=0 (hashed rows are shared)")
     embed = model.frontend.embed
     table = embed.weight.detach()
     count = min(int(report_cfg.prune_rows), sizes.vocab_size)
@@ -281,8 +284,6 @@ def check_folder(folder: Path) -> tuple[str, ...]:
 
 def load(folder: str | Path) -> Predictor:
     """The exported model in ``folder``, checked, ready to predict on the CPU."""
-    from sweep.trial import build_model
-
     folder = Path(folder)
     legacy = check_folder(folder) == LEGACY_FILES
     config = json.loads((folder / "config.json").read_text())

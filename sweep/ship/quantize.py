@@ -21,17 +21,11 @@ import json
 import torch
 from torch import nn
 
+from sweep.schema import PRECISIONS
 from sweep.ship import tensorfile
 
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
 BITS = {"int8": 8, "int4": 4}
 _SHAPES = "shapes"  # metadata key: the quantized matrices' own shapes (int4 packs columns)
-
-
-def accuracy_column(split: str, precision: str) -> str:
-    """The trials.csv column of ``split``'s accuracy ("val" or "test") at ``precision``:
-    ``val_accuracy`` at fp32 (as trained), ``val_accuracy_int8`` and so on."""
-    return f"{split}_accuracy" if precision == "fp32" else f"{split}_accuracy_{precision}"
 
 
 def check_precision(precision: str, key: str = "precision") -> str:

@@ -71,8 +71,9 @@ def synthetic_storage(path: Path, n_trials: int, name: str = "big") -> str:
     return str(path)
 
 
-def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
-    """Load the page; return console errors, requests leaving the file, load seconds, chart stats."""
+def open_in_chromium(page_path: Path, screenshot: Path, top: Path | None = None) -> dict:
+    """Load the page; return console errors, requests leaving the file, load seconds, chart stats.
+    ``screenshot``: the whole page after the clicks; ``top``: the window as first loaded."""
     from playwright.sync_api import sync_playwright
 
     url = page_path.resolve().as_uri()
@@ -90,6 +91,8 @@ def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
         start = time.perf_counter()
         page.goto(url, wait_until="load")
         seconds = time.perf_counter() - start
+        if top is not None:
+            page.screenshot(path=str(top))
         charts = page.eval_on_selector_all(
             "figure.chart svg",
             "els => els.map(s => s.querySelectorAll('circle,rect,polyline').length)",
@@ -131,12 +134,23 @@ def test_big_report_renders_offline_fast_and_small(tmp_path):
 
 
 def test_real_sweep_report_in_chromium(tiny_cfg, tmp_path):
+    """A real sweep's page. The window as a person first sees it is a PNG; with
+    ``SWEEP_DOCS_SCREENSHOT=FILE`` it is copied to FILE, and ``SWEEP_DOCS_REPORT=report.html``
+    shoots that page instead of the tiny sweep's: docs/img/report.png is the README example's
+    report (``SWEEP_DOCS_REPORT=outputs/.../report.html SWEEP_DOCS_SCREENSHOT=docs/img/report.png
+    python -m pytest tests/test_browser.py -m slow -k real_sweep``)."""
     from sweep.runner import run
 
-    run(tiny_cfg, tmp_path / "out")
-    result = open_in_chromium(tmp_path / "out" / "report.html", tmp_path / "shot.png")
+    page_path = Path(os.environ.get("SWEEP_DOCS_REPORT", tmp_path / "out" / "report.html"))
+    if "SWEEP_DOCS_REPORT" not in os.environ:
+        run(tiny_cfg, tmp_path / "out")
+    top = tmp_path / "top.png"
+    result = open_in_chromium(page_path, tmp_path / "shot.png", top=top)
     assert result["errors"] == [] and result["requests"] == []
     assert all(n > 0 for n in result["charts"][:6]), result["charts"]
+    assert png_width(top) == 1280 and top.stat().st_size > 20_000  # drawn, not blank
+    if os.environ.get("SWEEP_DOCS_SCREENSHOT"):
+        shutil.copyfile(top, os.environ["SWEEP_DOCS_SCREENSHOT"])
 
 
 LAYOUT_JS = """

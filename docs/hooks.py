@@ -1,0 +1,54 @@
+"""MkDocs hooks: the reference pages are built from the code, so neither can drift from it.
+
+``<!-- columns ... -->`` becomes the column table of ``sweep/schema.py``; ``<!-- config ... -->``
+the config reference: every group's options and every key with its comment, from the YAML files
+that ``python run_sweep.py --help`` reads (``sweep.cli``)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the sweep package of this checkout, installed or not
+
+from sweep import schema  # noqa: E402
+from sweep.cli import _INTERNAL_GROUPS, CONFIGS, included_files, yaml_body  # noqa: E402
+
+KNOWN = {
+    "sizes": "before training (plan mode too)",
+    "trained": "by training",
+    "study": "the study's bookkeeping",
+    "report": "by the report",
+}
+
+
+def columns_table() -> str:
+    rows = ["| column | known | meaning |", "| --- | --- | --- |"]
+    for column in schema.COLUMNS:
+        rows.append(f"| `{column.name}` | {KNOWN[column.known]} | {column.doc} |")
+    return "\n".join(rows)
+
+
+def config_reference() -> str:
+    out = ["## Top level (`configs/sweep.yaml`)", "", "```yaml", *yaml_body(CONFIGS / "sweep.yaml"),
+           "```"]  # fmt: skip
+    groups = sorted({p.parent for p in CONFIGS.rglob("*.yaml") if p.parent != CONFIGS})
+    for folder in groups:
+        group = str(folder.relative_to(CONFIGS))
+        if set(folder.relative_to(CONFIGS).parts) & set(_INTERNAL_GROUPS):
+            continue  # common/: merged into each option's file below (common/...@_here_)
+        for path in sorted(folder.glob("*.yaml")):
+            out += ["", f"## `{group}={path.stem}`", "", "```yaml"]
+            for part in included_files(path):
+                out += yaml_body(part)
+            out += ["```"]
+    return "\n".join(out)
+
+
+GENERATED = {"columns": columns_table, "config": config_reference}
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return re.sub(r"<!-- (columns|config)\b[^>]*-->", lambda m: GENERATED[m.group(1)](), markdown)

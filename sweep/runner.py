@@ -3,7 +3,7 @@
 ``run(cfg, out_dir)`` is what ``run_sweep.py`` calls and what tests call with a composed config.
 The story, one module per step: ``sweep.data.prepared`` (the data, once), ``sweep.search.space`` (the axes),
 ``sweep.search.study`` (the storage and its study), ``sweep.search.loop`` (the ask/tell loop) calling
-``sweep.trial`` (one trial: describe, then train), and ``sweep.report.build`` after trials (within
+``sweep.trial.runner`` (one trial: describe, then train), and ``sweep.report.build`` after trials (within
 ``report.time_share`` of the wall time: ``Reports``) and at the end.
 """
 

@@ -16,7 +16,6 @@ import pytest
 from conftest import ROOT, TINY, compose_config, run_cli
 
 from sweep import parallel, runner
-from sweep import trial as trial_module
 from sweep.common import atomic
 from sweep.common.secrets import install_log_masking, mask
 from sweep.config import ConfigError, check_config
@@ -30,6 +29,7 @@ from sweep.search import study as study_module
 from sweep.search.settings import SearchError
 from sweep.search.space import SearchSpace
 from sweep.search.storage import StorageError, journal_storage, make_storage
+from sweep.trial import runner as trial_module
 
 State = optuna.trial.TrialState
 PASSWORD = "s3cr/et:p@ss"  # '/', ':' and '@' all inside one password

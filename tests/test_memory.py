@@ -8,11 +8,11 @@ import torch
 from conftest import TINY, compose_config, run_cli
 
 from sweep import measure, runner
-from sweep import trial as trial_module
 from sweep.models.kinds import build_model
 from sweep.search import study as study_module
 from sweep.search.space import SearchSpace
 from sweep.search.storage import make_storage
+from sweep.trial import runner as trial_module
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
 

@@ -15,10 +15,10 @@ import pytest
 from conftest import ROOT, TINY, compose_config, default_study
 
 from sweep import runner
-from sweep import trial as trial_module
 from sweep.search import settings as search
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage
+from sweep.trial import runner as trial_module
 
 State = optuna.trial.TrialState
 

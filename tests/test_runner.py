@@ -13,10 +13,10 @@ import pytest
 from conftest import compose_config
 
 from sweep import runner
-from sweep import trial as trial_module
 from sweep.config import ConfigError
 from sweep.report import build as report
 from sweep.search.settings import SearchError
+from sweep.trial import runner as trial_module
 
 REQUIRED = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "params_total",
             "params_embedding", "val_accuracy", "test_accuracy", "gpu_peak_mb", "train_seconds",

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from sweep.naming import register_resolvers
-from sweep.trial import runner as trial_module
+from sweep.trial import lone as trial_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -29,7 +29,7 @@ from sweep.search import study as study_module
 from sweep.search.settings import SearchError
 from sweep.search.space import SearchSpace
 from sweep.search.storage import StorageError, journal_storage, make_storage
-from sweep.trial import runner as trial_module
+from sweep.trial import lone as trial_module
 
 State = optuna.trial.TrialState
 PASSWORD = "s3cr/et:p@ss"  # '/', ':' and '@' all inside one password

@@ -12,7 +12,8 @@ from sweep.models.kinds import build_model
 from sweep.search import study as study_module
 from sweep.search.space import SearchSpace
 from sweep.search.storage import make_storage
-from sweep.trial import runner as trial_module
+from sweep.trial import TrialRunner
+from sweep.trial import lone as trial_module
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
 
@@ -301,7 +302,7 @@ def test_a_probe_out_of_memory_skips_the_trial_untrained(tiny_overrides, tmp_pat
         return 5.0
 
     monkeypatch.setattr(measure, "memory_reader", lambda device: FakeMemory(70, 5))
-    monkeypatch.setattr(trial_module.TrialRunner, "_probe", probe)
+    monkeypatch.setattr(TrialRunner, "_probe", probe)
     monkeypatch.setattr(
         trial_module, "fit", lambda m, *a, **k: trained.append(m) or real_fit(m, *a, **k)
     )

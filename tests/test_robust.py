@@ -18,7 +18,7 @@ from sweep import runner
 from sweep.search import settings as search
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage
-from sweep.trial import runner as trial_module
+from sweep.trial import lone as trial_module
 
 State = optuna.trial.TrialState
 

@@ -16,7 +16,7 @@ from sweep import runner
 from sweep.config import ConfigError
 from sweep.report import build as report
 from sweep.search.settings import SearchError
-from sweep.trial import runner as trial_module
+from sweep.trial import lone as trial_module
 
 REQUIRED = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "params_total",
             "params_embedding", "val_accuracy", "test_accuracy", "gpu_peak_mb", "train_seconds",

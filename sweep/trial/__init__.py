@@ -1,8 +1,12 @@
 """One trial: sampled values -> the trial's config and sizes -> figures before and after training.
 
 ``TrialRunner`` (``sweep.trial.runner``) is the public face: tests, benchmarks and the trial loop
-build one from a config and a ``PreparedData``."""
+build one from a config and a ``PreparedData``. Its jobs are one module each: ``sizes`` (the
+columns known before training), ``probe`` (the memory probe), ``lone`` (training alone),
+``pack`` (training in packs), ``timing`` (where the sweep's time goes)."""
 
-from sweep.trial.runner import Sizes, Timing, TrialRunner, memory_need
+from sweep.trial.runner import TrialRunner
+from sweep.trial.sizes import Sizes, memory_need
+from sweep.trial.timing import Timing
 
 __all__ = ["Sizes", "Timing", "TrialRunner", "memory_need"]

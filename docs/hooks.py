@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the sweep package of this checkout, installed or not
 
 from sweep import schema  # noqa: E402
-from sweep.cli import _INTERNAL_GROUPS, CONFIGS, included_files, yaml_body  # noqa: E402
+from sweep.cli import CONFIGS, config_groups, included_files, yaml_body  # noqa: E402
 
 KNOWN = {
     "sizes": "before training (plan mode too)",
@@ -34,12 +34,8 @@ def columns_table() -> str:
 def config_reference() -> str:
     out = ["## Top level (`configs/sweep.yaml`)", "", "```yaml", *yaml_body(CONFIGS / "sweep.yaml"),
            "```"]  # fmt: skip
-    groups = sorted({p.parent for p in CONFIGS.rglob("*.yaml") if p.parent != CONFIGS})
-    for folder in groups:
-        group = str(folder.relative_to(CONFIGS))
-        if set(folder.relative_to(CONFIGS).parts) & set(_INTERNAL_GROUPS):
-            continue  # common/: merged into each option's file below (common/...@_here_)
-        for path in sorted(folder.glob("*.yaml")):
+    for group in config_groups():  # common/ is merged into each option's file (included_files)
+        for path in sorted((CONFIGS / group).glob("*.yaml")):
             out += ["", f"## `{group}={path.stem}`", "", "```yaml"]
             for part in included_files(path):
                 out += yaml_body(part)

@@ -83,6 +83,18 @@ def check_additions(overrides: Sequence[str]) -> str | None:
     return None
 
 
+def config_groups() -> list[str]:
+    """The config groups a user chooses from (``data``, ``search/sampler``, ...), sorted; the
+    internal ones (``common/``: merged into each option's file) left out."""
+    return sorted(
+        {
+            str(p.relative_to(CONFIGS).parent)
+            for p in CONFIGS.rglob("*.yaml")
+            if p.parent != CONFIGS and not set(p.relative_to(CONFIGS).parts) & set(_INTERNAL_GROUPS)
+        }
+    )
+
+
 def render_help(overrides: Sequence[str]) -> str:
     """The help page: each group's options, then every key with its comment, as the YAML files
     of the chosen options say them (so ``--help model=cnn`` shows the CNN's keys)."""
@@ -94,18 +106,14 @@ def render_help(overrides: Sequence[str]) -> str:
         "",
         "== Config groups (choose one of each: group=option; current choice in [ ]) ==",
     ]
-    groups = sorted(
-        str(p.relative_to(CONFIGS).parent)
-        for p in CONFIGS.rglob("*.yaml")
-        if p.parent != CONFIGS and not set(p.relative_to(CONFIGS).parts) & set(_INTERNAL_GROUPS)
-    )
-    for group in dict.fromkeys(groups):
+    groups = config_groups()
+    for group in groups:
         options = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
         shown = [f"[{o}]" if o == choices.get(group) else o for o in options]
         lines.append(f"{group}: {', '.join(shown)}")
     lines += ["", "== Keys (override any: key=value; comments from the YAML files) ==", ""]
     lines += ["# top level", *yaml_body(CONFIGS / "sweep.yaml")]
-    for group in dict.fromkeys(groups):
+    for group in groups:
         option = choices.get(group)
         if option is None:
             continue

@@ -30,7 +30,7 @@ from sweep.common.atomic import write_atomic
 from sweep.common.secrets import mask
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
-from sweep.models import packing
+from sweep.models.pack import fit as packing
 from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import loop as trials

@@ -62,10 +62,10 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     from conftest import compose_config
 
     from sweep.data.prepared import PreparedData
-    from sweep.models import packing
     from sweep.models.fit import EarlyStopping, plan_batches
     from sweep.models.kinds import build_model
     from sweep.models.optim import Optimizers
+    from sweep.models.pack import fit as packing
     from sweep.trial import TrialRunner
 
     extra = [f"model={model}", "data.max_length=32"] if model != "bag" else []

@@ -22,7 +22,6 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from sweep import runner
 from sweep.data.prepared import PreparedData, SplitTensors
-from sweep.models import packing
 from sweep.models.classifiers import (
     BagClassifier,
     CNNClassifier,
@@ -30,6 +29,7 @@ from sweep.models.classifiers import (
     TransformerClassifier,
 )
 from sweep.models.optim import Optimizers, fused_kernel_works
+from sweep.models.pack import fit as packing
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage
 from sweep.trial import TrialRunner

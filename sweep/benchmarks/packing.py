@@ -76,7 +76,7 @@ def sweep(
 
 def packs_here(setup: list[str], device: str) -> bool:
     """Whether this setup's trials pack on ``device`` (``packing.pack_key``; ``--any-device``)."""
-    from sweep.models import packing
+    from sweep.models.pack import fit as packing
 
     cfg = compose_user(setup)
     return packing.pack_key(cfg, device=device) is not None
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = {label: [*setup, *args.overrides] for label, setup in setups(args.datasets).items()
               if not args.setups or label in args.setups}  # fmt: skip
     if args.any_device:
-        from sweep.models import packing
+        from sweep.models.pack import fit as packing
 
         packing.PACKABLE = dict.fromkeys(packing.PACKABLE)
     out = args.out.resolve()

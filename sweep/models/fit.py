@@ -143,7 +143,7 @@ def train_epoch(model, train: SplitTensors, optimizers, clock: Work, epoch: int,
 class EarlyStopping:
     """A trial's course over epochs: its validation history, its best epoch and that epoch's
     weights, and when it stops (``patience`` epochs without a new best). Shared by ``fit`` and
-    packed trials (``sweep.models.packing``), so both stop by one rule."""
+    packed trials (``sweep.models.pack.fit``), so both stop by one rule."""
 
     patience: int
     history: list[float] = field(default_factory=list)

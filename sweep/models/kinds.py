@@ -1,9 +1,9 @@
 """The model kinds, named once: each classifier, the config target that names it, its packed form
 and where it packs; and ``build_model``, which builds one from its config.
 
-``sweep.models.packing`` decides what packs from ``KINDS`` (by the config's ``_target_``) and
+``sweep.models.pack.fit`` decides what packs from ``KINDS`` (by the config's ``_target_``) and
 builds a pack's module from it (by the trained model's class), so a new model is one entry here
-(and, to pack, a ``Packed`` class in ``sweep.models.packed``)."""
+(and, to pack, a ``Packed`` class in ``sweep.models.pack.modules``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sweep.models.classifiers import (
     TransformerClassifier,
 )
 from sweep.models.embedding import use_sparse
-from sweep.models.packed import Packed, PackedBag, PackedCNN, PackedRNN, PackedTransformer
+from sweep.models.pack.modules import Packed, PackedBag, PackedCNN, PackedRNN, PackedTransformer
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Trials trained together: which share a pack, and one pack's training (``sweep.models.packing``).
+"""Trials trained together: which share a pack, and one pack's training (``sweep.models.pack.fit``).
 
 Each member is built exactly as alone (``Lone._build``) and settled as soon as it ends, with the
 figures a lone run would give; a pack that fails as a whole trains its trials alone.
@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig
 
 from sweep import measure
-from sweep.models import packing
 from sweep.models.embedding import use_sparse
 from sweep.models.fit import EarlyStopping
 from sweep.models.optim import Optimizers
+from sweep.models.pack import fit as packing
 from sweep.search.settings import pack_padding
 from sweep.trial.sizes import Sizes
 
@@ -111,7 +111,7 @@ class Pack:
         ]
 
     def _train_packed(self, params_list, setups, on_epochs, wrap_model, seed: int, settle) -> None:
-        """One pack (``sweep.models.packing``): the members (their ``setup``) built exactly as alone,
+        """One pack (``sweep.models.pack.fit``): the members (their ``setup``) built exactly as alone,
         trained together. ``settle(j, result)`` gets member j's result as soon as it ends: its
         record (``gpu_peak_mb``: the pack's peak so far), or its exception."""
         device = self.data.device

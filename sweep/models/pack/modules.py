@@ -1,4 +1,4 @@
-"""The packed models: N trials' models as one module (``sweep.models.packing`` trains them).
+"""The packed models: N trials' models as one module (``sweep.models.pack.fit`` trains them).
 
 Every layout keeps the trials' parameters disjoint: one table holding every trial's rows (row
 offsets; widths padded to the widest trial with columns held at zero), and per model
@@ -30,7 +30,7 @@ from sweep.models.classifiers import (
 
 
 class Member(Protocol):
-    """What a packed model reads of a trial in its pack (``sweep.models.packing.Member``)."""
+    """What a packed model reads of a trial in its pack (``sweep.models.pack.fit.Member``)."""
 
     model: nn.Module
     rng: torch.Generator | None  # its dropout masks' stream

@@ -2,7 +2,7 @@
 
 A sweep trains many small models on one data set, and a small model's step is mostly fixed cost
 (Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials together
-as one module (``sweep.models.packed``: one table holding every trial's rows, the layers stacked,
+as one module (``sweep.models.pack.modules``: one table holding every trial's rows, the layers stacked,
 grouped or block-diagonal per model): one loss (the sum of the trials' mean losses, so each
 trial's gradient is its own), one backward and one optimizer step. Each trial keeps its own
 embedding_dim, cutoff (its own cut of the shared batch), hash buckets, learning rate, dropout
@@ -48,7 +48,7 @@ from sweep.data.vocab import PAD
 from sweep.models.fit import EarlyStopping, Work, plan_batches
 from sweep.models.kinds import BY_TARGET, kind_of
 from sweep.models.optim import FusedAdam, Optimizers, adam_step
-from sweep.models.packed import Packed
+from sweep.models.pack.modules import Packed
 
 __all__ = ["Member", "PackedOptimizer", "fit_pack", "pack_key", "packed_model", "split_by_width"]
 

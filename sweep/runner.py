@@ -30,7 +30,7 @@ from sweep.common.atomic import write_atomic
 from sweep.common.secrets import mask
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
-from sweep.models.pack import fit as packing
+from sweep.models.pack.grouping import pack_key
 from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import loop as trials
@@ -81,7 +81,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         trials.run_trials(
             the_study, cfg.search, n_trials=n_trials, space=space, describe=trial.describe,
             train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
-            pack=pack_size(cfg.search, packing.pack_key(cfg, device=device) is not None),
+            pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
             train_pack=trial.train_pack,
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
@@ -246,7 +246,7 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     which = "the front trials" if objectives.size else f"the best trials by {objectives.quality}"
     log.info("seed noise: retraining %s %s with seeds %s (%d fits)", which, numbers, seeds,
              len(numbers) * len(seeds))  # fmt: skip
-    pack = pack_size(cfg.search, packing.pack_key(cfg, device=trial.data.device) is not None)
+    pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
     trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
                          pack=pack, train_pack=trial.train_pack)  # fmt: skip
 

@@ -65,7 +65,9 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     from sweep.models.fit import EarlyStopping, plan_batches
     from sweep.models.kinds import build_model
     from sweep.models.optim import Optimizers
-    from sweep.models.pack import fit as packing
+    from sweep.models.pack import fit as pack_fit
+    from sweep.models.pack.member import Member, trial_generator
+    from sweep.models.pack.optim import PackedOptimizer
     from sweep.trial import TrialRunner
 
     extra = [f"model={model}", "data.max_length=32"] if model != "bag" else []
@@ -78,19 +80,19 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
         model = build_model(trial_cfg.model, sizes.num_embeddings, dim, runner.data.num_classes)
         views = {s: runner.data.view(s, sizes.vocab_size) for s in ("train", "validation", "test")}
         stopping = EarlyStopping(patience=2)
-        member = packing.Member(model.cuda(), Optimizers(model, 0.01), views, None, stopping)
-        member.rng = packing.trial_generator(torch.device("cuda"), cfg.seed)
+        member = Member(model.cuda(), Optimizers(model, 0.01), views, None, stopping)
+        member.rng = trial_generator(torch.device("cuda"), cfg.seed)
         members.append(member)
-    packed = packing.packed_model(members)
+    packed = pack_fit.packed_model(members)
     packed.load(members)
-    optimizer = packing.PackedOptimizer(packed, members)
-    ids = packing.packed_ids(members, packed)
+    optimizer = PackedOptimizer(packed, members)
+    ids = pack_fit.packed_ids(members, packed)
     train = members[0].views["train"]
     batches = plan_batches(train.lengths, 64, torch.Generator().manual_seed(0))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        losses = packing.pack_epoch(packed, optimizer, ids, train, batches)
+        losses = pack_fit.pack_epoch(packed, optimizer, ids, train, batches)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(losses).all()

@@ -29,10 +29,14 @@ from sweep.models.classifiers import (
     TransformerClassifier,
 )
 from sweep.models.optim import Optimizers, fused_kernel_works
-from sweep.models.pack import fit as packing
+from sweep.models.pack import fit as pack_fit
+from sweep.models.pack import grouping
+from sweep.models.pack.member import Member
+from sweep.models.pack.optim import PackedOptimizer
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage
 from sweep.trial import TrialRunner
+from sweep.trial import pack as trial_pack
 
 # Four trials of different width and cutoff; the one of width 9 diverges (see poison).
 PARAMS = [
@@ -98,15 +102,15 @@ MODELS = {
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_packed_trial_gets_the_numbers_it_gets_alone(tiny_overrides, monkeypatch, exact, model):
     """Each packable model (with its dropout: each trial's masks from its own stream), in float64
-    (see ``exact``). The CNN and the RNN pack on CUDA only (packing.PACKABLE); their packed
+    (see ``exact``). The CNN and the RNN pack on CUDA only (grouping.PACKABLE); their packed
     models run here on the CPU all the same."""
-    monkeypatch.setattr(packing, "PACKABLE", dict.fromkeys(packing.PACKABLE))  # any device
+    monkeypatch.setattr(grouping, "PACKABLE", dict.fromkeys(grouping.PACKABLE))  # any device
     extra = MODELS[model]
     # search.pack_padding=100: all four in one pack, widths 4 to 32.
     trial_runner = runner_for(
         tiny_overrides, "model.sparse=false", "search.pack_padding=100", *extra
     )
-    assert packing.pack_key(trial_runner.cfg) is not None
+    assert grouping.pack_key(trial_runner.cfg) is not None
     alone, packed = alone_and_packed(trial_runner)
     diverged = [i for i, r in enumerate(packed) if isinstance(r, BaseException)]
     assert diverged == [1] and isinstance(alone[1], FloatingPointError)
@@ -148,7 +152,7 @@ def test_one_packed_step_gives_each_trial_its_own_gradient_and_nothing_else(mode
     members, batch, length = [], 5, 7
     for width, rows in ((4, 50), (9, 30), (16, 70)):
         torch.manual_seed(width)
-        member = packing.Member(lone_model(model, rows, width), None, None, None, None)
+        member = Member(lone_model(model, rows, width), None, None, None, None)
         member.rng = torch.Generator().manual_seed(100 + width)
         members.append(member)
     lengths = torch.tensor([7, 3, 1, 5, 6])
@@ -156,7 +160,7 @@ def test_one_packed_step_gives_each_trial_its_own_gradient_and_nothing_else(mode
     for t in ids:
         t[torch.arange(length)[None] >= lengths[:, None]] = 0
     labels = torch.randint(0, 3, (batch,))
-    packed = packing.packed_model(members)
+    packed = pack_fit.packed_model(members)
     packed.load(members)
     packed.train()
     stacked = torch.stack(
@@ -201,7 +205,7 @@ def test_other_models_train_alone_inside_a_pack(tiny_overrides, model):
     """The CNN, the RNN and the Transformer pack on CUDA only; on a CPU they train alone."""
     extra = [f"model={model}", "data.max_length=32"]
     trial_runner = runner_for(tiny_overrides, *extra, "train.epochs=2")
-    assert packing.pack_key(trial_runner.cfg) is None  # not packed here: never refused
+    assert grouping.pack_key(trial_runner.cfg) is None  # not packed here: never refused
     params = PARAMS[:2]
     alone = [trial_runner.train(p) for p in params]
     packed = trial_runner.train_pack(params, [None, None], [0, 1])
@@ -220,7 +224,7 @@ def test_a_pack_that_fails_as_a_whole_trains_its_trials_alone(tiny_overrides, mo
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(packing, "fit_pack", out_of_memory)
+    monkeypatch.setattr(trial_pack, "fit_pack", out_of_memory)
     packed = trial_runner.train_pack(params, [None] * 3, [4, 5, 6])
     for a, b in zip(alone, packed, strict=True):
         assert isinstance(b, dict) and "pack" not in b
@@ -315,20 +319,20 @@ def pack_ops(model: str, n: int, steps: int) -> OpCounter:
     for i in range(n):
         torch.manual_seed(i)
         lone = lone_model(model, 20 + 7 * i, (4, 9, 16, 6, 8, 12, 5, 10)[i])
-        member = packing.Member(lone, Optimizers(lone, 0.01), {"train": train}, None, None)
+        member = Member(lone, Optimizers(lone, 0.01), {"train": train}, None, None)
         member.rng = torch.Generator().manual_seed(100 + i)
         members.append(member)
-    packed = packing.packed_model(members)
+    packed = pack_fit.packed_model(members)
     packed.load(members)
-    optimizer = packing.PackedOptimizer(packed, members)
-    packed_ids = packing.packed_ids(members, packed)  # each trial's rows, as fit_pack moves them
+    optimizer = PackedOptimizer(packed, members)
+    packed_ids = pack_fit.packed_ids(members, packed)  # each trial's rows, as fit_pack moves them
     generator = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(steps):
         idx = torch.randperm(32, generator=generator)[:8]
         batches.append((idx, int(lengths[idx].max())))
     with OpCounter(host=[lengths, *(idx for idx, _ in batches)]) as counter:
-        losses = packing.pack_epoch(packed, optimizer, packed_ids, train, batches)
+        losses = pack_fit.pack_epoch(packed, optimizer, packed_ids, train, batches)
     assert torch.isfinite(losses).all() and optimizer.steps == steps
     return counter
 
@@ -358,31 +362,31 @@ def test_packs_group_similar_widths():
     # (index, rows, width): widths 4 and 5 pack together; padding the small table of width 16
     # to 64 costs little beside the two wide tables, padding 5 to 16 would more than double it.
     sizes = [(0, 1000, 64), (1, 1000, 4), (2, 500, 5), (3, 800, 64), (4, 100, 16)]
-    assert packing.split_by_width(sizes, 1.5) == [[1, 2], [4, 0, 3]]
-    assert packing.split_by_width(sizes, max_padding=1000.0) == [[1, 2, 4, 0, 3]]
+    assert grouping.split_by_width(sizes, 1.5) == [[1, 2], [4, 0, 3]]
+    assert grouping.split_by_width(sizes, max_padding=1000.0) == [[1, 2, 4, 0, 3]]
 
 
 def test_which_models_share_a_pack_where(tiny_overrides):
     cfg = compose_config(tiny_overrides)
-    assert packing.pack_key(cfg) is not None
+    assert grouping.pack_key(cfg) is not None
     for extra in (["model.dropout=0.1"], ["model.factorized_dim=8"], ["model=rnn"],
                   ["model=transformer"], ["model=cnn"]):  # fmt: skip
-        assert packing.pack_key(compose_config([*tiny_overrides, *extra])) is None
+        assert grouping.pack_key(compose_config([*tiny_overrides, *extra])) is None
     cnn = compose_config([*tiny_overrides, "model=cnn"])  # dropout 0.5: its own masks
-    assert packing.pack_key(cnn, device="cuda") not in (None, packing.pack_key(cfg))
+    assert grouping.pack_key(cnn, device="cuda") not in (None, grouping.pack_key(cfg))
     factorized = compose_config([*tiny_overrides, "model=cnn", "model.factorized_dim=8"])
-    assert packing.pack_key(factorized, device="cuda") is None
+    assert grouping.pack_key(factorized, device="cuda") is None
     for model in ("rnn", "transformer"):  # dropout 0.3 and 0.1: each trial's own masks
-        assert packing.pack_key(compose_config([*tiny_overrides, f"model={model}"]), device="cuda")
+        assert grouping.pack_key(compose_config([*tiny_overrides, f"model={model}"]), device="cuda")
     deep = ["model=rnn", "model.num_layers=2"]  # dropout between layers: drawn inside cuDNN
-    assert packing.pack_key(compose_config([*tiny_overrides, *deep]), device="cuda") is None
+    assert grouping.pack_key(compose_config([*tiny_overrides, *deep]), device="cuda") is None
     no_dropout = compose_config([*tiny_overrides, *deep, "model.dropout=0"])
-    assert packing.pack_key(no_dropout, device="cuda") is not None
-    assert packing.pack_key(cfg, sparse=True) is None  # a sparse table: alone, fused mean
+    assert grouping.pack_key(no_dropout, device="cuda") is not None
+    assert grouping.pack_key(cfg, sparse=True) is None  # a sparse table: alone, fused mean
     other_lr = compose_config([*tiny_overrides, "train.lr=0.02"])
-    assert packing.pack_key(other_lr) == packing.pack_key(cfg)  # each keeps its own rate
+    assert grouping.pack_key(other_lr) == grouping.pack_key(cfg)  # each keeps its own rate
     other_batch = compose_config([*tiny_overrides, "train.batch_size=32"])
-    assert packing.pack_key(other_batch) != packing.pack_key(cfg)  # the batches are shared
+    assert grouping.pack_key(other_batch) != grouping.pack_key(cfg)  # the batches are shared
 
 
 def test_a_packed_sweep_fills_its_trials_and_names_their_packs(tiny_overrides, tmp_path, caplog):

@@ -11,7 +11,7 @@ log10 params_total, reference: accuracy 0 and the largest configuration any run 
 tried) and both as ratios to pack 1. ``--controlled`` first trains the same N random
 configurations (log-uniform embedding_dim 4-256 and cutoff 100-full) alone and as packs through
 ``TrialRunner``, with no search around them: the packing effect alone, per setup (``--trials
-0``: only that); ``--any-device`` packs there also the models ``packing.PACKABLE`` keeps to CUDA.
+0``: only that); ``--any-device`` packs there also the models ``sweep.models.pack.grouping.PACKABLE`` keeps to CUDA.
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ def sweep(
 
 
 def packs_here(setup: list[str], device: str) -> bool:
-    """Whether this setup's trials pack on ``device`` (``packing.pack_key``; ``--any-device``)."""
-    from sweep.models.pack import fit as packing
+    """Whether this setup's trials pack on ``device`` (``grouping.pack_key``; ``--any-device``)."""
+    from sweep.models.pack import grouping
 
     cfg = compose_user(setup)
-    return packing.pack_key(cfg, device=device) is not None
+    return grouping.pack_key(cfg, device=device) is not None
 
 
 def controlled(setup: list[str], count: int, out: Path, seed: int = 0, device: str = "cpu") -> dict:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--any-device",
         action="store_true",
-        help="pack every packable model here, also those packing.PACKABLE keeps to CUDA",
+        help="pack every packable model here, also those grouping.PACKABLE keeps to CUDA",
     )
     parser.add_argument("overrides", nargs="*",
                         help="config overrides added to every setup, e.g. train.epochs=2")  # fmt: skip
@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     chosen = {label: [*setup, *args.overrides] for label, setup in setups(args.datasets).items()
               if not args.setups or label in args.setups}  # fmt: skip
     if args.any_device:
-        from sweep.models.pack import fit as packing
+        from sweep.models.pack import grouping
 
-        packing.PACKABLE = dict.fromkeys(packing.PACKABLE)
+        grouping.PACKABLE = dict.fromkeys(grouping.PACKABLE)
     out = args.out.resolve()
     if args.controlled:
         same = []
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.trials == 0:
             break  # --controlled only
         if not packs_here(setup, args.device):
-            print(f"{label}: trains alone on {args.device} (packing.PACKABLE), skipped")
+            print(f"{label}: trains alone on {args.device} (grouping.PACKABLE), skipped")
             continue
         folder = out / label.split(" (")[0].replace(" ", "-").lower()
         runs = {

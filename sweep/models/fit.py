@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from sweep.models.optim import Optimizers
 
 log = logging.getLogger(__name__)
 
+# (host indices, the same on the device, width) -> (loss to backpropagate, loss to record).
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
 
 @dataclass
 class Work:
@@ -33,6 +37,11 @@ class Work:
     train_examples: int = 0  # documents seen by optimisation steps, all epochs
     eval_tokens: int = 0
     eval_examples: int = 0
+
+    def count_epoch(self, train: SplitTensors) -> None:
+        """An epoch's optimisation work: every training document once (``plan_batches``)."""
+        self.train_tokens += train.tokens
+        self.train_examples += len(train.lengths)
 
     def evaluate(self, model, split: SplitTensors, batch_size: int) -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -114,29 +123,51 @@ def evaluate(model: nn.Module, split: SplitTensors, batch_size: int) -> tuple[fl
     return 100.0 * int(correct) / n, float(loss_sum) / n
 
 
+def run_batches(batches, device: torch.device, optimizer, batch_loss: BatchLoss,
+                shape: tuple[int, ...] = ()) -> torch.Tensor:  # fmt: skip
+    """The step loop of one epoch, for a lone trial and a pack alike: per batch ``(host
+    indices, width)`` of ``plan_batches``, zero the gradients, ``batch_loss(host_idx, idx,
+    width)`` -> (the loss to backpropagate, the loss to record; ``idx`` is ``host_idx`` on the
+    device), backward, one optimizer step. Returns the recorded losses summed (of ``shape``: one
+    per trial of a pack), on the device: no host sync inside the loop."""
+    total = torch.zeros(shape, device=device)
+    for host_idx, width in batches:
+        idx = host_idx.to(device, non_blocking=True)
+        optimizer.zero_grad()
+        objective, loss = batch_loss(host_idx, idx, width)
+        objective.backward()
+        optimizer.step()
+        total += loss.detach()
+    return total
+
+
+def check_finite(loss_sum: float | torch.Tensor, epoch: int) -> None:
+    """Raise ``FloatingPointError`` if an epoch's summed training loss is not finite (checked
+    once per epoch: a check per step would synchronise the host with the device every step)."""
+    value = float(loss_sum)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"training loss became {value} in epoch {epoch}")
+
+
 def train_epoch(model, train: SplitTensors, optimizers, clock: Work, epoch: int, *,
                 batch_size: int, generator: torch.Generator, bucket: bool) -> None:  # fmt: skip
-    """One shuffled pass over ``train``; the loss is summed on the device and checked once at
-    the end (a check per step would synchronise the host with the device every step)."""
+    """One shuffled pass of a lone model over ``train`` (``run_batches``); its loss checked at
+    the end (``check_finite``)."""
     device = train.ids.device
     model.train()
     t0 = time.perf_counter()
     batches = plan_batches(train.lengths, batch_size, generator, bucket)
-    loss_sum = torch.zeros((), device=device)
-    for idx, width in batches:
-        clock.train_tokens += int(train.lengths[idx].sum())
-        clock.train_examples += len(idx)
-        idx = idx.to(device, non_blocking=True)
-        optimizers.zero_grad()
+
+    def batch_loss(host_idx, idx, width):
         loss = nn.functional.cross_entropy(model(train.ids[idx, :width]), train.labels[idx])
-        loss.backward()
-        optimizers.step()
-        loss_sum += loss.detach()
+        return loss, loss
+
+    loss_sum = run_batches(batches, device, optimizers, batch_loss)
     if device.type == "cuda":
         torch.cuda.synchronize()
     clock.step_seconds += time.perf_counter() - t0
-    if not torch.isfinite(loss_sum):
-        raise FloatingPointError(f"training loss became {float(loss_sum)} in epoch {epoch}")
+    clock.count_epoch(train)
+    check_finite(loss_sum, epoch)
 
 
 @dataclass

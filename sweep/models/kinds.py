@@ -1,9 +1,10 @@
 """The model kinds, named once: each classifier, the config target that names it, its packed form
 and where it packs; and ``build_model``, which builds one from its config.
 
-``sweep.models.pack.fit`` decides what packs from ``KINDS`` (by the config's ``_target_``) and
-builds a pack's module from it (by the trained model's class), so a new model is one entry here
-(and, to pack, a ``Packed`` class in ``sweep.models.pack.modules``)."""
+``sweep.models.pack.grouping`` decides what packs from ``KINDS`` (by the config's ``_target_``)
+and ``sweep.models.pack.fit`` builds a pack's module from it (by the trained model's class), so
+a new model is one entry here (and, to pack, a ``Packed`` class in
+``sweep.models.pack.modules``)."""
 
 from __future__ import annotations
 

@@ -84,6 +84,7 @@ class FusedAdam:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = [torch.zeros((), device=p.device) for p in self.params]
+        self._position = {id(p): i for i, p in enumerate(self.params)}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -101,6 +102,37 @@ class FusedAdam:
             [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], steps,
             lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
         )  # fmt: skip
+
+    def state_of(self, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(exp_avg, exp_avg_sq, steps taken) of one of this optimizer's parameters: the moments
+        are this optimizer's own tensors (writing into them changes its state)."""
+        i = self._index(param)
+        return self.exp_avg[i], self.exp_avg_sq[i], int(self.steps[i])
+
+    def set_steps(self, steps: int) -> None:
+        """Every parameter's step count (a pack's Adam starts from, and hands back, its trials')."""
+        for counter in self.steps:
+            counter.fill_(steps)
+
+    @torch.no_grad()
+    def step_rows(self, rates: dict[float, list[tuple[nn.Parameter, int | slice]]]) -> None:
+        """One step in which each learning rate updates its own leading rows of the parameters
+        (``{lr: [(param, rows)]}``; a pack whose trials search ``train.lr``): one fused call per
+        rate. Every parameter's step count advances, as in ``step``."""
+        torch._foreach_add_(self.steps, 1.0)
+        for lr, parts in rates.items():
+            where = [(self._index(p), rows) for p, rows in parts]
+            adam_step(
+                [self.params[i][w] for i, w in where],
+                [self.params[i].grad[w] for i, w in where],
+                [self.exp_avg[i][w] for i, w in where],
+                [self.exp_avg_sq[i][w] for i, w in where],
+                [self.steps[i] for i, _ in where],
+                lr=lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+            )  # fmt: skip
+
+    def _index(self, param: nn.Parameter) -> int:
+        return self._position[id(param)]
 
     def state_dict(self) -> dict:
         return {
@@ -187,6 +219,12 @@ class Optimizers:
             self.optimizers.append(FusedAdam(dense, lr=lr))
         if sparse:
             self.optimizers.append(LazyAdam(sparse, lr=lr))
+
+    @property
+    def dense(self) -> FusedAdam | None:
+        """The Adam of the dense parameters (a pack steps and hands back its state), if any."""
+        first = self.optimizers[0] if self.optimizers else None
+        return first if isinstance(first, FusedAdam) else None
 
     def zero_grad(self) -> None:
         for optimizer in self.optimizers:

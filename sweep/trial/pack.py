@@ -1,4 +1,4 @@
-"""Trials trained together: which share a pack, and one pack's training (``sweep.models.pack.fit``).
+"""Trials trained together: which share a pack, and one pack's training (``sweep.models.pack``).
 
 Each member is built exactly as alone (``Lone._build``) and settled as soon as it ends, with the
 figures a lone run would give; a pack that fails as a whole trains its trials alone.
@@ -18,7 +18,9 @@ from sweep import measure
 from sweep.models.embedding import use_sparse
 from sweep.models.fit import EarlyStopping
 from sweep.models.optim import Optimizers
-from sweep.models.pack import fit as packing
+from sweep.models.pack.fit import fit_pack
+from sweep.models.pack.grouping import pack_key, split_by_width
+from sweep.models.pack.member import Member, trial_generator
 from sweep.search.settings import pack_padding
 from sweep.trial.sizes import Sizes
 
@@ -37,7 +39,7 @@ class Pack:
         seed: int | None = None,
         on_result: Callable[[int, dict[str, Any] | BaseException], None] | None = None,
     ) -> list[dict[str, Any] | BaseException]:
-        """Train several configurations; those that may share a pack (``packing.pack_key``)
+        """Train several configurations; those that may share a pack (``pack_key``)
         train together, the others alone. One result per configuration, in order: its measured
         columns (with ``pack``, the smallest of its pack's ``labels``), or the exception that
         ended it; each also goes to ``on_result(index, result)`` as soon as it is known (a
@@ -91,13 +93,13 @@ class Pack:
 
     def packs(self, setups: list[tuple[DictConfig, Sizes]]) -> list[list[int]]:
         """The configurations (their ``setup``) as packs of indices: those with one
-        ``packing.pack_key``, split by width (``packing.split_by_width``, at most
+        ``pack_key``, split by width (``split_by_width``, at most
         ``search.pack_padding`` times their own tables); the others alone."""
         padding = pack_padding(self.cfg.search)
         groups: dict[Any, list[tuple[int, int, int]]] = {}
         for i, (trial_cfg, sizes) in enumerate(setups):
             sparse = use_sparse(trial_cfg.model.get("sparse", "auto"), sizes.num_embeddings)
-            key = packing.pack_key(trial_cfg, sparse, self.data.device)
+            key = pack_key(trial_cfg, sparse, self.data.device)
             entry = (i, sizes.num_embeddings, sizes.embedding_dim)
             groups.setdefault(key if key is not None else ("alone", i), []).append(entry)
         return [
@@ -106,13 +108,13 @@ class Pack:
             for pack in (
                 [[i] for i, _, _ in group]
                 if isinstance(key, tuple)
-                else packing.split_by_width(group, padding)
+                else split_by_width(group, padding)
             )
         ]
 
     def _train_packed(self, params_list, setups, on_epochs, wrap_model, seed: int, settle) -> None:
-        """One pack (``sweep.models.pack.fit``): the members (their ``setup``) built exactly as alone,
-        trained together. ``settle(j, result)`` gets member j's result as soon as it ends: its
+        """One pack (``sweep.models.pack.fit``): the members (their ``setup``) built exactly as
+        alone, trained together. ``settle(j, result)`` gets member j's result as soon as it ends: its
         record (``gpu_peak_mb``: the pack's peak so far), or its exception."""
         device = self.data.device
         train_cfg = setups[0][0].train
@@ -122,14 +124,14 @@ class Pack:
                 views, model, cutoff_seconds = self._build(trial_cfg, sizes, seed, wrap_model)
                 stopping = EarlyStopping(train_cfg.patience)
                 optimizers = Optimizers(model, trial_cfg.train.lr)  # its own, maybe searched
-                member = packing.Member(model, optimizers, views, on_epoch, stopping)
-                member.rng = packing.trial_generator(device, seed)
+                member = Member(model, optimizers, views, on_epoch, stopping)
+                member.rng = trial_generator(device, seed)
                 members.append(member)
                 cutoffs.append(cutoff_seconds)
             index = {id(m): j for j, m in enumerate(members)}
             settling = [0.0]  # seconds in settle: the study and the reports, not training
 
-            def done(member: packing.Member) -> None:
+            def done(member: Member) -> None:
                 j, result = index[id(member)], member.outcome
                 if not isinstance(result, BaseException):
                     precisions = self._trained(params_list[j], setups[j], seed, member.model)
@@ -143,7 +145,7 @@ class Pack:
 
             t0 = time.perf_counter()
             try:
-                packing.fit_pack(members, train_cfg, seed, on_done=done)
+                fit_pack(members, train_cfg, seed, on_done=done)
             finally:
                 measure.release(device)
                 self.timing.training += time.perf_counter() - t0 - settling[0]

@@ -2,8 +2,8 @@
 
 Every layout keeps the trials' parameters disjoint: one table holding every trial's rows (row
 offsets; widths padded to the widest trial with columns held at zero), and per model
-(``sweep.models.kinds``): for the bag, stacked layers in batched matrix products (``PackedBag``); for
-the CNN, grouped convolutions, one group per trial (``PackedCNN``); for the RNN, block-diagonal
+(``sweep.models.kinds``): for the bag, stacked layers in batched matrix products (``PackedBag``);
+for the CNN, grouped convolutions, one group per trial (``PackedCNN``); for the RNN, block-diagonal
 recurrent layers, one cuDNN call for all (``PackedRNN``); for the Transformer, stacked layers,
 each trial's own layer norm and heads (``PackedTransformer``). ``Packed.pieces`` says where each
 trial's tensors sit in the packed ones: loading, storing and the optimizer follow it, and the
@@ -30,7 +30,7 @@ from sweep.models.classifiers import (
 
 
 class Member(Protocol):
-    """What a packed model reads of a trial in its pack (``sweep.models.pack.fit.Member``)."""
+    """What a packed model reads of a trial in its pack (``sweep.models.pack.member.Member``)."""
 
     model: nn.Module
     rng: torch.Generator | None  # its dropout masks' stream

@@ -1,5 +1,5 @@
-"""The benchmark commands: each answers --help, and their helpers and cheapest paths run (the
-benchmarks themselves read ../shared and take minutes to hours, not run here)."""
+"""The benchmark commands: each answers --help and their helpers run here (the benchmarks read
+../shared and take minutes to hours; ``test_benchmark_runs.py``, slow, runs each on tiny data)."""
 
 from __future__ import annotations
 

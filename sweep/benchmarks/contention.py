@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.benchmarks.models import save_and_print
+from sweep.benchmarks.models import save_and_print, split_overrides
 
 RUN_SWEEP = Path(__file__).resolve().parents[2] / "run_sweep.py"
 
@@ -50,9 +50,7 @@ def timed_sweep(folder: Path, cache: Path, overrides: list[str]) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
+    own, overrides = split_overrides(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/contention"))
     parser.add_argument("--competitors", type=int, default=2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -114,6 +115,15 @@ def save_and_print(table: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     print(markdown(table))
+
+
+def split_overrides(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """A command line as (the benchmark's own arguments, the config overrides after ``--``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1 :]
 
 
 def markdown(table: pd.DataFrame) -> str:

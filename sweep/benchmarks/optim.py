@@ -1,6 +1,6 @@
 """Benchmark: our FusedAdam against ``torch.optim.Adam(fused=True)`` on a default trial.
 
-    python -m sweep.benchmarks.optim [--repeats 3] [--threads 2]
+    python -m sweep.benchmarks.optim [--repeats 3] [--threads 2] [KEY=VALUE ...]
 
 Trains the same default synthetic trial (bag model, embedding_dim 32, vocab_size 3000) with each
 dense optimizer, alternating, and prints the median trial time and the accuracy of each. Both
@@ -30,12 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data=files ...")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     importlib.import_module("torch._dynamo")  # both sides: no one-off import inside the clock
     with tempfile.TemporaryDirectory() as cache:
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose("sweep", ["device=cpu", f"data.cache_dir={cache}"])
+            cfg = compose("sweep", ["device=cpu", f"data.cache_dir={cache}", *args.overrides])
         runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cpu")))
     ours = optim.FusedAdam
     variants = {

@@ -154,15 +154,17 @@ def main(argv=None) -> None:
     parser.add_argument("--budgets", nargs="+", default=["100KB", "1MB", "10MB"])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--fasttext-venv", type=Path, default=Path("bench/fasttext-venv"))
+    parser.add_argument("--no-fasttext", action="store_true", help="our side only")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
-    python = ensure_fasttext(args.fasttext_venv.resolve())
+    python = None if args.no_fasttext else ensure_fasttext(args.fasttext_venv.resolve())
     rows = []
     for name in args.sets:
         files = fasttext_files(compose_sweep(name, args.datasets, []), args.out / name / "fasttext")
         for budget in args.budgets:
             row = ours(name, budget, args)
-            row.update(fasttext_autotune(python, files, budget, row["ours_s"], args.out / name))
+            if python is not None:
+                row.update(fasttext_autotune(python, files, budget, row["ours_s"], args.out / name))
             rows.append(row)
             print(json.dumps(row), flush=True)
     frame = pd.DataFrame(rows)

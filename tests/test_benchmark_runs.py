@@ -1,0 +1,141 @@
+"""Each benchmark command's cheapest path, run end to end on tiny data (``slow``: CI runs them).
+
+The benchmarks read real data sets (``../shared/datasets``), which a test must not need: here a
+folder of the same layout holds small synthetic CSVs, so every command runs its real code, from
+argument parsing to the table it prints, in seconds. The figures are not checked against targets
+(that is what the benchmarks are for), only that each row is whole and plausible."""
+
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TINY
+
+from sweep.data.synthetic import generate
+
+pytestmark = pytest.mark.slow
+
+# ``data.synthetic`` overrides of a corpus small enough for a trial to take a fraction of a second.
+TINY_DATA = [o for o in TINY if o.startswith("data.")]
+
+
+def write_csv(path: Path, seed: int, docs: int) -> None:
+    texts, labels = generate(seed=seed, num_docs=docs, vocab_words=2000, cue_min_rank=50,
+                             cue_words=20)  # fmt: skip
+    table = pd.DataFrame({"text": texts, "label": labels})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            table.to_csv(f, index=False)
+    else:
+        table.to_csv(path, index=False)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> Path:
+    """The layout of ``../shared/datasets`` (TREC, SST-2, 20 Newsgroups), with tiny texts."""
+    root = tmp_path_factory.mktemp("datasets")
+    files = {"trec/train.csv": 400, "trec/test.csv": 150, "sst2/train.csv": 400,
+             "sst2/dev.csv": 100, "sst2/test.csv": 100, "20newsgroups/train.csv.gz": 400,
+             "20newsgroups/test.csv.gz": 150}  # fmt: skip
+    for seed, (name, docs) in enumerate(files.items()):
+        write_csv(root / name, seed, docs)
+    return root
+
+
+def test_models_benchmark_sweeps_a_data_set_and_prints_its_row(datasets, tmp_path, capsys):
+    from sweep.benchmarks import models
+
+    models.main(["--datasets", str(datasets), "--out", str(tmp_path), "--trials", "2",
+                 "--only", "trec-bag"])  # fmt: skip
+    row = pd.read_csv(tmp_path / "models.csv").iloc[0]
+    assert (row["dataset"], row["model"], row["trials"]) == ("trec", "bag", 2)
+    assert 0 <= row["best test acc"] <= 100 and row["its params"] <= row["best params"]
+    assert "| trec | bag |" in capsys.readouterr().out
+
+
+def test_search_efficiency_benchmark_prints_hypervolume_shares(datasets, tmp_path, capsys):
+    from sweep.benchmarks import search_efficiency
+
+    search_efficiency.main(["--datasets", str(datasets), "--out", str(tmp_path), "--data",
+                            "trec", "--trials", "4", "--grid", "4,16", "100,null", "--",
+                            "train.epochs=2"])  # fmt: skip
+    table = pd.read_csv(tmp_path / "search_efficiency.csv")
+    assert set(table["sampler"]) == {"tpe", "nsga2"} and (table["grid trials"] == 4).all()
+    shares = table["HV after 4"].str.rstrip("%").astype(float)
+    assert ((shares > 0) & (shares <= 100.0 + 1e-9)).all()  # a share of the grid's front
+    assert "HV after 4" in capsys.readouterr().out
+
+
+def test_speed_benchmark_trains_ours_and_the_reference(datasets, tmp_path):
+    from sweep.benchmarks import speed
+
+    speed.main(["--datasets", str(datasets), "--out", str(tmp_path), "--data", "trec",
+                "--no-fasttext", "--seeds", "0", "--lrs", "0.01", "--dim", "8"])  # fmt: skip
+    row = pd.read_csv(tmp_path / "speed.csv").iloc[0]
+    assert (row["data"], row["dim"], row["lr"]) == ("trec", 8, 0.01)
+    assert row["ours_s"] > 0 and row["ref_s"] > 0 and math.isfinite(row["speedup_trial"])
+    assert 0 <= row["ours_acc"] <= 100 and 0 <= row["ref_acc"] <= 100
+
+
+def test_memory_benchmark_estimates_every_model_on_cpu(tmp_path, capsys):
+    from sweep.benchmarks import memory
+
+    memory.main(["--out", str(tmp_path), "--device", "cpu", *TINY_DATA, "train.epochs=1",
+                 "data.max_length=32"])  # fmt: skip
+    table = pd.read_csv(tmp_path / "memory.csv")
+    assert set(table["model"]) == {"bag", "cnn", "rnn", "transformer"}
+    assert (table["est_peak_mb"] > 0).all() and table["gpu_peak_mb"].isna().all()  # NaN on CPU
+    assert "device: cpu" in capsys.readouterr().out.lower()
+
+
+def test_optim_benchmark_times_both_optimizers(capsys):
+    from sweep.benchmarks import optim
+
+    optim.main(["--repeats", "1", "--threads", "1", *TINY_DATA])
+    out = capsys.readouterr().out
+    assert "FusedAdam (sweep.models.optim)" in out and "torch.optim.Adam(fused=True)" in out
+
+
+def test_scaling_benchmark_runs_the_sweep_with_each_worker_count(tmp_path):
+    from sweep.benchmarks import scaling
+
+    scaling.main(["--out", str(tmp_path), "--workers", "1", "--trials", "2", "--", *TINY_DATA])
+    row = pd.read_csv(tmp_path / "scaling.csv").iloc[0]
+    assert (row["workers"], row["trials"], row["speed-up"]) == (1, 2, 1.0)
+
+
+def test_contention_benchmark_times_the_sweep_alone_and_beside_busy_loops(tmp_path):
+    from sweep.benchmarks import contention
+
+    contention.main(["--out", str(tmp_path), "--competitors", "1", "--", *TINY_DATA,
+                     "search.n_trials=2"])  # fmt: skip
+    table = pd.read_csv(tmp_path / "contention.csv")
+    assert list(table["competitors"]) == [0, 1] and (table["trials"] == 2).all()
+    assert table["ratio to alone"].iloc[0] == 1.0 and table["ratio to alone"].iloc[1] > 0
+
+
+def test_shipping_benchmark_exports_our_model_under_a_budget(datasets, tmp_path):
+    from sweep.benchmarks import shipping
+
+    shipping.main(["--datasets", str(datasets), "--out", str(tmp_path), "--sets", "trec",
+                   "--budgets", "1MB", "--trials", "3", "--no-fasttext"])  # fmt: skip
+    row = pd.read_csv(tmp_path / "shipping.csv").iloc[0]
+    assert (row["data"], row["budget"], row["trials_trained"]) == ("trec", "1MB", 3)
+    assert row["ours_precision"] in ("fp32", "fp16", "int8", "int4")
+    assert 0 < row["ours_bytes"] <= 1_000_000 and 0 <= row["ours_acc"] <= 100
+
+
+def test_defaults_benchmark_runs_the_default_sweep_on_a_set(datasets, tmp_path):
+    from sweep.benchmarks import defaults
+
+    defaults.main(["--datasets", str(datasets), "--out", str(tmp_path), "--data", "trec",
+                   "--fasttext-dims", "--variant", "tiny", "search.n_trials=2", "train.epochs=1",
+                   "report.repeats=0"])  # fmt: skip
+    row = pd.read_csv(tmp_path / "defaults.csv").iloc[0]
+    assert (row["data"], row["variant"]) == ("trec", "tiny") and row["wall s"] > 0
+    assert 0 <= row["recommended: test acc"] <= 100 and row["its params"] > 0

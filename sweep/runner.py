@@ -82,7 +82,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             the_study, cfg.search, n_trials=n_trials, space=space, describe=trial.describe,
             train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
             pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
-            train_pack=trial.train_pack,
+            train_pack=trial.train_pack, validation_docs=len(data.labels["validation"]),
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
         measure_precisions(the_study, cfg, trial, kept)

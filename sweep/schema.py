@@ -58,7 +58,7 @@ class Column:
 _TABLE = """
 trial                     study    shown                | Optuna trial number
 state                     study    shown                | `COMPLETE`, `PRUNED`, `FAIL`, `SKIPPED` (over a budget, too large after an out-of-memory failure, or its probe step ran out of memory) or `RUNNING`
-fail_reason               study                         | exception type and message of a failed trial; why a trial was skipped or interrupted
+fail_reason               study                         | exception type and message of a failed trial; why a trial was skipped, pruned (`search/pruner=size`) or interrupted
 embedding_dim             sizes    shown plan           | width D of each embedding row
 vocab_size                sizes    shown plan           | cutoff K: the K most frequent train words are kept (after clamping)
 num_embeddings            sizes    shown plan           | rows of the table: K + 2 (`<pad>`, `<unk>`) + `hash_buckets`
@@ -232,7 +232,8 @@ DEFAULT_OBJECTIVES = Objectives()  # validation accuracy up, params_total down
 
 
 # Stored with a trial but not report columns: the search's own bookkeeping.
-_UNLISTED = {"val_history", "worker", "heartbeat", "skipped_reason", "out_of_memory"}
+_UNLISTED = {"val_history", "val_curve", "pruned_reason", "worker", "heartbeat",
+             "skipped_reason", "out_of_memory"}  # fmt: skip
 
 
 def complete(frame: pd.DataFrame) -> pd.DataFrame:

@@ -357,7 +357,7 @@ def charts(table: pd.DataFrame, context: dict[str, Any], objectives=None) -> str
     done = done.sort_values("trial")
     return "".join(
         [
-            _front_chart(done, objectives),
+            _front_chart(done, objectives, table),
             _heatmap(done),
             *_axis_charts(done),
             _coverage_chart(context.get("coverage_curve") or {}),
@@ -373,18 +373,24 @@ def charts(table: pd.DataFrame, context: dict[str, Any], objectives=None) -> str
 _ACC = "validation accuracy (%)"
 
 
-def _front_chart(done: pd.DataFrame, objectives) -> str:
+def _front_chart(done: pd.DataFrame, objectives, table: pd.DataFrame | None = None) -> str:
     """1. The quality objective against the size objective (params_total with one objective):
-    trials grey, the front blue, the recommendation ringed."""
+    trials grey, the front blue, the recommendation ringed; pruned trials (their accuracy when
+    they stopped, never on the front) as hollow marks."""
     x = objectives.size or "params_total"
     y = objectives.quality
     others, front = done[~done["pareto"]], done[done["pareto"]].sort_values(x)
+    pruned = done.iloc[:0]
+    if table is not None and y in table and x in table:
+        pruned = table[(table["state"] == "PRUNED") & table[y].notna() & table[x].notna()]
     rec = done[done["recommended"]]
     y_label = _ACC if y == "val_accuracy" else y
     return plots.chart(
         f"1. {'Accuracy' if y == 'val_accuracy' else y} against {'parameters' if x == 'params_total' else x}",
         [
             plots.Series("trials", others[x], others[y], _tips(others), "#999"),
+            *([plots.Series("pruned (stopped early)", pruned[x], pruned[y], _tips(pruned), "none",
+                            marker_attrs='stroke="#999" stroke-width="1.5"')] if len(pruned) else []),
             plots.Series("Pareto front", front[x], front[y], _tips(front), plots.PALETTE[0], line=True),
             plots.Series(  # a ring around its front point, which stays visible inside
                 "recommended", rec[x], rec[y], _tips(rec), "none", radius=8,

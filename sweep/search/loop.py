@@ -25,6 +25,7 @@ import pandas as pd
 
 from sweep import schema
 from sweep.common.secrets import mask
+from sweep.search.pruning import CURVE, Curve, SizeRule, curves, size_rule
 from sweep.search.settings import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
 from sweep.search.space import SearchSpace
 from sweep.search.study import (
@@ -110,11 +111,17 @@ def set_attrs(trial: optuna.Trial, figures: dict[str, Any]) -> None:
         trial.set_user_attr(key, value)
 
 
-def epoch_callback(trial: optuna.Trial, prune: bool) -> Callable[[int, float], None]:
-    """After each epoch: the heartbeat and, for a single objective, Optuna's pruner."""
+def epoch_callback(trial: optuna.Trial, prune: bool, watch: SizeWatch | None = None,
+                   figures: dict[str, Any] | None = None) -> Callable[[int, float], None]:  # fmt: skip
+    """After each epoch: the heartbeat; with ``watch`` (search/pruner=size) the trial's curve
+    stored and, at a rung, the size rule; for a single objective, Optuna's pruner."""
+    curve: list[float] = []
 
     def on_epoch(epoch: int, val_accuracy: float) -> None:
         trial.set_user_attr("heartbeat", time.time())
+        curve.append(val_accuracy)
+        if watch is not None:
+            watch.after_epoch(trial, curve, figures or {})
         if not prune:
             return  # Optuna reports and prunes single-objective studies only
         trial.report(val_accuracy, epoch)
@@ -123,6 +130,28 @@ def epoch_callback(trial: optuna.Trial, prune: bool) -> Callable[[int, float], N
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
     return on_epoch
+
+
+class SizeWatch:
+    """The size rule (``sweep.search.pruning``) as the trial loop applies it: each epoch's
+    accuracy stored with the trial (``val_curve``: what other trials and workers compare
+    with), and at a rung epoch the rule's decision against every stored curve."""
+
+    def __init__(self, study: optuna.Study, rule: SizeRule, validation_docs: int):
+        self.study, self.rule, self.validation_docs = study, rule, validation_docs
+
+    def after_epoch(self, trial: optuna.Trial, curve: list[float], figures: dict) -> None:
+        """Raise ``TrialPruned`` (its figures so far stored) when the rule stops the trial."""
+        trial.set_user_attr(CURVE, list(curve))
+        size = figures.get(self.rule.size)
+        if size is None or not self.rule.is_rung(len(curve)):
+            return
+        mine = Curve(trial.number, float(size), tuple(curve))
+        reason = self.rule.decide(mine, curves(self.study, self.rule.size), self.validation_docs)
+        if reason is not None:
+            set_attrs(trial, {"pruned_epoch": len(curve), "pruned_reason": reason,
+                              "val_accuracy": max(curve), "epochs": len(curve)})  # fmt: skip
+            raise optuna.TrialPruned(reason)
 
 
 def prepare(study, trial, search_cfg, space: SearchSpace, grid, describe: Describe):
@@ -228,6 +257,7 @@ def run_trials(
     after_trial: Callable[[optuna.trial.FrozenTrial, int], None],
     pack: int = 1,
     train_pack: Callable[..., list] | None = None,
+    validation_docs: int = 0,
 ) -> int:
     """Run trials until the study has ``n_trials`` finished; return how many ran here.
 
@@ -236,10 +266,13 @@ def run_trials(
     ``after_trial(frozen_trial, finished_count)`` runs after each trial (reports, progress).
     With ``pack`` > 1 each round asks up to ``pack`` trials and ``train_pack(params_list,
     on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
+    ``validation_docs`` (the validation split's size) sets the size rule's automatic margin.
     """
     values = search_cfg.sampler.get("values")
     grid = space.grid(values) if search_cfg.sampler.name == "grid" else None
     tally, ran = Tally(search_cfg), 0
+    rule = size_rule(search_cfg)
+    watch = SizeWatch(study, rule, validation_docs) if rule is not None else None
 
     def finish(trial, result) -> None:
         state, values = tally.settle(trial, result)
@@ -262,25 +295,27 @@ def run_trials(
         prune = len(search_cfg.objectives) == 1
         if len(asked) == 1 or train_pack is None:
             for trial in asked:
-                finish(
-                    trial, run_one(study, trial, search_cfg, space, grid, describe, train, prune)
-                )
+                finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train,
+                                      prune, watch))  # fmt: skip
         else:
-            run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish)
+            run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish,
+                     watch)  # fmt: skip
     return ran
 
 
-def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool):
+def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool, watch=None):
     """One trial alone: its objective values, or the exception that ended it."""
     try:
         params, figures = prepare(study, trial, search_cfg, space, grid, describe)
-        measured = None if params is None else train(params, epoch_callback(trial, prune))
+        on_epoch = epoch_callback(trial, prune, watch, figures)
+        measured = None if params is None else train(params, on_epoch)
         return objective_values(trial, figures, measured, search_cfg)
     except Exception as error:
         return error
 
 
-def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish) -> None:
+def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish,
+             watch=None) -> None:  # fmt: skip
     """A round of several asked trials: reused and skipped ones settle at once, the others
     train together (``train_pack``), each settling with its own result as soon as it ends (a
     trial that stops early in a pack is told while the others train on)."""
@@ -305,7 +340,8 @@ def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune,
         else:
             finish(trial, values_or_error(trial, figures, measured, search_cfg))
 
-    train_pack([p for _, p, _ in pending], [epoch_callback(t, prune) for t, _, _ in pending],
+    train_pack([p for _, p, _ in pending],
+               [epoch_callback(t, prune, watch, f) for t, _, f in pending],
                [t.number for t, _, _ in pending], on_result=settle)  # fmt: skip
 
 
@@ -475,6 +511,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update(trial.params)
         if state == "SKIPPED":
             row["fail_reason"] = trial.user_attrs["skipped_reason"]
+        elif "pruned_reason" in trial.user_attrs:
+            row["fail_reason"] = trial.user_attrs["pruned_reason"]
         row["datetime_start"] = trial.datetime_start
         duration = trial.duration
         row["duration_seconds"] = duration.total_seconds() if duration else math.nan

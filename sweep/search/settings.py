@@ -15,6 +15,7 @@ import warnings
 import optuna
 
 from sweep.schema import PRECISIONS, file_bytes_column
+from sweep.search.pruning import size_rule
 from sweep.search.space import SearchError, SearchSpace
 
 # The budgets (search.<limit>) and the trial column each one limits; file_bytes is the column of
@@ -174,15 +175,21 @@ def grid_size(search_cfg, space: SearchSpace) -> int | None:
 
 
 def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
-    """The pruner preset ``search.pruner`` (search/pruner=none|median|hyperband)."""
+    """Optuna's pruner for the preset ``search.pruner`` (search/pruner=none|size|median|
+    hyperband). ``size`` is no Optuna pruner: the trial loop applies it after each epoch
+    (``sweep.search.pruning``), in a study of any number of objectives."""
     pruner_cfg = search_cfg.get("pruner")
     name = pruner_cfg.name if pruner_cfg else "none"
+    if name == "size":
+        size_rule(search_cfg)  # its keys checked before any trial runs
+        return optuna.pruners.NopPruner()
     if name == "none":
         return optuna.pruners.NopPruner()
     if len(search_cfg.directions) > 1:
         raise SearchError(
             f"search.pruner={name} but the study has several objectives; Optuna prunes "
-            "single-objective studies only: use search=accuracy or search/pruner=none"
+            "single-objective studies only: use search/pruner=size (size-aware, any number of "
+            "objectives), search=accuracy or search/pruner=none"
         )
     if name == "median":
         return optuna.pruners.MedianPruner(
@@ -194,4 +201,6 @@ def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
             min_resource=pruner_cfg.min_resource,
             reduction_factor=pruner_cfg.reduction_factor,
         )
-    raise SearchError(f"search.pruner.name={name!r} is unknown: use none, median or hyperband")
+    raise SearchError(
+        f"search.pruner.name={name!r} is unknown: use none, size, median or hyperband"
+    )

@@ -58,17 +58,24 @@ def test_models_benchmark_sweeps_a_data_set_and_prints_its_row(datasets, tmp_pat
     assert "| trec | bag |" in capsys.readouterr().out
 
 
-def test_search_efficiency_benchmark_prints_hypervolume_shares(datasets, tmp_path, capsys):
+def test_search_efficiency_benchmark_times_each_strategy_against_the_grid(datasets, tmp_path,
+                                                                         capsys):  # fmt: skip
     from sweep.benchmarks import search_efficiency
 
-    search_efficiency.main(["--datasets", str(datasets), "--out", str(tmp_path), "--data",
-                            "trec", "--trials", "4", "--grid", "4,16", "100,null", "--",
-                            "train.epochs=2"])  # fmt: skip
+    search_efficiency.main(["--datasets", str(datasets), "--out", str(tmp_path), "--sets", "trec",
+                            "--strategies", "tpe", "size", "--seeds", "0", "1", "--trials", "3",
+                            "--trials-pruning", "3",
+                            "--grid", "4,16", "100,null", "--", "train.epochs=2"])  # fmt: skip
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 4 and set(runs["strategy"]) == {"tpe", "size"}
+    assert ((runs["final_hv_pct"] > 0) & (runs["final_hv_pct"] <= 100 + 1e-9)).all()
+    assert (runs["run_seconds"] > 0).all() and (runs["complete"] + runs["pruned"] == 3).all()
+    reached = runs["seconds_to_99pct_hv"].dropna()
+    assert (reached <= runs.loc[reached.index, "run_seconds"]).all()
     table = pd.read_csv(tmp_path / "search_efficiency.csv")
-    assert set(table["sampler"]) == {"tpe", "nsga2"} and (table["grid trials"] == 4).all()
-    shares = table["HV after 4"].str.rstrip("%").astype(float)
-    assert ((shares > 0) & (shares <= 100.0 + 1e-9)).all()  # a share of the grid's front
-    assert "HV after 4" in capsys.readouterr().out
+    assert list(table["strategy"]) == ["tpe", "size"] and (table["seeds"] == 2).all()
+    out = capsys.readouterr().out
+    assert "trec: grid of 4 trials" in out and "ratio_to_tpe_99pct_hv" in out
 
 
 def test_speed_benchmark_trains_ours_and_the_reference(datasets, tmp_path):

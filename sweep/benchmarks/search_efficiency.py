@@ -1,78 +1,221 @@
-"""Benchmark: how fast do TPE and NSGA-II find the accuracy-size front, against a full grid?
+"""Benchmark: how soon does each search strategy find the accuracy-size front, in wall time?
 
-    python -m sweep.benchmarks.search_efficiency --datasets ../shared/datasets --out bench/search \
-        [--data synthetic trec] [--trials 30] [--grid DIMS VOCABS] [-- KEY=VALUE ...]
+    python -m sweep.benchmarks.search_efficiency --datasets ../shared/datasets --out bench/search \\
+        [--sets synthetic trec sst2 20newsgroups trec-cnn] [--strategies tpe nsga2 random size moasha] \\
+        [--seeds 0 1 2] [--trials 30] [--grid DIMS VOCABS] [-- KEY=VALUE ...]
 
-On the synthetic data and on TREC (bag model), it runs a full grid over embedding_dim and
-vocab_size, then TPE and NSGA-II sweeps of 30 trials over the same ranges, and prints the
-hypervolume (validation accuracy against log10 params_total) of the front each reaches after 10,
-20 and 30 trials, as a fraction of the grid's. Reference point: accuracy 0 and the log10 size of
-the largest configuration in the space. Studies live under ``--out`` and resume. ``--grid 4,16
-100,null`` replaces the grid's values (null: the full vocabulary); overrides after ``--`` go to
-every study.
+For each set (bag model unless the name says otherwise; the files as a user passes them) it runs
+a full grid over embedding_dim and vocab_size once, the reference (cached: studies live under
+``--out`` and resume), then each strategy with each sampler seed (``search.worker_index``; the
+training seed stays ``seed``, so every strategy trains exactly the grid's trials) for
+``--trials`` trials, one torch thread. Strategies: ``tpe`` (today's default), ``nsga2``,
+``random``, ``size`` (TPE with ``search/pruner=size``) and ``moasha`` (Syne Tune's MOASHA on the
+same trial function, in its own virtual environment: ``moasha_peer``). The strategies that stop
+trials early run ``--trials-pruning`` trials (default twice ``--trials``): a stopped trial costs
+a fraction of one, and every figure is read against wall time, not trials.
+
+Printed per set and strategy, the median over seeds, against wall time from the first trial's
+start (the trials' own timestamps in the storage):
+
+- the hypervolume of validation accuracy against log10 params_total as a share of the grid's,
+  with the reference point at the grid front's lowest accuracy minus one point (accuracy 0
+  would make every front look 95% done) and the log10 size of the grid's largest trial; and the
+  seconds until it reaches 99% of the grid's;
+- the seconds until the sweep's own recommendation (``report.tolerance``) is within the
+  tolerance of the grid's recommended accuracy at no more than 1.5x its parameters, and stays
+  so to the end of the run;
+- each as a ratio to ``tpe``'s (target: at most 1/3), and the final figures where a run never
+  gets there. ``search_efficiency.csv`` holds the table, ``runs.csv`` every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+import statistics
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hydra import compose, initialize_config_dir
 
-from sweep.benchmarks.models import CONFIGS, save_and_print, split_overrides
+from sweep.benchmarks.defaults import data_overrides
+from sweep.benchmarks.models import save_and_print, split_overrides
+from sweep.cli import compose_user
+from sweep.report.build import annotate
 from sweep.runner import run
 
 DIMS = [4, 8, 16, 32, 64, 128, 256]
 VOCABS = [100, 200, 500, 1000, 2000, 5000, 10000, None]  # None = the full train vocabulary
-CHECKPOINTS = (10, 20, 30)
+# Set -> (data set of benchmarks.defaults.FILES, model overrides).
+SETS = {
+    "synthetic": ("synthetic", []),
+    "trec": ("trec", []),
+    "sst2": ("sst2", []),
+    "20newsgroups": ("20newsgroups", []),
+    "trec-cnn": ("trec", ["model=cnn"]),
+}
+STRATEGIES = {
+    "tpe": ["search/sampler=tpe"],
+    "nsga2": ["search/sampler=nsga2"],
+    "random": ["search/sampler=random"],
+    "size": ["search/sampler=tpe", "search/pruner=size"],
+    "moasha": None,  # Syne Tune's, in its own environment (moasha_peer)
+}
+PRUNING = ("size", "moasha")  # strategies that stop trials: --trials-pruning trials
+ROOT = Path(__file__).resolve().parents[2]
+HV_TARGET = 0.99
+PARAMS_SLACK = 1.5  # a recommendation is right at no more than this times the grid's params
 
 
 def vocab_value(vocab: int | None) -> str:
     return "null" if vocab is None else str(vocab)
 
 
-def hypervolume(accuracy: np.ndarray, log_params: np.ndarray, log_params_ref: float) -> float:
-    """Area dominated by the points (max accuracy, min log params) above accuracy 0."""
+def hypervolume(accuracy, log_params, log_params_ref: float, accuracy_ref: float = 0.0) -> float:
+    """Area dominated by the points (max accuracy, min log params) inside the reference box
+    (accuracy above ``accuracy_ref``, size below ``log_params_ref``)."""
     accuracy, log_params = np.asarray(accuracy, float), np.asarray(log_params, float)
-    order = np.argsort(log_params)
-    best, area = -math.inf, 0.0
-    xs, ys = log_params[order], accuracy[order]
-    front = []
-    for x, y in zip(xs, ys, strict=True):  # staircase: keep points that raise the accuracy
-        if y > best:
+    order = np.argsort(log_params, kind="stable")
+    best, front = -math.inf, []
+    for x, y in zip(log_params[order], accuracy[order], strict=True):
+        if y > best and x < log_params_ref:  # staircase: keep points that raise the accuracy
             front.append((x, y))
             best = y
+    area = 0.0
     for i, (x, y) in enumerate(front):
         next_x = front[i + 1][0] if i + 1 < len(front) else log_params_ref
-        area += max(next_x - x, 0.0) * y
+        area += max(next_x - x, 0.0) * max(y - accuracy_ref, 0.0)
     return area
 
 
-def study(name: str, data: list[str], sampler: list[str], trials: int, out: Path,
-          extra: list[str] = ()) -> pd.DataFrame:  # fmt: skip
-    overrides = [
-        *data,
-        "model=bag",
-        *sampler,
+def shared(overrides: list[str], out: Path) -> list[str]:
+    """What every run of the benchmark shares: the space, the cache, no repeats or exports."""
+    return [
+        *overrides,
         "search.space.embedding_dim.low=4",
         "search.space.embedding_dim.high=256",
         "search.space.vocab_size.low=100",
-        f"search.n_trials={trials}",
-        f"search.study_name={name}",
-        f"search.storage_dir={out / 'studies'}",
         f"data.cache_dir={out / 'cache'}",
         "report.repeats=0",
+        "report.quantize=none",
+        "report.export=none",
         "threads=1",  # one thread per trial: steady timings beside other work
-        *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=overrides)
-    table = run(cfg, out / "reports" / name, overrides).table
-    return table[table["state"] == "COMPLETE"].sort_values("trial")
+
+
+def sweep_table(name: str, overrides: list[str], out: Path) -> pd.DataFrame:
+    """Run (or resume) one study; its trials with ``seconds``: completion time from the first
+    trial's start."""
+    overrides = [*shared(overrides, out), f"search.study_name={name}",
+                 f"search.storage_dir={out / 'studies'}"]  # fmt: skip
+    table = run(compose_user(overrides), out / "reports" / name, overrides).table
+    start = pd.to_datetime(table["datetime_start"]).min()
+    ends = pd.to_datetime(table["datetime_start"]) + pd.to_timedelta(
+        table["duration_seconds"], unit="s"
+    )
+    return table.assign(seconds=(ends - start).dt.total_seconds()).sort_values("seconds")
+
+
+class Reference:
+    """What the grid found: its hypervolume box and its recommended trial."""
+
+    def __init__(self, grid: pd.DataFrame, tolerance: float):
+        done = grid[grid["state"] == "COMPLETE"]
+        front = done[done["pareto"].astype(bool)]
+        self.log_ref = math.log10(done["params_total"].max())
+        self.acc_ref = front["val_accuracy"].min() - 1.0
+        self.hv = self.of(done)
+        rec = done[done["recommended"].astype(bool)].iloc[0]
+        self.rec_acc, self.rec_params = float(rec["val_accuracy"]), float(rec["params_total"])
+        self.tolerance, self.trials, self.seconds = tolerance, len(grid), grid["seconds"].max()
+
+    def of(self, done: pd.DataFrame) -> float:
+        return hypervolume(done["val_accuracy"], np.log10(done["params_total"].astype(float)),
+                           self.log_ref, self.acc_ref)  # fmt: skip
+
+    def right(self, rec: pd.Series) -> bool:
+        return (rec["val_accuracy"] >= self.rec_acc - self.tolerance
+                and rec["params_total"] <= PARAMS_SLACK * self.rec_params)  # fmt: skip
+
+
+def moasha_table(name: str, overrides: list[str], trials: int, seed: int, out: Path,
+                 venv: Path) -> pd.DataFrame:  # fmt: skip
+    """Syne Tune's MOASHA on the same trial function (``moasha_peer``, its own environment);
+    its trials, cached in ``out/peer/NAME.json``."""
+    from sweep.benchmarks.moasha_peer import ensure_synetune
+
+    result = out / "peer" / f"{name}.json"
+    if not result.exists():
+        result.parent.mkdir(parents=True, exist_ok=True)
+        job = result.with_suffix(".job.json")
+        job.write_text(json.dumps({"overrides": shared(overrides, out), "trials": trials,
+                                   "seed": seed, "out": str(result), "threads": 1}))  # fmt: skip
+        python = ensure_synetune(venv)
+        subprocess.run([str(python), "-m", "sweep.benchmarks.moasha_peer", str(job)],
+                       check=True, cwd=ROOT)  # fmt: skip
+    return pd.DataFrame(json.loads(result.read_text()))
+
+
+def course(table: pd.DataFrame, ref: Reference) -> dict:
+    """One run's figures: seconds to 99% of the grid's hypervolume and to a right
+    recommendation that stays right, the final share and whether the final pick is right."""
+    finished = table[table["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
+    t_hv = t_right = math.nan
+    right = False
+    for seconds in finished["seconds"]:
+        done = finished[(finished["seconds"] <= seconds) & (finished["state"] == "COMPLETE")]
+        if not len(done):
+            continue
+        if math.isnan(t_hv) and ref.of(done) >= HV_TARGET * ref.hv:
+            t_hv = seconds
+        marked = annotate(
+            done.drop(columns=["pareto", "recommended"], errors="ignore"), ref.tolerance
+        )
+        now_right = ref.right(marked[marked["recommended"]].iloc[0])
+        if now_right and not right:
+            t_right = seconds
+        right = now_right
+    complete = finished[finished["state"] == "COMPLETE"]
+    return {
+        "seconds_to_99pct_hv": t_hv,
+        "seconds_to_right_pick": t_right if right else math.nan,
+        "final_hv_pct": 100 * ref.of(complete) / ref.hv if len(complete) else 0.0,
+        "final_pick_right": right,
+        "run_seconds": float(finished["seconds"].max()),
+        "complete": len(complete),
+        "pruned": int((finished["state"] == "PRUNED").sum()),
+    }
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Median over seeds per set and strategy, with ratios to tpe's medians."""
+    rows = []
+    for (set_name, strategy), group in runs.groupby(["set", "strategy"], sort=False):
+        row = {"set": set_name, "strategy": strategy, "seeds": len(group)}
+        for column in ("seconds_to_99pct_hv", "seconds_to_right_pick", "final_hv_pct",
+                       "run_seconds"):  # fmt: skip
+            values = group[column].to_numpy(float)
+            reached = values[np.isfinite(values)]
+            # A run that never got there counts as the slowest (its median is then NaN if
+            # most runs never did).
+            padded = np.where(np.isfinite(values), values, math.inf)
+            median = statistics.median(padded) if len(values) else math.nan
+            row[column] = round(median, 1) if math.isfinite(median) else math.nan
+            if column.startswith("seconds_to"):
+                row[column.replace("seconds_to", "reached")] = f"{len(reached)}/{len(values)}"
+        row["pruned"] = int(group["pruned"].sum())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in ("seconds_to_99pct_hv", "seconds_to_right_pick"):
+        base = table[table["strategy"] == "tpe"].set_index("set")[column]
+        table[column.replace("seconds_to", "ratio_to_tpe")] = [
+            round(v / base.get(s, math.nan), 2) if math.isfinite(v) else math.nan
+            for s, v in zip(table["set"], table[column], strict=True)
+        ]
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,47 +223,55 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--out", type=Path, default=Path("bench/search"))
-    parser.add_argument("--data", nargs="+", default=["synthetic", "trec"])
-    parser.add_argument("--trials", type=int, default=max(CHECKPOINTS))
+    parser.add_argument("--sets", nargs="+", default=["synthetic", "trec", "sst2"],
+                        choices=list(SETS))  # fmt: skip
+    parser.add_argument("--strategies", nargs="+", default=["tpe", "nsga2", "random", "size"],
+                        choices=list(STRATEGIES))  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="sampler seeds (search.worker_index); training keeps seed")  # fmt: skip
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--trials-pruning", type=int,
+                        help="trials of the strategies that stop trials early (size, moasha; "
+                             "default: twice --trials, as a stopped trial costs a fraction)")  # fmt: skip
+    parser.add_argument("--synetune-venv", type=Path, default=Path("bench/synetune-venv"))
     parser.add_argument("--grid", nargs=2, metavar=("DIMS", "VOCABS"),
                         default=[",".join(map(str, DIMS)), ",".join(map(vocab_value, VOCABS))])  # fmt: skip
     args = parser.parse_args(own)
     logging.basicConfig(level=logging.WARNING)
-    out = args.out.resolve()
-    trec = args.datasets.resolve() / "trec"
-    datasets = {
-        "synthetic": ["data=synthetic"],
-        "trec": [
-            "data=files",
-            f"data.train={trec / 'train.csv'}",
-            f"data.test={trec / 'test.csv'}",
-            "data.tokenizer.lowercase=false",
-        ],  # fmt: skip
-    }
+    out, datasets = args.out.resolve(), args.datasets.resolve()
     dims, vocabs = (values.split(",") for values in args.grid)
     grid = ["search/sampler=grid", f"search.sampler.values.embedding_dim=[{','.join(dims)}]",
-            f"search.sampler.values.vocab_size=[{','.join(vocabs)}]"]  # fmt: skip
-    checkpoints = sorted({n for n in CHECKPOINTS if n < args.trials} | {args.trials})
-    rows = []
-    for dataset in args.data:
-        data = datasets[dataset]
-        full = study(f"{dataset}-grid", data, grid, len(dims) * len(vocabs), out, extra)
-        ref = math.log10(full["params_total"].max())
-        grid_hv = hypervolume(full["val_accuracy"].to_numpy(), np.log10(full["params_total"]), ref)
-        for sampler in ("tpe", "nsga2"):
-            sampler_cfg = [f"search/sampler={sampler}"]
-            table = study(f"{dataset}-{sampler}", data, sampler_cfg, args.trials, out, extra)
-            row = {"dataset": dataset, "sampler": sampler, "grid trials": len(full)}
-            for n in checkpoints:
-                head = table.head(n)
-                hv = hypervolume(
-                    head["val_accuracy"].to_numpy(), np.log10(head["params_total"]), ref
-                )
-                row[f"HV after {n}"] = f"{100 * hv / grid_hv:.1f}%"
-                row[f"{n} trials as share of grid"] = f"{100 * n / len(full):.0f}%"
-            rows.append(row)
-    table = pd.DataFrame(rows)
-    save_and_print(table, out / "search_efficiency.csv")
+            f"search.sampler.values.vocab_size=[{','.join(vocabs)}]",
+            f"search.n_trials={len(dims) * len(vocabs)}"]  # fmt: skip
+    tolerance = float(compose_user(extra).report.tolerance)
+    runs = []
+    for set_name in args.sets:
+        data_set, model = SETS[set_name]
+        base = [*data_overrides(data_set, datasets), *model, *extra]
+        ref = Reference(sweep_table(f"{set_name}-grid", [*base, *grid], out), tolerance)
+        print(f"{set_name}: grid of {ref.trials} trials in {ref.seconds:.0f} s; recommended "
+              f"{ref.rec_acc:.2f}% at {ref.rec_params:,.0f} params", flush=True)  # fmt: skip
+        for strategy in args.strategies:
+            trials = args.trials
+            if strategy in PRUNING:
+                trials = args.trials_pruning or 2 * args.trials
+            for seed in args.seeds:
+                name = f"{set_name}-{strategy}-n{trials}-s{seed}"
+                if STRATEGIES[strategy] is None:
+                    table = moasha_table(name, base, trials, seed, out,
+                                         args.synetune_venv.resolve())  # fmt: skip
+                else:
+                    overrides = [*base, *STRATEGIES[strategy], f"search.n_trials={trials}",
+                                 f"search.worker_index={seed}"]  # fmt: skip
+                    table = sweep_table(name, overrides, out)
+                row = {"set": set_name, "strategy": strategy, "seed": seed,
+                       **course(table, ref)}  # fmt: skip
+                print(row, flush=True)
+                runs.append(row)
+                # After each run: a benchmark cut short keeps what it measured.
+                out.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
+    save_and_print(summary(pd.DataFrame(runs)), out / "search_efficiency.csv")
 
 
 if __name__ == "__main__":

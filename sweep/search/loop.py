@@ -133,19 +133,21 @@ def epoch_callback(trial: optuna.Trial, prune: bool, watch: SizeWatch | None = N
 
 
 class SizeWatch:
-    """The size rule (``sweep.search.pruning``) as the trial loop applies it: each epoch's
-    accuracy stored with the trial (``val_curve``: what other trials and workers compare
-    with), and at a rung epoch the rule's decision against every stored curve."""
+    """The size rule (``sweep.search.pruning``) as the trial loop applies it: at a rung epoch
+    the trial's accuracies so far stored with it (``val_curve``: what other trials and workers
+    compare with at that rung; a finished trial's ``val_history`` holds every epoch), then the
+    rule's decision against every stored curve. Only at rungs: a trial of a fraction of a
+    second would otherwise spend much of it writing to the storage."""
 
     def __init__(self, study: optuna.Study, rule: SizeRule, validation_docs: int):
         self.study, self.rule, self.validation_docs = study, rule, validation_docs
 
     def after_epoch(self, trial: optuna.Trial, curve: list[float], figures: dict) -> None:
         """Raise ``TrialPruned`` (its figures so far stored) when the rule stops the trial."""
-        trial.set_user_attr(CURVE, list(curve))
         size = figures.get(self.rule.size)
         if size is None or not self.rule.is_rung(len(curve)):
             return
+        trial.set_user_attr(CURVE, list(curve))
         mine = Curve(trial.number, float(size), tuple(curve))
         reason = self.rule.decide(mine, curves(self.study, self.rule.size), self.validation_docs)
         if reason is not None:

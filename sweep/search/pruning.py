@@ -6,7 +6,7 @@ size is known before it trains. So at rung epochs (``min_epoch``, then times
 ``reduction_factor``: successive halving's rungs), a running trial's best validation accuracy so
 far is compared with what trials of no larger size (``size``, params_total by default) had
 reached by the same epoch: finished, pruned or still running, in this process or in another
-worker on the same storage (each epoch's accuracy is stored with its trial, ``val_curve``). If it
+worker on the same storage (its accuracies are stored with it at each rung, ``val_curve``). If it
 trails the best of them by more than the margin, it stops: PRUNED, its figures so far kept, the
 reason stored. The margin is the seed noise a user would not call a difference: a number of
 accuracy points, or ``auto``: ``z`` standard errors of the difference of two accuracies measured
@@ -129,8 +129,9 @@ def size_rule(search_cfg) -> SizeRule | None:
 
 
 def curves(study: optuna.Study, size: str) -> list[Curve]:
-    """Every stored learning curve with its size: complete, pruned and running trials (a failed
-    trial's curve is no evidence: it may have diverged or been killed mid-epoch)."""
+    """Every stored learning curve with its size: complete trials (every epoch: ``val_history``),
+    pruned and running ones (up to their last rung: ``val_curve``). A failed trial's curve is
+    no evidence: it may have diverged or been killed mid-epoch."""
     states = (
         optuna.trial.TrialState.COMPLETE,
         optuna.trial.TrialState.PRUNED,
@@ -139,7 +140,7 @@ def curves(study: optuna.Study, size: str) -> list[Curve]:
     out = []
     for trial in study.get_trials(deepcopy=False, states=states):
         attrs = trial.user_attrs
-        curve = attrs.get(CURVE)
+        curve = attrs.get("val_history") or attrs.get(CURVE)
         if curve and size in attrs and "reused_from" not in attrs:
             out.append(Curve(trial.number, float(attrs[size]), tuple(map(float, curve))))
     return out

@@ -1,16 +1,19 @@
 """Benchmark: how soon does each search strategy find the accuracy-size front, in wall time?
 
     python -m sweep.benchmarks.search_efficiency --datasets ../shared/datasets --out bench/search \\
-        [--sets synthetic trec sst2 20newsgroups trec-cnn] [--strategies tpe nsga2 random size moasha] \\
-        [--seeds 0 1 2] [--trials 30] [--grid DIMS VOCABS] [-- KEY=VALUE ...]
+        [--sets synthetic trec sst2 20newsgroups trec-cnn] \\
+        [--strategies tpe nsga2 random size pack size-pack moasha] \\
+        [--seeds 0 1 2] [--trials 60] [--grid DIMS VOCABS] [-- KEY=VALUE ...]
 
 For each set (bag model unless the name says otherwise; the files as a user passes them) it runs
 a full grid over embedding_dim and vocab_size once, the reference (cached: studies live under
 ``--out`` and resume), then each strategy with each sampler seed (``search.worker_index``; the
 training seed stays ``seed``, so every strategy trains exactly the grid's trials) for
 ``--trials`` trials, one torch thread. Strategies: ``tpe`` (today's default), ``nsga2``,
-``random``, ``size`` (TPE with ``search/pruner=size``) and ``moasha`` (Syne Tune's MOASHA on the
-same trial function, in its own virtual environment: ``moasha_peer``). The strategies that stop
+``random``, ``size`` (TPE with ``search/pruner=size``), ``pack`` (TPE with ``search.pack=4``:
+four trials a round, trained together where the model packs), ``size-pack`` (both) and
+``moasha`` (Syne Tune's MOASHA on the same trial function, in its own virtual environment:
+``moasha_peer``). The strategies that stop
 trials early run ``--trials-pruning`` trials (default twice ``--trials``): a stopped trial costs
 a fraction of one, and every figure is read against wall time, not trials.
 
@@ -62,9 +65,11 @@ STRATEGIES = {
     "nsga2": ["search/sampler=nsga2"],
     "random": ["search/sampler=random"],
     "size": ["search/sampler=tpe", "search/pruner=size"],
+    "pack": ["search/sampler=tpe", "search.pack=4"],
+    "size-pack": ["search/sampler=tpe", "search/pruner=size", "search.pack=4"],
     "moasha": None,  # Syne Tune's, in its own environment (moasha_peer)
 }
-PRUNING = ("size", "moasha")  # strategies that stop trials: --trials-pruning trials
+PRUNING = ("size", "size-pack", "moasha")  # strategies that stop trials: --trials-pruning trials
 ROOT = Path(__file__).resolve().parents[2]
 HV_TARGET = 0.99
 PARAMS_SLACK = 1.5  # a recommendation is right at no more than this times the grid's params
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/search"))
     parser.add_argument("--sets", nargs="+", default=["synthetic", "trec", "sst2"],
                         choices=list(SETS))  # fmt: skip
-    parser.add_argument("--strategies", nargs="+", default=["tpe", "nsga2", "random", "size"],
+    parser.add_argument("--strategies", nargs="+", default=["tpe", "size", "pack", "size-pack"],
                         choices=list(STRATEGIES))  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="sampler seeds (search.worker_index); training keeps seed")  # fmt: skip

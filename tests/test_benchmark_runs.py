@@ -123,7 +123,9 @@ def test_contention_benchmark_times_the_sweep_alone_and_beside_busy_loops(tmp_pa
                      "search.n_trials=2"])  # fmt: skip
     table = pd.read_csv(tmp_path / "contention.csv")
     assert list(table["competitors"]) == [0, 1] and (table["trials"] == 2).all()
-    assert table["ratio to alone"].iloc[0] == 1.0 and table["ratio to alone"].iloc[1] > 0
+    # The ratio divides the rounded wall time by the exact one: 1 within rounding.
+    assert table["ratio to alone"].iloc[0] == pytest.approx(1.0, abs=0.05)
+    assert table["ratio to alone"].iloc[1] > 0
 
 
 def test_shipping_benchmark_exports_our_model_under_a_budget(datasets, tmp_path):

@@ -57,6 +57,29 @@ def tiny_cfg(tiny_overrides):
     return compose_config(tiny_overrides)
 
 
+def watch_study(journal: Path, name: str, ready, timeout: float = 240):
+    """Poll a running sweep's journal study until ``ready(study)`` is true; the study then, or
+    None at the timeout (a kill -9 test kills the sweep at that moment)."""
+    import time
+
+    import optuna
+
+    from sweep.search.storage import journal_storage
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if not journal.exists():
+            continue
+        try:
+            study = optuna.load_study(study_name=name, storage=journal_storage(journal))
+        except KeyError:  # the journal exists, its study record is not written yet
+            continue
+        if ready(study):
+            return study
+    return None
+
+
 def run_cli(args: list[str], cwd: Path, timeout: float = 300):
     """Run ``run_sweep.py`` as a user would, in ``cwd``; return the CompletedProcess."""
     import subprocess

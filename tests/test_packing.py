@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_config, default_study
+from conftest import ROOT, TINY, compose_config, default_study, watch_study
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
@@ -503,22 +503,19 @@ def test_kill_9_mid_pack_then_resume(tmp_path):
     proc = subprocess.Popen(
         args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline, killed = time.time() + 240, []
-    while time.time() < deadline and not killed:
-        time.sleep(0.3)
-        if not journal.exists():
-            continue
-        try:
-            study = optuna.load_study(study_name=name, storage=journal_storage(journal))
-        except KeyError:  # the journal exists, its study record is not written yet
-            continue
-        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        if len(running) == 3 and all("heartbeat" in t.user_attrs for t in running):
-            time.sleep(1.0)  # inside the pack's training
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            killed = [t.number for t in running]
-    assert killed, "never saw a pack of three running"
+
+    def running(study):
+        return study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+    def a_pack_trains(study):
+        return len(running(study)) == 3 and all("heartbeat" in t.user_attrs for t in running(study))
+
+    study = watch_study(journal, name, a_pack_trains)
+    assert study is not None, "never saw a pack of three running"
+    time.sleep(1.0)  # inside the pack's training
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = [t.number for t in running(study)]
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name=name, storage=journal_storage(journal))

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, compose_config, default_study
+from conftest import ROOT, TINY, compose_config, default_study, watch_study
 
 from sweep import runner
 from sweep.search import study as study_module
@@ -151,25 +150,21 @@ def test_kill_9_mid_rung_then_resume(tmp_path):
     journal = tmp_path / "studies" / name / "journal.log"
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline, killed, before = time.time() + 300, None, {}
-    while time.time() < deadline and killed is None:
-        time.sleep(0.3)
-        if not journal.exists():
-            continue
-        try:
-            study = optuna.load_study(study_name=name, storage=journal_storage(journal))
-        except KeyError:  # the journal exists, its study record is not written yet
-            continue
+
+    def between_rungs(study):
         trials = study.get_trials()
-        finished = [t for t in trials if t.state.is_finished()]
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         # Past rung 16 (its curve stored there) and before rung 32: 15 epochs to see it in.
-        if finished and running and len(running[0].user_attrs.get(CURVE, ())) == 16:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            killed = running[0].number
-            before = {t.number: (t.state, t.user_attrs.get(CURVE)) for t in finished}
-    assert killed is not None, "never saw a trial between its rungs"
+        return (any(t.state.is_finished() for t in trials) and running
+                and len(running[0].user_attrs.get(CURVE, ())) == 16)  # fmt: skip
+
+    study = watch_study(journal, name, between_rungs, timeout=300)
+    assert study is not None, "never saw a trial between its rungs"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    trials = study.get_trials()
+    killed = next(t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING)
+    before = {t.number: (t.state, t.user_attrs.get(CURVE)) for t in trials if t.state.is_finished()}
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name=name, storage=journal_storage(journal))

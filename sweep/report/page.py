@@ -373,16 +373,14 @@ def charts(table: pd.DataFrame, context: dict[str, Any], objectives=None) -> str
 _ACC = "validation accuracy (%)"
 
 
-def _front_chart(done: pd.DataFrame, objectives, table: pd.DataFrame | None = None) -> str:
+def _front_chart(done: pd.DataFrame, objectives, table: pd.DataFrame) -> str:
     """1. The quality objective against the size objective (params_total with one objective):
     trials grey, the front blue, the recommendation ringed; pruned trials (their accuracy when
     they stopped, never on the front) as hollow marks."""
     x = objectives.size or "params_total"
     y = objectives.quality
     others, front = done[~done["pareto"]], done[done["pareto"]].sort_values(x)
-    pruned = done.iloc[:0]
-    if table is not None and y in table and x in table:
-        pruned = table[(table["state"] == "PRUNED") & table[y].notna() & table[x].notna()]
+    pruned = table[(table["state"] == "PRUNED") & table[y].notna()]
     rec = done[done["recommended"]]
     y_label = _ACC if y == "val_accuracy" else y
     return plots.chart(

@@ -182,8 +182,7 @@ def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
     name = pruner_cfg.name if pruner_cfg else "none"
     if name == "size":
         size_rule(search_cfg)  # its keys checked before any trial runs
-        return optuna.pruners.NopPruner()
-    if name == "none":
+    if name in ("none", "size"):
         return optuna.pruners.NopPruner()
     if len(search_cfg.directions) > 1:
         raise SearchError(

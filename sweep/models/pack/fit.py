@@ -3,8 +3,8 @@
 A sweep trains many small models on one data set, and a small model's step is mostly fixed cost
 (Python, kernel launches, the optimizer call), not arithmetic. A pack trains N trials together
 as one module (``sweep.models.pack.modules``: one table holding every trial's rows, the layers
-stacked, grouped or block-diagonal per model): one loss (the sum of the trials' mean losses, so each
-trial's gradient is its own), one backward and one optimizer step. Each trial keeps its own
+stacked, grouped or block-diagonal per model): one loss (the sum of the trials' mean losses, so
+each trial's gradient is its own), one backward and one optimizer step. Each trial keeps its own
 embedding_dim, cutoff (its own cut of the shared batch), hash buckets, learning rate, dropout
 masks (its own random stream), early stopping, pruning and failure.
 
@@ -143,7 +143,8 @@ def pack_epoch(packed: Packed, optimizer, ids: torch.Tensor, train: SplitTensors
 
 def end_epoch(member: Member, epoch: int, loss_sum: float, eval_batch_size: int) -> None:
     """What a lone trial does after an epoch (``sweep.models.fit.fit``): check the loss,
-    evaluate, then its early stopping (pruning, patience); an exception ends this trial, not the pack."""
+    evaluate, then its early stopping (pruning, patience); an exception ends this trial, not
+    the pack."""
     try:
         check_finite(loss_sum, epoch)
         val_acc, _ = member.work.evaluate(member.model, member.views["validation"], eval_batch_size)

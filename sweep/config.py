@@ -34,7 +34,9 @@ def check_config(cfg: DictConfig) -> None:
         _require(
             isinstance(value, int) and value >= 1, f"train.{key}={value!r} must be an integer >= 1"
         )
-    _require(train.lr > 0, f"train.lr={train.lr} must be positive")
+    _require(train.lr == "auto" or (isinstance(train.lr, (int, float)) and train.lr > 0),
+             f"train.lr={train.lr!r} must be positive, or auto (the study's recipe probe picks it)")  # fmt: skip
+    check_recipe(cfg)
     _require(cfg.report.tolerance >= 0, f"report.tolerance={cfg.report.tolerance} must be >= 0")
     share = cfg.report.get("time_share", 1.0)
     _require(
@@ -71,6 +73,33 @@ def check_config(cfg: DictConfig) -> None:
     pack_padding(cfg.search)  # search.pack_padding: a number >= 1
     check_finite(cfg)
     check_search_keys(cfg)
+
+
+def check_recipe(cfg: DictConfig) -> None:
+    """``train.recipe``: the choices each ``auto`` key may take (``sweep.trial.recipe``)."""
+    choices = cfg.train.get("recipe")
+    _require(choices is not None, "train.recipe is missing: it lists what each auto key may be")
+    rules = {"lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                    "positive numbers"),
+             "hidden_dim": (lambda v: isinstance(v, int) and v >= 0, "integers >= 0"),
+             "word_ngrams": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1")}  # fmt: skip
+    for name, (ok, what) in rules.items():
+        values = choices.get(name)
+        _require(
+            values is not None and len(values) > 0 and all(ok(v) for v in values),
+            f"train.recipe.{name}={values!r} must be a non-empty list of {what}",
+        )
+    margin = choices.get("margin", "auto")
+    _require(margin == "auto" or (isinstance(margin, (int, float)) and margin >= 0),
+             f"train.recipe.margin={margin!r} must be a number of points >= 0, or auto")  # fmt: skip
+    dim = choices.get("embedding_dim")
+    _require(isinstance(dim, int) and dim >= 1,
+             f"train.recipe.embedding_dim={dim!r} must be an integer >= 1")  # fmt: skip
+    for key, rule in (("model.hidden_dim", rules["hidden_dim"]),
+                      ("data.tokenizer.word_ngrams", rules["word_ngrams"])):  # fmt: skip
+        value = OmegaConf.select(cfg, key)
+        _require(value is None or value == "auto" or rule[0](value),
+                 f"{key}={value!r} must be one of the {rule[1]}, or auto")  # fmt: skip
 
 
 def check_shipping_keys(cfg: DictConfig) -> None:

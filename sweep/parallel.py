@@ -25,7 +25,6 @@ from omegaconf import DictConfig
 from sweep import measure, runner
 from sweep.common.overrides import override_key
 from sweep.config import check_config
-from sweep.data import corpus, vocab
 from sweep.data.prepared import PreparedData
 from sweep.naming import register_resolvers
 from sweep.report import build as report
@@ -106,8 +105,10 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     gpus = visible_gpus()
     count = worker_count(cfg.search, gpus)
     check_config(cfg)
-    # Encode the corpus once, into the cache the workers then load (nothing of it is kept here).
-    vocab.load_or_build(corpus.load_corpus(cfg.data, cfg.seed), cfg.data)
+    # The recipe probe (if any auto key is left) runs here, once; the workers read its pick.
+    # Loading it also encodes the corpus once, into the cache the workers then load.
+    cfg, _, data, _ = runner.with_recipe(cfg, measure.resolve_device(cfg.device))
+    del data  # the workers hold the data; nothing of it is kept here
     log.info(
         "starting %d workers on study %r%s", count, cfg.search.study_name,
         f" over GPUs {gpus}" if gpus else "",

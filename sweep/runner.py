@@ -38,7 +38,7 @@ from sweep.search import storage, study
 from sweep.search.settings import budgets, grid_size, pack_size, parse_bytes
 from sweep.search.space import SearchSpace
 from sweep.ship import export
-from sweep.trial import TrialRunner
+from sweep.trial import TrialRunner, recipe
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,13 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     device = measure.resolve_device(cfg.device)
     torch.set_num_threads(thread_count(cfg.get("threads")))
     out_dir, started = Path(out_dir), time.perf_counter()
-    data = PreparedData.load(cfg.data, cfg.seed, device)
+    cfg, picked, data, data_seconds = with_recipe(cfg, device)
     space = SearchSpace(cfg.search.space).with_vocabulary(data.full_vocab)
     trial = TrialRunner(cfg, data, space)
     kept = kept_states(cfg)
     trial.on_trained = kept.save if kept is not None else None
-    trial.timing.data = time.perf_counter() - started
+    trial.timing.data = data_seconds
+    trial.timing.recipe = time.perf_counter() - started - data_seconds
     if cfg.get("plan"):
         return plan(cfg, trial, out_dir)
 
@@ -72,6 +73,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     context = page_context(cfg, data, space, overrides, device)
     # Everything the page shows besides the trials lives in the storage too, so
     # ``python -m sweep.report`` can rebuild the reports from the storage alone.
+    context["recipe"] = picked
     the_study.set_user_attr("report_context", {**context, "tolerance": cfg.report.tolerance})
     reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing, kept,
                       share=float(cfg.report.get("time_share", 1.0)))  # fmt: skip
@@ -93,6 +95,29 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     export_models(the_study, cfg, trial, table, out_dir, kept)
     rec = table[table["recommended"]] if len(table) else table
     return SweepResult(out_dir, table, rec.iloc[0].to_dict() if len(rec) else None)
+
+
+def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, PreparedData, float]:
+    """(``cfg`` with every ``auto`` key set, what the study's recipe holds, the data it trains
+    on, the seconds that data took to load): the recipe stored with the study, else the probe's
+    pick, stored for resumes and other workers (``sweep.trial.recipe``). Plan mode trains
+    nothing, and an ``auto`` key with one choice needs no probe: those take their first choice.
+    The data of the first choices loads before anything is stored, so a bad file fails here and
+    leaves no study behind."""
+    started = time.perf_counter()
+    first = recipe.fixed(cfg)
+    data = PreparedData.load(first.data, first.seed, device)
+    seconds = time.perf_counter() - started
+    if not recipe.to_probe(cfg) or cfg.get("plan"):
+        return first, None, data, seconds
+    stored = study.settle_recipe(cfg.search, lambda beat: recipe.probe(cfg, device, beat, data))
+    log.info(recipe.describe(stored))
+    chosen = recipe.fixed(cfg, stored["choice"])
+    if chosen.data.tokenizer.word_ngrams != first.data.tokenizer.word_ngrams:
+        started = time.perf_counter()
+        data = PreparedData.load(chosen.data, chosen.seed, device)  # the probe's: from the cache
+        seconds += time.perf_counter() - started
+    return chosen, stored, data, seconds
 
 
 def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace):

@@ -118,6 +118,9 @@ est_baseline_mb           sizes    plan                 | analytic process basel
 memory_mb                 sizes    plan                 | what `search.max_memory_mb` and the out-of-memory rule compare: `probe_peak_mb` (else `est_peak_mb`) + `est_baseline_mb`
 est_embedding_mb          sizes    plan                 | the embedding table's share of it (weights, moments, gradient)
 budget_excess             sizes                         | max of value / limit - 1 over the set budgets (> 0: over budget; 0 without budgets)
+recipe_lr                 sizes                         | the trial's learning rate (`train.lr`: set by hand, searched, or picked by the study's recipe probe)
+recipe_hidden_dim         sizes                         | its hidden layer's width (`model.hidden_dim`; 0 = linear head; empty for models without one)
+recipe_word_ngrams        sizes                         | its tokens' word n-gram order (`data.tokenizer.word_ngrams`; 2 = words and bigrams)
 device                    sizes                         | device the trial ran on
 seed                      sizes                         | the run's seed
 model                     sizes                         | model name (`model.name`)

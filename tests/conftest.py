@@ -26,6 +26,10 @@ TINY = [
     "search.space.embedding_dim.high=32",
     "search.space.vocab_size.low=20",
     "report.repeats=0",
+    # The training recipe fixed (no probe): the old defaults. tests/test_recipe.py probes.
+    "train.lr=0.01",
+    "data.tokenizer.word_ngrams=1",
+    "train.recipe.hidden_dim=[64]",
 ]
 
 
@@ -34,6 +38,15 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()):
     register_resolvers()  # as run_sweep.py does: the configs' ${setup_digest:} and ${pid:}
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="sweep", overrides=list(overrides))
+
+
+def fixed_config(overrides: list[str] | tuple[str, ...] = ()):
+    """``compose_config`` with the training recipe's ``auto`` keys at their first choices (the
+    old defaults), as a sweep sets them when nothing is probed: for tests that build a model or
+    load data from the config themselves."""
+    from sweep.trial import recipe
+
+    return recipe.fixed(compose_config(overrides))
 
 
 def default_study(overrides: list[str] | tuple[str, ...] = TINY) -> str:

@@ -164,19 +164,31 @@ def test_every_benchmark_command_answers_help(name, capsys):
 def test_defaults_benchmark_tunes_fasttext_on_the_sweeps_tokens(tmp_path, monkeypatch):
     """The fastText side of ``python -m sweep.benchmarks.defaults`` up to fastText itself (its
     own virtual environment): the config composes, the corpus loads and tokenizes, the best
-    validation run is picked."""
+    validation run is picked; fastText reads our words alone (it makes its own n-grams)."""
     from sweep.benchmarks import defaults, speed
 
     seen = {}
 
-    def runs(python, encoded, tokens, folder, dim, threads):
+    def runs(python, encoded, tokens, folder, dim, threads, grid, word_ngrams):
         seen["splits"] = {s: len(t) for s, t in tokens.items()}
-        return pd.DataFrame({"lr": [0.1, 0.5], "epoch": [5, 25], "val_accuracy": [60.0, 70.0],
+        seen["grid"], seen["threads"] = grid, threads
+        seen["bigrams"] = any(" " in w for doc in tokens["train"] for w in doc)  # ours: "a b"
+        return pd.DataFrame({"lr": [0.1, 0.5], "epoch": [5, 25], "val_accuracy": [60.0, 70.0 + dim],
                              "test_accuracy": [58.0, 69.0], "train_seconds": [1.0, 2.0]})  # fmt: skip
 
     monkeypatch.setattr(speed, "ensure_fasttext", lambda venv: "python")
     monkeypatch.setattr(speed, "fasttext_runs", runs)
-    monkeypatch.setattr(defaults, "data_overrides", lambda name, datasets: list(TINY))
-    got = defaults.fasttext_best("synthetic", tmp_path, tmp_path, [10], tmp_path / "venv")
-    assert got == {"fastText test acc": 69.0, "fastText dim, lr, epochs": "10, 0.5, 25"}
+    data = [*TINY, "data.tokenizer.word_ngrams=auto"]
+    table = defaults.fasttext_grid("synthetic", data, tmp_path, [10, 50], [1, 2], tmp_path / "v")
+    assert (
+        len(table) == 2 * 2 * 2 and seen["threads"] == 2 and seen["grid"] == defaults.FASTTEXT_GRID
+    )
+    assert len(defaults.FASTTEXT_GRID) == 4 * 3 and not seen["bigrams"]
+    got = defaults.fasttext_best(table)
+    assert got["fastText test acc"] == 69.0 and got["fastText grid s"] == 4 * (1.0 + 2.0)
+    assert got["fastText dim, lr, epochs, ngrams"] == "50, 0.5, 25, 1"
+    # the grid is cached: a second call reads it back without running fastText
+    monkeypatch.setattr(speed, "fasttext_runs", None)
+    cached = defaults.fasttext_grid("synthetic", data, tmp_path, [10], [1], tmp_path / "v")
+    assert len(cached) == 2 and set(cached["dim"]) == {10}
     assert set(seen["splits"]) == {"train", "validation", "test"} and seen["splits"]["train"] > 0

@@ -44,8 +44,8 @@ def test_help_and_cfg_job(tmp_path):
     )
     assert "common" not in shown.stdout.split("== Keys")[0]  # internal groups are not options
     # Every key with its comment, for the chosen options.
-    assert "lr: 0.01                  # Adam learning rate" in shown.stdout
-    assert "hidden_dim: 64" in shown.stdout and "kernel_sizes" not in shown.stdout
+    assert "lr: auto                  # Adam learning rate" in shown.stdout
+    assert "hidden_dim: auto" in shown.stdout and "kernel_sizes" not in shown.stdout
     cnn = run_cli(["--help", "model=cnn"], cwd=tmp_path)
     assert "model: bag, [cnn], rnn, transformer" in cnn.stdout and "kernel_sizes" in cnn.stdout
     job = run_cli(["--cfg", "job", "model.hidden_dim=5", "train.lr=0.01"], cwd=tmp_path)

@@ -10,6 +10,9 @@ issue 14 (``gpu_baseline_mb``, ``probe_peak_mb``, ``est_baseline_mb``, ``memory_
 before they were written in that the old columns kept every value, except ``est_peak_mb``, which
 now estimates the trial alone: the corpus moved to ``est_baseline_mb``, the best-epoch copy of
 the weights was added (old = new + 0.347 MiB corpus - params_total x 4 bytes, row by row).
+The training recipe's columns (issue 29: ``recipe_lr``, ``recipe_hidden_dim``,
+``recipe_word_ngrams``) were inserted with what this sweep trained with before (TINY fixes them:
+0.01, 64, 1), every other value unchanged.
 """
 
 from __future__ import annotations

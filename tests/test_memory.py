@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, compose_config, run_cli
+from conftest import TINY, compose_config, fixed_config, run_cli
 
 from sweep import measure, runner
 from sweep.models.kinds import build_model
@@ -19,7 +19,7 @@ MODELS = ["bag", "cnn", "rnn", "transformer"]
 
 
 def estimate(name: str, vocab: int, dim: int, batch: int = 64, length: int = 80) -> dict:
-    cfg = compose_config([f"model={name}"])
+    cfg = fixed_config([f"model={name}"])
     with torch.device("meta"):
         model = build_model(cfg.model, vocab + 2, dim, 4)
     counts = model.num_params()
@@ -59,7 +59,7 @@ def test_estimate_counts_weights_moments_and_grows_with_the_table(name):
 
 @pytest.mark.parametrize("name", ["cnn", "rnn", "transformer"])
 def test_activations_scale_with_batch_and_length(name):
-    cfg = compose_config([f"model={name}"])
+    cfg = fixed_config([f"model={name}"])
     with torch.device("meta"):
         model = build_model(cfg.model, 1002, 32, 4)
     base = measure.saved_activation_bytes(model, 32, 40)["total"]

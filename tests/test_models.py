@@ -7,7 +7,7 @@ import pandas as pd
 import param_oracles
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, fixed_config
 from omegaconf import OmegaConf
 
 from sweep import runner
@@ -20,7 +20,7 @@ MODELS = ["bag", "cnn", "rnn", "transformer"]
 
 
 def built(name: str, num_embeddings=52, embedding_dim=12, num_classes=3, *extra: str):
-    cfg = compose_config([f"model={name}", *extra])
+    cfg = fixed_config([f"model={name}", *extra])
     return cfg, build_model(cfg.model, num_embeddings, embedding_dim, num_classes)
 
 
@@ -104,7 +104,7 @@ def test_transformer_names_the_key_when_documents_are_too_long():
 
 
 def test_meta_device_counts_without_allocating():
-    cfg = compose_config()
+    cfg = fixed_config()
     with torch.device("meta"):
         meta = build_model(cfg.model, num_embeddings=1_000_002, embedding_dim=256, num_classes=4)
     assert meta.frontend.embed.weight.is_meta

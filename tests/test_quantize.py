@@ -9,7 +9,7 @@ import struct
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, fixed_config
 
 from sweep import schema
 from sweep.models.kinds import build_model
@@ -74,7 +74,7 @@ def test_tensorfile_layout_and_round_trip(tmp_path):
 
 @pytest.mark.parametrize("name", ["bag", "cnn", "rnn", "transformer"])
 def test_every_model_file_is_its_predicted_size_and_loads_as_measured(name, tmp_path):
-    model_cfg = compose_config([f"model={name}", "data.max_length=16"]).model
+    model_cfg = fixed_config([f"model={name}", "data.max_length=16"]).model
     torch.manual_seed(0)
     model = build_model(model_cfg, 1003, 33, 5)
     with torch.device("meta"):
@@ -100,7 +100,7 @@ def test_every_model_file_is_its_predicted_size_and_loads_as_measured(name, tmp_
 
 
 def test_fp16_and_int8_keep_predictions_close():
-    model_cfg = compose_config(["model=bag"]).model
+    model_cfg = fixed_config(["model=bag"]).model
     torch.manual_seed(0)
     model = build_model(model_cfg, 500, 32, 3).eval()
     ids = torch.randint(2, 500, (64, 20))

@@ -17,6 +17,7 @@ from sweep.config import ConfigError
 from sweep.report import build as report
 from sweep.search.settings import SearchError
 from sweep.trial import lone as trial_module
+from sweep.trial import recipe
 
 REQUIRED = ["trial", "state", "embedding_dim", "vocab_size", "num_embeddings", "params_total",
             "params_embedding", "val_accuracy", "test_accuracy", "gpu_peak_mb", "train_seconds",
@@ -37,7 +38,10 @@ def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     assert (trials["num_embeddings"] == trials["vocab_size"] + 2).all()
     for row in trials.itertuples():
         expected = param_oracles.bag(
-            row.num_embeddings, row.embedding_dim, 4, hidden_dim=tiny_cfg.model.hidden_dim
+            row.num_embeddings,
+            row.embedding_dim,
+            4,
+            hidden_dim=recipe.fixed(tiny_cfg).model.hidden_dim,
         )
         assert (row.params_total, row.params_embedding) == (
             expected["total"],
@@ -51,7 +55,7 @@ def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     assert trials["cutoff_seconds"].sum() < 0.05 * trials["train_seconds"].sum()
     timing = json.loads((tmp_path / "out" / "timing.json").read_text())
     assert timing["trials"] == 3 and timing["training_s"] >= trials["train_seconds"].sum()
-    parts = ("training_s", "data_s", "cutoff_s", "reports_s", "search_and_storage_s")
+    parts = ("training_s", "data_s", "cutoff_s", "reports_s", "recipe_s", "search_and_storage_s")
     assert sum(timing[k] for k in parts) == pytest.approx(timing["total_s"])
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Recommended configuration" in page

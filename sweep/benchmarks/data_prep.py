@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.benchmarks.models import save_and_print
+from sweep.trial import recipe
 
 
 def prepare(num_docs: int) -> dict:
@@ -33,7 +34,9 @@ def prepare(num_docs: int) -> dict:
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        cfg = compose("sweep", [f"data.synthetic.num_docs={num_docs}", "data.cache_dir=null"])
+        cfg = recipe.fixed(
+            compose("sweep", [f"data.synthetic.num_docs={num_docs}", "data.cache_dir=null"])
+        )
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     corpus = load_corpus(cfg.data, cfg.seed)

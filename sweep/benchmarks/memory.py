@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from sweep.benchmarks.models import CONFIGS, save_and_print
 from sweep.measure import device_name, resolve_device
 from sweep.runner import run
+from sweep.trial import recipe
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             *args.overrides,
         ]  # fmt: skip
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name="sweep", overrides=overrides)
+            cfg = recipe.fixed(compose(config_name="sweep", overrides=overrides))
         table = run(cfg, out / "reports" / model, overrides).table
         for row in table[table["state"] == "COMPLETE"].itertuples():
             rows.append({

@@ -57,10 +57,10 @@ def run_job(job: dict) -> None:
     from sweep.cli import compose_user
     from sweep.data.prepared import PreparedData
     from sweep.search.space import SearchSpace
-    from sweep.trial import TrialRunner
+    from sweep.trial import TrialRunner, recipe
 
     torch.set_num_threads(int(job.get("threads", 1)))
-    cfg = compose_user(job["overrides"])
+    cfg = recipe.fixed(compose_user(job["overrides"]))
     data = PreparedData.load(cfg.data, cfg.seed, torch.device("cpu"))
     space = SearchSpace(cfg.search.space).with_vocabulary(data.full_vocab)
     runner = TrialRunner(cfg, data, space)

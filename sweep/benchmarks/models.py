@@ -21,6 +21,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 
 from sweep.runner import run
+from sweep.trial import recipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -89,7 +90,7 @@ def sweep_one(
         *EXTRA.get((dataset, model), []),
     ]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=overrides)
+        cfg = recipe.fixed(compose(config_name="sweep", overrides=overrides))
     result = run(cfg, out / "reports" / f"{dataset}-{model}", overrides)
     done = result.table[result.table["state"] == "COMPLETE"]
     best = done.loc[done["val_accuracy"].idxmax()]

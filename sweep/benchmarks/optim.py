@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from sweep.data.prepared import PreparedData
 from sweep.models import optim
-from sweep.trial import TrialRunner
+from sweep.trial import TrialRunner, recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     importlib.import_module("torch._dynamo")  # both sides: no one-off import inside the clock
     with tempfile.TemporaryDirectory() as cache:
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose("sweep", ["device=cpu", f"data.cache_dir={cache}", *args.overrides])
+            cfg = recipe.fixed(
+                compose("sweep", ["device=cpu", f"data.cache_dir={cache}", *args.overrides])
+            )
         runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cpu")))
     ours = optim.FusedAdam
     variants = {

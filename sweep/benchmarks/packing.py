@@ -31,6 +31,7 @@ from sweep.benchmarks.models import save_and_print
 from sweep.benchmarks.search_efficiency import hypervolume
 from sweep.cli import compose_user
 from sweep.runner import run
+from sweep.trial import recipe
 
 PACKS = (1, 4, 8, 16)
 
@@ -67,7 +68,7 @@ def sweep(
         f"search.study_name={name}", f"search.storage_dir={out / 'studies'}",
         f"data.cache_dir={out / 'cache'}", "report.repeats=0", f"device={device}",
     ]  # fmt: skip
-    cfg = compose_user(overrides)
+    cfg = recipe.fixed(compose_user(overrides))
     started = time.perf_counter()
     table = run(cfg, out / "reports" / name, overrides).table
     seconds = time.perf_counter() - started
@@ -78,7 +79,7 @@ def packs_here(setup: list[str], device: str) -> bool:
     """Whether this setup's trials pack on ``device`` (``grouping.pack_key``; ``--any-device``)."""
     from sweep.models.pack import grouping
 
-    cfg = compose_user(setup)
+    cfg = recipe.fixed(compose_user(setup))
     return grouping.pack_key(cfg, device=device) is not None
 
 
@@ -92,7 +93,7 @@ def controlled(setup: list[str], count: int, out: Path, seed: int = 0, device: s
     from sweep.trial import TrialRunner
 
     overrides = [*setup, f"data.cache_dir={out / 'cache'}", f"device={device}", f"seed={seed}"]
-    cfg = compose_user(overrides)
+    cfg = recipe.fixed(compose_user(overrides))
     torch.set_num_threads(1)
     runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device(device)))
     rng = random.Random(seed)

@@ -49,6 +49,7 @@ from sweep.benchmarks.models import save_and_print, split_overrides
 from sweep.cli import compose_user
 from sweep.report.build import annotate
 from sweep.runner import run
+from sweep.trial import recipe
 
 DIMS = [4, 8, 16, 32, 64, 128, 256]
 VOCABS = [100, 200, 500, 1000, 2000, 5000, 10000, None]  # None = the full train vocabulary
@@ -116,7 +117,7 @@ def sweep_table(name: str, overrides: list[str], out: Path) -> pd.DataFrame:
     trial's start."""
     overrides = [*shared(overrides, out), f"search.study_name={name}",
                  f"search.storage_dir={out / 'studies'}"]  # fmt: skip
-    table = run(compose_user(overrides), out / "reports" / name, overrides).table
+    table = run(recipe.fixed(compose_user(overrides)), out / "reports" / name, overrides).table
     start = pd.to_datetime(table["datetime_start"]).min()
     ends = pd.to_datetime(table["datetime_start"]) + pd.to_timedelta(
         table["duration_seconds"], unit="s"

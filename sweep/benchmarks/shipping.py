@@ -42,7 +42,7 @@ from sweep.data.corpus import SPLITS, load_corpus
 from sweep.data.prepared import PreparedData
 from sweep.search.settings import parse_bytes
 from sweep.ship import export
-from sweep.trial import TrialRunner
+from sweep.trial import TrialRunner, recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = {  # folder: (train, validation or None = split off train, test)
@@ -59,11 +59,13 @@ def compose_sweep(name: str, datasets: Path, extra: list[str]):
                  f"data.test={folder / test}", "data.cache_dir=null", "device=cpu", "threads=2",
                  *([f"data.validation={folder / validation}"] if validation else []), *extra]  # fmt: skip
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("sweep", overrides)
+        return recipe.fixed(compose("sweep", overrides))
 
 
 def fasttext_files(cfg, work: Path) -> dict[str, Path]:
-    """Our tokens (lower-cased, max_length) and splits in fastText's format, lines shuffled."""
+    """Our tokens (lower-cased, max_length) and splits in fastText's format, lines shuffled
+    (words alone: fastText makes its own n-grams)."""
+    cfg = recipe.fixed(cfg)
     corpus = load_corpus(cfg.data, cfg.seed)
     tokenizer = vocab.Tokenizer.from_config(cfg.data.tokenizer)
     work.mkdir(parents=True, exist_ok=True)

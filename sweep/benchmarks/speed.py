@@ -49,7 +49,7 @@ from sweep.data.corpus import SPLITS, load_corpus
 from sweep.data.prepared import PreparedData
 from sweep.models import embedding, optim
 from sweep.models.fit import evaluate
-from sweep.trial import TrialRunner
+from sweep.trial import TrialRunner, recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("fasttext_peer.py")
@@ -76,7 +76,7 @@ def compose_data(name: str, datasets: Path):
             f"data.test={folder}/test.csv",
         ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("sweep", overrides)
+        return recipe.fixed(compose("sweep", overrides))
 
 
 def our_trial(cfg, data: PreparedData, dim: int, seed: int, curve: bool = False,
@@ -195,8 +195,18 @@ def ensure_fasttext(venv: Path) -> Path:
     return python
 
 
-def fasttext_runs(python: Path, encoded, texts_tokens, work: Path, dim: int, threads: int):
-    """fastText over the lr x epoch grid on shuffled lines of our tokens; one row per config."""
+def fasttext_runs(
+    python: Path,
+    encoded,
+    texts_tokens,
+    work: Path,
+    dim: int,
+    threads: int,
+    grid: list[tuple[float, int]] | None = None,
+    word_ngrams: int = 1,
+):
+    """fastText over the lr x epoch grid (``FASTTEXT_GRID`` unless ``grid``) at ``dim`` and
+    ``word_ngrams`` on shuffled lines of our tokens; one row per config."""
     work.mkdir(parents=True, exist_ok=True)
     files = {}
     for split in SPLITS:
@@ -210,7 +220,8 @@ def fasttext_runs(python: Path, encoded, texts_tokens, work: Path, dim: int, thr
     job = work / "job.json"
     job.write_text(json.dumps({
         "train": str(files["train"]), "validation": str(files["validation"]),
-        "test": str(files["test"]), "dim": dim, "threads": threads, "grid": FASTTEXT_GRID,
+        "test": str(files["test"]), "dim": dim, "threads": threads,
+        "grid": grid or FASTTEXT_GRID, "word_ngrams": word_ngrams,
     }))  # fmt: skip
     run = subprocess.run([str(python), str(PEER), str(job)], capture_output=True, text=True)
     if run.returncode != 0:

@@ -180,6 +180,7 @@ def render(
     failure_columns = ["trial", *[a for a in axes if a in table], "state", "fail_reason"]
     front = table[table["pareto"]].sort_values(objectives.size or objectives.quality)
     classes, notes = data_section(context.get("data", {}))
+    recipe_text, recipe_table = recipe_section(context.get("recipe"))
     return page(
         "report.html.j2",
         f"Embedding sweep: {study}",
@@ -198,6 +199,8 @@ def render(
         else "",
         classes_table=Markup(classes) if classes else "",
         data_notes=notes,
+        recipe_text=recipe_text,
+        recipe_table=Markup(recipe_table) if recipe_table else "",
         environment=[(str(k), str(v)) for k, v in context.get("environment", {}).items()],
         config=str(context.get("config", "")),
     )
@@ -287,6 +290,26 @@ def _noise_text(noise: float, tie_margin: float) -> str:
         f"by its mean over seeds, and trials within {tie_margin:.2f} points of the best tie, so "
         "no difference smaller than the noise counts as a win."
     )
+
+
+def recipe_section(stored: dict[str, Any] | None) -> tuple[str, str]:
+    """(what the study's recipe probe picked, its table: one row per choice it tried), from
+    what ``sweep.trial.recipe.probe`` stored; a sentence alone when nothing was probed."""
+    if not stored or not stored.get("choice"):
+        return ("No key was left at auto: every trial trained with the recipe the config sets "
+                "(columns recipe_lr, recipe_hidden_dim, recipe_word_ngrams).", "")  # fmt: skip
+    picked = ", ".join(f"{key}={value}" for key, value in stored["choice"].items())
+    text = (f"Picked before the first trial: {picked}. The probe trained each choice at "
+            f"embedding_dim={stored.get('embedding_dim')} and the cutoffs shown, in "
+            f"{_fmt(stored.get('seconds'))} s; a choice replaces the first only where its "
+            "validation accuracy beats it by more than train.recipe.margin.")  # fmt: skip
+    frame = pd.DataFrame(stored.get("probes", []))
+    if frame.empty:
+        return text, ""
+    for column in ("vocab_sizes", "epochs"):
+        if column in frame:
+            frame[column] = frame[column].map(lambda v: ", ".join(map(str, v)))
+    return text, html_table(frame, list(frame.columns), "recipe")
 
 
 def data_section(data: dict[str, Any]) -> tuple[str, list[str]]:

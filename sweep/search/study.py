@@ -9,11 +9,13 @@ a message naming the Optuna version when they do not (a test pins them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -179,6 +181,58 @@ def release_repeat(study: optuna.Study, number: int, seed: int) -> None:
         optuna.delete_study(study_name=claim_name(study, number, seed), storage=storage_of(study))
 
 
+RECIPE_SUFFIX = "~recipe"
+
+
+def beat(claim: optuna.Study) -> None:
+    """Stamp a claim's heartbeat: its holder is still working."""
+    claim.set_user_attr("heartbeat", time.time())
+
+
+def settle_recipe(search_cfg, probe: Callable[[Callable[[], None]], dict]) -> dict:
+    """The study's training recipe (``sweep.trial.recipe``): the one stored, or ``probe(beat)``
+    run here and stored, so that a resumed run and every worker train with the same choice.
+
+    Kept in a tiny study named ``<study>~recipe`` in the study's storage: creating it is the
+    claim (atomic in every storage, as ``claim_repeat``), so two workers never both probe. A
+    worker that loses waits for the recipe; a claim whose holder is gone (killed mid-probe) is
+    taken over, as is one with no heartbeat for ``search.stale_after_s``."""
+    storage = make_storage(search_cfg)
+    name = f"{search_cfg.study_name}{RECIPE_SUFFIX}"
+    stale_after_s = float(search_cfg.stale_after_s)
+    waited, unstamped_since = False, None
+    while True:
+        try:
+            claim = optuna.create_study(storage=storage, study_name=name, load_if_exists=False)
+        except optuna.exceptions.DuplicatedStudyError:
+            attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+            if "recipe" in attrs:
+                return attrs["recipe"]
+            gone = gone_reason(str(attrs.get("worker", "")), attrs.get("heartbeat"), 0.0,
+                               stale_after_s)  # fmt: skip
+            if "heartbeat" not in attrs:  # stamped right after it is made: wait a little first
+                unstamped_since = unstamped_since or time.time()
+                gone = "never stamped" if time.time() - unstamped_since > 10 else None
+            if gone is not None:
+                log.warning("recipe probe of %s: taking it over (%s)", name, gone)
+                optuna.delete_study(study_name=name, storage=storage)
+            elif not waited:
+                log.info("waiting for another worker's recipe probe (%s)", attrs.get("worker"))
+                waited = True
+            time.sleep(0.5)
+            continue
+        claim.set_user_attr("worker", worker())
+        claim.set_user_attr("heartbeat", time.time())
+        try:
+            recipe = probe(functools.partial(beat, claim))
+        except BaseException:  # a failed probe leaves no claim for the next run to wait on
+            with contextlib.suppress(KeyError):
+                optuna.delete_study(study_name=name, storage=storage)
+            raise
+        claim.set_user_attr("recipe", recipe)
+        return recipe
+
+
 def load_study(storage, study_name: str, storage_text: str = "that storage") -> optuna.Study:
     """Load a stored study by name (for rebuilding reports), with a clear error if absent."""
     try:
@@ -187,8 +241,8 @@ def load_study(storage, study_name: str, storage_text: str = "that storage") -> 
         names = [
             s.study_name
             for s in optuna.get_all_study_summaries(storage)
-            if "~repeat-" not in s.study_name
-        ]  # fmt: skip  (claims: see claim_repeat)
+            if "~repeat-" not in s.study_name and not s.study_name.endswith(RECIPE_SUFFIX)
+        ]  # fmt: skip  (claims: see claim_repeat, settle_recipe)
         raise SearchError(f"no study {study_name!r} in {storage_text}; it holds {names}") from error
     except storage_errors() as error:  # server down, bad credentials, a corrupt file
         raise storage_failure(storage_text, error) from None

@@ -3,7 +3,8 @@
 ``TrialRunner`` (``sweep.trial.runner``) is the public face: tests, benchmarks and the trial loop
 build one from a config and a ``PreparedData``. Its jobs are one module each: ``sizes`` (the
 columns known before training), ``probe`` (the memory probe), ``lone`` (training alone),
-``pack`` (training in packs), ``timing`` (where the sweep's time goes)."""
+``pack`` (training in packs), ``timing`` (where the sweep's time goes); ``recipe`` picks the
+keys a study leaves at ``auto`` (learning rate, head, word bigrams) with a short probe."""
 
 from sweep.trial.runner import TrialRunner
 from sweep.trial.sizes import Sizes, memory_need

@@ -53,4 +53,8 @@ class TrialRunner(Describe, Probe, Lone, Pack):
     def setup(self, params: dict[str, Any]) -> tuple[DictConfig, Sizes]:
         """The trial's config (extra axes set) and its table's sizes."""
         trial_cfg = self.space.trial_config(self.cfg, params)
+        if trial_cfg.model.get("hidden_dim") == "auto":  # a searched model= option's default
+            own = self.cfg.model.get("hidden_dim")
+            trial_cfg.model.hidden_dim = own if own not in (None, "auto") else (
+                self.cfg.train.recipe.hidden_dim[0])  # fmt: skip
         return trial_cfg, Sizes.of(params, trial_cfg.model, self.data.full_vocab)

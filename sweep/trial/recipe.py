@@ -1,0 +1,219 @@
+"""The training recipe of a study: the keys left at ``auto``, picked by a short probe.
+
+How close a trial gets to what its ``embedding_dim`` and cutoff can reach depends on how it
+trains: the learning rate, the head (``model.hidden_dim``: a hidden layer or a linear classifier
+on the mean) and whether its tokens include word bigrams (``data.tokenizer.word_ngrams``). No
+single choice suits every text (docs/benchmarks.md "Training recipe"), so each of these keys may
+be ``auto``: before the first trial, two configurations (``train.recipe.embedding_dim``
+wide, at the middle and the top of the cutoff axis) train with each choice of ``train.recipe``; the
+best validation accuracy wins where it beats the first choice (the old default) by more than
+``train.recipe.margin`` (``auto``: one standard error of their paired difference on the
+validation documents, so that one seed's noise does not move the recipe).
+
+The probe is coordinate-wise, so it stays a few fits: first the structure (every word_ngrams x
+hidden_dim pair left at auto) at the first learning rate, then the other learning rates at the
+chosen structure. What it picked is stored with the study (``sweep.search.study.settle_recipe``):
+a resumed run or another worker reuses it, and every trial records it (columns ``recipe_lr``,
+``recipe_hidden_dim``, ``recipe_word_ngrams``). A key the user sets is never probed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import UnsupportedInterpolationType
+
+from sweep.data.prepared import PreparedData, SplitTensors
+from sweep.search.space import SearchSpace
+from sweep.trial.runner import TrialRunner
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+# The recipe's names (train.recipe.<name> lists the choices) and the config key each sets.
+KEYS = {
+    "word_ngrams": "data.tokenizer.word_ngrams",
+    "hidden_dim": "model.hidden_dim",
+    "lr": "train.lr",
+}
+
+
+def auto_names(cfg: DictConfig) -> list[str]:
+    """The recipe names whose config key is ``auto`` (in ``KEYS`` order)."""
+    return [name for name, key in KEYS.items() if OmegaConf.select(cfg, key) == AUTO]
+
+
+def to_probe(cfg: DictConfig) -> list[str]:
+    """The ``auto`` names with more than one choice and not searched: the ones the probe has to
+    pick (an ``auto`` key with one choice simply takes it; a key of ``search.space`` is set per
+    trial by the search)."""
+    space = OmegaConf.select(cfg, "search.space") or {}
+    searched = {str(spec.get("key") or name) for name, spec in space.items()}
+    return [name for name in auto_names(cfg)
+            if len(choices(cfg, name)) > 1 and KEYS[name] not in searched]  # fmt: skip
+
+
+def choices(cfg: DictConfig, name: str) -> list[Any]:
+    """The values ``train.recipe.<name>`` lets the probe pick from (the first: the fallback)."""
+    return list(cfg.train.recipe[name])
+
+
+def fixed(cfg: DictConfig, choice: dict[str, Any] | None = None) -> DictConfig:
+    """A copy of ``cfg`` with every ``auto`` key set: from ``choice`` ({config key: value}, as
+    the probe stores it) where it names the key, else to its first choice. The copy's study name
+    is the one ``cfg`` gives (it is derived from the setup, ``auto`` included), so a study keeps
+    its name whatever the probe picked."""
+    names = auto_names(cfg)
+    if not names:
+        return cfg
+    out = cfg.copy()
+    with contextlib.suppress(UnsupportedInterpolationType):  # no resolvers: no name used here
+        if OmegaConf.select(out, "search.study_name") is not None:
+            OmegaConf.update(out, "search.study_name", str(cfg.search.study_name))
+    for name in names:
+        key = KEYS[name]
+        value = (choice or {}).get(key, choices(cfg, name)[0])
+        OmegaConf.update(out, key, value)
+    return out
+
+
+def probe_points(cfg: DictConfig, data: PreparedData) -> list[dict[str, Any]]:
+    """The configurations the probe trains for each choice: ``train.recipe.embedding_dim`` wide
+    (within the space's bounds), at the middle of the cutoff axis on a log scale (a typical
+    trial) and at its top (where the most accurate trials live), both of this encoding's
+    vocabulary: with bigrams, words and bigrams compete for rows."""
+    axes = {axis.name: axis for axis in SearchSpace(cfg.search.space).axes}
+    low, high = axes["embedding_dim"].bounds(data.full_vocab)
+    dim = min(max(int(cfg.train.recipe.embedding_dim), int(low)), int(high))
+    low, high = axes["vocab_size"].bounds(data.full_vocab)
+    cutoffs = sorted({int(round(math.sqrt(low * high))), int(high)})
+    return [{"embedding_dim": dim, "vocab_size": k} for k in cutoffs]
+
+
+def margin_points(cfg: DictConfig, incumbent: torch.Tensor, challenger: torch.Tensor) -> float:
+    """How many validation accuracy points ``challenger`` must gain over ``incumbent`` (each a
+    boolean per validation document: right or wrong) to replace it: ``train.recipe.margin``, or
+    with ``auto`` one standard error of their paired difference, ``100 * sqrt(d) / n`` for ``d``
+    documents of ``n`` that one gets right and the other wrong. Paired, because both ran on the
+    same documents: a probe on one seed must not trade the default for noise, yet a real gain
+    shows long before two unpaired accuracies would tell it."""
+    margin = cfg.train.recipe.get("margin", "auto")
+    if margin != "auto":
+        return float(margin)
+    discordant = int((incumbent != challenger).sum())
+    return 100.0 * math.sqrt(discordant) / max(len(incumbent), 1)
+
+
+def pick(cfg: DictConfig, rows: list[dict[str, Any]], right: list[torch.Tensor]) -> int:
+    """The index of the winner among ``rows`` (``right``: each row's per-document correctness):
+    the incumbent (``rows[0]``, the earlier choices, the default first) unless the best row
+    beats it by more than ``margin_points``."""
+    accuracies = [row["val_accuracy"] for row in rows]
+    best = accuracies.index(max(accuracies))  # the first of a tie
+    gain = accuracies[best] - accuracies[0]
+    return best if gain > 0 and gain > margin_points(cfg, right[0], right[best]) else 0
+
+
+@torch.no_grad()
+def correct(model: torch.nn.Module, split: SplitTensors, batch_size: int) -> torch.Tensor:
+    """Per document of ``split``: does ``model`` (trained) classify it right? (on the host)"""
+    model.eval()
+    out = torch.zeros(len(split.labels), dtype=torch.bool)
+    for idx in torch.split(torch.argsort(split.lengths, stable=True), batch_size):
+        width = max(int(split.lengths[idx].max()), 1)
+        on_device = idx.to(split.ids.device)
+        guess = model(split.ids[on_device, :width]).argmax(dim=1)
+        out[idx] = (guess == split.labels[on_device]).cpu()
+    return out
+
+
+def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData):
+    """Train one choice (``values``: {recipe name: value}) at every probe point; (its row of
+    figures, which validation documents its fits get right, concatenated)."""
+    trial_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()})
+    runner, kept = TrialRunner(trial_cfg, data), []
+
+    def keep_right(params, seed, model) -> None:  # the best epoch's weights
+        view = runner.eval_views(runner.setup(params)[1])["val"]
+        kept.append(correct(model, view, int(trial_cfg.train.eval_batch_size)))
+
+    runner.on_trained = keep_right
+    points = probe_points(trial_cfg, data)
+    fits = [runner.train(dict(point)) for point in points]
+    right = torch.cat(kept)
+    row = {**values, "embedding_dim": points[0]["embedding_dim"],
+           "vocab_sizes": [point["vocab_size"] for point in points],
+           "val_accuracy": round(100.0 * float(right.float().mean()), 3),
+           "epochs": [f["epochs"] for f in fits],
+           "train_seconds": round(sum(f["train_seconds"] for f in fits), 3)}  # fmt: skip
+    return row, right
+
+
+def probe(
+    cfg: DictConfig,
+    device: torch.device,
+    beat: Callable[[], None] | None = None,
+    loaded: PreparedData | None = None,
+) -> dict:
+    """Pick every ``auto`` key of ``cfg`` (see the module docstring). Returns what the study
+    stores: ``choice`` ({config key: value}), ``probes`` (one row per choice: its validation
+    accuracy over its fits, their cutoffs, epochs and seconds), ``embedding_dim`` (of the probe
+    points) and ``seconds``. ``beat`` is called after each choice (the claim's heartbeat);
+    ``loaded``: the data of the first choices, if the caller has it already."""
+    names = to_probe(cfg)
+    if not names:
+        return {"choice": {}, "probes": [], "embedding_dim": None, "seconds": 0.0}
+    started = time.perf_counter()
+    prepared: dict[int, PreparedData] = {}  # per word_ngrams: encoding is the costly part
+    if loaded is not None:
+        prepared[int(fixed(cfg).data.tokenizer.word_ngrams)] = loaded
+    rows: list[dict[str, Any]] = []  # per choice: its fits' figures
+    right: list[torch.Tensor] = []  # per choice: which validation documents its fits get right
+
+    def fit(values: dict[str, Any]) -> int:
+        data_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()}).data
+        ngrams = int(data_cfg.tokenizer.word_ngrams)
+        if ngrams not in prepared:
+            prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device)
+        row, kept = fit_choice(cfg, values, prepared[ngrams])
+        rows.append(row)
+        right.append(kept)
+        log.info("recipe probe %d: %s -> val_accuracy %.2f (%.1fs)", len(rows), values,
+                 row["val_accuracy"], row["train_seconds"])  # fmt: skip
+        if beat is not None:
+            beat()
+        return len(rows) - 1
+
+    structure = [n for n in names if n != "lr"]
+    first_lr = {"lr": choices(cfg, "lr")[0]} if "lr" in names else {}
+    for combo in itertools.product(*(choices(cfg, n) for n in structure)):
+        fit({**dict(zip(structure, combo, strict=True)), **first_lr})
+    winner = pick(cfg, rows, right)
+    if "lr" in names:
+        shape = {n: rows[winner][n] for n in structure}
+        stage = [winner, *(fit({**shape, "lr": lr}) for lr in choices(cfg, "lr")[1:])]
+        winner = stage[pick(cfg, [rows[i] for i in stage], [right[i] for i in stage])]
+    return {
+        "choice": {KEYS[n]: rows[winner][n] for n in names},
+        "probes": rows,
+        "embedding_dim": rows[0]["embedding_dim"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def describe(stored: dict) -> str:
+    """One line for the log: what the recipe picked and what the probe cost."""
+    if not stored.get("choice"):
+        return "recipe: every key fixed"
+    picked = ", ".join(f"{key}={value}" for key, value in stored["choice"].items())
+    fits = sum(len(row["vocab_sizes"]) for row in stored["probes"])
+    return (f"recipe: {picked} (probe: {len(stored['probes'])} choices, {fits} fits at "
+            f"embedding_dim={stored['embedding_dim']}, {stored['seconds']:.1f}s)")  # fmt: skip

@@ -1,0 +1,203 @@
+"""The training recipe (issue 29): keys left at ``auto`` (learning rate, head, word bigrams) are
+picked once per study by a short probe, stored with the study, recorded by every trial, reused on
+resume and by every worker; keys set by hand are never probed."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from conftest import compose_config, default_study
+
+from sweep import runner
+from sweep.config import ConfigError
+from sweep.search import study as study_module
+from sweep.search.storage import journal_storage
+from sweep.trial import lone as lone_module
+from sweep.trial import recipe
+
+# Every recipe key left at auto, with two choices each (conftest's TINY fixes them).
+AUTO = ["train.lr=auto", "data.tokenizer.word_ngrams=auto", "train.recipe.hidden_dim=[64,0]"]
+# Enough documents (150 for validation) and epochs that learning shows past the probe's noise.
+LEARNS = ["data.synthetic.num_docs=1500", "train.epochs=4", "train.patience=4"]
+
+
+def right(pattern: str) -> torch.Tensor:
+    """Per-document correctness from a string of 1s and 0s."""
+    return torch.tensor([c == "1" for c in pattern])
+
+
+def test_the_default_is_kept_within_the_paired_noise_and_replaced_beyond_it(tiny_cfg):
+    rows = lambda *accs: [{"val_accuracy": a} for a in accs]  # noqa: E731
+    default = right("1" * 80 + "0" * 20)  # 80%
+    # 82%: two documents more, four that flip: one standard error is 100 * sqrt(4) / 100 = 2.0
+    close = right("1" * 79 + "0" + "1" * 3 + "0" * 17)
+    assert recipe.margin_points(tiny_cfg, default, close) == pytest.approx(2.0)
+    assert recipe.pick(tiny_cfg, rows(80.0, 82.0), [default, close]) == 0
+    # 90%: ten more right, none lost: the gain (10) beats sqrt(10) = 3.2 points
+    better = right("1" * 90 + "0" * 10)
+    assert recipe.pick(tiny_cfg, rows(80.0, 82.0, 90.0), [default, close, better]) == 2
+    # a tie, or a worse challenger, keeps the default (the old behaviour)
+    assert recipe.pick(tiny_cfg, rows(80.0, 80.0), [default, right("0" + "1" * 80 + "0" * 19)]) == 0
+    assert recipe.pick(tiny_cfg, rows(80.0, 70.0), [default, right("1" * 70 + "0" * 30)]) == 0
+    # a fixed margin in points replaces the paired one
+    tiny_cfg.train.recipe.margin = 0
+    assert recipe.pick(tiny_cfg, rows(80.0, 82.0), [default, close]) == 1
+
+
+def test_recipe_settings_are_checked_with_their_key(tiny_overrides, tmp_path):
+    bad = {"train.recipe.lr=[]": r"train\.recipe\.lr=\[\] must be a non-empty list",
+           "train.recipe.lr=[0.01,-1]": r"train\.recipe\.lr=.* positive numbers",
+           "train.recipe.hidden_dim=[64,-2]": r"train\.recipe\.hidden_dim=.* integers >= 0",
+           "train.recipe.word_ngrams=[0]": r"train\.recipe\.word_ngrams=.* integers >= 1",
+           "train.recipe.margin=-1": r"train\.recipe\.margin=-1",
+           "train.recipe.embedding_dim=0": r"train\.recipe\.embedding_dim=0",
+           "train.lr=fast": r"train\.lr='fast' must be positive, or auto",
+           "model.hidden_dim=wide": r"model\.hidden_dim='wide'",
+           "data.tokenizer.word_ngrams=0": r"data\.tokenizer\.word_ngrams=0"}  # fmt: skip
+    for override, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            runner.run(compose_config([*tiny_overrides, override]), tmp_path / "out")
+
+
+def test_the_probe_takes_a_clearly_better_choice_and_otherwise_keeps_the_first(tiny_overrides):
+    base = [*tiny_overrides, *LEARNS]
+    # 1e-6 cannot learn in four epochs; 0.01 can, far past the noise of 150 documents
+    slow_first = recipe.probe(compose_config([*base, "train.lr=auto", "train.recipe.lr=[1e-6,0.01]"]),
+                              torch.device("cpu"))  # fmt: skip
+    assert slow_first["choice"] == {"train.lr": 0.01}
+    assert [row["lr"] for row in slow_first["probes"]] == [1e-6, 0.01]
+    fast_first = recipe.probe(compose_config([*base, "train.lr=auto", "train.recipe.lr=[0.01,1e-6]"]),
+                              torch.device("cpu"))  # fmt: skip
+    assert fast_first["choice"] == {"train.lr": 0.01}
+    # each choice trained at two cutoffs (the middle and the top of the axis), one width
+    row = fast_first["probes"][0]
+    assert len(row["vocab_sizes"]) == 2 and row["vocab_sizes"][0] < row["vocab_sizes"][1]
+    assert fast_first["embedding_dim"] == 32 and len(row["epochs"]) == 2
+
+
+def stored_recipe(tmp_path, overrides) -> dict:
+    name = default_study(overrides) + study_module.RECIPE_SUFFIX
+    journal = tmp_path / "studies" / default_study(overrides) / "journal.log"
+    return optuna.load_study(study_name=name, storage=journal_storage(journal)).user_attrs
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Every training of a model: its learning rate and whether it has a hidden layer."""
+    calls = []
+    real_fit = lone_module.fit
+
+    def spying_fit(model, *args, **kwargs):
+        linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+        calls.append({"lr": kwargs["lr"], "hidden": linears > 1, "seed": kwargs["seed"]})
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(lone_module, "fit", spying_fit)
+    return calls
+
+
+def test_trials_and_seed_repeats_train_with_the_recipe_and_a_resume_reuses_it(
+    tiny_overrides, tmp_path, fits, monkeypatch
+):
+    overrides = [*tiny_overrides, *AUTO, "report.repeats=1", "report.top_k=2"]
+    result = runner.run(compose_config(overrides), tmp_path / "out")
+    attrs = stored_recipe(tmp_path, overrides)
+    choice = attrs["recipe"]["choice"]
+    assert set(choice) == {"train.lr", "model.hidden_dim", "data.tokenizer.word_ngrams"}
+    probe_fits = sum(len(row["vocab_sizes"]) for row in attrs["recipe"]["probes"])
+    assert probe_fits == 2 * (4 + 2)  # 2 x 2 structures, then the 2 other rates; 2 cutoffs
+    # every trial records what it trained with: the recipe's pick
+    table = result.table
+    assert (table["recipe_lr"] == choice["train.lr"]).all()
+    assert (table["recipe_hidden_dim"] == choice["model.hidden_dim"]).all()
+    assert (table["recipe_word_ngrams"] == choice["data.tokenizer.word_ngrams"]).all()
+    # ... and so does every fit after the probe: the 3 trials and the seed repeats (seed 1)
+    after = fits[probe_fits:]
+    assert len(after) == 3 + 2 and [f["seed"] for f in after].count(1) == 2
+    assert {f["lr"] for f in after} == {choice["train.lr"]}
+    assert {f["hidden"] for f in after} == {choice["model.hidden_dim"] > 0}
+    # the page tells what the recipe picked
+    assert "recipe" in (tmp_path / "out" / "report.html").read_text()
+
+    # A resume reads the stored pick: no probe, the same recipe for the new trial.
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a resumed study probed again")
+
+    monkeypatch.setattr(recipe, "probe", no_probe)
+    resumed = runner.run(compose_config([*overrides, "search.n_trials=4"]), tmp_path / "again")
+    assert len(resumed.table) == 4 and (resumed.table["recipe_lr"] == choice["train.lr"]).all()
+    assert (resumed.table["recipe_word_ngrams"] == choice["data.tokenizer.word_ngrams"]).all()
+
+
+def test_keys_set_by_hand_are_never_probed(tiny_overrides, tmp_path, fits):
+    overrides = [*tiny_overrides, "train.lr=0.02", "model.hidden_dim=16",
+                 "data.tokenizer.word_ngrams=auto"]  # fmt: skip
+    table = runner.run(compose_config(overrides), tmp_path / "out").table
+    stored = stored_recipe(tmp_path, overrides)["recipe"]
+    assert set(stored["choice"]) == {"data.tokenizer.word_ngrams"}
+    assert [row["word_ngrams"] for row in stored["probes"]] == [1, 2]
+    assert (table["recipe_lr"] == 0.02).all() and (table["recipe_hidden_dim"] == 16).all()
+    assert {f["lr"] for f in fits} == {0.02}  # the probe's fits too
+    # every key fixed: no probe, no claim in the storage
+    fixed = [*tiny_overrides, "train.lr=0.02", "model.hidden_dim=16"]
+    runner.run(compose_config(fixed), tmp_path / "fixed")
+    with pytest.raises(KeyError):
+        stored_recipe(tmp_path, fixed)
+
+
+def test_one_worker_probes_another_waits_and_a_dead_claim_is_taken_over(tiny_cfg, tmp_path):
+    search = tiny_cfg.search.copy()
+    search.storage = None  # the default: a journal file per study under storage_dir
+    search.storage_dir = str(tmp_path / "studies")
+    search.study_name = "s"
+    calls = []
+
+    def probe(beat):
+        calls.append(1)
+        beat()
+        return {"choice": {"train.lr": 0.03}, "probes": [], "embedding_dim": 32, "seconds": 0.1}
+
+    assert study_module.settle_recipe(search, probe)["choice"] == {"train.lr": 0.03}
+    assert study_module.settle_recipe(search, probe)["choice"] == {"train.lr": 0.03}
+    assert len(calls) == 1  # the second read the stored pick
+
+    # A claim whose worker was killed mid-probe (this host, a pid that no longer exists).
+    storage = journal_storage(tmp_path / "studies" / "t" / "journal.log")
+    claim = optuna.create_study(storage=storage, study_name="t" + study_module.RECIPE_SUFFIX)
+    claim.set_user_attr("worker", f"{socket.gethostname()}:{dead_pid()}")
+    claim.set_user_attr("heartbeat", time.time())
+    search.study_name = "t"
+    assert study_module.settle_recipe(search, probe)["choice"] == {"train.lr": 0.03}
+    assert len(calls) == 2
+
+
+def dead_pid() -> int:
+    """A process id that no longer exists."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_plan_mode_probes_nothing_and_takes_the_first_choices(tiny_overrides, tmp_path, fits):
+    cfg = compose_config([*tiny_overrides, *AUTO, "plan=true", "plan_points=2"])
+    runner.run(cfg, tmp_path / "out")
+    plan = pd.read_csv(tmp_path / "out" / "plan.csv")
+    assert fits == [] and len(plan) == 4
+
+
+def test_a_searched_key_or_a_single_choice_is_not_probed(tiny_overrides):
+    every = compose_config([*tiny_overrides, *AUTO])
+    assert recipe.to_probe(every) == ["word_ngrams", "hidden_dim", "lr"]
+    searched = compose_config([*tiny_overrides, *AUTO, "+search.space.lr={type:float,low:0.001,"
+                               "high:0.1,log:true,key:train.lr}"])  # fmt: skip
+    assert recipe.to_probe(searched) == ["word_ngrams", "hidden_dim"]
+    single = compose_config([*tiny_overrides, *AUTO, "train.recipe.word_ngrams=[2]"])
+    assert recipe.to_probe(single) == ["hidden_dim", "lr"]
+    assert recipe.fixed(single).data.tokenizer.word_ngrams == 2  # takes its one choice

@@ -110,12 +110,16 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     seconds = time.perf_counter() - started
     if not recipe.to_probe(cfg) or cfg.get("plan"):
         return first, None, data, seconds
-    stored = study.settle_recipe(cfg.search, lambda beat: recipe.probe(cfg, device, beat, data))
+    prepared = {int(first.data.tokenizer.word_ngrams): data}
+    stored = study.settle_recipe(
+        cfg.search, lambda beat: recipe.probe(cfg, device, beat, prepared)
+    )  # fmt: skip
     log.info(recipe.describe(stored))
     chosen = recipe.fixed(cfg, stored["choice"])
-    if chosen.data.tokenizer.word_ngrams != first.data.tokenizer.word_ngrams:
+    data = prepared.get(int(chosen.data.tokenizer.word_ngrams))
+    if data is None:  # the pick was read from the storage: its data is not loaded yet
         started = time.perf_counter()
-        data = PreparedData.load(chosen.data, chosen.seed, device)  # the probe's: from the cache
+        data = PreparedData.load(chosen.data, chosen.seed, device)
         seconds += time.perf_counter() - started
     return chosen, stored, data, seconds
 

@@ -59,7 +59,7 @@ def test_a_trial_figure_does_not_depend_on_the_previous_trial(tiny_overrides, tm
 def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     """search.pack on CUDA: no host sync inside the step loop (torch's sync debug mode raises
     on one). Unverified here: written on a machine without a GPU."""
-    from conftest import compose_config
+    from conftest import fixed_config
 
     from sweep.data.prepared import PreparedData
     from sweep.models.fit import EarlyStopping, plan_batches
@@ -71,7 +71,7 @@ def test_a_pack_epoch_never_waits_for_the_device(tiny_overrides, model):
     from sweep.trial import TrialRunner
 
     extra = [f"model={model}", "data.max_length=32"] if model != "bag" else []
-    cfg = compose_config([*tiny_overrides[:-1], "device=cuda", "model.sparse=false", *extra])
+    cfg = fixed_config([*tiny_overrides[:-1], "device=cuda", "model.sparse=false", *extra])
     runner = TrialRunner(cfg, PreparedData.load(cfg.data, cfg.seed, torch.device("cuda")))
     members = []
     for dim, cutoff in ((8, 100), (12, 300), (16, 500)):

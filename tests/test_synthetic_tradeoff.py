@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import fixed_config
 
 from sweep.data import vocab
 from sweep.data.corpus import load_corpus
@@ -15,7 +15,7 @@ from sweep.models.kinds import build_model
 
 @pytest.mark.slow
 def test_small_cutoff_and_small_dim_each_cost_accuracy():
-    cfg = compose_config(["data.cache_dir=null"])
+    cfg = fixed_config(["data.cache_dir=null"])  # the recipe at the old defaults
     encoded = vocab.build(load_corpus(cfg.data, seed=0), cfg.data.tokenizer, cfg.data.max_length)
 
     def accuracy(vocab_size: int, embedding_dim: int) -> float:

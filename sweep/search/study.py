@@ -197,6 +197,7 @@ def settle_recipe(search_cfg, probe: Callable[[Callable[[], None]], dict]) -> di
     claim (atomic in every storage, as ``claim_repeat``), so two workers never both probe. A
     worker that loses waits for the recipe; a claim whose holder is gone (killed mid-probe) is
     taken over, as is one with no heartbeat for ``search.stale_after_s``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as open_study: no line per study
     storage = make_storage(search_cfg)
     name = f"{search_cfg.study_name}{RECIPE_SUFFIX}"
     stale_after_s = float(search_cfg.stale_after_s)

@@ -161,20 +161,19 @@ def probe(
     cfg: DictConfig,
     device: torch.device,
     beat: Callable[[], None] | None = None,
-    loaded: PreparedData | None = None,
+    prepared: dict[int, PreparedData] | None = None,
 ) -> dict:
     """Pick every ``auto`` key of ``cfg`` (see the module docstring). Returns what the study
     stores: ``choice`` ({config key: value}), ``probes`` (one row per choice: its validation
     accuracy over its fits, their cutoffs, epochs and seconds), ``embedding_dim`` (of the probe
-    points) and ``seconds``. ``beat`` is called after each choice (the claim's heartbeat);
-    ``loaded``: the data of the first choices, if the caller has it already."""
+    points) and ``seconds``. ``beat`` is called after each choice (the claim's heartbeat).
+    ``prepared`` ({word_ngrams: data}) holds the data the caller has loaded already; the probe
+    adds what it loads, so the caller can train on the pick without loading it again."""
     names = to_probe(cfg)
     if not names:
         return {"choice": {}, "probes": [], "embedding_dim": None, "seconds": 0.0}
     started = time.perf_counter()
-    prepared: dict[int, PreparedData] = {}  # per word_ngrams: encoding is the costly part
-    if loaded is not None:
-        prepared[int(fixed(cfg).data.tokenizer.word_ngrams)] = loaded
+    prepared = {} if prepared is None else prepared  # per word_ngrams: encoding costs most
     rows: list[dict[str, Any]] = []  # per choice: its fits' figures
     right: list[torch.Tensor] = []  # per choice: which validation documents its fits get right
 

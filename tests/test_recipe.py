@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -176,6 +177,28 @@ def test_one_worker_probes_another_waits_and_a_dead_claim_is_taken_over(tiny_cfg
     search.study_name = "t"
     assert study_module.settle_recipe(search, probe)["choice"] == {"train.lr": 0.03}
     assert len(calls) == 2
+
+
+def test_a_worker_that_finds_a_live_claim_waits_for_its_pick(tiny_cfg, tmp_path):
+    """Another worker (here: a thread of this live process) holds the claim and stores its pick
+    a moment later: this one waits for it and never probes."""
+    search = tiny_cfg.search.copy()
+    search.storage, search.storage_dir, search.study_name = None, str(tmp_path / "studies"), "w"
+    storage = journal_storage(tmp_path / "studies" / "w" / "journal.log")
+    claim = optuna.create_study(storage=storage, study_name="w" + study_module.RECIPE_SUFFIX)
+    claim.set_user_attr("worker", study_module.worker())
+    claim.set_user_attr("heartbeat", time.time())
+    pick = {"choice": {"model.hidden_dim": 0}, "probes": [], "embedding_dim": 32, "seconds": 1.0}
+    later = threading.Timer(1.0, lambda: claim.set_user_attr("recipe", pick))
+    later.start()
+
+    def probe(beat):
+        raise AssertionError("a second worker probed")
+
+    started = time.time()
+    assert study_module.settle_recipe(search, probe) == pick
+    assert time.time() - started >= 0.9
+    later.join()
 
 
 def dead_pid() -> int:

@@ -157,22 +157,35 @@ def claim_repeat(
     """
     storage, name = storage_of(study), claim_name(study, number, seed)  # noqa: SLF001
     for _ in range(2):
-        try:
-            claim = optuna.create_study(storage=storage, study_name=name, load_if_exists=False)
-        except optuna.exceptions.DuplicatedStudyError:
-            attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
-            # A claim is made and stamped at once: one with no stamp is counted as long dead.
-            gone = gone_reason(str(attrs.get("worker", "")), attrs.get("heartbeat"), 0.0,
-                               stale_after_s)  # fmt: skip
-            if gone is None:
-                return None
-            log.warning("seed repeat %s: taking it over (%s)", name, gone)
-            optuna.delete_study(study_name=name, storage=storage)
-            continue
-        claim.set_user_attr("worker", worker())
-        claim.set_user_attr("heartbeat", time.time())
-        return claim
+        claim = make_claim(storage, name)
+        if claim is not None:
+            return claim
+        # A claim is made and stamped at once: one with no stamp is counted as long dead.
+        gone = holder_gone(optuna.load_study(study_name=name, storage=storage).user_attrs,
+                           stale_after_s)  # fmt: skip
+        if gone is None:
+            return None
+        log.warning("seed repeat %s: taking it over (%s)", name, gone)
+        optuna.delete_study(study_name=name, storage=storage)
     return None
+
+
+def make_claim(storage, name: str) -> optuna.Study | None:
+    """Create the claim study ``name`` and stamp it with this worker and a heartbeat; None if
+    it exists already (creating a study of an existing name fails atomically in every Optuna
+    storage: a unique name in a database, the journal's lock)."""
+    try:
+        claim = optuna.create_study(storage=storage, study_name=name, load_if_exists=False)
+    except optuna.exceptions.DuplicatedStudyError:
+        return None
+    claim.set_user_attr("worker", worker())
+    beat(claim)
+    return claim
+
+
+def holder_gone(attrs: dict[str, Any], stale_after_s: float) -> str | None:
+    """Why the worker that stamped a claim (its user attrs) is gone, or None (``gone_reason``)."""
+    return gone_reason(str(attrs.get("worker", "")), attrs.get("heartbeat"), 0.0, stale_after_s)
 
 
 def release_repeat(study: optuna.Study, number: int, seed: int) -> None:
@@ -202,36 +215,29 @@ def settle_recipe(search_cfg, probe: Callable[[Callable[[], None]], dict]) -> di
     name = f"{search_cfg.study_name}{RECIPE_SUFFIX}"
     stale_after_s = float(search_cfg.stale_after_s)
     waited, unstamped_since = False, None
-    while True:
-        try:
-            claim = optuna.create_study(storage=storage, study_name=name, load_if_exists=False)
-        except optuna.exceptions.DuplicatedStudyError:
-            attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
-            if "recipe" in attrs:
-                return attrs["recipe"]
-            gone = gone_reason(str(attrs.get("worker", "")), attrs.get("heartbeat"), 0.0,
-                               stale_after_s)  # fmt: skip
-            if "heartbeat" not in attrs:  # stamped right after it is made: wait a little first
-                unstamped_since = unstamped_since or time.time()
-                gone = "never stamped" if time.time() - unstamped_since > 10 else None
-            if gone is not None:
-                log.warning("recipe probe of %s: taking it over (%s)", name, gone)
-                optuna.delete_study(study_name=name, storage=storage)
-            elif not waited:
-                log.info("waiting for another worker's recipe probe (%s)", attrs.get("worker"))
-                waited = True
-            time.sleep(0.5)
-            continue
-        claim.set_user_attr("worker", worker())
-        claim.set_user_attr("heartbeat", time.time())
-        try:
-            recipe = probe(functools.partial(beat, claim))
-        except BaseException:  # a failed probe leaves no claim for the next run to wait on
-            with contextlib.suppress(KeyError):
-                optuna.delete_study(study_name=name, storage=storage)
-            raise
-        claim.set_user_attr("recipe", recipe)
-        return recipe
+    while (claim := make_claim(storage, name)) is None:
+        attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+        if "recipe" in attrs:
+            return attrs["recipe"]
+        gone = holder_gone(attrs, stale_after_s)
+        if "heartbeat" not in attrs:  # stamped right after it is made: wait a little first
+            unstamped_since = unstamped_since or time.time()
+            gone = "never stamped" if time.time() - unstamped_since > 10 else None
+        if gone is not None:
+            log.warning("recipe probe of %s: taking it over (%s)", name, gone)
+            optuna.delete_study(study_name=name, storage=storage)
+        elif not waited:
+            log.info("waiting for another worker's recipe probe (%s)", attrs.get("worker"))
+            waited = True
+        time.sleep(0.5)
+    try:
+        recipe = probe(functools.partial(beat, claim))
+    except BaseException:  # a failed probe leaves no claim for the next run to wait on
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=name, storage=storage)
+        raise
+    claim.set_user_attr("recipe", recipe)
+    return recipe
 
 
 def load_study(storage, study_name: str, storage_text: str = "that storage") -> optuna.Study:

@@ -25,12 +25,12 @@ from omegaconf import DictConfig
 from sweep import measure, runner
 from sweep.common.overrides import override_key
 from sweep.config import check_config
-from sweep.data.prepared import PreparedData
+from sweep.data import corpus, vocab
 from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import settings as search
 from sweep.search import storage, study
-from sweep.trial import TrialRunner
+from sweep.trial import TrialRunner, recipe
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,11 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     gpus = visible_gpus()
     count = worker_count(cfg.search, gpus)
     check_config(cfg)
-    # The recipe probe (if any auto key is left) runs here, once; the workers read its pick.
-    # Loading it also encodes the corpus once, into the cache the workers then load.
-    cfg, _, data, _ = runner.with_recipe(cfg, measure.resolve_device(cfg.device))
-    del data  # the workers hold the data; nothing of it is kept here
+    # Encode the corpus once, into the cache the workers then load (nothing of it is kept here):
+    # with the recipe's first choices. The workers settle the recipe itself: one probes on its
+    # device, the others wait for its pick (sweep.search.study.settle_recipe).
+    first = recipe.fixed(cfg)
+    vocab.load_or_build(corpus.load_corpus(first.data, first.seed), first.data)
     log.info(
         "starting %d workers on study %r%s", count, cfg.search.study_name,
         f" over GPUs {gpus}" if gpus else "",
@@ -133,7 +134,8 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
     kept = runner.kept_states(cfg)
     if kept is not None and len(table):  # measure the front's precisions, export: once, here
-        data = PreparedData.load(cfg.data, cfg.seed, measure.resolve_device(cfg.device))
+        # the workers' recipe, read from the storage (its data from the cache)
+        cfg, _, data, _ = runner.with_recipe(cfg, measure.resolve_device(cfg.device))
         trial = TrialRunner(cfg, data)
         runner.measure_precisions(opened, cfg, trial, kept)
         table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)

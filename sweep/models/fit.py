@@ -106,8 +106,12 @@ def plan_batches(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: SplitTensors, batch_size: int) -> tuple[float, float]:
-    """Return (accuracy in percent, mean cross-entropy) of ``model`` on ``split``."""
+def evaluate(
+    model: nn.Module, split: SplitTensors, batch_size: int, right: torch.Tensor | None = None
+) -> tuple[float, float]:
+    """Return (accuracy in percent, mean cross-entropy) of ``model`` on ``split``; ``right`` (a
+    bool tensor on the split's device, one per document), if given, is filled with whether each
+    document is classified right (the training recipe's paired comparison)."""
     model.eval()
     order = torch.argsort(split.lengths, stable=True)  # length-sorted: little padding
     correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
@@ -118,7 +122,10 @@ def evaluate(model: nn.Module, split: SplitTensors, batch_size: int) -> tuple[fl
         logits = model(split.ids[idx, :width])
         labels = split.labels[idx]
         loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").double()
-        correct += (logits.argmax(dim=1) == labels).sum()
+        hits = logits.argmax(dim=1) == labels
+        correct += hits.sum()
+        if right is not None:
+            right[idx] = hits
     n = max(len(order), 1)
     return 100.0 * int(correct) / n, float(loss_sum) / n
 

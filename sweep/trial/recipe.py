@@ -31,7 +31,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import UnsupportedInterpolationType
 
-from sweep.data.prepared import PreparedData, SplitTensors
+from sweep.data.prepared import PreparedData
+from sweep.models.fit import evaluate
 from sweep.search.space import SearchSpace
 from sweep.trial.runner import TrialRunner
 
@@ -122,19 +123,6 @@ def pick(cfg: DictConfig, rows: list[dict[str, Any]], right: list[torch.Tensor])
     return best if gain > 0 and gain > margin_points(cfg, right[0], right[best]) else 0
 
 
-@torch.no_grad()
-def correct(model: torch.nn.Module, split: SplitTensors, batch_size: int) -> torch.Tensor:
-    """Per document of ``split``: does ``model`` (trained) classify it right? (on the host)"""
-    model.eval()
-    out = torch.zeros(len(split.labels), dtype=torch.bool)
-    for idx in torch.split(torch.argsort(split.lengths, stable=True), batch_size):
-        width = max(int(split.lengths[idx].max()), 1)
-        on_device = idx.to(split.ids.device)
-        guess = model(split.ids[on_device, :width]).argmax(dim=1)
-        out[idx] = (guess == split.labels[on_device]).cpu()
-    return out
-
-
 def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData):
     """Train one choice (``values``: {recipe name: value}) at every probe point; (its row of
     figures, which validation documents its fits get right, concatenated)."""
@@ -143,7 +131,9 @@ def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData):
 
     def keep_right(params, seed, model) -> None:  # the best epoch's weights
         view = runner.eval_views(runner.setup(params)[1])["val"]
-        kept.append(correct(model, view, int(trial_cfg.train.eval_batch_size)))
+        right = torch.zeros(len(view.labels), dtype=torch.bool, device=view.labels.device)
+        evaluate(model, view, int(trial_cfg.train.eval_batch_size), right=right)
+        kept.append(right.cpu())
 
     runner.on_trained = keep_right
     points = probe_points(trial_cfg, data)

@@ -49,6 +49,16 @@ def fixed_config(overrides: list[str] | tuple[str, ...] = ()):
     return recipe.fixed(compose_config(overrides))
 
 
+def assert_refused(base: list[str], bad: dict[str, str], error: type, out: Path) -> None:
+    """Each override of ``bad`` added to ``base`` stops the sweep with ``error``, its message
+    matching the pattern ``bad`` gives it (the key named, and what to do)."""
+    from sweep import runner
+
+    for override, message in bad.items():
+        with pytest.raises(error, match=message):
+            runner.run(compose_config([*base, override]), out)
+
+
 def default_study(overrides: list[str] | tuple[str, ...] = TINY) -> str:
     """The default study name (``<data>-<model>-<search>-<setup digest>``) these overrides get."""
     return str(compose_config(overrides).search.study_name)

@@ -12,7 +12,7 @@ import textwrap
 import optuna
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, compose_config, default_study, watch_study
+from conftest import ROOT, TINY, assert_refused, compose_config, default_study, watch_study
 
 from sweep import runner
 from sweep.search import study as study_module
@@ -72,9 +72,7 @@ def test_size_rule_settings_are_checked_with_their_key(tiny_overrides, tmp_path)
            "search.pruner.reduction_factor=1": r"search\.pruner\.reduction_factor=1",
            "search.pruner.margin=-1": r"search\.pruner\.margin=-1",
            "search.pruner.margin=wide": r"search\.pruner\.margin='wide'"}  # fmt: skip
-    for override, message in bad.items():
-        with pytest.raises(SearchError, match=message):
-            runner.run(compose_config([*base, override]), tmp_path / "out")
+    assert_refused(base, bad, SearchError, tmp_path / "out")
     assert size_rule(compose_config([*tiny_overrides, "search/pruner=none"]).search) is None
 
 

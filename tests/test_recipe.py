@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_config, default_study
+from conftest import assert_refused, compose_config, default_study
 
 from sweep import runner
 from sweep.config import ConfigError
@@ -62,9 +62,7 @@ def test_recipe_settings_are_checked_with_their_key(tiny_overrides, tmp_path):
            "train.lr=fast": r"train\.lr='fast' must be positive, or auto",
            "model.hidden_dim=wide": r"model\.hidden_dim='wide'",
            "data.tokenizer.word_ngrams=0": r"data\.tokenizer\.word_ngrams=0"}  # fmt: skip
-    for override, message in bad.items():
-        with pytest.raises(ConfigError, match=message):
-            runner.run(compose_config([*tiny_overrides, override]), tmp_path / "out")
+    assert_refused(tiny_overrides, bad, ConfigError, tmp_path / "out")
 
 
 def test_the_probe_takes_a_clearly_better_choice_and_otherwise_keeps_the_first(tiny_overrides):

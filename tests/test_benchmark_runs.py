@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import TINY
+from omegaconf import OmegaConf
 
 from sweep.data.synthetic import generate
 
@@ -144,7 +145,14 @@ def test_defaults_benchmark_runs_the_default_sweep_on_a_set(datasets, tmp_path):
 
     defaults.main(["--datasets", str(datasets), "--out", str(tmp_path), "--data", "trec",
                    "--fasttext-dims", "--variant", "tiny", "search.n_trials=2", "train.epochs=1",
-                   "report.repeats=0"])  # fmt: skip
-    row = pd.read_csv(tmp_path / "defaults.csv").iloc[0]
+                   "report.repeats=0", "--seeds", "0", "1"])  # fmt: skip
+    table = pd.read_csv(tmp_path / "defaults.csv")
+    assert list(table["seed"]) == ["0", "1", "mean"]
+    row = table.iloc[0]
     assert (row["data"], row["variant"]) == ("trec", "tiny") and row["wall s"] > 0
     assert 0 <= row["recommended: test acc"] <= 100 and row["its params"] > 0
+    # each seed ran its own sweep, at its own seed, in its own folder
+    for folder, seed in (("trec", 0), ("trec-s1", 1)):
+        run = tmp_path / folder / "tiny" / "run"
+        assert len(pd.read_csv(run / "trials.csv")) == 2
+        assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == seed

@@ -192,3 +192,35 @@ def test_defaults_benchmark_tunes_fasttext_on_the_sweeps_tokens(tmp_path, monkey
     cached = defaults.fasttext_grid("synthetic", data, tmp_path, [10], [1], tmp_path / "v")
     assert len(cached) == 2 and set(cached["dim"]) == {10}
     assert set(seen["splits"]) == {"train", "validation", "test"} and seen["splits"]["train"] > 0
+
+
+def test_defaults_benchmark_averages_seeds_with_the_differences_standard_error():
+    """``--seeds``: one mean row per set and variant run at several seeds; the standard error
+    is of ``pick - fastText`` across seeds; a set run at one seed, or without fastText, gets no
+    difference row."""
+    from sweep.benchmarks import defaults
+
+    rows = pd.DataFrame([
+        {"data": "trec", "variant": "v", "seed": 0, "best-val trial: test acc": 88.0,
+         "recommended: test acc": 87.0, "wall s": 30.0, "fastText test acc": 90.0,
+         "pick - fastText": -2.0},
+        {"data": "trec", "variant": "v", "seed": 1, "best-val trial: test acc": 91.0,
+         "recommended: test acc": 90.0, "wall s": 40.0, "fastText test acc": 90.0,
+         "pick - fastText": 1.0},
+        {"data": "synthetic", "variant": "v", "seed": 0, "best-val trial: test acc": 80.0,
+         "recommended: test acc": 80.0, "wall s": 50.0},
+        {"data": "synthetic", "variant": "v", "seed": 1, "best-val trial: test acc": 82.0,
+         "recommended: test acc": 81.0, "wall s": 70.0},
+        {"data": "sst2", "variant": "v", "seed": 0, "best-val trial: test acc": 80.0,
+         "recommended: test acc": 80.0, "wall s": 20.0, "fastText test acc": 79.0,
+         "pick - fastText": 1.0},
+    ])  # fmt: skip
+    means = defaults.over_seeds(rows).set_index("data")
+    assert list(means.index) == ["trec", "synthetic"] and set(means["seed"]) == {"mean"}
+    trec = means.loc["trec"]
+    assert (trec["best-val trial: test acc"], trec["wall s"], trec["pick - fastText"]) == (
+        89.5, 35.0, -0.5)  # fmt: skip
+    assert trec["pick - fastText ±"] == 1.5  # std of (-2, 1) is 2.12; / sqrt(2)
+    assert means.loc["synthetic", "recommended: test acc"] == 80.5
+    assert pd.isna(means.loc["synthetic", "pick - fastText ±"])
+    assert defaults.seeded("trec", 0) == "trec" and defaults.seeded("trec", 2) == "trec-s2"

@@ -70,6 +70,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         return plan(cfg, trial, out_dir)
 
     the_study, n_trials = open_study(cfg, data, space)
+    start_at_probe_points(the_study, cfg, picked, data)
     context = page_context(cfg, data, space, overrides, device)
     # Everything the page shows besides the trials lives in the storage too, so
     # ``python -m sweep.report`` can rebuild the reports from the storage alone.
@@ -146,6 +147,26 @@ def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace):
     log.info("study %r in %s: %d finished trials, target %d", cfg.search.study_name,
              storage.describe_storage(cfg.search), study.count_finished(opened), n_trials)  # fmt: skip
     return opened, n_trials
+
+
+def start_at_probe_points(the_study, cfg: DictConfig, picked: dict | None, data) -> None:
+    """A fresh study's first trials: the configurations the recipe probe trained its pick at
+    (``recipe.probe_points``: the middle and the top of the cutoff axis). A 12-trial search
+    spreads its trials over the whole plane and may leave the top of the cutoff axis, where the
+    most accurate trials live, with none; the probe has just shown what the pick reaches there.
+    The sampler fills in any other axis of the space. A grid keeps its own points; a resumed
+    study, or one another worker has started, has its trials (and an enqueued point that
+    already exists is skipped, so two workers racing here add each once)."""
+    if not (picked and picked.get("probes")) or cfg.search.sampler.get("name") == "grid":
+        return
+    if the_study.get_trials(deepcopy=False):
+        return
+    points = recipe.probe_points(cfg, data)
+    for point in points:
+        the_study.enqueue_trial(point, skip_if_exists=True)
+    log.info("first trials: the recipe probe's configurations %s",
+             ", ".join(f"embedding_dim={p['embedding_dim']} vocab_size={p['vocab_size']}"
+                       for p in points))  # fmt: skip
 
 
 def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device) -> dict:

@@ -122,6 +122,12 @@ def test_trials_and_seed_repeats_train_with_the_recipe_and_a_resume_reuses_it(
     assert len(after) == 3 + 2 and [f["seed"] for f in after].count(1) == 2
     assert {f["lr"] for f in after} == {choice["train.lr"]}
     assert {f["hidden"] for f in after} == {choice["model.hidden_dim"] > 0}
+    # the study starts at the configurations the probe trained its pick at
+    won = next(row for row in attrs["recipe"]["probes"]
+               if all(row[name] == choice[key] for name, key in recipe.KEYS.items()))  # fmt: skip
+    first = table.sort_values("trial").head(2)
+    assert list(first["embedding_dim"]) == [attrs["recipe"]["embedding_dim"]] * 2
+    assert list(first["vocab_size"]) == won["vocab_sizes"] and len(set(won["vocab_sizes"])) == 2
     # the page tells what the recipe picked
     assert "recipe" in (tmp_path / "out" / "report.html").read_text()
 

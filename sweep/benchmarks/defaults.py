@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     table = pd.DataFrame(rows)
     table = pd.concat([table, over_seeds(table)], ignore_index=True)
+    table["its params"] = table["its params"].astype("Int64")  # a mean row has none
     table["overrides"] = [" ".join(next(v[1:] for v in variants if v[0] == r)) or "(defaults)"
                           for r in table["variant"]]  # fmt: skip
     save_and_print(table, out / "defaults.csv")

@@ -195,9 +195,9 @@ def test_defaults_benchmark_tunes_fasttext_on_the_sweeps_tokens(tmp_path, monkey
 
 
 def test_defaults_benchmark_averages_seeds_with_the_differences_standard_error():
-    """``--seeds``: one mean row per set and variant run at several seeds; the standard error
-    is of ``pick - fastText`` across seeds; a set run at one seed, or without fastText, gets no
-    difference row."""
+    """``--seeds``: one mean row per set and variant run at several seeds, with the standard
+    error of ``pick - fastText`` across them; a set run at one seed gets no mean row, and one
+    without fastText no difference."""
     from sweep.benchmarks import defaults
 
     rows = pd.DataFrame([

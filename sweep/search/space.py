@@ -52,7 +52,7 @@ class Axis:
         if kind == "categorical":
             if not spec.get("choices"):
                 raise SearchError(f"{key}.choices is empty: list at least one value")
-            return cls(name, spec.key, kind, choices=tuple(spec.choices))
+            return cls(name, spec.get("key") or name, kind, choices=tuple(spec.choices))
         if kind not in ("int", "float"):
             raise SearchError(f"{key}.type={kind!r} is unknown: use int, float or categorical")
         low, high = spec.get("low"), spec.get("high")

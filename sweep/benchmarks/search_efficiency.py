@@ -68,9 +68,11 @@ STRATEGIES = {
     "size": ["search/sampler=tpe", "search/pruner=size"],
     "pack": ["search/sampler=tpe", "search.pack=4"],
     "size-pack": ["search/sampler=tpe", "search/pruner=size", "search.pack=4"],
+    "ehvi": ["search/sampler=ehvi"],
+    "ehvi-size": ["search/sampler=ehvi", "search/pruner=size"],
     "moasha": None,  # Syne Tune's, in its own environment (moasha_peer)
 }
-PRUNING = ("size", "size-pack", "moasha")  # strategies that stop trials: --trials-pruning trials
+PRUNING = ("size", "size-pack", "ehvi-size", "moasha")  # strategies that stop trials: --trials-pruning trials
 ROOT = Path(__file__).resolve().parents[2]
 HV_TARGET = 0.99
 PARAMS_SLACK = 1.5  # a recommendation is right at no more than this times the grid's params

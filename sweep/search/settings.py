@@ -15,8 +15,9 @@ import warnings
 import optuna
 
 from sweep.schema import PRECISIONS, file_bytes_column
+from sweep.search.ehvi import FrontGainSampler
 from sweep.search.pruning import size_rule
-from sweep.search.space import SearchError, SearchSpace
+from sweep.search.space import MAIN_AXES, SearchError, SearchSpace
 
 # The budgets (search.<limit>) and the trial column each one limits; file_bytes is the column of
 # search.precision (file_bytes_int8, ...), with precision=best the smallest (int4) file's.
@@ -100,7 +101,7 @@ def _budget_constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid), seeded.
+    """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid|ehvi), seeded.
 
     Its settings come from the preset's YAML (configs/search/sampler/), the one place they are set.
     """
@@ -133,14 +134,41 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
         "grid": lambda: optuna.samplers.GridSampler(
             space.grid(sampler_cfg.get("values")), seed=seed
         ),
+        "ehvi": lambda: front_gain_sampler(search_cfg, seed, space),
     }
     if name in factories:
         with warnings.catch_warnings():  # experimental-API notes of QMC and constraints
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return factories[name]()
     raise SearchError(
-        f"search.sampler.name={name!r} is unknown: use search/sampler=tpe|nsga2|random|qmc|grid"
+        f"search.sampler.name={name!r} is unknown: use search/sampler=tpe|nsga2|random|qmc|grid|"
+        "ehvi"
     )
+
+
+def front_gain_sampler(search_cfg, seed: int, space: SearchSpace) -> FrontGainSampler:
+    """``search/sampler=ehvi``, checked: it models the two main axes as numbers, a quality
+    objective and at most one size objective to minimise."""
+    for axis in space.axes:
+        if axis.name in MAIN_AXES and axis.kind == "categorical":
+            raise SearchError(
+                f"search.space.{axis.name} is categorical, but search/sampler=ehvi models it as a "
+                "number: give it type int with low and high, or use search/sampler=tpe"
+            )
+    objectives, directions = list(search_cfg.objectives), list(search_cfg.directions)
+    if len(objectives) > 2 or (len(objectives) == 2 and directions[1] != "minimize"):
+        raise SearchError(
+            f"search/sampler=ehvi needs search.objectives=[quality] or [quality, size] with the "
+            f"size minimised; got {objectives} {directions}: use search/sampler=tpe or nsga2"
+        )
+    sampler_cfg = search_cfg.sampler
+    for key, least in (("n_startup_trials", 2), ("candidates", 2)):
+        value = sampler_cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SearchError(f"search.sampler.{key}={value!r} must be an integer >= {least}")
+    return FrontGainSampler(objectives=objectives, directions=directions, seed=seed,
+                            n_startup_trials=sampler_cfg.n_startup_trials,
+                            candidates=sampler_cfg.candidates)  # fmt: skip
 
 
 def pack_size(search_cfg, packable: bool = True) -> int:

@@ -1,0 +1,246 @@
+"""The ``ehvi`` sampler: the next trial is the point with the largest expected gain of the front
+per second of training.
+
+What a general tuner does not know, this one uses: a configuration's size (the study's second
+objective, ``params_total`` by default) is a known function of ``vocab_size`` and
+``embedding_dim`` (exactly linear in rows x width, width, width^2, rows and 1 for every model
+here: it is fitted to the stored trials by least squares), and its cost in seconds is nearly so
+(rows x width, width and a per-trial overhead, fitted to the finished trials' durations). Only
+the accuracy is unknown before training: a Gaussian process over (log K, log D) in the unit box
+(``sweep.search.gaussian_process``) predicts it with its uncertainty.
+
+The gain of a point is its expected hypervolume improvement: the area (accuracy above the
+staircase of the front so far, times log10 size from the point's size to the reference) that a
+result drawn from the prediction would add, in closed form, since the size is known. The score
+is that gain per predicted second; the next trial is the best of a grid of candidates
+(``candidates`` per axis on the log scale, rounded to integers, the configurations tried so far
+left out). Trials still running (a pack, other workers) count as if they had reached their
+predicted accuracy (the "kriging believer"), so the trials of one pack differ.
+
+The first ``n_startup_trials`` trials are a Latin hypercube on the log scale (seeded). Trials
+stopped by the size rule (``search/pruner=size``) count at the accuracy they reached, which is
+what the rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE
+independently; the surrogate models the two main axes only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+
+from sweep.search.gaussian_process import GaussianProcess, expected_improvement
+from sweep.search.space import MAIN_AXES
+
+State = optuna.trial.TrialState
+WIDTH, ROWS = MAIN_AXES  # embedding_dim, vocab_size
+SPECIALS = 2  # <pad> and <unk>: a table has vocab_size + 2 rows
+
+
+def unit(value: float, dist) -> float:
+    """The position of ``value`` on its axis, 0 to 1 (on the log scale where the axis is log)."""
+    low, high = float(dist.low), float(dist.high)
+    if high <= low:
+        return 0.0
+    if dist.log:
+        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+    return (value - low) / (high - low)
+
+
+def from_unit(u: float, dist):
+    """The value of the axis at position ``u`` (rounded to the axis's step for integers)."""
+    low, high = float(dist.low), float(dist.high)
+    value = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if dist.log else (
+        low + u * (high - low)
+    )  # fmt: skip
+    if isinstance(dist, IntDistribution):
+        return int(min(max(round(value), dist.low), dist.high))
+    return float(min(max(value, low), high))
+
+
+def size_features(rows: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """What a model's size is linear in: the table (rows x width), the width (first layer), its
+    square (a Transformer's width x width layers), the rows (a per-row bias) and a constant."""
+    return np.stack([rows * width, width, width * width, rows, np.ones_like(rows)], axis=1)
+
+
+def cost_features(rows: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """What a trial's seconds are nearly linear in: the table's update (rows x width), the
+    width (each token's work) and a per-trial overhead."""
+    return np.stack([rows * width, width, np.ones_like(rows)], axis=1)
+
+
+class Observations:
+    """What the stored trials say: inputs, accuracies, sizes, durations and what is running."""
+
+    def __init__(self, study: optuna.Study, number: int, objectives: Sequence[str], sign: float):
+        self.x, self.quality, self.size_of, self.seconds_of = [], [], [], []
+        self.pending, self.tried = [], set()
+        quality_key = objectives[0]
+        size_key = objectives[1] if len(objectives) > 1 else None
+        for trial in study.get_trials(deepcopy=False):
+            params = trial.params
+            if trial.number == number or WIDTH not in params or ROWS not in params:
+                continue
+            point = (float(params[ROWS]) + SPECIALS, float(params[WIDTH]))
+            self.tried.add((params[ROWS], params[WIDTH]))
+            attrs = trial.user_attrs
+            if size_key and size_key in attrs and not attrs.get("skipped_reason"):
+                self.size_of.append((*point, float(attrs[size_key])))
+            if "reused_from" in attrs or "skipped_reason" in attrs:
+                continue  # a reused trial repeats its original; a skipped one never trained
+            finished = trial.state == State.COMPLETE or (
+                trial.state == State.PRUNED and "pruned_epoch" in attrs
+            )
+            if finished and quality_key in attrs and math.isfinite(float(attrs[quality_key])):
+                self.x.append((params[ROWS], params[WIDTH], trial.distributions))
+                self.quality.append(sign * float(attrs[quality_key]))
+            if trial.state == State.COMPLETE and trial.duration is not None:
+                self.seconds_of.append((*point, trial.duration.total_seconds()))
+            if trial.state == State.RUNNING:
+                self.pending.append((params[ROWS], params[WIDTH]))
+
+
+def least_squares(samples: list[tuple[float, float, float]], features) -> np.ndarray | None:
+    """Coefficients of the target (third item) on ``features(rows, width)``, or None with fewer
+    distinct samples than features."""
+    if not samples:
+        return None
+    data = np.asarray(samples, float)
+    design = features(data[:, 0], data[:, 1])
+    if len({(r, w) for r, w, _ in samples}) < design.shape[1]:
+        return None
+    coef, *_ = np.linalg.lstsq(design, data[:, 2], rcond=None)
+    return coef
+
+
+class FrontGainSampler(optuna.samplers.BaseSampler):
+    """Cost-aware expected hypervolume improvement over ``embedding_dim`` and ``vocab_size``."""
+
+    def __init__(self, *, objectives: Sequence[str], directions: Sequence[str], seed: int | None = None,
+                 n_startup_trials: int = 4, candidates: int = 33):  # fmt: skip
+        self.objectives = list(objectives)
+        self.sign = 1.0 if directions[0] == "maximize" else -1.0
+        self.seed, self.n_startup, self.candidates = seed, int(n_startup_trials), int(candidates)
+        self.independent = optuna.samplers.TPESampler(seed=seed)
+        rng = np.random.default_rng(seed)
+        # A Latin hypercube: each axis cut in n_startup strata, each stratum used once.
+        n = max(self.n_startup, 1)
+        strata = np.stack([rng.permutation(n) for _ in MAIN_AXES], axis=1)
+        self.startup = (strata + rng.random((n, len(MAIN_AXES)))) / n
+
+    def reseed_rng(self) -> None:
+        self.independent.reseed_rng()
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        for past in reversed(study.get_trials(deepcopy=False)):
+            dists = past.distributions
+            if all(
+                isinstance(dists.get(a), (IntDistribution, FloatDistribution)) for a in MAIN_AXES
+            ):
+                return {a: dists[a] for a in MAIN_AXES}  # fmt: skip
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        seen = Observations(study, trial.number, self.objectives, self.sign)
+        if len(seen.quality) < max(self.n_startup, 2):
+            return {}  # the Latin hypercube (sample_independent)
+        return self.best_candidate(seen, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name in MAIN_AXES and isinstance(param_distribution, (IntDistribution, FloatDistribution)):  # fmt: skip
+            # The startup design: the k-th trial takes the hypercube's k-th point, past it (more
+            # trials failed or were skipped than the design has) a seeded uniform draw.
+            k = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+            if k < len(self.startup):
+                u = self.startup[k][MAIN_AXES.index(param_name)]
+            else:
+                u = np.random.default_rng([self.seed or 0, k]).random()
+            return from_unit(float(u), param_distribution)
+        return self.independent.sample_independent(study, trial, param_name, param_distribution)
+
+    # -- the model --------------------------------------------------------------------------
+
+    def grid(self, space, tried: set) -> tuple[list[tuple], np.ndarray]:
+        """Candidate (vocab_size, embedding_dim) values not tried yet, and their unit positions:
+        ``candidates`` steps per axis on its scale, rounded as the trial would store them."""
+        steps = np.linspace(0.0, 1.0, self.candidates)
+        points = {(from_unit(a, space[ROWS]), from_unit(b, space[WIDTH])) for a in steps for b in steps}  # fmt: skip
+        values = sorted(points - tried)
+        units = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w in values])
+        return values, units
+
+    def best_candidate(self, seen: Observations, space) -> dict[str, Any]:
+        values, units = self.grid(space, seen.tried)
+        if not values:  # every candidate tried: leave it to the independent draws
+            return {}
+        x = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w, _ in seen.x])
+        process = GaussianProcess.fit(x, np.asarray(seen.quality))
+        table = np.asarray(values, float)
+        rows, width = table[:, 0] + SPECIALS, table[:, 1]
+        mean, sd = process.predict(units)
+        gain = self.gain(seen, space, process, rows, width, mean, sd)
+        best = int(np.argmax(gain / self.seconds(seen, rows, width)))
+        return {ROWS: values[best][0], WIDTH: values[best][1]}
+
+    def log_size(self, seen: Observations, rows: np.ndarray, width: np.ndarray) -> np.ndarray:
+        """log10 of the size objective at each (rows, width), fitted to the stored trials; with
+        too few of them, proportional to the table (rows x width)."""
+        coef = least_squares(seen.size_of, size_features)
+        if coef is not None:
+            size = size_features(rows, width) @ coef
+        else:
+            ratios = [s / (r * w) for r, w, s in seen.size_of if r * w > 0]
+            size = rows * width * (float(np.median(ratios)) if ratios else 1.0)
+        return np.log10(np.maximum(size, 1e-9))
+
+    def seconds(self, seen: Observations, rows: np.ndarray, width: np.ndarray) -> np.ndarray:
+        """Predicted seconds of a trial at each (rows, width); never below half the fastest
+        finished trial's (an extrapolation must not call a trial free)."""
+        coef = least_squares(seen.seconds_of, cost_features)
+        if coef is None:
+            return np.ones_like(rows)
+        floor = 0.5 * min(s for _, _, s in seen.seconds_of)
+        return np.maximum(cost_features(rows, width) @ coef, max(floor, 1e-3))
+
+    def gain(self, seen, space, process, rows, width, mean, sd) -> np.ndarray:
+        """Expected hypervolume improvement of each candidate (one objective: expected
+        improvement over the best)."""
+        quality = np.asarray(seen.quality)
+        pending_quality = np.zeros(0)
+        if seen.pending:
+            pend = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w in seen.pending])  # fmt: skip
+            pending_quality = process.predict(pend)[0]
+        if len(self.objectives) < 2:
+            best = max(quality.max(), pending_quality.max(initial=-math.inf))
+            return expected_improvement(mean, sd, best)
+        done = np.asarray([[r + SPECIALS, w] for r, w, _ in seen.x], float)
+        sizes = self.log_size(seen, done[:, 0], done[:, 1])
+        if seen.pending:
+            pend = np.asarray([[r + SPECIALS, w] for r, w in seen.pending], float)
+            sizes = np.concatenate([sizes, self.log_size(seen, pend[:, 0], pend[:, 1])])
+            quality = np.concatenate([quality, pending_quality])
+        candidate_size = self.log_size(seen, rows, width)
+        spread = quality.max() - quality.min() or 1.0
+        floor = quality.min() - 0.1 * spread  # the reference accuracy
+        top = max(candidate_size.max(), sizes.max())
+        ceiling = top + 0.05 * max(top - min(candidate_size.min(), sizes.min()), 1e-3)
+        # The staircase: each point that raises the best quality so far, smallest size first.
+        steps, level = [], -math.inf
+        for s, q in sorted(zip(sizes, quality, strict=True)):
+            if q > level:
+                steps.append((s, q))
+                level = q
+        lows = np.asarray([-math.inf] + [s for s, _ in steps])
+        highs = np.asarray([s for s, _ in steps] + [ceiling])
+        levels = np.asarray([floor] + [q for _, q in steps])
+        overlap = np.clip(
+            highs[None, :] - np.maximum(lows[None, :], candidate_size[:, None]), 0.0, None
+        )
+        return (overlap * expected_improvement(mean[:, None], sd[:, None], levels[None, :])).sum(1)

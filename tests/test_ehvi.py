@@ -33,18 +33,21 @@ def params_total(vocab_size: int, embedding_dim: int) -> int:
     return (vocab_size + 2) * embedding_dim + 5 * embedding_dim + 5  # table and a 5-class head
 
 
-def sweep(sampler, n_trials: int) -> optuna.Study:
-    """``n_trials`` trials of the surface, told as the trial loop tells them (their figures as
-    user attributes too)."""
+def sweep(sampler, n_trials: int, max_params: float = math.inf) -> optuna.Study:
+    """``n_trials`` trials of the surface, told as the trial loop tells them: the figures as
+    user attributes too, a trial over ``max_params`` skipped (PRUNED with its reason)."""
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     for _ in range(n_trials):
         trial = study.ask()
         k = trial.suggest_int("vocab_size", 100, 20_000, log=True)
         d = trial.suggest_int("embedding_dim", 4, 256, log=True)
-        figures = {"val_accuracy": accuracy(k, d), "params_total": params_total(k, d)}
-        for key, value in figures.items():
-            trial.set_user_attr(key, value)
-        study.tell(trial, [figures["val_accuracy"], figures["params_total"]])
+        trial.set_user_attr("params_total", params_total(k, d))
+        if params_total(k, d) > max_params:
+            trial.set_user_attr("skipped_reason", "skipped: over budget")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        trial.set_user_attr("val_accuracy", accuracy(k, d))
+        study.tell(trial, [accuracy(k, d), params_total(k, d)])
     return study
 
 
@@ -141,6 +144,27 @@ def test_a_pack_and_a_resumed_study_never_ask_a_tried_point():
                t.suggest_int("embedding_dim", 4, 256, log=True)) for t in asked]  # fmt: skip
     tried = {(t.params["vocab_size"], t.params["embedding_dim"]) for t in study.trials[:8]}
     assert len(set(points)) == 4 and not set(points) & tried
+
+
+def test_a_budget_and_a_skipped_size_are_never_suggested_again():
+    """With ``search.max_params`` the size fitted to the trials so far keeps every suggestion
+    within it once the model chooses (the Latin hypercube's may be over: the loop skips them);
+    a skipped trial also rules out every point at least as large on both axes."""
+    limit = 60_000
+    study = sweep(ehvi(limits=[("params_total", limit)]), 20, max_params=limit)
+    chosen = [t for t in study.trials[4:]]
+    assert all(t.user_attrs["params_total"] <= limit for t in chosen), [t.params for t in chosen]
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 16
+    # A skip alone (an out-of-memory size: no budget to fit) rules out its upper-right quadrant.
+    skipped = sweep(ehvi(), 6, max_params=params_total(2_000, 32))
+    walls = [(t.params["vocab_size"], t.params["embedding_dim"]) for t in skipped.trials
+             if t.state == optuna.trial.TrialState.PRUNED]  # fmt: skip
+    assert walls, "the surface's Latin hypercube should hit the wall at least once"
+    seen = Observations(skipped, -1, ["val_accuracy", "params_total"], 1.0)
+    space = {"vocab_size": VOCABS, "embedding_dim": DIMS}
+    values, units = ehvi().grid(space, seen.tried)
+    kept, _ = ehvi().feasible(seen, values, units)
+    assert kept and not [v for v in kept for k, d in walls if v[0] >= k and v[1] >= d]
 
 
 def test_its_settings_are_checked_with_their_key(tiny_overrides, tmp_path):

@@ -17,6 +17,10 @@ is that gain per predicted second; the next trial is the best of a grid of candi
 left out). Trials still running (a pack, other workers) count as if they had reached their
 predicted accuracy (the "kriging believer"), so the trials of one pack differ.
 
+Candidates a budget rules out (``search.max_params``, ``max_memory_mb``, ``max_model_bytes``:
+each budget's column fitted like the size) are left out, and so is every point at least as
+large on both axes as a skipped trial (over a budget, past an out-of-memory size).
+
 The first ``n_startup_trials`` trials are a Latin hypercube on the log scale (seeded). Trials
 stopped by the size rule (``search/pruner=size``) count at the accuracy they reached, which is
 what the rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE
@@ -39,6 +43,7 @@ from sweep.search.space import MAIN_AXES
 State = optuna.trial.TrialState
 WIDTH, ROWS = MAIN_AXES  # embedding_dim, vocab_size
 SPECIALS = 2  # <pad> and <unk>: a table has vocab_size + 2 rows
+CEILING = 0.05  # the reference size past the largest candidate, as a share of the sizes' log range
 
 
 def unit(value: float, dist) -> float:
@@ -77,9 +82,11 @@ def cost_features(rows: np.ndarray, width: np.ndarray) -> np.ndarray:
 class Observations:
     """What the stored trials say: inputs, accuracies, sizes, durations and what is running."""
 
-    def __init__(self, study: optuna.Study, number: int, objectives: Sequence[str], sign: float):
+    def __init__(self, study: optuna.Study, number: int, objectives: Sequence[str], sign: float,
+                 columns: Sequence[str] = ()):  # fmt: skip
         self.x, self.quality, self.size_of, self.seconds_of = [], [], [], []
-        self.pending, self.tried = [], set()
+        self.pending, self.tried, self.skipped = [], set(), []
+        self.figures: dict[str, list] = {column: [] for column in columns}
         quality_key = objectives[0]
         size_key = objectives[1] if len(objectives) > 1 else None
         for trial in study.get_trials(deepcopy=False):
@@ -91,13 +98,18 @@ class Observations:
             attrs = trial.user_attrs
             if size_key and size_key in attrs and not attrs.get("skipped_reason"):
                 self.size_of.append((*point, float(attrs[size_key])))
+            for column, samples in self.figures.items():
+                if column in attrs and math.isfinite(float(attrs[column])):
+                    samples.append((*point, float(attrs[column])))
+            if "skipped_reason" in attrs:  # over a budget or past an out-of-memory size
+                self.skipped.append((params[ROWS], params[WIDTH]))
             if "reused_from" in attrs or "skipped_reason" in attrs:
                 continue  # a reused trial repeats its original; a skipped one never trained
             finished = trial.state == State.COMPLETE or (
                 trial.state == State.PRUNED and "pruned_epoch" in attrs
             )
             if finished and quality_key in attrs and math.isfinite(float(attrs[quality_key])):
-                self.x.append((params[ROWS], params[WIDTH], trial.distributions))
+                self.x.append((params[ROWS], params[WIDTH]))
                 self.quality.append(sign * float(attrs[quality_key]))
             if trial.state == State.COMPLETE and trial.duration is not None:
                 self.seconds_of.append((*point, trial.duration.total_seconds()))
@@ -122,8 +134,9 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
     """Cost-aware expected hypervolume improvement over ``embedding_dim`` and ``vocab_size``."""
 
     def __init__(self, *, objectives: Sequence[str], directions: Sequence[str], seed: int | None = None,
-                 n_startup_trials: int = 4, candidates: int = 33):  # fmt: skip
-        self.objectives = list(objectives)
+                 n_startup_trials: int = 4, candidates: int = 33,
+                 limits: Sequence[tuple[str, float]] = ()):  # fmt: skip
+        self.objectives, self.limits = list(objectives), list(limits)
         self.sign = 1.0 if directions[0] == "maximize" else -1.0
         self.seed, self.n_startup, self.candidates = seed, int(n_startup_trials), int(candidates)
         self.independent = optuna.samplers.TPESampler(seed=seed)
@@ -148,16 +161,19 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
         if not search_space:
             return {}
-        seen = Observations(study, trial.number, self.objectives, self.sign)
-        if len(seen.quality) < max(self.n_startup, 2):
-            return {}  # the Latin hypercube (sample_independent)
+        seen = Observations(study, trial.number, self.objectives, self.sign,
+                            [column for column, _ in self.limits])  # fmt: skip
+        # The Latin hypercube first (sample_independent); then the model, as soon as two trials
+        # finished (trials the hypercube put over a budget count toward it, never finished).
+        if trial.number < self.n_startup or len(seen.quality) < 2:
+            return {}
         return self.best_candidate(seen, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         if param_name in MAIN_AXES and isinstance(param_distribution, (IntDistribution, FloatDistribution)):  # fmt: skip
-            # The startup design: the k-th trial takes the hypercube's k-th point, past it (more
-            # trials failed or were skipped than the design has) a seeded uniform draw.
-            k = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+            # The startup design: the k-th trial takes the hypercube's k-th point, past it (fewer
+            # than two trials finished: the others failed or were skipped) a seeded uniform draw.
+            k = trial.number
             if k < len(self.startup):
                 u = self.startup[k][MAIN_AXES.index(param_name)]
             else:
@@ -178,9 +194,10 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
 
     def best_candidate(self, seen: Observations, space) -> dict[str, Any]:
         values, units = self.grid(space, seen.tried)
-        if not values:  # every candidate tried: leave it to the independent draws
+        values, units = self.feasible(seen, values, units)
+        if not values:  # every candidate tried or out of bounds: leave it to the independent draws
             return {}
-        x = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w, _ in seen.x])
+        x = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w in seen.x])
         process = GaussianProcess.fit(x, np.asarray(seen.quality))
         table = np.asarray(values, float)
         rows, width = table[:, 0] + SPECIALS, table[:, 1]
@@ -188,6 +205,22 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         gain = self.gain(seen, space, process, rows, width, mean, sd)
         best = int(np.argmax(gain / self.seconds(seen, rows, width)))
         return {ROWS: values[best][0], WIDTH: values[best][1]}
+
+    def feasible(self, seen: Observations, values: list[tuple], units: np.ndarray):
+        """The candidates that can train: none at least as large on both axes as a skipped
+        trial (sizes grow with both, so it would be skipped too), none predicted over a budget
+        (``search.max_params`` ...: each budget's column fitted like the size)."""
+        if not values:
+            return values, units
+        table = np.asarray(values, float)
+        ok = np.ones(len(values), bool)
+        for rows, width in seen.skipped:
+            ok &= ~((table[:, 0] >= rows) & (table[:, 1] >= width))
+        for column, limit in self.limits:
+            coef = least_squares(seen.figures[column], size_features)
+            if coef is not None:
+                ok &= size_features(table[:, 0] + SPECIALS, table[:, 1]) @ coef <= limit
+        return [v for v, keep in zip(values, ok, strict=True) if keep], units[ok]
 
     def log_size(self, seen: Observations, rows: np.ndarray, width: np.ndarray) -> np.ndarray:
         """log10 of the size objective at each (rows, width), fitted to the stored trials; with
@@ -220,7 +253,7 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         if len(self.objectives) < 2:
             best = max(quality.max(), pending_quality.max(initial=-math.inf))
             return expected_improvement(mean, sd, best)
-        done = np.asarray([[r + SPECIALS, w] for r, w, _ in seen.x], float)
+        done = np.asarray([[r + SPECIALS, w] for r, w in seen.x], float)
         sizes = self.log_size(seen, done[:, 0], done[:, 1])
         if seen.pending:
             pend = np.asarray([[r + SPECIALS, w] for r, w in seen.pending], float)
@@ -230,7 +263,7 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         spread = quality.max() - quality.min() or 1.0
         floor = quality.min() - 0.1 * spread  # the reference accuracy
         top = max(candidate_size.max(), sizes.max())
-        ceiling = top + 0.05 * max(top - min(candidate_size.min(), sizes.min()), 1e-3)
+        ceiling = top + CEILING * max(top - min(candidate_size.min(), sizes.min()), 1e-3)
         # The staircase: each point that raises the best quality so far, smallest size first.
         steps, level = [], -math.inf
         for s, q in sorted(zip(sizes, quality, strict=True)):

@@ -166,9 +166,10 @@ def front_gain_sampler(search_cfg, seed: int, space: SearchSpace) -> FrontGainSa
         value = sampler_cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise SearchError(f"search.sampler.{key}={value!r} must be an integer >= {least}")
+    limits = [(column, limit) for _, limit, column in budgets(search_cfg)]
     return FrontGainSampler(objectives=objectives, directions=directions, seed=seed,
                             n_startup_trials=sampler_cfg.n_startup_trials,
-                            candidates=sampler_cfg.candidates)  # fmt: skip
+                            candidates=sampler_cfg.candidates, limits=limits)  # fmt: skip
 
 
 def pack_size(search_cfg, packable: bool = True) -> int:

@@ -159,7 +159,9 @@ def test_budget_holds_during_the_sweep(tiny_overrides, tmp_path, monkeypatch):
 def test_budget_feeds_the_sampler_constraints(tiny_overrides, tmp_path):
     from sweep.search import settings as search
 
-    cfg = compose_config([*tiny_overrides, "search.max_params=8000", "search.n_trials=2"])
+    # TPE and NSGA-II learn budgets as constraints (ehvi, the default, fits them: test_ehvi).
+    cfg = compose_config([*tiny_overrides, "search.max_params=8000", "search.n_trials=2",
+                          "search/sampler=tpe"])  # fmt: skip
     runner.run(cfg, tmp_path / "out")
     study = study_module.load_study(make_storage(cfg.search), cfg.search.study_name)
     for trial in study.trials:  # every trial tells the sampler how far over budget it was

@@ -106,7 +106,7 @@ def test_stale_trials_are_failed_and_live_ones_kept(tmp_path):
     assert by_number[numbers["other host, fresh"]].state == State.RUNNING
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "qmc"])
+@pytest.mark.parametrize("sampler", ["ehvi", "tpe", "nsga2", "random", "qmc"])
 def test_sampler_presets_run_seeded(sampler, tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, f"search/sampler={sampler}"]
     a = runner.run(compose_config(overrides), tmp_path / "a")

@@ -67,6 +67,11 @@ def from_unit(u: float, dist):
     return float(min(max(value, low), high))
 
 
+def positions(points, space) -> np.ndarray:
+    """The unit positions of (vocab_size, embedding_dim) points on their axes."""
+    return np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w in points])
+
+
 def size_features(rows: np.ndarray, width: np.ndarray) -> np.ndarray:
     """What a model's size is linear in: the table (rows x width), the width (first layer), its
     square (a Transformer's width x width layers), the rows (a per-row bias) and a constant."""
@@ -161,11 +166,13 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
         if not search_space:
             return {}
-        seen = Observations(study, trial.number, self.objectives, self.sign,
-                            [column for column, _ in self.limits])  # fmt: skip
         # The Latin hypercube first (sample_independent); then the model, as soon as two trials
         # finished (trials the hypercube put over a budget count toward it, never finished).
-        if trial.number < self.n_startup or len(seen.quality) < 2:
+        if trial.number < self.n_startup:
+            return {}
+        seen = Observations(study, trial.number, self.objectives, self.sign,
+                            [column for column, _ in self.limits])  # fmt: skip
+        if len(seen.quality) < 2:
             return {}
         return self.best_candidate(seen, search_space)
 
@@ -189,16 +196,14 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         steps = np.linspace(0.0, 1.0, self.candidates)
         points = {(from_unit(a, space[ROWS]), from_unit(b, space[WIDTH])) for a in steps for b in steps}  # fmt: skip
         values = sorted(points - tried)
-        units = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w in values])
-        return values, units
+        return values, positions(values, space)
 
     def best_candidate(self, seen: Observations, space) -> dict[str, Any]:
         values, units = self.grid(space, seen.tried)
         values, units = self.feasible(seen, values, units)
         if not values:  # every candidate tried or out of bounds: leave it to the independent draws
             return {}
-        x = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w in seen.x])
-        process = GaussianProcess.fit(x, np.asarray(seen.quality))
+        process = GaussianProcess.fit(positions(seen.x, space), np.asarray(seen.quality))
         table = np.asarray(values, float)
         rows, width = table[:, 0] + SPECIALS, table[:, 1]
         mean, sd = process.predict(units)
@@ -222,16 +227,20 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
                 ok &= size_features(table[:, 0] + SPECIALS, table[:, 1]) @ coef <= limit
         return [v for v, keep in zip(values, ok, strict=True) if keep], units[ok]
 
-    def log_size(self, seen: Observations, rows: np.ndarray, width: np.ndarray) -> np.ndarray:
-        """log10 of the size objective at each (rows, width), fitted to the stored trials; with
-        too few of them, proportional to the table (rows x width)."""
+    @staticmethod
+    def log_size(seen: Observations):
+        """log10 of the size objective as a function of (rows, width), fitted once to the
+        stored trials; with too few of them, proportional to the table (rows x width)."""
         coef = least_squares(seen.size_of, size_features)
-        if coef is not None:
-            size = size_features(rows, width) @ coef
-        else:
+        if coef is None:
             ratios = [s / (r * w) for r, w, s in seen.size_of if r * w > 0]
-            size = rows * width * (float(np.median(ratios)) if ratios else 1.0)
-        return np.log10(np.maximum(size, 1e-9))
+            scale = float(np.median(ratios)) if ratios else 1.0
+
+        def of(rows: np.ndarray, width: np.ndarray) -> np.ndarray:
+            size = rows * width * scale if coef is None else size_features(rows, width) @ coef
+            return np.log10(np.maximum(size, 1e-9))
+
+        return of
 
     def seconds(self, seen: Observations, rows: np.ndarray, width: np.ndarray) -> np.ndarray:
         """Predicted seconds of a trial at each (rows, width); never below half the fastest
@@ -248,18 +257,15 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         quality = np.asarray(seen.quality)
         pending_quality = np.zeros(0)
         if seen.pending:
-            pend = np.asarray([[unit(r, space[ROWS]), unit(w, space[WIDTH])] for r, w in seen.pending])  # fmt: skip
-            pending_quality = process.predict(pend)[0]
+            pending_quality = process.predict(positions(seen.pending, space))[0]
         if len(self.objectives) < 2:
             best = max(quality.max(), pending_quality.max(initial=-math.inf))
             return expected_improvement(mean, sd, best)
-        done = np.asarray([[r + SPECIALS, w] for r, w in seen.x], float)
-        sizes = self.log_size(seen, done[:, 0], done[:, 1])
-        if seen.pending:
-            pend = np.asarray([[r + SPECIALS, w] for r, w in seen.pending], float)
-            sizes = np.concatenate([sizes, self.log_size(seen, pend[:, 0], pend[:, 1])])
-            quality = np.concatenate([quality, pending_quality])
-        candidate_size = self.log_size(seen, rows, width)
+        log_size = self.log_size(seen)
+        known = np.asarray([[r + SPECIALS, w] for r, w in seen.x + seen.pending], float)
+        sizes = log_size(known[:, 0], known[:, 1])
+        quality = np.concatenate([quality, pending_quality])
+        candidate_size = log_size(rows, width)
         spread = quality.max() - quality.min() or 1.0
         floor = quality.min() - 0.1 * spread  # the reference accuracy
         top = max(candidate_size.max(), sizes.max())

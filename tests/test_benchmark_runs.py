@@ -68,13 +68,17 @@ def test_search_efficiency_benchmark_times_each_strategy_against_the_grid(datase
                             "--trials-pruning", "3",
                             "--grid", "4,16", "100,null", "--", "train.epochs=2"])  # fmt: skip
     runs = pd.read_csv(tmp_path / "runs.csv")
+    oracle = runs[runs["strategy"] == "oracle"].iloc[0]  # the grid's cheapest 99%: under its time
+    assert 99 <= oracle["final_hv_pct"] <= 100 + 1e-9 and 1 <= oracle["complete"] <= 4
+    runs = runs[runs["strategy"] != "oracle"]
     assert len(runs) == 4 and set(runs["strategy"]) == {"tpe", "size"}
     assert ((runs["final_hv_pct"] > 0) & (runs["final_hv_pct"] <= 100 + 1e-9)).all()
     assert (runs["run_seconds"] > 0).all() and (runs["complete"] + runs["pruned"] == 3).all()
     reached = runs["seconds_to_99pct_hv"].dropna()
     assert (reached <= runs.loc[reached.index, "run_seconds"]).all()
     table = pd.read_csv(tmp_path / "search_efficiency.csv")
-    assert list(table["strategy"]) == ["tpe", "size"] and (table["seeds"] == 2).all()
+    assert list(table["strategy"]) == ["oracle", "tpe", "size"]
+    assert list(table["seeds"]) == [1, 2, 2]
     out = capsys.readouterr().out
     assert "trec: grid of 4 trials" in out and "ratio_to_tpe_99pct_hv" in out
 

@@ -38,6 +38,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
 from sweep.search.gaussian_process import GaussianProcess, expected_improvement
+from sweep.search.records import is_original, is_skipped
 from sweep.search.space import MAIN_AXES
 
 State = optuna.trial.TrialState
@@ -101,14 +102,14 @@ class Observations:
             point = (float(params[ROWS]) + SPECIALS, float(params[WIDTH]))
             self.tried.add((params[ROWS], params[WIDTH]))
             attrs = trial.user_attrs
-            if size_key and size_key in attrs and not attrs.get("skipped_reason"):
+            if size_key and size_key in attrs and not is_skipped(trial):
                 self.size_of.append((*point, float(attrs[size_key])))
             for column, samples in self.figures.items():
                 if column in attrs and math.isfinite(float(attrs[column])):
                     samples.append((*point, float(attrs[column])))
-            if "skipped_reason" in attrs:  # over a budget or past an out-of-memory size
+            if is_skipped(trial):  # over a budget or past an out-of-memory size
                 self.skipped.append((params[ROWS], params[WIDTH]))
-            if "reused_from" in attrs or "skipped_reason" in attrs:
+            if not is_original(trial):
                 continue  # a reused trial repeats its original; a skipped one never trained
             finished = trial.state == State.COMPLETE or (
                 trial.state == State.PRUNED and "pruned_epoch" in attrs

@@ -26,6 +26,7 @@ import pandas as pd
 from sweep import schema
 from sweep.common.secrets import mask
 from sweep.search.pruning import CURVE, Curve, SizeRule, curves, size_rule
+from sweep.search.records import REUSED, SKIPPED, is_original, is_reused, is_skipped
 from sweep.search.settings import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
 from sweep.search.space import SearchSpace
 from sweep.search.study import (
@@ -35,7 +36,6 @@ from sweep.search.study import (
     count_finished,
     count_running,
     fail_stale_trials,
-    is_skipped,
     release_repeat,
     stored_repeats,
     worker,
@@ -72,8 +72,7 @@ def over_budget(figures: dict[str, Any], search_cfg) -> str | None:
 def find_finished(study: optuna.Study, params: dict[str, Any], number: int):
     """A COMPLETE, non-skipped trial with exactly these params, if any."""
     for trial in study.get_trials(deepcopy=False, states=(State.COMPLETE,)):
-        original = "reused_from" not in trial.user_attrs and not is_skipped(trial)
-        if original and trial.number != number and trial.params == params:
+        if is_original(trial) and trial.number != number and trial.params == params:
             return trial
     return None
 
@@ -170,14 +169,14 @@ def prepare(study, trial, search_cfg, space: SearchSpace, grid, describe: Descri
     if previous is not None:  # same configuration, same setup: the stored result is the answer
         set_attrs(trial, {k: v for k, v in previous.user_attrs.items()
                           if k not in ("worker", "heartbeat")})  # fmt: skip
-        trial.set_user_attr("reused_from", previous.number)
+        trial.set_user_attr(REUSED, previous.number)
         figures.update(previous.user_attrs)
         log.info("trial %d: same configuration as trial %d, result reused",
                  trial.number, previous.number)  # fmt: skip
         return None, figures
     skip = skip_reason(study, figures, search_cfg)
     if skip:
-        trial.set_user_attr("skipped_reason", skip)
+        trial.set_user_attr(SKIPPED, skip)
         raise optuna.TrialPruned(skip)
     return params, figures
 
@@ -226,7 +225,7 @@ class Tally:
         """(state, values) of a trial whose ``result`` is its objective values, or the
         exception that ended it (a skip or pruning: PRUNED; anything else: FAIL)."""
         if isinstance(result, optuna.TrialPruned):
-            self.skips = self.skips + 1 if "skipped_reason" in trial.user_attrs else 0
+            self.skips = self.skips + 1 if is_skipped(trial) else 0
             if self.skips:
                 log.info("trial %d %s", trial.number, result)
                 check_skips(self.skips, result, self.search_cfg)
@@ -373,8 +372,8 @@ def front_trials(
     quality = objectives.quality
     higher = objectives.higher_is_better(quality)
     front = frame[frame["pareto"].astype(bool)]
-    if "reused_from" in front:  # a reused trial repeats its original: retrain that one only
-        front = front[front["reused_from"].isna()]
+    if REUSED in front:  # a reused trial repeats its original: retrain that one only
+        front = front[front[REUSED].isna()]
     front = front.sort_values(quality, ascending=not higher)
     return front["trial"].head(top_k).astype(int).tolist()
 
@@ -461,7 +460,7 @@ def importances(study: optuna.Study) -> dict[str, float]:
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))
-        if "reused_from" not in t.user_attrs and "val_accuracy" in t.user_attrs
+        if not is_reused(t) and "val_accuracy" in t.user_attrs
     ]
     if len(complete) < 2 or len({tuple(sorted(t.params.items())) for t in complete}) < 2:
         return {}
@@ -512,7 +511,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update(measured.get(trial.number, {}))
         row.update(trial.params)
         if state == "SKIPPED":
-            row["fail_reason"] = trial.user_attrs["skipped_reason"]
+            row["fail_reason"] = trial.user_attrs[SKIPPED]
         elif "pruned_reason" in trial.user_attrs:
             row["fail_reason"] = trial.user_attrs["pruned_reason"]
         row["datetime_start"] = trial.datetime_start

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import optuna
 
+from sweep.search.records import is_reused
 from sweep.search.space import SearchError
 
 __all__ = ["Curve", "SizeRule", "curves", "size_rule"]
@@ -141,6 +142,6 @@ def curves(study: optuna.Study, size: str) -> list[Curve]:
     for trial in study.get_trials(deepcopy=False, states=states):
         attrs = trial.user_attrs
         curve = attrs.get("val_history") or attrs.get(CURVE)
-        if curve and size in attrs and "reused_from" not in attrs:
+        if curve and size in attrs and not is_reused(trial):
             out.append(Curve(trial.number, float(attrs[size]), tuple(map(float, curve))))
     return out

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from sweep.common.digest import json_digest
+from sweep.search.records import is_skipped
 from sweep.search.settings import SearchError, make_pruner, make_sampler
 from sweep.search.storage import describe_storage, make_storage, storage_errors, storage_failure
 
@@ -63,10 +64,6 @@ def worker() -> str:
 
 # Study user attribute holding the extra-seed results of front trials: {"<trial>": {"<seed>": {}}}
 REPEATS_PREFIX = "repeats:"
-
-
-def is_skipped(trial: optuna.trial.FrozenTrial) -> bool:
-    return "skipped_reason" in trial.user_attrs
 
 
 def count_finished(study: optuna.Study) -> int:

@@ -1,0 +1,23 @@
+"""What a stored trial's own attributes say about it, read the same way by every module of the
+search: the loop that writes them, the study's bookkeeping, the pruner and the samplers that
+learn from past trials. Nothing here imports the rest of the package, so each of them can."""
+
+from __future__ import annotations
+
+import optuna
+
+SKIPPED = "skipped_reason"  # never trained: over a budget or past an out-of-memory size
+REUSED = "reused_from"  # the same configuration as an earlier trial: its result, copied
+
+
+def is_skipped(trial: optuna.trial.FrozenTrial) -> bool:
+    return SKIPPED in trial.user_attrs
+
+
+def is_reused(trial: optuna.trial.FrozenTrial) -> bool:
+    return REUSED in trial.user_attrs
+
+
+def is_original(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial that trained its own configuration (neither skipped nor a reused result)."""
+    return not (is_skipped(trial) or is_reused(trial))

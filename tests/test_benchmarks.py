@@ -51,6 +51,12 @@ def test_search_oracle_is_the_cheapest_subset_of_the_grid_that_reaches_99pct():
     assert 99.0 <= oracle["final_hv_pct"] <= 100.0
     # The cheapest right trial: 84% at 1e6 params (85% at 1e7 is over 1.5x its params).
     assert oracle["seconds_to_right_pick"] == 30.0 and oracle["final_pick_right"]
+    # Past 22 front trials the exhaustive search would not fit: no oracle, not a crash.
+    n = 23
+    wide = pd.DataFrame({"state": ["COMPLETE"] * n, "val_accuracy": np.linspace(50, 90, n),
+                         "params_total": np.logspace(3, 7, n), "duration_seconds": [1.0] * n,
+                         "pareto": [True] * n, "recommended": [True] + [False] * (n - 1)})  # fmt: skip
+    assert Reference(wide.assign(seconds=1.0), tolerance=0.5).oracle(wide) is None
 
 
 def test_markdown_table():

@@ -116,8 +116,13 @@ def test_the_first_trials_are_a_latin_hypercube_on_the_log_scale():
     study = sweep(ehvi(n_startup_trials=4), 4)
     units = [(math.log(t.params["vocab_size"] / 100) / math.log(200),
               math.log(t.params["embedding_dim"] / 4) / math.log(64)) for t in study.trials]  # fmt: skip
-    for axis in (0, 1):  # each axis cut in 4 strata, each used once
-        assert sorted(int(u[axis] * 4) for u in units) == [0, 1, 2, 3]
+    # Each axis cut in 4 strata, each used once; the widths' strata cut the lower half of
+    # their axis (startup_width 0.5: the wide, slow tables are left to the model).
+    assert sorted(int(u[0] * 4) for u in units) == [0, 1, 2, 3]
+    assert sorted(int(u[1] * 8) for u in units) == [0, 1, 2, 3]
+    wide = sweep(ehvi(n_startup_trials=4, startup_width=1.0), 4)
+    assert sorted(int(math.log(t.params["embedding_dim"] / 4) / math.log(64) * 4)
+                  for t in wide.trials) == [0, 1, 2, 3]  # fmt: skip
     again = sweep(ehvi(n_startup_trials=4), 4)
     assert [t.params for t in again.trials] == [t.params for t in study.trials]  # seeded
 
@@ -186,6 +191,8 @@ def test_its_settings_are_checked_with_their_key(tiny_overrides, tmp_path):
     bad = [
         (["search.sampler.n_startup_trials=1"], r"search\.sampler\.n_startup_trials=1"),
         (["search.sampler.candidates=many"], r"search\.sampler\.candidates='many'"),
+        (["search.sampler.startup_width=0"], r"search\.sampler\.startup_width=0 must be a number in \(0, 1\]"),
+        (["search.sampler.startup_width=1.5"], r"search\.sampler\.startup_width=1\.5 must"),
         (["search.space.embedding_dim.type=categorical", "+search.space.embedding_dim.choices=[8,16]"],
          r"search\.space\.embedding_dim is categorical"),
         (["search.objectives=[val_accuracy,params_total,memory_mb]",

@@ -2,7 +2,7 @@
 
     python -m sweep.benchmarks.search_efficiency --datasets ../shared/datasets --out bench/search \\
         [--sets synthetic trec sst2 20newsgroups trec-cnn] \\
-        [--strategies tpe ehvi ehvi-size nsga2 random size pack size-pack moasha] \\
+        [--strategies tpe ehvi ehvi-wide ehvi-size nsga2 random size pack size-pack moasha] \\
         [--seeds 0 1 2] [--trials 60] [--grid DIMS VOCABS] [-- KEY=VALUE ...]
 
 For each set (bag model unless the name says otherwise; the files as a user passes them) it runs
@@ -10,7 +10,8 @@ a full grid over embedding_dim and vocab_size once, the reference (cached: studi
 ``--out`` and resume), then each strategy with each sampler seed (``search.worker_index``; the
 training seed stays ``seed``, so every strategy trains exactly the grid's trials) for
 ``--trials`` trials, one torch thread. Strategies: ``tpe`` (Optuna's TPE, the default before
-``ehvi``), ``ehvi`` (the cost-aware sampler, the default), ``ehvi-size`` (it with
+``ehvi``), ``ehvi`` (the cost-aware sampler, the default), ``ehvi-wide`` (it with its startup
+trials drawn over the whole width axis, the default before), ``ehvi-size`` (it with
 ``search/pruner=size``), ``nsga2``, ``random``, ``size`` (TPE with ``search/pruner=size``),
 ``pack`` (TPE with ``search.pack=4``: four trials a round, trained together where the model
 packs), ``size-pack`` (both) and ``moasha`` (Syne Tune's MOASHA on the same trial function, in
@@ -77,6 +78,7 @@ STRATEGIES = {
     "size-pack": ["search/sampler=tpe", "search/pruner=size", "search.pack=4"],
     "ehvi": ["search/sampler=ehvi"],
     "ehvi-size": ["search/sampler=ehvi", "search/pruner=size"],
+    "ehvi-wide": ["search/sampler=ehvi", "search.sampler.startup_width=1.0"],
     "moasha": None,  # Syne Tune's, in its own environment (moasha_peer)
 }
 # The strategies that stop trials early: they run --trials-pruning trials.

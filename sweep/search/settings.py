@@ -166,10 +166,18 @@ def front_gain_sampler(search_cfg, seed: int, space: SearchSpace) -> FrontGainSa
         value = sampler_cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise SearchError(f"search.sampler.{key}={value!r} must be an integer >= {least}")
+    width = sampler_cfg.get("startup_width", 1.0)
+    if isinstance(width, bool) or not isinstance(width, int | float) or not 0 < width <= 1:
+        raise SearchError(
+            f"search.sampler.startup_width={width!r} must be a number in (0, 1]: the share of "
+            "the embedding_dim axis (log scale, from its low end) the startup trials draw from"
+        )
     limits = [(column, limit) for _, limit, column in budgets(search_cfg)]
     return FrontGainSampler(objectives=objectives, directions=directions, seed=seed,
                             n_startup_trials=sampler_cfg.n_startup_trials,
-                            candidates=sampler_cfg.candidates, limits=limits)  # fmt: skip
+                            candidates=sampler_cfg.candidates,
+                            startup_width=width,
+                            limits=limits)  # fmt: skip
 
 
 def pack_size(search_cfg, packable: bool = True) -> int:

@@ -166,7 +166,7 @@ def front_gain_sampler(search_cfg, seed: int, space: SearchSpace) -> FrontGainSa
         value = sampler_cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise SearchError(f"search.sampler.{key}={value!r} must be an integer >= {least}")
-    width = sampler_cfg.get("startup_width", 1.0)
+    width = sampler_cfg.get("startup_width", 0.5)
     if isinstance(width, bool) or not isinstance(width, int | float) or not 0 < width <= 1:
         raise SearchError(
             f"search.sampler.startup_width={width!r} must be a number in (0, 1]: the share of "

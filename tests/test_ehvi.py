@@ -113,16 +113,18 @@ def test_the_process_interpolates_and_is_unsure_where_it_has_not_looked():
 
 
 def test_the_first_trials_are_a_latin_hypercube_on_the_log_scale():
+    def strata(study: optuna.Study, axis: str, low: float, high: float, cuts: int) -> list[int]:
+        """The stratum of each trial's value: its log-scale axis [low, high] cut in ``cuts``."""
+        return sorted(int(math.log(t.params[axis] / low) / math.log(high / low) * cuts)
+                      for t in study.trials)  # fmt: skip
+
     study = sweep(ehvi(n_startup_trials=4), 4)
-    units = [(math.log(t.params["vocab_size"] / 100) / math.log(200),
-              math.log(t.params["embedding_dim"] / 4) / math.log(64)) for t in study.trials]  # fmt: skip
     # Each axis cut in 4 strata, each used once; the widths' strata cut the lower half of
     # their axis (startup_width 0.5: the wide, slow tables are left to the model).
-    assert sorted(int(u[0] * 4) for u in units) == [0, 1, 2, 3]
-    assert sorted(int(u[1] * 8) for u in units) == [0, 1, 2, 3]
+    assert strata(study, "vocab_size", 100, 20000, 4) == [0, 1, 2, 3]
+    assert strata(study, "embedding_dim", 4, 256, 8) == [0, 1, 2, 3]
     wide = sweep(ehvi(n_startup_trials=4, startup_width=1.0), 4)
-    assert sorted(int(math.log(t.params["embedding_dim"] / 4) / math.log(64) * 4)
-                  for t in wide.trials) == [0, 1, 2, 3]  # fmt: skip
+    assert strata(wide, "embedding_dim", 4, 256, 4) == [0, 1, 2, 3]
     again = sweep(ehvi(n_startup_trials=4), 4)
     assert [t.params for t in again.trials] == [t.params for t in study.trials]  # seeded
 

@@ -65,20 +65,28 @@ def test_search_efficiency_benchmark_times_each_strategy_against_the_grid(datase
 
     search_efficiency.main(["--datasets", str(datasets), "--out", str(tmp_path), "--sets", "trec",
                             "--strategies", "tpe", "size", "--seeds", "0", "1", "--trials", "3",
-                            "--trials-pruning", "3",
+                            "--trials-pruning", "3", "--noise-seeds", "0", "1",
                             "--grid", "4,16", "100,null", "--", "train.epochs=2"])  # fmt: skip
     runs = pd.read_csv(tmp_path / "runs.csv")
     oracle = runs[runs["strategy"] == "oracle"].iloc[0]  # the grid's cheapest 99%: under its time
     assert 99 <= oracle["final_hv_pct"] <= 100 + 1e-9 and 1 <= oracle["complete"] <= 4
-    runs = runs[runs["strategy"] != "oracle"]
+    # The grid retrained: with the config's own seed it repeats the grid's figures exactly.
+    reseeded = runs[runs["strategy"] == "grid-reseeded"]
+    reseeded = reseeded.set_index(reseeded["seed"].astype(int))  # "grid" makes the column text
+    assert reseeded.loc[0, "final_hv_pct"] == pytest.approx(100.0)
+    assert bool(reseeded.loc[0, "final_pick_right"]) and (reseeded["complete"] == 4).all()
+    same, other = (pd.read_csv(tmp_path / "noise" / f"trec-grid-seed{s}.csv") for s in (0, 1))
+    assert (other["val_accuracy"] != same["val_accuracy"]).any()  # another draw, not a copy
+    assert (other["params_total"] == same["params_total"]).all() and len(other) == 4
+    runs = runs[~runs["strategy"].isin(["oracle", "grid-reseeded"])]
     assert len(runs) == 4 and set(runs["strategy"]) == {"tpe", "size"}
     assert ((runs["final_hv_pct"] > 0) & (runs["final_hv_pct"] <= 100 + 1e-9)).all()
     assert (runs["run_seconds"] > 0).all() and (runs["complete"] + runs["pruned"] == 3).all()
     reached = runs["seconds_to_99pct_hv"].dropna()
     assert (reached <= runs.loc[reached.index, "run_seconds"]).all()
     table = pd.read_csv(tmp_path / "search_efficiency.csv")
-    assert list(table["strategy"]) == ["oracle", "tpe", "size"]
-    assert list(table["seeds"]) == [1, 2, 2]
+    assert list(table["strategy"]) == ["oracle", "grid-reseeded", "tpe", "size"]
+    assert list(table["seeds"]) == [1, 2, 2, 2]
     out = capsys.readouterr().out
     assert "trec: grid of 4 trials" in out and "ratio_to_tpe_99pct_hv" in out
 

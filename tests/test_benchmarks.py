@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY
 
 from sweep.benchmarks.models import markdown
-from sweep.benchmarks.search_efficiency import Reference, hypervolume
+from sweep.benchmarks.search_efficiency import Reference, hypervolume, summary
 
 
 def test_hypervolume_of_a_staircase():
@@ -57,6 +57,29 @@ def test_search_oracle_is_the_cheapest_subset_of_the_grid_that_reaches_99pct():
                          "params_total": np.logspace(3, 7, n), "duration_seconds": [1.0] * n,
                          "pareto": [True] * n, "recommended": [True] + [False] * (n - 1)})  # fmt: skip
     assert Reference(wide.assign(seconds=1.0), tolerance=0.5).oracle(wide) is None
+
+
+def test_search_summary_medians_seeds_and_gives_no_ratio_to_a_reseeded_grid():
+    runs = pd.DataFrame({
+        "set": ["trec"] * 7,
+        "strategy": ["tpe", "tpe", "tpe", "ehvi", "ehvi", "grid-reseeded", "grid-reseeded"],
+        "seconds_to_99pct_hv": [20.0, 30.0, np.nan, 5.0, 10.0, 25.0, np.nan],
+        "seconds_to_right_pick": [10.0, 20.0, 30.0, 4.0, 6.0, 2.0, 3.0],
+        "final_hv_pct": [99.5, 100.0, 98.0, 101.0, 102.0, 99.2, 96.6],
+        "run_seconds": [40.0] * 7,
+        "pruned": [0] * 7,
+    })  # fmt: skip
+    table = summary(runs).set_index("strategy")
+    # A run that never got there counts as the slowest: tpe's median is its second, 30 s.
+    assert table.loc["tpe", "seconds_to_99pct_hv"] == 30.0
+    assert table.loc["tpe", "reached_99pct_hv"] == "2/3"
+    assert table.loc["ehvi", "ratio_to_tpe_99pct_hv"] == pytest.approx(7.5 / 30.0, abs=0.01)
+    assert table.loc["ehvi", "ratio_to_tpe_right_pick"] == pytest.approx(5.0 / 20.0)
+    # The reseeded grid is the grid's own noise, not a search: its share, no ratio.
+    assert table.loc["grid-reseeded", "final_hv_pct"] == pytest.approx(97.9)
+    assert table.loc["grid-reseeded", "reached_99pct_hv"] == "1/2"
+    assert table[["ratio_to_tpe_99pct_hv", "ratio_to_tpe_right_pick"]].loc[
+        "grid-reseeded"].isna().all()  # fmt: skip
 
 
 def test_markdown_table():

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from sweep import cli, parallel
 from sweep.common.atomic import WriteError
-from sweep.common.secrets import install_log_masking, scrub_files
+from sweep.common.secrets import install_log_masking, remember, remember_config, scrub_files
 from sweep.config import ConfigError
 from sweep.data.corpus import DataError
 from sweep.naming import register_resolvers
@@ -34,6 +34,7 @@ def main(cfg: DictConfig) -> None:
     _started = True
     hydra_cfg = HydraConfig.get()
     out_dir, overrides = hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task)
+    remember_config(cfg)  # a password read from ${oc.env:...} is a secret once resolved
     scrub_files(out_dir)  # Hydra saved the overrides as typed: a literal password goes
     try:
         if cfg.search.workers != 1 and not cfg.get("plan"):
@@ -85,6 +86,8 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     install_log_masking()  # before Hydra logs anything (its multirun launcher lists overrides)
+    for argument in sys.argv[1:]:  # secrets typed on the command line, before anything prints
+        remember(argument)
     answered = cli.precheck(sys.argv[1:])  # --help, --cfg job, or a bad key: no Hydra run
     if answered is not None:
         sys.exit(answered)

@@ -182,6 +182,6 @@ def precheck(argv: Sequence[str]) -> int | None:
     if cfg_flag == "job" and "--resolve" not in argv:
         # Only the study name is resolved: other interpolations (${oc.env:PGPASSWORD}) stay.
         cfg.search.study_name = str(cfg.search.study_name)
-        print(OmegaConf.to_yaml(cfg), end="")
+        print(mask(OmegaConf.to_yaml(cfg)), end="")
         return 0
     return None

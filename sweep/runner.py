@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import measure, schema
 from sweep.common.atomic import write_atomic
-from sweep.common.secrets import mask
+from sweep.common.secrets import mask, mask_data, remember_config
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
 from sweep.models.pack.grouping import pack_key
@@ -55,6 +55,7 @@ class SweepResult:
 def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepResult:
     """Run (or resume) the study described by ``cfg``; reports go to ``out_dir``."""
     register_resolvers()  # cfg's ${setup_digest:} resolves from here on
+    remember_config(cfg)  # its secrets (storage password, data URL tokens) masked everywhere
     check_config(cfg)
     device = measure.resolve_device(cfg.device)
     torch.set_num_threads(thread_count(cfg.get("threads")))
@@ -75,7 +76,9 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     # Everything the page shows besides the trials lives in the storage too, so
     # ``python -m sweep.report`` can rebuild the reports from the storage alone.
     context["recipe"] = picked
-    the_study.set_user_attr("report_context", {**context, "tolerance": cfg.report.tolerance})
+    the_study.set_user_attr(
+        "report_context", mask_data({**context, "tolerance": cfg.report.tolerance})
+    )
     reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing, kept,
                       share=float(cfg.report.get("time_share", 1.0)))  # fmt: skip
     progress = Progress(n_trials, single=len(cfg.search.objectives) == 1)
@@ -172,8 +175,8 @@ def start_at_probe_points(the_study, cfg: DictConfig, picked: dict | None, data)
 def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device) -> dict:
     """What the page shows besides the trials (stored with the study, secrets masked)."""
     shown_cfg = cfg.copy()
-    if shown_cfg.search.storage:
-        shown_cfg.search.storage = mask(str(shown_cfg.search.storage))
+    if shown_cfg.search.storage:  # resolved: the page says where the study is
+        shown_cfg.search.storage = str(shown_cfg.search.storage)
     return {
         "coverage_curve": data.coverage_curve(),
         "study_name": cfg.search.study_name,
@@ -182,9 +185,9 @@ def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device)
         "space": space.keys(),
         "objectives": schema.Objectives.from_search(cfg.search).pairs(),
         "shipping": shipping_of(cfg.search),
-        "config": OmegaConf.to_yaml(shown_cfg),
+        "config": mask(OmegaConf.to_yaml(shown_cfg)),
         "environment": environment(device),
-        "data": data.summary(),
+        "data": mask_data(data.summary()),
     }
 
 

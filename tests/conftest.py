@@ -103,8 +103,9 @@ def watch_study(journal: Path, name: str, ready, timeout: float = 240):
     return None
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300):
-    """Run ``run_sweep.py`` as a user would, in ``cwd``; return the CompletedProcess."""
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None):
+    """Run ``run_sweep.py`` as a user would, in ``cwd`` (``env``: its environment, default
+    this one's); return the CompletedProcess."""
     import subprocess
 
     return subprocess.run(
@@ -113,6 +114,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300):
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -152,7 +154,7 @@ class FileServer:
             def do_GET(self):
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
-                data = server.files.get(self.path)
+                data = server.files.get(self.path.split("?", 1)[0])  # a token query is no path
                 if data is None:
                     self.send_error(404)
                     return

@@ -150,8 +150,9 @@ def test_page_and_stored_context_mask_the_storage(tiny_overrides, tmp_path):
     runner.run(cfg, tmp_path / "out", overrides)
     html_text = (tmp_path / "out" / "report.html").read_text()
     assert PASSWORD not in html_text
-    assert "postgresql://u:${oc.env:SWEEP_PASSWORD}@h/db" in html_text  # runnable as printed
-    assert "export SWEEP_PASSWORD=" in html_text
+    # runnable as printed: the secret of +note is read from its own variable
+    assert "postgresql://u:${oc.env:SWEEP_SECRET_NOTE}@h/db" in html_text
+    assert "export SWEEP_SECRET_NOTE=" in html_text
     study = study_module.load_study(make_storage(cfg.search), cfg.search.study_name)
     context = str(study.user_attrs["report_context"])
     assert PASSWORD not in context and "postgresql://u:***@h/db" in context
@@ -337,7 +338,7 @@ def test_reproduce_command_is_shell_quoted_and_leaves_secrets_out():
     assert parsed[:2] == ["python", "run_sweep.py"]
     assert parsed[2:4] == overrides[:2] and parsed[4] == "data.name=café"
     assert parsed[5] == "search.storage=postgresql://u:${oc.env:SWEEP_PASSWORD}@h/db"
-    assert "export SWEEP_PASSWORD=" in note
+    assert "export SWEEP_PASSWORD=... (the secret of search.storage)" in note
     assert page.reproduce_command(overrides[:1]) == ("python run_sweep.py data=files", "")
 
 

@@ -102,23 +102,35 @@ def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, st
     return out + ["search.n_trials=1", f"search.study_name={study}-recommended"]
 
 
-# Stands for a password the page leaves out; the command reads it from the environment.
+# Stands for the storage password the page leaves out; the command reads it from the
+# environment. Another key's secret (a data URL's token) gets SWEEP_SECRET_<KEY>.
 SECRET_VARIABLE = "SWEEP_PASSWORD"
+
+
+def secret_variable(key: str, index: int) -> str:
+    """The environment variable that stands for the ``index``-th secret of override ``key``."""
+    name = SECRET_VARIABLE if key == "search.storage" else (
+        "SWEEP_SECRET_" + "".join(c if c.isalnum() else "_" for c in key.upper()))  # fmt: skip
+    return name if index == 0 else f"{name}_{index + 1}"
 
 
 def reproduce_command(overrides: Sequence[str]) -> tuple[str, str]:
     """(shell command, note): every override shell-quoted, so a value with spaces, quotes,
-    ``$()`` or non-ASCII text runs as shown and never in the shell; a masked password becomes
-    ``${oc.env:SWEEP_PASSWORD}`` and the note says to set that variable."""
-    hidden = [o for o in overrides if HIDDEN in o]
-    overrides = [o.replace(HIDDEN, f"${{oc.env:{SECRET_VARIABLE}}}") for o in overrides]
-    command = shlex.join(["python", "run_sweep.py", *overrides])
+    ``$()`` or non-ASCII text runs as shown and never in the shell; each masked secret becomes
+    ``${oc.env:VARIABLE}`` (``secret_variable``) and the note says which variables to set."""
+    variables, out = [], []
+    for override in overrides:
+        key, parts = override_key(override), override.split(HIDDEN)
+        names = [secret_variable(key, i) for i in range(len(parts) - 1)]
+        variables += [(name, key) for name in names]
+        out.append("".join(p + (f"${{oc.env:{names[i]}}}" if i < len(names) else "")
+                           for i, p in enumerate(parts)))  # fmt: skip
+    command = shlex.join(["python", "run_sweep.py", *out])
     note = ""
-    if hidden:
-        note = (
-            f"The storage password is left out: set it first with export {SECRET_VARIABLE}=... "
-            "(the command reads it from the environment)."
-        )
+    if variables:
+        note = ("Secrets are left out; the command reads them from the environment: "
+                + "; ".join(f"export {name}=... (the secret of {key})"
+                            for name, key in variables) + ".")  # fmt: skip
     return command, note
 
 

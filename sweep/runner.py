@@ -118,6 +118,8 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     stored = study.settle_recipe(
         cfg.search, lambda beat: recipe.probe(cfg, device, beat, prepared)
     )  # fmt: skip
+    where = f"study {cfg.search.study_name!r} of {storage.describe_storage(cfg.search)}"
+    stored = recipe.check_stored(cfg, stored, where)  # read back from a storage: data, not code
     log.info(recipe.describe(stored))
     chosen = recipe.fixed(cfg, stored["choice"])
     data = prepared.get(int(chosen.data.tokenizer.word_ngrams))

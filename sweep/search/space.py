@@ -68,6 +68,25 @@ class Axis:
             raise SearchError(f"{key}.high is missing (only vocab_size may use null = full)")
         return cls(name, spec.get("key") or name, kind, low, high, bool(spec.get("log", False)))
 
+    def check_value(self, value: Any) -> Any:
+        """``value`` when this axis can take it (one of its choices, or a plain number of its
+        type); else a ``SearchError``. A trial's values are read back from the study storage,
+        which may be shared: a value that is not the axis's own never reaches the config."""
+        if self.kind == "categorical":
+            ok = any(type(value) is type(choice) and value == choice for choice in self.choices)
+        elif self.kind == "int":
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 80 else f"a {type(value).__name__}"
+            raise SearchError(
+                f"a stored trial's search.space.{self.name}={shown} is not a value this axis "
+                "takes: the study storage holds trials of another setup or was changed by hand; "
+                "choose a new search.study_name"
+            )
+        return value
+
     def bounds(self, full_vocab: int | None) -> tuple[Any, Any]:
         """(low, high), the cutoff's clamped to the ``full_vocab`` words of the train split."""
         if self.name != "vocab_size" or full_vocab is None:
@@ -174,6 +193,8 @@ class SearchSpace:
         replaces ``cfg.model`` by the named ``model=`` option as Hydra composes it."""
         trial_cfg = cfg.copy()
         for axis in self.axes:
+            if axis.name in params:
+                axis.check_value(params[axis.name])
             if axis.name in MAIN_AXES or axis.name not in params:
                 continue
             if axis.key == "model":

@@ -27,6 +27,7 @@ prints labels.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -42,8 +43,9 @@ from sweep.common.digest import file_digest, json_digest
 from sweep.data import vocab
 from sweep.data.prepared import SplitTensors
 from sweep.models.fit import evaluate
-from sweep.models.kinds import build_model
-from sweep.ship import quantize, tensorfile
+from sweep.models.kinds import build_kind, build_model
+from sweep.ship import manifest, quantize, tensorfile
+from sweep.ship.manifest import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,6 @@ LEGACY_FILES = ("model.pt", "config.json", "vocab.json")
 # model.* keys the trial sets (sizes) or that are no constructor arguments.
 _SET_PER_TRIAL = ("name", "hash_buckets", "num_embeddings", "embedding_dim", "num_classes")
 DIGESTS = "SHA256SUMS"
-
-
-class ExportError(ValueError):
-    """A model that cannot be exported as configured (a vocabulary word holding a newline,
-    ``report.prune_rows`` with hashed rows: exit 2, as any bad input), or an exported folder that
-    is missing, incomplete or altered; the message names the key or file. A file that cannot be
-    written is a ``sweep.common.atomic.WriteError``."""
 
 
 class KeptStates:
@@ -237,7 +232,7 @@ class Predictor:
         self.model = model.eval()
         self.config = config
         self.labels: list[str] = config["labels"]
-        self.tokenizer = vocab.Tokenizer.from_config(OmegaConf.create(config["tokenizer"]))
+        self.tokenizer = vocab.Tokenizer(**config["tokenizer"])  # checked plain settings
         self.index = {w: i for i, w in enumerate(words)}
 
     def encode(self, texts: list[str]) -> torch.Tensor:
@@ -271,7 +266,11 @@ def check_folder(folder: Path) -> tuple[str, ...]:
     sums = folder / DIGESTS
     if not sums.is_file():
         raise ExportError(f"{folder}: no {DIGESTS}; not an exported model folder (or unfinished)")
-    expected = dict(reversed(line.split("  ", 1)) for line in sums.read_text().splitlines() if line)
+    expected = {}
+    for line in sums.read_text(encoding="utf-8", errors="replace").splitlines():
+        digest, separator, name = line.partition("  ")
+        if separator:  # a line of another shape names no file: its file then "differs"
+            expected[name] = digest
     files = LEGACY_FILES if "model.pt" in expected else FILES
     for name in files:
         path = folder / name
@@ -283,25 +282,46 @@ def check_folder(folder: Path) -> tuple[str, ...]:
 
 
 def load(folder: str | Path) -> Predictor:
-    """The exported model in ``folder``, checked, ready to predict on the CPU."""
+    """The exported model in ``folder``, checked, ready to predict on the CPU. What the folder
+    says is data (``sweep.ship.manifest``): a config outside the schema, a vocabulary that is not
+    UTF-8 text or weights that do not fit are refused with an ``ExportError`` naming the file."""
     folder = Path(folder)
     legacy = check_folder(folder) == LEGACY_FILES
-    config = json.loads((folder / "config.json").read_text())
+    config = manifest.read(folder)
     if legacy:  # fp32 state dict and a JSON word list
-        words = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["words"]
-        state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
+        words = _legacy_words(folder / "vocab.json")
     else:
-        words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
-        state = quantize.decode(*tensorfile.read(folder / "model.safetensors"))
-    model_cfg = OmegaConf.create({**config["model"], "name": config["model_name"]})
-    model = build_model(model_cfg, config["num_embeddings"], config["embedding_dim"],
-                        config["num_classes"])  # fmt: skip
+        try:
+            words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        except UnicodeDecodeError as error:
+            raise ExportError(f"{folder / 'vocab.txt'} is not UTF-8 text ({error.reason} at "
+                              f"byte {error.start}); export the model again") from None  # fmt: skip
+    weights = folder / ("model.pt" if legacy else "model.safetensors")
+    try:  # tensors only: a pickle that names code is refused by weights_only
+        state = (torch.load(weights, weights_only=True, map_location="cpu") if legacy
+                 else quantize.decode(*tensorfile.read(weights)))  # fmt: skip
+    except Exception as error:  # a damaged or foreign file: its reader's own error type
+        raise ExportError(f"{weights}: cannot read the weights ({type(error).__name__}: "
+                          f"{str(error).strip()[:200]}); export the model again") from None  # fmt: skip
     try:
+        model = build_kind(config["model_name"], config["model"], config["num_embeddings"],
+                           config["embedding_dim"], config["num_classes"])  # fmt: skip
         model.load_state_dict(state)
-    except (KeyError, RuntimeError) as error:
+    except (KeyError, RuntimeError, ValueError) as error:
         raise ExportError(f"{folder}: the weights do not fit its config.json "
                           f"({str(error).strip()[:300]})") from None  # fmt: skip
     return Predictor(model, config, words)
+
+
+def _legacy_words(path: Path) -> list[str]:
+    """The word list of a folder exported before vocab.txt: ``{"words": [...]}``, checked."""
+    try:
+        words = json.loads(path.read_text(encoding="utf-8"))["words"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"{path} is no word list ({error}); export the model again") from None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise ExportError(f"{path}: words must be a list of strings; export the model again")
+    return words
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -318,8 +338,24 @@ def main(argv: list[str] | None = None) -> None:
         predictor = load(args.model)
     except (ExportError, OSError) as error:
         raise SystemExit(f"error: {error}") from None
-    source = args.input.open(encoding="utf-8") if args.input else sys.stdin
-    with source:
-        lines = [line.rstrip("\n") for line in source]
+    lines = _read_lines(args.input)
     for label in predictor.predict(lines):
         print(label)
+
+
+def _read_lines(path: Path | None) -> list[str]:
+    """The documents to label: one a line of ``path`` (UTF-8), or of stdin; a file that cannot
+    be read or is not UTF-8 text stops with one line naming it (and the line at fault)."""
+    name = str(path) if path else "standard input"
+    try:
+        if path is None:
+            return [line.rstrip("\n") for line in sys.stdin]
+        data = path.read_bytes()
+        # As a text-mode file reads: universal newlines, one document a line.
+        return [line.rstrip("\n") for line in io.StringIO(data.decode("utf-8"), newline=None)]
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1 if path else "?"
+        raise SystemExit(f"error: --input {name} is not UTF-8 text (line {line}: "
+                         f"{error.reason}); re-save it as UTF-8") from None  # fmt: skip
+    except OSError as error:
+        raise SystemExit(f"error: --input {name}: {error.strerror or error}") from None

@@ -33,6 +33,7 @@ from omegaconf.errors import UnsupportedInterpolationType
 
 from sweep.data.prepared import PreparedData
 from sweep.models.fit import evaluate
+from sweep.search.settings import SearchError
 from sweep.search.space import SearchSpace
 from sweep.trial.runner import TrialRunner
 
@@ -196,6 +197,49 @@ def probe(
         "embedding_dim": rows[0]["embedding_dim"],
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+_STORED_KEYS = {"choice", "probes", "embedding_dim", "seconds"}
+
+
+def check_stored(cfg: DictConfig, stored: Any, where: str) -> dict:
+    """A recipe read back from the study storage (``where`` names it), checked as data before
+    any of it reaches the config: the keys ``probe`` returns, a choice for exactly the keys this
+    config probes, each value one of that key's ``train.recipe`` choices, and plain figures.
+    The storage may be a shared database: a value that is not one of the config's own choices
+    (a mapping naming a ``_target_``, an interpolation) stops the run with a ``SearchError``."""
+
+    def refuse(what: str) -> SearchError:
+        return SearchError(
+            f"the training recipe stored in {where} is not one this config can take ({what}): "
+            "the storage was changed by hand, or the study was made with other train.recipe "
+            "choices. Choose a new search.study_name, or set the auto keys (train.lr, "
+            "model.hidden_dim, data.tokenizer.word_ngrams) to values to skip the probe"
+        )
+
+    if not isinstance(stored, dict) or not set(stored) <= _STORED_KEYS or "choice" not in stored:
+        raise refuse(f"keys {sorted(stored) if isinstance(stored, dict) else type(stored)}")
+    choice, names = stored["choice"], to_probe(cfg)
+    if not isinstance(choice, dict) or set(choice) != {KEYS[n] for n in names}:
+        raise refuse(f"it sets {sorted(choice) if isinstance(choice, dict) else choice!r}, the "
+                     f"probe sets {sorted(KEYS[n] for n in names)}")  # fmt: skip
+    for name in names:
+        value = choice[KEYS[name]]
+        if not any(type(value) is type(c) and value == c for c in choices(cfg, name)):
+            shown = repr(value) if len(repr(value)) <= 80 else f"a {type(value).__name__}"
+            raise refuse(f"{KEYS[name]}={shown} is not in train.recipe.{name}")
+    probes = stored.get("probes", [])
+    plain = (type(None), bool, int, float, str)
+    rows_ok = isinstance(probes, list) and all(
+        isinstance(row, dict) and all(isinstance(v, plain) or (isinstance(v, list) and all(
+            isinstance(x, plain) for x in v)) for v in row.values()) for row in probes)  # fmt: skip
+    if (
+        not rows_ok
+        or not isinstance(stored.get("embedding_dim"), (int, type(None)))
+        or not (isinstance(stored.get("seconds", 0.0), (int, float)))
+    ):
+        raise refuse("its probe figures are not plain numbers")
+    return stored
 
 
 def describe(stored: dict) -> str:

@@ -11,8 +11,10 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sweep.models.kinds import BY_TARGET, NOT_MODEL_ARGS, SIZES, build_model, check_settings
 from sweep.search.settings import check_shipping, check_study_name, pack_padding, pack_size
 from sweep.search.space import SearchSpace
+from sweep.search.storage import check_storage
 
 _ABSENT = object()
 
@@ -37,7 +39,14 @@ def check_config(cfg: DictConfig) -> None:
     _require(train.lr == "auto" or (isinstance(train.lr, (int, float)) and train.lr > 0),
              f"train.lr={train.lr!r} must be positive, or auto (the study's recipe probe picks it)")  # fmt: skip
     check_recipe(cfg)
+    _require(_is_int(cfg.seed) and cfg.seed >= 0,
+             f"seed={cfg.seed!r} must be an integer >= 0 (it seeds the data, the splits and "
+             "every trial)")  # fmt: skip
     _require(cfg.report.tolerance >= 0, f"report.tolerance={cfg.report.tolerance} must be >= 0")
+    for key, low in (("top_k", 1), ("repeats", 0)):
+        value = cfg.report.get(key)
+        _require(_is_int(value) and value >= low,
+                 f"report.{key}={value!r} must be an integer >= {low}")  # fmt: skip
     share = cfg.report.get("time_share", 1.0)
     _require(
         isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1,
@@ -67,8 +76,10 @@ def check_config(cfg: DictConfig) -> None:
         sparse == "auto" or isinstance(sparse, bool),
         f"model.sparse={sparse!r} must be true, false or auto",
     )
+    check_model(cfg)
     SearchSpace(cfg.search.space)  # its axes check themselves
     check_study_name(cfg.search.study_name)
+    check_storage(cfg.search)
     pack_size(cfg.search)  # search.pack: a number >= 1 or auto
     pack_padding(cfg.search)  # search.pack_padding: a number >= 1
     check_finite(cfg)
@@ -100,6 +111,50 @@ def check_recipe(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         _require(value is None or value == "auto" or rule[0](value),
                  f"{key}={value!r} must be one of the {rule[1]}, or auto")  # fmt: skip
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Where a user who sets a per-trial size should go instead.
+_SIZE_ADVICE = {
+    "embedding_dim": "search one width: search.space.embedding_dim.low=N "
+    "search.space.embedding_dim.high=N",
+    "num_embeddings": "search one cutoff: search.space.vocab_size.low=K search.space.vocab_size.high=K",
+    "num_classes": "it comes from the data's labels",
+}
+
+
+def check_model(cfg: DictConfig) -> None:
+    """``model.*``: the sizes each trial sets left unset (``???``); a model kind's settings plain
+    values of the types its constructor takes; and the model built once, tiny, so that a value
+    its constructor refuses (``model.dropout=2.0``) stops the run here, not in every trial."""
+    for key in SIZES:
+        if key in cfg.model and not OmegaConf.is_missing(cfg.model, key):
+            raise ConfigError(f"model.{key}={cfg.model[key]!r} is set by the sweep for each "
+                              f"trial, so a value here would be ignored: {_SIZE_ADVICE[key]}")  # fmt: skip
+    settings = OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False)
+    for key in (*NOT_MODEL_ARGS, *SIZES):
+        settings.pop(key, None)
+    if settings.get("hidden_dim") == "auto":  # the recipe probe's: its first choice to build
+        settings["hidden_dim"] = cfg.train.recipe.hidden_dim[0]
+    kind = BY_TARGET.get(str(settings.get("_target_")))
+    if kind is not None:
+        try:
+            check_settings(kind, settings, where="model")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    dropout = settings.get("dropout", 0.0)
+    _require(isinstance(dropout, (int, float)) and 0 <= dropout < 1,
+             f"model.dropout={dropout!r} must be a probability in [0, 1)")  # fmt: skip
+    built = OmegaConf.create({**settings, "name": cfg.model.get("name")})
+    try:
+        build_model(built, num_embeddings=8, embedding_dim=4, num_classes=2)
+    except Exception as error:  # the constructor's own check, in its words
+        cause = error.__cause__ or error
+        raise ConfigError(f"model: the {cfg.model.get('name')} model cannot be built from these "
+                          f"settings ({str(cause).strip().splitlines()[0][:300]})") from None  # fmt: skip
 
 
 def check_shipping_keys(cfg: DictConfig) -> None:

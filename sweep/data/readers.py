@@ -159,20 +159,8 @@ def read_table(split: str, path: Path, fmt: str, encoding: str = "utf-8") -> pd.
             "cp1252, ..."
         ) from error
     try:
-        if kind == "csv":
-            return pd.read_csv(
-                path, keep_default_na=False, dtype=str, encoding=encoding, compression=compression
-            )
-        if kind == "tsv":
-            return pd.read_csv(
-                path,
-                sep="\t",
-                keep_default_na=False,
-                dtype=str,
-                quoting=3,
-                encoding=encoding,
-                compression=compression,
-            )
+        if kind in ("csv", "tsv"):
+            return read_delimited(split, path, kind, encoding, compression)
         if kind == "jsonl":
             return pd.read_json(
                 path, lines=True, dtype=False, encoding=encoding, compression=compression
@@ -185,6 +173,8 @@ def read_table(split: str, path: Path, fmt: str, encoding: str = "utf-8") -> pd.
             "set data.encoding to the file's encoding "
             "(e.g. data.encoding=latin-1) or re-save it as UTF-8"
         ) from error
+    except DataError:
+        raise
     except ImportError as error:  # pandas' optional readers: zstandard for .zst, ...
         raise DataError(
             f"data.{split}: reading {str(path)!r} needs a package that is not installed "
@@ -192,6 +182,54 @@ def read_table(split: str, path: Path, fmt: str, encoding: str = "utf-8") -> pd.
         ) from error
     except (ValueError, OSError, EOFError) as error:
         raise DataError(f"data.{split}: cannot read {str(path)!r} as {kind}: {error}") from error
+
+
+def read_delimited(
+    split: str, path: Path, kind: str, encoding: str, compression: str | None
+) -> pd.DataFrame:
+    """A CSV or TSV file, every row with as many fields as its header. pandas would take a
+    first row with one field too many as a sign that the file has an index column and shift
+    every column by one (texts read as labels, most rows then dropped or "one class"); here
+    such a row stops the read with a ``DataError`` naming the file and the line."""
+    import csv
+    import warnings
+
+    tsv = kind == "tsv"
+    options = {"sep": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, keep_default_na=False, dtype=str, encoding=encoding,
+                               compression=compression, index_col=False, **options)  # fmt: skip
+        except pd.errors.ParserWarning:
+            pass  # a row longer than the header: find it for the message
+        except pd.errors.ParserError as error:
+            if "Expected" not in str(error):
+                raise
+    header, line = field_count_mismatch(path, compression, encoding, tsv)
+    raise DataError(
+        f"data.{split}: {str(path)!r} line {line} has more fields than its header's {header}: "
+        + ("a text may hold no tab in a TSV file" if tsv
+           else 'a text holding a comma must be quoted ("like, this")')
+        + "; fix that row, or store the data as JSONL or Parquet"
+    )  # fmt: skip
+
+
+def field_count_mismatch(
+    path: Path, compression: str | None, encoding: str, tsv: bool
+) -> tuple[int, int | str]:
+    """(the header's field count, the first line of a row with more fields) of a CSV/TSV."""
+    import csv
+
+    with pd.io.common.get_handle(str(path), "r", encoding=encoding,
+                                 compression=compression) as handles:  # fmt: skip
+        reader = csv.reader(handles.handle, **({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+                                                if tsv else {}))  # fmt: skip
+        header = len(next(reader, []))
+        for row in reader:
+            if len(row) > header:
+                return header, reader.line_num
+    return header, "?"
 
 
 def first_bad_line(path: Path, compression: str | None, encoding: str) -> str:

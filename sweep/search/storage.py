@@ -57,6 +57,24 @@ def make_storage(search_cfg, create: bool = True) -> optuna.storages.BaseStorage
     return url  # Optuna's RDB storage (sqlite, postgresql, mysql); errors caught in open_study
 
 
+def check_storage(search_cfg) -> None:
+    """What can be checked of ``search.storage`` before any work, without opening it: a path
+    that exists is a journal (a user's own file is refused, untouched), an SQLite file's
+    folder exists. A database server is reached only when the study opens."""
+    url = search_cfg.get("storage")
+    if not url:
+        return
+    url = str(url)
+    if url.startswith("sqlite:///"):
+        check_sqlite(url, create=True)
+    elif not is_url(url):
+        path = Path(url).expanduser()
+        if path.is_dir():
+            raise StorageError(f"search.storage={url!r} is a folder; a journal storage is one file")
+        if path.is_file():
+            check_journal_file(path)
+
+
 def describe_storage(search_cfg) -> str:
     """Where the study lives, for logs and reports (passwords masked)."""
     url = search_cfg.get("storage")
@@ -88,6 +106,8 @@ def journal_storage(path: Path, create: bool = True) -> optuna.storages.JournalS
         if not create:
             raise StorageError(f"storage {str(path)!r} does not exist; check the path")
         path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        check_journal_file(path)  # a user's own file is never repaired (truncated) as a journal
     lock = JournalFileOpenLock(str(path))
     if path.is_file():
         lock.acquire()  # the lock writers hold: no append is half done while we look
@@ -103,6 +123,28 @@ def journal_storage(path: Path, create: bool = True) -> optuna.storages.JournalS
             f"storage {str(path)!r} is not an Optuna journal ({type(error).__name__}: {error}); "
             "point search.storage elsewhere or move the file away"
         ) from error
+
+
+def check_journal_file(path: Path) -> None:
+    """Refuse an existing file that is not an Optuna journal (a CSV, a database, anything a
+    user typed the path of by mistake), before anything opens it for writing: its first record,
+    even a torn one, is a JSON object with an ``op_code``. An empty file is a new journal."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if not head:
+        return
+    first = head.split(b"\n", 1)[0]
+    try:
+        record = json.loads(first)
+        looks = isinstance(record, dict) and "op_code" in record
+    except ValueError:  # a first record cut short (a crash while the journal was new)
+        looks = b"\n" not in head and head.lstrip().startswith(b'{"op_code"')
+    if not looks:
+        raise StorageError(
+            f"search.storage: {str(path)!r} exists and is not an Optuna journal (it starts with "
+            f"{head[:40]!r}); nothing was changed. Point search.storage at a new file, an "
+            "existing journal or a database URL"
+        )
 
 
 def repair_journal(path: Path) -> int:

@@ -86,11 +86,21 @@ class KeptStates:
         path = self.path(params)
         if not path.is_file():
             return None
-        try:
-            return torch.load(path, weights_only=True, map_location="cpu")
-        except (OSError, RuntimeError) as error:  # a damaged file: re-create instead
-            log.warning("export: cannot read the kept weights %s (%s)", path, error)
+        try:  # tensors only: weights_only refuses a pickle that names code
+            state = torch.load(path, weights_only=True, map_location="cpu")
+            if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor)
+                                                    for v in state.values())):  # fmt: skip
+                raise ValueError("not a state dict of tensors")
+            return state
+        except Exception as error:  # a damaged file (each reader has its own error): retrain
+            self.forget(path, error)
             return None
+
+    def forget(self, path: Path, error: BaseException) -> None:
+        """Drop damaged kept weights (the trial is trained again instead), with a warning."""
+        log.warning("export: the kept weights %s cannot be used (%s: %s); the trial is trained "
+                    "again", path, type(error).__name__, str(error).strip()[:200])  # fmt: skip
+        path.unlink(missing_ok=True)
 
     def drop(self, params_list) -> None:
         """Forget the weights of these (dominated) trials."""
@@ -107,8 +117,11 @@ def trained_model(trial_runner, params, figures, kept: KeptStates | None, setup)
     if state is not None:
         model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,
                             trial_runner.data.num_classes)  # fmt: skip
-        model.load_state_dict(state)
-        return model
+        try:
+            model.load_state_dict(state)
+            return model
+        except RuntimeError as error:  # weights of another shape under this trial's name
+            kept.forget(kept.path(params), error)
     trained: list[torch.nn.Module] = []
     again = trial_runner.train(params, wrap_model=lambda m: trained.append(m) or m)
     stored = figures.get("val_accuracy")

@@ -1,8 +1,12 @@
-"""MkDocs hooks: the reference pages are built from the code, so neither can drift from it.
+"""The reference pages, built from the code so that neither can drift from it.
 
-``<!-- columns ... -->`` becomes the column table of ``sweep/schema.py``; ``<!-- config ... -->``
-the config reference: every group's options and every key with its comment, from the YAML files
-that ``python run_sweep.py --help`` reads (``sweep.cli``)."""
+Between ``<!-- columns ... -->`` and ``<!-- /columns -->`` stands the column table of
+``sweep/schema.py``; between ``<!-- config ... -->`` and ``<!-- /config -->`` the config
+reference: every group's options and every key with its comment, from the YAML files that
+``python run_sweep.py --help`` reads (``sweep.cli``). The tables are written into the Markdown
+files (``python docs/hooks.py`` rewrites them; ``tests/test_docs.py`` fails when one is out of
+date), so the pages read as Markdown too; as an MkDocs hook, the site is built from the code's
+tables whatever the files hold."""
 
 from __future__ import annotations
 
@@ -44,7 +48,29 @@ def config_reference() -> str:
 
 
 GENERATED = {"columns": columns_table, "config": config_reference}
+PAGES = [ROOT / "docs" / "reference" / f"{name}.md" for name in GENERATED]
+
+
+def refreshed(markdown: str) -> str:
+    """``markdown`` with each generated block (the marker, the table, the end marker) as the code
+    makes it now; a marker without its end gets the table after it."""
+
+    def block(match: re.Match) -> str:
+        name = match.group("name")
+        return f"{match.group('marker')}\n{GENERATED[name]()}\n<!-- /{name} -->"
+
+    pattern = (r"(?P<marker><!-- (?P<name>columns|config)\b[^>]*-->)"
+               r"(?:\n.*?\n<!-- /(?P=name) -->)?")  # fmt: skip
+    return re.sub(pattern, block, markdown, flags=re.S)
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    return re.sub(r"<!-- (columns|config)\b[^>]*-->", lambda m: GENERATED[m.group(1)](), markdown)
+    return refreshed(markdown)
+
+
+if __name__ == "__main__":  # python docs/hooks.py: write the tables into the pages
+    for path in PAGES:
+        text = path.read_text()
+        if refreshed(text) != text:
+            path.write_text(refreshed(text))
+            print(f"rewrote {path.relative_to(ROOT)}")

@@ -211,14 +211,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storage", required=True,
                         help="Optuna storage URL (sqlite:///x.db, postgresql://...) or journal file")  # fmt: skip
     parser.add_argument("--study", required=True, help="study name (search.study_name)")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the reports")
+    parser.add_argument("--out", type=Path,
+                        help="folder for the reports (default: outputs/STUDY/report)")  # fmt: skip
     parser.add_argument("--tolerance", type=float, help="accuracy points (default: the study's)")
     args = parser.parse_args(argv)
+    out = args.out or Path("outputs") / Path(args.study).name / "report"
     try:
-        table = rebuild(args.storage, args.study, args.out, args.tolerance)
+        table = rebuild(args.storage, args.study, out, args.tolerance)
     except ValueError as error:  # SearchError and friends: a message, not a traceback
         raise SystemExit(f"error: {error}") from None
-    print(f"{len(table)} trials: {args.out / 'report.html'}")
+    print(f"{len(table)} trials: {out / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,7 @@ def heatmap(
                      f'fill="rgb({red},{green},{blue})" stroke="#fff" data-tip="{label}"><title>{label}</title></rect>'
                      f'<text x="{x + cw / 2:.1f}" y="{y + ch / 2 + 4:.1f}" text-anchor="middle" font-size="10" '
                      f'fill="{"#fff" if share > 0.6 else "#222"}" pointer-events="none">{value:.1f}</text>')  # fmt: skip
+    parts.append(_colour_scale(lo, hi, f"{chart_id or 'heatmap'}-scale"))
     for c, name in enumerate(x_labels):
         parts.append(
             f'<text x="{left + (c + 0.5) * cw:.1f}" y="{HEIGHT - BOTTOM + 15}" text-anchor="middle" font-size="10">{_esc(name)}</text>'
@@ -227,6 +228,18 @@ def heatmap(
         "</svg></figure>"
     )
     return "".join(parts)
+
+
+def _colour_scale(lo: float, hi: float, gradient_id: str) -> str:
+    """The heatmap's colour scale: a bar from white (``lo``) to dark blue (``hi``), labelled."""
+    x, y, width = WIDTH - RIGHT - 150, 6, 90
+    return (
+        f'<defs><linearGradient id="{_esc(gradient_id)}"><stop offset="0" stop-color="rgb(247,251,255)"/>'
+        f'<stop offset="1" stop-color="rgb(47,101,180)"/></linearGradient></defs>'
+        f'<text x="{x - 4}" y="{y + 9}" text-anchor="end" font-size="10">colour: best accuracy {lo:.1f}%</text>'
+        f'<rect x="{x}" y="{y}" width="{width}" height="10" fill="url(#{_esc(gradient_id)})" stroke="#999"/>'
+        f'<text x="{x + width + 4}" y="{y + 9}" font-size="10">{hi:.1f}%</text>'
+    )  # fmt: skip
 
 
 def bars(title: str, values: dict[str, float], *, x_label: str, chart_id: str = "") -> str:

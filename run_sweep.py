@@ -19,6 +19,7 @@ from sweep.common.secrets import install_log_masking, remember, remember_config,
 from sweep.config import ConfigError
 from sweep.data.corpus import DataError
 from sweep.naming import register_resolvers
+from sweep.report import wording
 from sweep.runner import run
 from sweep.search.settings import SearchError
 
@@ -40,6 +41,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.search.workers != 1 and not cfg.get("plan"):
             table, codes = parallel.launch(cfg, out_dir, overrides)
             log.info("reports: %s/report.html (trials.csv, pareto.csv beside it)", out_dir)
+            log_recommendation(table)
             sys.exit(0 if all(code == 0 for code in codes) else 1)
         result = run(cfg, out_dir, overrides)
     except (ConfigError, DataError, SearchError, ValueError) as error:
@@ -54,34 +56,17 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("plan"):
         return
     log.info("reports: %s/report.html (trials.csv, pareto.csv beside it)", result.out_dir)
-    rec = result.recommended
-    if rec is None:
+    log_recommendation(result.table)
+
+
+def log_recommendation(table) -> None:
+    """The recommended trial, worded as the page words it (``sweep.report.wording``)."""
+    rec = table[table["recommended"]] if len(table) and "recommended" in table else table[:0]
+    if rec.empty:
         log.info("no complete trial: no recommendation")
-    else:
-        log.info(
-            "recommended: embedding_dim=%d vocab_size=%d (num_embeddings=%d): %s params, "
-            "validation accuracy %.2f%%, test accuracy %.2f%%",
-            rec["embedding_dim"],
-            rec["vocab_size"],
-            rec["num_embeddings"],
-            f"{int(rec['params_total']):,}",
-            rec["val_accuracy"],
-            rec["test_accuracy"],
-        )
-        if isinstance(rec.get("ship_precision"), str):
-            measured = (
-                f"validation accuracy {rec['ship_val_accuracy']:.2f}%, test accuracy "
-                f"{rec['ship_test_accuracy']:.2f}%"
-                if rec["ship_val_accuracy"] == rec["ship_val_accuracy"]  # not NaN
-                else "accuracy at it not measured (report.quantize)"
-            )
-            log.info(
-                "ships at %s: %s bytes of weights and vocabulary, %s "
-                "(search.precision, search.max_model_bytes)",
-                rec["ship_precision"],
-                f"{int(rec['ship_bytes']):,}",
-                measured,
-            )
+        return
+    for line in wording.recommendation_lines(rec.iloc[0].to_dict()):
+        log.info("%s", line)
 
 
 if __name__ == "__main__":

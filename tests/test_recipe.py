@@ -228,3 +228,37 @@ def test_a_searched_key_or_a_single_choice_is_not_probed(tiny_overrides):
     single = compose_config([*tiny_overrides, *AUTO, "train.recipe.word_ngrams=[2]"])
     assert recipe.to_probe(single) == ["hidden_dim", "lr"]
     assert recipe.fixed(single).data.tokenizer.word_ngrams == 2  # takes its one choice
+
+
+def test_the_reproduce_command_trains_the_recommended_trial_again_exactly(tmp_path):
+    """A probed sweep (every recipe key auto), run as a user runs it: the page's "Reproduce it
+    alone" command, run as printed, probes nothing (the recipe's picks and the seed are in it)
+    and trains the recommended configuration to the very same validation accuracy (CPU)."""
+    import html
+    import re
+    import shlex
+
+    from conftest import TINY, run_cli
+
+    base = [*TINY, *AUTO, "device=cpu", "search.n_trials=4", "seed=3"]
+    first = run_cli([*base, "hydra.run.dir=first"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    page = (tmp_path / "first" / "report.html").read_text()
+    command = html.unescape(re.search(r"Reproduce it alone:</p><pre>(.*?)</pre>", page).group(1))
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "run_sweep.py"] and "seed=3" in argv
+    picked = {a.split("=", 1)[0] for a in argv[2:]}
+    assert {"train.lr", "data.tokenizer.word_ngrams", "model.hidden_dim"} <= picked
+    again = run_cli([*argv[2:], "hydra.run.dir=again"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "recipe probe 1:" not in again.stdout + again.stderr  # nothing probed again
+    trials = pd.read_csv(tmp_path / "first" / "trials.csv")
+    rec = trials[trials["recommended"]].iloc[0]
+    alone = pd.read_csv(tmp_path / "again" / "trials.csv")
+    assert len(alone) == 1
+    assert (alone.loc[0, "embedding_dim"], alone.loc[0, "vocab_size"]) == (
+        rec["embedding_dim"],
+        rec["vocab_size"],
+    )
+    assert alone.loc[0, "val_accuracy"] == rec["val_accuracy"]  # exactly
+    assert alone.loc[0, "test_accuracy"] == rec["test_accuracy"]

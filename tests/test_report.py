@@ -74,21 +74,25 @@ def test_write_reports_files_and_no_temp_left(tmp_path):
     assert (
         "python run_sweep.py model=bag search.space.embedding_dim.low=64 "
         "search.space.embedding_dim.high=64 search.space.vocab_size.low=1000 "
-        "search.space.vocab_size.high=1000 search.n_trials=1 search.study_name=s-recommended"
+        "search.space.vocab_size.high=1000 report.repeats=0 search.n_trials=1 "
+        "search.study_name=s-recommended"
     ) in page
 
 
-def test_reproduce_overrides_pins_searched_keys_and_keeps_the_rest():
-    row = pd.Series({"embedding_dim": 32.0, "vocab_size": 500.0, "lr": 0.003, "study_name": "x"})
+def test_reproduce_overrides_pin_searched_keys_the_recipe_and_the_seed_and_keep_the_rest():
+    row = pd.Series({"embedding_dim": 32.0, "vocab_size": 500.0, "lr": 0.003, "study_name": "x",
+                     "seed": 3})  # fmt: skip
     space = {"embedding_dim": "embedding_dim", "vocab_size": "vocab_size", "lr": "train.lr"}
-    base = ["data=files", "data.train=a.csv", "search.n_trials=40",
-            "search.space.embedding_dim.high=512", "search.study_name=x"]  # fmt: skip
-    assert page.reproduce_overrides(row, base, space) == [
+    base = ["data=files", "data.train=a.csv", "search.n_trials=40", "model.hidden_dim=auto",
+            "search.space.embedding_dim.high=512", "search.study_name=x", "seed=3"]  # fmt: skip
+    recipe = {"choice": {"model.hidden_dim": 0, "data.tokenizer.word_ngrams": 2}}
+    assert page.reproduce_overrides(row, base, space, recipe) == [
         "data=files", "data.train=a.csv",
+        "model.hidden_dim=0", "data.tokenizer.word_ngrams=2", "seed=3",
         "search.space.embedding_dim.low=32", "search.space.embedding_dim.high=32",
         "search.space.vocab_size.low=500", "search.space.vocab_size.high=500",
         "~search.space.lr", "train.lr=0.003",
-        "search.n_trials=1", "search.study_name=x-recommended",
+        "report.repeats=0", "search.n_trials=1", "search.study_name=x-recommended",
     ]  # fmt: skip
 
 
@@ -141,10 +145,10 @@ def test_headline_states_its_rule_and_agrees_with_it(tmp_path):
     report.write_reports(table, tmp_path, tolerance=0.5, context=context)
     html_text = (tmp_path / "report.html").read_text()
     # Trial 2 (80.4%) is recommended: within 0.50 points of trial 3's 80.6%, fewer parameters.
-    assert "validation accuracy 80.4%, test accuracy 80.0%" in html_text
+    assert "validation accuracy 80.40% (one seed), test accuracy 80.00% (one seed)" in html_text
     assert (
-        "within 0.50 points of the best validation accuracy, 80.6% (trial 3) (report.tolerance)"
-        in html_text
+        "within 0.50 points of the best validation accuracy, 80.60% (one seed) (trial 3) "
+        "(report.tolerance)" in html_text
     )
     # With seed repeats the noise (here 1.0 point) sets the margin, and the headline says so.
     table = table.assign(
@@ -157,9 +161,11 @@ def test_headline_states_its_rule_and_agrees_with_it(tmp_path):
     written = report.write_reports(table, tmp_path, tolerance=0.5, context=context)
     html_text = (tmp_path / "report.html").read_text()
     assert written.loc[written["recommended"], "trial"].tolist() == [1]  # 80.0 ties 80.6 at 1.0
+    # The mean and its standard error (std / sqrt(seeds)), and the study's own seed's figure.
     assert (
-        "validation accuracy 80.0% ± 1.0 (3 seeds), test accuracy 79.2% ± 0.5 (3 seeds)"
-        in html_text
+        "validation accuracy 80.00% ± 0.58 (mean ± standard error over 3 seeds; the first "
+        "seed: 80.00%), test accuracy 79.20% ± 0.29 (mean ± standard error over 3 seeds; the "
+        "first seed: 79.00%)" in html_text
     )
     assert "1.00 points is the seed noise, larger than report.tolerance (0.50)" in html_text
     assert "vary by 1.00 points" in html_text and "+-" not in html_text

@@ -129,7 +129,7 @@ def test_report_with_one_objective_recommends_the_best_trial(tmp_path):
     context = {"objectives": objectives.pairs(), "space": {"embedding_dim": "embedding_dim"}}
     report.write_reports(frame(ROWS), tmp_path, tolerance=0.5, context=context)
     page = (tmp_path / "report.html").read_text()
-    assert "the best val_accuracy (maximized), 80.6% (trial 3)" in page
+    assert "the best val_accuracy (maximized), 80.60% (one seed) (trial 3)" in page
 
 
 def test_report_follows_a_custom_second_objective(tmp_path):

@@ -20,7 +20,7 @@ from markupsafe import Markup
 from sweep import schema
 from sweep.common.overrides import override_key
 from sweep.common.secrets import HIDDEN
-from sweep.report import plots
+from sweep.report import plots, wording
 from sweep.search.space import MAIN_AXES
 
 
@@ -37,11 +37,8 @@ def _fmt(value: Any) -> str:
 
 
 def _pct(row: pd.Series, metric: str = "val_accuracy") -> str:
-    """``80.7%``, or ``80.9% ± 0.4 (3 seeds)`` where the trial was retrained with more seeds."""
-    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
-    if mean is not None and isinstance(mean, (float, int)) and math.isfinite(mean):
-        return f"{mean:.1f}% ± {std:.1f} ({int(row['seeds'])} seeds)"
-    return f"{row[metric]:.1f}%"
+    """The accuracy as the console says it too (``sweep.report.wording``)."""
+    return wording.accuracy(row, metric)
 
 
 def html_table(frame: pd.DataFrame, columns: Sequence[str], table_id: str) -> str:
@@ -82,15 +79,25 @@ document.querySelectorAll('table.sortable th').forEach(function (th) {
 """
 
 
-def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, str]) -> list[str]:
+def reproduce_overrides(
+    row: pd.Series, base: Sequence[str], space: dict[str, str], recipe: dict | None = None
+) -> list[str]:
     """Command-line overrides that train exactly the configuration in ``row`` once.
 
     ``base`` are the sweep's own overrides; ``space`` maps each search key to the config key it
-    sets (``embedding_dim`` and ``vocab_size`` to themselves). Each searched key is pinned.
+    sets (``embedding_dim`` and ``vocab_size`` to themselves); ``recipe`` is what the study's
+    recipe probe stored (``choice``: {config key: value}). Each searched key is pinned, the
+    probe's picks and the seed are set, so that the command run as printed probes nothing and
+    trains the same model; its seed repeats are left out (they do not change the model).
     """
-    pinned = {"search.n_trials", "search.study_name"}
+    choice = dict((recipe or {}).get("choice") or {})
+    pinned = {"search.n_trials", "search.study_name", "seed", "report.repeats", *choice}
     out = [o for o in base if override_key(o) not in pinned]
     out = [o for o in out if not o.lstrip("+~").startswith("search.space.")]
+    out += [f"{key}={value}" for key, value in choice.items()]
+    seed = row.get("seed")
+    if seed is not None and not pd.isna(seed):
+        out.append(f"seed={int(seed)}")
     for name, key in space.items():
         value = row[name]
         if name in MAIN_AXES:
@@ -99,7 +106,8 @@ def reproduce_overrides(row: pd.Series, base: Sequence[str], space: dict[str, st
         else:
             out += [f"~search.space.{name}", f"{key}={value}"]
     study = row.get("study_name") or "sweep"
-    return out + ["search.n_trials=1", f"search.study_name={study}-recommended"]
+    return out + ["report.repeats=0", "search.n_trials=1",
+                  f"search.study_name={study}-recommended"]  # fmt: skip
 
 
 # Stands for the storage password the page leaves out; the command reads it from the
@@ -231,7 +239,8 @@ def recommendation(table, tolerance, context, noise, tie_margin, objectives) -> 
         return None
     row = rec.iloc[0].copy()
     row["study_name"] = str(context.get("study_name", ""))
-    overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}))
+    overrides = reproduce_overrides(row, context.get("overrides", []), context.get("space", {}),
+                                    context.get("recipe"))  # fmt: skip
     command, secret_note = reproduce_command(overrides)
     axes = [a for a in context.get("space", {}) if a in row] or list(MAIN_AXES)
     return {

@@ -83,20 +83,27 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
                       share=float(cfg.report.get("time_share", 1.0)))  # fmt: skip
     progress = Progress(n_trials, single=len(cfg.search.objectives) == 1)
     log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
+    timing = trial.timing
     try:
-        trials.run_trials(
-            the_study, cfg.search, n_trials=n_trials, space=space, describe=trial.describe,
-            train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
-            pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
-            train_pack=trial.train_pack, validation_docs=len(data.labels["validation"]),
-        )  # fmt: skip
-        repeat_front(the_study, cfg, trial)
-        measure_precisions(the_study, cfg, trial, kept)
-    finally:
-        # Also on an interrupt or a failed sweep: the reports cover the storage.
-        table = reports.write()
-        trial.timing.write(time.perf_counter() - started, out_dir)
-    export_models(the_study, cfg, trial, table, out_dir, kept)
+        try:
+            with timing.phase("trials"):
+                trials.run_trials(
+                    the_study, cfg.search, n_trials=n_trials, space=space, describe=trial.describe,
+                    train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
+                    pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
+                    train_pack=trial.train_pack, validation_docs=len(data.labels["validation"]),
+                )  # fmt: skip
+            with timing.phase("repeats"):
+                repeat_front(the_study, cfg, trial)
+            with timing.phase("precisions"):
+                measure_precisions(the_study, cfg, trial, kept)
+        finally:
+            # Also on an interrupt or a failed sweep: the reports cover the storage.
+            table = reports.write()
+        with timing.phase("export"):
+            export_models(the_study, cfg, trial, table, out_dir, kept)
+    finally:  # the time line covers the whole run, the export too, and a stopped run
+        timing.write(time.perf_counter() - started, out_dir)
     rec = table[table["recommended"]] if len(table) else table
     return SweepResult(out_dir, table, rec.iloc[0].to_dict() if len(rec) else None)
 
@@ -149,9 +156,22 @@ def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace):
     if points is not None and points < n_trials:
         log.info("the grid has %d points: search.n_trials=%d capped to it", points, n_trials)
         n_trials = points
-    log.info("study %r in %s: %d finished trials, target %d", cfg.search.study_name,
-             storage.describe_storage(cfg.search), study.count_finished(opened), n_trials)  # fmt: skip
+    log.info(resume_line(cfg.search.study_name, storage.describe_storage(cfg.search),
+                         study.count_finished(opened), n_trials))  # fmt: skip
     return opened, n_trials
+
+
+def resume_line(name: str, where: str, finished: int, n_trials: int) -> str:
+    """What opening the study means for this run: a new study, a resumed one (what it keeps
+    and what it trains), or one that already holds the asked trials (nothing to train)."""
+    head = f"study {name!r} in {where}: {finished} finished trials, target {n_trials}"
+    if finished == 0:
+        return f"{head}: a new study"
+    if finished >= n_trials:
+        return (f"{head}: resumed; nothing to train (raise search.n_trials to add trials); the "
+                "seed repeats, precisions and export that are missing are done, the rest kept")  # fmt: skip
+    return (f"{head}: resumed; the {finished} finished trials are kept (not trained again), "
+            f"{n_trials - finished} more to train")  # fmt: skip
 
 
 def start_at_probe_points(the_study, cfg: DictConfig, picked: dict | None, data) -> None:
@@ -299,8 +319,12 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
     numbers = trials.front_trials(table, int(cfg.report.top_k), objectives)
     seeds = [cfg.seed + i for i in range(1, repeats + 1)]
     which = "the front trials" if objectives.size else f"the best trials by {objectives.quality}"
-    log.info("seed noise: retraining %s %s with seeds %s (%d fits)", which, numbers, seeds,
-             len(numbers) * len(seeds))  # fmt: skip
+    stored = study.stored_repeats(the_study)
+    done = sum(seed in stored.get(n, {}) for n in numbers for seed in seeds)
+    todo = len(numbers) * len(seeds) - done
+    earlier = f"; {done} stored by an earlier run, kept" if done else ""
+    log.info("seed noise: %s %s with seeds %s: %d fits to train%s", which, numbers, seeds,
+             todo, earlier)  # fmt: skip
     pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
     trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
                          pack=pack, train_pack=trial.train_pack)  # fmt: skip
@@ -323,7 +347,10 @@ def measure_precisions(the_study, cfg: DictConfig, trial: TrialRunner, kept=None
     table = annotated(the_study, cfg)
     if not len(table):
         return
-    todo = table[table["pareto"] & table["val_accuracy_int8"].isna()]
+    front = table[table["pareto"]]
+    todo = front[front["val_accuracy_int8"].isna()]
+    if len(front) > len(todo) and len(todo) == 0:
+        log.info("precisions: the %d front trials were measured by an earlier run", len(front))
     trials_by_number = {t.number: t for t in the_study.get_trials(deepcopy=False)}
     for row in todo.to_dict("records"):
         number = int(row["trial"])

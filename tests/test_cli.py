@@ -34,6 +34,29 @@ def test_sweep_then_resume_from_the_default_storage(tmp_path):
     assert resumed["val_accuracy"].head(3).tolist() == trials["val_accuracy"].tolist()
 
 
+def test_a_resumed_run_says_what_it_kept_and_what_it_did(tmp_path):
+    """The same command twice: the second says it resumed, trains nothing, keeps the seed
+    repeats and precisions of the first, and its time line still adds up."""
+    import json
+
+    args = [*TINY, "report.repeats=1", "report.top_k=2"]
+    first = run_cli([*args, "hydra.run.dir=run1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    assert "0 finished trials, target 3: a new study" in log
+    assert "fits to train" in log and "stored by an earlier run" not in log
+    again = run_cli([*args, "hydra.run.dir=run2"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "3 finished trials, target 3: resumed; nothing to train" in log
+    assert "0 fits to train; " in log and "stored by an earlier run, kept" in log
+    assert "were measured by an earlier run" in log
+    assert "trials 0.0s (0 fits" in log or "(0 fits: training 0.0s" in log
+    timing = json.loads((tmp_path / "run2" / "timing.json").read_text())
+    parts = [v for k, v in timing.items() if k.endswith("_s") and k != "total_s"]
+    assert sum(parts) == pytest.approx(timing["total_s"]) and timing["repeat_fits"] == 0
+
+
 def test_help_and_cfg_job(tmp_path):
     shown = run_cli(["--help"], cwd=tmp_path)
     assert shown.returncode == 0

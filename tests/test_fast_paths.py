@@ -28,6 +28,42 @@ def test_distinct_ids_leave_out_padding():
     assert position.tolist()[::2] == [1, 0, 2] and position[3] == 1
 
 
+@pytest.mark.parametrize("skip", [0, None])
+def test_distinct_ids_sorting_and_marking_agree(monkeypatch, skip):
+    """The batch-sized path (sorting, for a table much larger than the batch) and the
+    table-sized one (marking) give the same rows and positions, padding left out or not."""
+    from sweep.models import embedding
+
+    torch.manual_seed(0)
+    for rows_count in (50, 5_000, 2_000_000):
+        flat = torch.randint(0, rows_count, (640,))
+        flat[::7] = 0  # padding
+        results = []
+        for per_id in (0, 10**9):  # 0: always sort; 10**9: always mark
+            monkeypatch.setattr(embedding, "_SORT_ROWS_PER_ID", per_id)
+            results.append(distinct_ids(flat, rows_count, skip=skip))
+        (rows_a, pos_a), (rows_b, pos_b) = results
+        assert torch.equal(rows_a, rows_b) and torch.equal(pos_a, pos_b)
+        keep = flat != 0 if skip == 0 else torch.ones_like(flat, dtype=torch.bool)
+        assert torch.equal(rows_a[pos_a[keep]], flat[keep])  # each id finds its row
+
+
+def test_fused_mean_gradient_on_a_table_far_larger_than_the_batch():
+    """The fused mean on a 3M-row table (its ids sorted, not marked): the same values and
+    gradient as embedding_bag."""
+    torch.manual_seed(0)
+    weight = torch.randn(3_000_000, 4, requires_grad=True)
+    plain = weight.detach().clone().requires_grad_()
+    ids = torch.randint(1, 3_000_000, (8, 12))
+    ids[0, 6:] = 0
+    CountMean.apply(weight, ids).sum().backward()
+    F.embedding_bag(ids, plain, mode="mean", padding_idx=0).sum().backward()
+    grad = weight.grad.coalesce()
+    used = grad.indices()[0]
+    assert torch.allclose(grad.values(), plain.grad[used], atol=1e-6)
+    assert int(plain.grad.abs().sum(dim=1).gt(0).sum()) == len(used)
+
+
 def test_fused_mean_matches_embedding_bag_values_and_gradients():
     torch.manual_seed(0)
     weight = torch.randn(40, 8, requires_grad=True)

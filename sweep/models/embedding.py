@@ -38,15 +38,32 @@ def use_sparse(setting, num_embeddings: int) -> bool:
 _COUNT_MATRIX_LIMIT = 1 << 22
 
 
+# Above this many table rows per id of the batch, distinct_ids sorts the batch's ids instead of
+# marking them in table-sized arrays. Measured on one CPU thread (2026-12-07): marking costs
+# 0.11 ms at 20k rows and 55 ms at 11.46M for a 6,400-id batch (zero-filling two table-sized
+# arrays), sorting 0.3 ms at any table size; they cross near 16-25 rows per id.
+_SORT_ROWS_PER_ID = 16
+
+
 def distinct_ids(
     flat: torch.Tensor, num_embeddings: int, skip: int | None = PAD
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sorted distinct ids, position of each element of ``flat`` among them).
 
-    Marks ids in a vocabulary-sized mask instead of sorting the batch: O(vocabulary + tokens),
-    several times faster than ``torch.unique`` for the batches of a trial. The id ``skip``
-    (PAD by default) is left out: its elements get position 0 and must be masked by the caller.
+    A step must cost in proportion to its batch, not to the table: for a table much larger
+    than the batch the batch's ids are sorted (``torch.unique``, O(ids log ids)); otherwise they
+    are marked in a table-sized mask, O(table + ids), several times faster there. The id
+    ``skip`` (PAD by default) is left out: its elements get position 0 and must be masked by
+    the caller.
     """
+    if num_embeddings > _SORT_ROWS_PER_ID * flat.numel():
+        rows, position = torch.unique(flat, sorted=True, return_inverse=True)
+        if skip is not None:
+            dropped = rows == skip
+            shift = torch.cumsum(dropped.long(), 0)[position]  # skipped ids before each row
+            position = torch.where(flat == skip, 0, position - shift)
+            rows = rows[~dropped]
+        return rows, position
     mark = torch.zeros(num_embeddings, dtype=torch.bool, device=flat.device)
     mark[flat] = True
     if skip is not None:

@@ -12,7 +12,13 @@ import math
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sweep.models.kinds import BY_TARGET, NOT_MODEL_ARGS, SIZES, build_model, check_settings
-from sweep.search.settings import check_shipping, check_study_name, pack_padding, pack_size
+from sweep.search.settings import (
+    check_memory_budget,
+    check_shipping,
+    check_study_name,
+    pack_padding,
+    pack_size,
+)
 from sweep.search.space import SearchSpace
 from sweep.search.storage import check_storage
 
@@ -80,6 +86,7 @@ def check_config(cfg: DictConfig) -> None:
     SearchSpace(cfg.search.space)  # its axes check themselves
     check_study_name(cfg.search.study_name)
     check_storage(cfg.search)
+    check_memory_budget(cfg.search)
     pack_size(cfg.search)  # search.pack: a number >= 1 or auto
     pack_padding(cfg.search)  # search.pack_padding: a number >= 1
     check_finite(cfg)

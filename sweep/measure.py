@@ -11,6 +11,7 @@ import math
 import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -45,6 +46,57 @@ def device_name(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return device.type
+
+
+# Environment variables: the workers sharing this device's memory (set by sweep.parallel for
+# each worker), and an override of the memory available (tests; a machine whose figure is known).
+DEVICE_WORKERS_VARIABLE = "SWEEP_DEVICE_WORKERS"
+AVAILABLE_VARIABLE = "SWEEP_AVAILABLE_MEMORY_MB"
+
+
+def available_mb(device: torch.device) -> tuple[float, str]:
+    """(MiB this process may still allocate on ``device``, where the figure comes from): on a
+    GPU the free memory ``torch.cuda.mem_get_info`` reports; on a CPU the host's available
+    memory (``MemAvailable``), or a container's room (cgroup ``memory.max`` less what it
+    uses) where that is smaller. ``SWEEP_AVAILABLE_MEMORY_MB`` overrides both."""
+    override = os.environ.get(AVAILABLE_VARIABLE, "").strip()
+    if override:
+        return float(override), f"{AVAILABLE_VARIABLE}"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / MB, "free GPU memory"
+    figures = [(value, source) for value, source in (_meminfo_available(), _cgroup_room())
+               if value is not None]  # fmt: skip
+    if not figures:
+        return math.inf, "unknown (no /proc/meminfo)"
+    value, source = min(figures)
+    return value / MB, source
+
+
+def _meminfo_available() -> tuple[int | None, str]:
+    try:
+        lines = Path("/proc/meminfo").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return None, ""
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024, "available host memory"
+    return None, ""
+
+
+def _cgroup_room() -> tuple[int | None, str]:
+    """A cgroup's memory limit less its usage (v2, then v1), or None without a limit."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):  # fmt: skip
+        try:
+            cap = Path(limit).read_text(encoding="ascii").strip()
+            used = int(Path(usage).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit() and int(cap) < 1 << 60:  # "max" or a huge number: no limit
+            return int(cap) - used, "the container's memory limit less its use"
+    return None, ""
 
 
 def model_mb(num_params: int, bytes_per_param: int = 4) -> float:

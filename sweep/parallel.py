@@ -94,6 +94,9 @@ def worker_commands(
             env[STORAGE_VARIABLE] = storage
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        # search.max_memory_mb=auto: the workers on one device share its memory
+        sharing = len(range(index % len(gpus), count, len(gpus))) if gpus else count
+        env[measure.DEVICE_WORKERS_VARIABLE] = str(sharing)
         commands.append((argv, env))
     return commands
 

@@ -92,6 +92,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
                     train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
                     pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
                     train_pack=trial.train_pack, validation_docs=len(data.labels["validation"]),
+                    memory_room=memory_room(cfg, trial),
                 )  # fmt: skip
             with timing.phase("repeats"):
                 repeat_front(the_study, cfg, trial)
@@ -106,6 +107,28 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         timing.write(time.perf_counter() - started, out_dir)
     rec = table[table["recommended"]] if len(table) else table
     return SweepResult(out_dir, table, rec.iloc[0].to_dict() if len(rec) else None)
+
+
+def memory_room(cfg: DictConfig, trial: TrialRunner) -> trials.MemoryRoom | None:
+    """``search.max_memory_mb=auto``: the memory a trial may take on this run's device, read
+    once as the trials begin (``measure.available_mb``, with a margin for what the estimate
+    leaves out), shared by the workers on the device (``SWEEP_DEVICE_WORKERS``, set by
+    ``sweep.parallel``), plus the baseline this process already holds (the corpus on the
+    device: ``memory_mb`` counts it too). None for a number (a budget) or null (no bound)."""
+    if cfg.search.get("max_memory_mb") != "auto":
+        return None
+    available, source = measure.available_mb(trial.data.device)
+    workers = max(int(os.environ.get(measure.DEVICE_WORKERS_VARIABLE, "1") or 1), 1)
+    held = sum(trial.baseline.values()) / measure.MB
+    room = trials.MemoryRoom(MEMORY_HEADROOM * available / workers + held, available, source,
+                             workers)  # fmt: skip
+    log.info("memory: %s", room.describe())
+    return room
+
+
+# Of the memory a device has, the share a trial's estimate may fill: the estimate counts the
+# tensors a trial holds, not the allocator's slack or Python's own objects.
+MEMORY_HEADROOM = 0.85
 
 
 def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, PreparedData, float]:

@@ -8,11 +8,12 @@ import torch
 from conftest import TINY, compose_config, fixed_config, run_cli
 
 from sweep import measure, runner
+from sweep.data.prepared import PreparedData
 from sweep.models.kinds import build_model
 from sweep.search import study as study_module
 from sweep.search.space import SearchSpace
 from sweep.search.storage import make_storage
-from sweep.trial import TrialRunner
+from sweep.trial import TrialRunner, recipe
 from sweep.trial import lone as trial_module
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
@@ -319,3 +320,77 @@ def test_a_probe_out_of_memory_skips_the_trial_untrained(tiny_overrides, tmp_pat
     assert all(m.frontend.embed.weight.shape[1] < 16 for m in trained)
     done = table[table["state"] == "COMPLETE"]
     assert (done["probe_peak_mb"] == 5.0).all() and (done["gpu_baseline_mb"] == 70.0).all()
+
+
+# search.max_memory_mb=auto: a trial its device cannot hold is never started.
+
+GRID = ["search/sampler=grid", "search.sampler.values={embedding_dim: [4, 256], vocab_size: [null]}",
+        "search.n_trials=2", "report.export=none", "report.quantize=none"]  # fmt: skip
+
+
+def _memory_needs(tiny_overrides) -> dict[int, float]:
+    """memory_mb of the grid's two trials (a narrow and a wide table), from plan mode."""
+    cfg = compose_config([*tiny_overrides, *GRID, "plan=true", "plan_points=2",
+                          "search.space.embedding_dim.high=256"])  # fmt: skip
+    data = PreparedData.load(recipe.fixed(cfg).data, cfg.seed, "cpu")
+    trial = TrialRunner(recipe.fixed(cfg), data)
+    full = data.full_vocab
+    return {d: trial.describe({"embedding_dim": d, "vocab_size": full}, probe=False)["memory_mb"]
+            for d in (4, 256)}  # fmt: skip
+
+
+def test_a_trial_over_the_memory_its_device_has_is_not_started(tiny_overrides, tmp_path,
+                                                                monkeypatch, count_fits):  # fmt: skip
+    """Available memory injected between the narrow and the wide trial's need: the wide one is
+    SKIPPED untrained with the reason naming the bound and where it comes from, the narrow one
+    trains; a number or null instead of auto is no device bound."""
+    need = _memory_needs(tiny_overrides)
+    assert need[4] < need[256]
+    cfg = compose_config([*tiny_overrides, *GRID, "search.space.embedding_dim.high=256"])
+    data = PreparedData.load(recipe.fixed(cfg).data, cfg.seed, "cpu")
+    # memory_mb counts the corpus this process already holds; the bound adds it back.
+    held = TrialRunner(recipe.fixed(cfg), data).describe(
+        {"embedding_dim": 4, "vocab_size": data.full_vocab}, probe=False)["est_baseline_mb"]  # fmt: skip
+    available = ((need[4] + need[256]) / 2 - held) / runner.MEMORY_HEADROOM
+    monkeypatch.setattr(measure, "available_mb", lambda device: (available, "injected memory"))
+    result = runner.run(cfg, tmp_path / "out")
+    table = result.table  # a skipped point does not count: the grid may ask it again
+    states = table.groupby("embedding_dim")["state"].agg(set).to_dict()
+    assert "COMPLETE" in states[4] and states[256] == {"SKIPPED"}
+    reason = table.loc[table["embedding_dim"] == 256, "fail_reason"].iloc[0]
+    assert reason.startswith(f"skipped: memory_mb={need[256]:,.0f} > the ")
+    assert "a trial may take on this device (injected memory" in reason
+    assert len(count_fits) == 1  # the wide trial never trained
+    for setting in ("search.max_memory_mb=null", "search.max_memory_mb=100000"):
+        again = compose_config([*tiny_overrides, *GRID, "search.space.embedding_dim.high=256",
+                                setting, f"search.study_name=other-{setting[-4:]}"])  # fmt: skip
+        done = runner.run(again, tmp_path / setting).table
+        assert (done["state"] == "COMPLETE").all(), setting
+
+
+@pytest.mark.parametrize("value", ["-5", "lots", "true"])
+def test_a_bad_memory_budget_names_its_key(value):
+    from sweep.config import check_config
+    from sweep.search.settings import SearchError
+
+    with pytest.raises(SearchError, match=r"search\.max_memory_mb=.* must be auto"):
+        check_config(compose_config([f"search.max_memory_mb={value}"]))
+
+
+def test_workers_share_the_memory_their_device_has(tiny_overrides, tmp_path):
+    """search.workers=2 on a CPU with little memory (injected through the environment every
+    worker inherits): each worker's bound is half of it, the wide trial is skipped by whichever
+    worker draws it, and the run still ends with code 0."""
+    import os
+
+    need = _memory_needs(tiny_overrides)
+    available = (need[4] + need[256]) / runner.MEMORY_HEADROOM  # one worker would hold both
+    env = {**os.environ, measure.AVAILABLE_VARIABLE: str(available)}
+    result = run_cli([*TINY, *GRID, "search.space.embedding_dim.high=256", "search.workers=2",
+                      "hydra.run.dir=out"], cwd=tmp_path, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    states = table.groupby("embedding_dim")["state"].agg(set).to_dict()
+    assert "COMPLETE" in states[4] and states[256] == {"SKIPPED"}
+    reasons = table.loc[table["embedding_dim"] == 256, "fail_reason"]
+    assert reasons.str.contains("shared by 2 workers").all()

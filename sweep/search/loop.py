@@ -18,6 +18,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -87,15 +88,20 @@ def oom_limit(study: optuna.Study) -> tuple[float, int] | None:
     return min(ooms) if ooms else None
 
 
-def skip_reason(study: optuna.Study, figures: dict[str, Any], search_cfg) -> str | None:
+def skip_reason(
+    study: optuna.Study, figures: dict[str, Any], search_cfg, memory_room: MemoryRoom | None = None
+) -> str | None:
     """Why a configuration is not trained: its probe step ran out of memory, it is over a
-    budget, or it needs at least as much memory (``memory_mb``) as one that ran out of memory
+    budget, its memory need is over what its device has (``memory_room``: search.max_memory_mb
+    =auto), or it needs at least as much memory (``memory_mb``) as one that ran out of memory
     while training; None to train it."""
     if figures.get("probe_peak_mb") == math.inf:  # it does not fit this device: never trained
         return "skipped: out of memory in the probe step (one step on the longest batch)"
     over = over_budget(figures, search_cfg)
     if over:
         return over
+    if memory_room is not None and float(figures.get("memory_mb", 0)) > memory_room.limit_mb:
+        return f"skipped: memory_mb={figures['memory_mb']:,.0f} > {memory_room.describe()}"
     limit = oom_limit(study)
     if limit is not None and figures.get("memory_mb", 0) >= limit[0]:
         return (
@@ -103,6 +109,24 @@ def skip_reason(study: optuna.Study, figures: dict[str, Any], search_cfg) -> str
             f"{limit[1]}'s {limit[0]:.0f} MB, which ran out of memory"
         )
     return None
+
+
+@dataclass(frozen=True)
+class MemoryRoom:
+    """The memory a trial may take on its device (``search.max_memory_mb=auto``): what the
+    device had available when the study's trials began, shared among the workers on it, plus
+    what this process already holds of the trials' baseline (the corpus on the device)."""
+
+    limit_mb: float
+    available_mb: float
+    source: str
+    workers: int = 1
+
+    def describe(self) -> str:
+        """``the N MiB a trial may take on this device (where N comes from)``."""
+        shared = f", shared by {self.workers} workers" if self.workers > 1 else ""
+        return (f"the {self.limit_mb:,.0f} MiB a trial may take on this device ({self.source} "
+                f"{self.available_mb:,.0f} MiB{shared}; search.max_memory_mb=auto)")  # fmt: skip
 
 
 def set_attrs(trial: optuna.Trial, figures: dict[str, Any]) -> None:
@@ -155,7 +179,8 @@ class SizeWatch:
             raise optuna.TrialPruned(reason)
 
 
-def prepare(study, trial, search_cfg, space: SearchSpace, grid, describe: Describe):
+def prepare(study, trial, search_cfg, space: SearchSpace, grid, describe: Describe,
+            memory_room: MemoryRoom | None = None):  # fmt: skip
     """Suggest and describe an asked trial; (params, figures) to train it, or (None, figures)
     when a finished trial of the same configuration answers it. Raises TrialPruned to skip it
     (over a budget, past an out-of-memory size). Every figure is stored as it is known."""
@@ -174,7 +199,7 @@ def prepare(study, trial, search_cfg, space: SearchSpace, grid, describe: Descri
         log.info("trial %d: same configuration as trial %d, result reused",
                  trial.number, previous.number)  # fmt: skip
         return None, figures
-    skip = skip_reason(study, figures, search_cfg)
+    skip = skip_reason(study, figures, search_cfg, memory_room)
     if skip:
         trial.set_user_attr(SKIPPED, skip)
         raise optuna.TrialPruned(skip)
@@ -259,6 +284,7 @@ def run_trials(
     pack: int = 1,
     train_pack: Callable[..., list] | None = None,
     validation_docs: int = 0,
+    memory_room: MemoryRoom | None = None,
 ) -> int:
     """Run trials until the study has ``n_trials`` finished; return how many ran here.
 
@@ -267,7 +293,8 @@ def run_trials(
     ``after_trial(frozen_trial, finished_count)`` runs after each trial (reports, progress).
     With ``pack`` > 1 each round asks up to ``pack`` trials and ``train_pack(params_list,
     on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
-    ``validation_docs`` (the validation split's size) sets the size rule's automatic margin.
+    ``validation_docs`` (the validation split's size) sets the size rule's automatic margin;
+    ``memory_room`` (``search.max_memory_mb=auto``) skips a trial its device cannot hold.
     """
     values = search_cfg.sampler.get("values")
     grid = space.grid(values) if search_cfg.sampler.name == "grid" else None
@@ -297,17 +324,18 @@ def run_trials(
         if len(asked) == 1 or train_pack is None:
             for trial in asked:
                 finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train,
-                                      prune, watch))  # fmt: skip
+                                      prune, watch, memory_room))  # fmt: skip
         else:
             run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish,
-                     watch)  # fmt: skip
+                     watch, memory_room)  # fmt: skip
     return ran
 
 
-def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool, watch=None):
+def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool, watch=None,
+            memory_room=None):  # fmt: skip
     """One trial alone: its objective values, or the exception that ended it."""
     try:
-        params, figures = prepare(study, trial, search_cfg, space, grid, describe)
+        params, figures = prepare(study, trial, search_cfg, space, grid, describe, memory_room)
         on_epoch = epoch_callback(trial, prune, watch, figures)
         measured = None if params is None else train(params, on_epoch)
         return objective_values(trial, figures, measured, search_cfg)
@@ -316,14 +344,14 @@ def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool,
 
 
 def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish,
-             watch=None) -> None:  # fmt: skip
+             watch=None, memory_room=None) -> None:  # fmt: skip
     """A round of several asked trials: reused and skipped ones settle at once, the others
     train together (``train_pack``), each settling with its own result as soon as it ends (a
     trial that stops early in a pack is told while the others train on)."""
     pending = []
     for trial in asked:
         try:
-            params, figures = prepare(study, trial, search_cfg, space, grid, describe)
+            params, figures = prepare(study, trial, search_cfg, space, grid, describe, memory_room)
         except Exception as error:
             finish(trial, error)
             continue

@@ -29,8 +29,26 @@ BUDGETS = (
 SHIP_PRECISIONS = ("best", *PRECISIONS)  # search.precision
 
 
+def _limit(search_cfg, key: str):
+    """A budget's value; ``search.max_memory_mb=auto`` is no budget of the user's but the
+    device's own bound (``sweep.search.loop.MemoryRoom``), so it counts as none here."""
+    value = search_cfg.get(key)
+    return None if value == "auto" else value
+
+
 def has_budget(search_cfg) -> bool:
-    return any(search_cfg.get(limit) is not None for limit, _ in BUDGETS)
+    return any(_limit(search_cfg, limit) is not None for limit, _ in BUDGETS)
+
+
+def check_memory_budget(search_cfg) -> None:
+    """``search.max_memory_mb``: auto, null or a positive number of MiB."""
+    value = search_cfg.get("max_memory_mb")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if not (value in ("auto", None) or number):
+        raise SearchError(
+            f"search.max_memory_mb={value!r} must be auto (what the device has), a positive "
+            "number of MiB, or null (no bound)"
+        )
 
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
@@ -53,7 +71,7 @@ def budgets(search_cfg) -> list[tuple[str, float, str]]:
     precision = search_cfg.get("precision", "best")
     out = []
     for key, column in BUDGETS:
-        limit = search_cfg.get(key)
+        limit = _limit(search_cfg, key)
         if limit is None:
             continue
         if column == "file_bytes":

@@ -45,14 +45,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(train.lr == "auto" or (isinstance(train.lr, (int, float)) and train.lr > 0),
              f"train.lr={train.lr!r} must be positive, or auto (the study's recipe probe picks it)")  # fmt: skip
     check_recipe(cfg)
-    _require(_is_int(cfg.seed) and cfg.seed >= 0,
-             f"seed={cfg.seed!r} must be an integer >= 0 (it seeds the data, the splits and "
-             "every trial)")  # fmt: skip
-    _require(cfg.report.tolerance >= 0, f"report.tolerance={cfg.report.tolerance} must be >= 0")
-    for key, low in (("top_k", 1), ("repeats", 0)):
-        value = cfg.report.get(key)
-        _require(_is_int(value) and value >= low,
-                 f"report.{key}={value!r} must be an integer >= {low}")  # fmt: skip
+    check_seed_and_report(cfg)
     share = cfg.report.get("time_share", 1.0)
     _require(
         isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1,
@@ -73,6 +66,7 @@ def check_config(cfg: DictConfig) -> None:
         isinstance(cfg.data.max_length, int) and cfg.data.max_length >= 1,
         f"data.max_length={cfg.data.max_length!r} must be an integer >= 1",
     )
+    check_ngram_bounds(cfg.data)
     _require(
         cfg.get("threads") is None or int(cfg.threads) >= 1,
         f"threads={cfg.get('threads')} must be >= 1 or null",
@@ -118,6 +112,27 @@ def check_recipe(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         _require(value is None or value == "auto" or rule[0](value),
                  f"{key}={value!r} must be one of the {rule[1]}, or auto")  # fmt: skip
+
+
+def check_seed_and_report(cfg: DictConfig) -> None:
+    """``seed``, ``report.tolerance``, ``report.top_k`` and ``report.repeats``."""
+    _require(_is_int(cfg.seed) and cfg.seed >= 0,
+             f"seed={cfg.seed!r} must be an integer >= 0 (it seeds the data, the splits and "
+             "every trial)")  # fmt: skip
+    _require(cfg.report.tolerance >= 0, f"report.tolerance={cfg.report.tolerance} must be >= 0")
+    for key, low in (("top_k", 1), ("repeats", 0)):
+        value = cfg.report.get(key)
+        _require(_is_int(value) and value >= low,
+                 f"report.{key}={value!r} must be an integer >= {low}")  # fmt: skip
+
+
+def check_ngram_bounds(data_cfg: DictConfig) -> None:
+    """``data.ngram_min_count`` and ``data.max_ngrams`` (the word n-gram rows' bounds)."""
+    min_count, max_ngrams = data_cfg.get("ngram_min_count", 1), data_cfg.get("max_ngrams")
+    _require(_is_int(min_count) and min_count >= 1,
+             f"data.ngram_min_count={min_count!r} must be an integer >= 1")  # fmt: skip
+    _require(max_ngrams is None or (_is_int(max_ngrams) and max_ngrams >= 1),
+             f"data.max_ngrams={max_ngrams!r} must be an integer >= 1 or null")  # fmt: skip
 
 
 def _is_int(value) -> bool:

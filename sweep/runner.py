@@ -140,9 +140,11 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     leaves no study behind."""
     started = time.perf_counter()
     first = recipe.fixed(cfg)
-    data = PreparedData.load(first.data, first.seed, device)
+    probed = [] if cfg.get("plan") else recipe.to_probe(cfg)
+    # The probe's n-gram choices are derived from the word encoding's streams
+    data = PreparedData.load(first.data, first.seed, device, keep_streams="word_ngrams" in probed)
     seconds = time.perf_counter() - started
-    if not recipe.to_probe(cfg) or cfg.get("plan"):
+    if not probed:
         return first, None, data, seconds
     prepared = {int(first.data.tokenizer.word_ngrams): data}
     stored = study.settle_recipe(
@@ -155,8 +157,10 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     data = prepared.get(int(chosen.data.tokenizer.word_ngrams))
     if data is None:  # the pick was read from the storage: its data is not loaded yet
         started = time.perf_counter()
-        data = PreparedData.load(chosen.data, chosen.seed, device)
+        data = PreparedData.load(chosen.data, chosen.seed, device, words=prepared.get(1))
         seconds += time.perf_counter() - started
+    prepared.clear()  # the other choices' encodings go; the pick's streams are not needed more
+    data.drop_streams()
     return chosen, stored, data, seconds
 
 

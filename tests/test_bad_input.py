@@ -28,6 +28,8 @@ from sweep.search.storage import StorageError
         ("model.dropout=2.0", r"model\.dropout=2\.0 must be a probability in \[0, 1\)"),
         ("+model.hidden=3", r"model\.hidden is no setting of the bag model \(known: .*hidden_dim"),
         ("model.factorized_dim=[4]", r"model\.factorized_dim=\[4\] is not a plain value of type int \| null"),
+        ("data.ngram_min_count=0", r"data\.ngram_min_count=0 must be an integer >= 1"),
+        ("data.max_ngrams=2.5", r"data\.max_ngrams=2\.5 must be an integer >= 1 or null"),
     ],
 )  # fmt: skip
 def test_impossible_values_name_their_key(override, message):

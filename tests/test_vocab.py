@@ -182,3 +182,76 @@ def test_ngrams_enter_the_vocabulary_and_are_cut_like_words():
     # Truncation keeps whole feature runs from the front: word, then the bigram ending at it.
     short = vocab.build(corpus, cfg, max_length=2)
     assert short.ids["validation"][0].tolist() == [3, 2]
+
+
+def random_corpus(seed: int, docs: int = 300) -> Corpus:
+    """Texts of a small Zipf-like vocabulary, some long (past max_length), some empty."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(60)]
+    weights = 1.0 / np.arange(1, 61)
+    weights /= weights.sum()
+
+    def text() -> str:
+        return " ".join(rng.choice(words, size=int(rng.integers(0, 40)), p=weights))
+
+    split = {"train": docs, "validation": docs // 5, "test": docs // 5}
+    return make_corpus(*([text() for _ in range(n)] for n in split.values()))
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("max_length", [7, 200])
+def test_ngrams_from_the_word_ids_equal_the_tokenizers(order, max_length):
+    """Unbounded, the n-grams derived from the word ids are the tokenizer's, id for id: the
+    words, their ranking and counts, every split's ids and lengths, truncation included."""
+    corpus = random_corpus(order * 10 + max_length)
+    cfg = OmegaConf.create({**TOKENIZER, "word_ngrams": order})
+    derived = vocab.build(corpus, cfg, max_length)
+    tokenized = vocab.build(corpus, cfg, max_length, derive_ngrams=False)
+    assert derived.words == tokenized.words
+    assert torch.equal(derived.train_counts, tokenized.train_counts)
+    for split in ("train", "validation", "test"):
+        assert torch.equal(derived.lengths[split], tokenized.lengths[split]), split
+        assert torch.equal(derived.ids[split], tokenized.ids[split]), split
+    assert derived.train_unknown == 0
+
+
+def test_the_ngram_table_is_bounded_by_count_and_by_rows():
+    """data.ngram_min_count leaves out the rarer n-grams (they read as <unk>, uncovered);
+    data.max_ngrams keeps that many, the most frequent; words all stay."""
+    corpus = random_corpus(1)
+    cfg = OmegaConf.create({**TOKENIZER, "word_ngrams": 2})
+    full = vocab.build(corpus, cfg, 200)
+    bounded = vocab.build(corpus, cfg, 200, ngram_bounds=(3, None))
+    grams = {w: int(c) for w, c in zip(full.words, full.train_counts.tolist(), strict=True)
+             if " " in w}  # fmt: skip
+    kept = [w for w in bounded.words if " " in w]
+    assert sorted(kept) == sorted(w for w, c in grams.items() if c >= 3) and len(kept) < len(grams)
+    assert [w for w in bounded.words if " " not in w] == [w for w in full.words if " " not in w]
+    dropped = sum(c for c in grams.values() if c < 3)
+    assert bounded.train_unknown == dropped
+    assert int((bounded.ids["train"] == vocab.UNK).sum()) == dropped  # each a <unk> token
+    total = int(full.train_counts.sum())
+    assert vocab.coverage(bounded.train_counts, len(bounded.words), bounded.train_unknown) == (
+        pytest.approx((total - dropped) / total))  # fmt: skip
+    capped = vocab.build(corpus, cfg, 200, ngram_bounds=(1, 25))
+    kept = [w for w in capped.words if " " in w]
+    assert len(kept) == 25
+    assert min(grams[w] for w in kept) >= max(c for w, c in grams.items() if w not in kept)
+
+
+def test_ngrams_are_derived_from_the_cached_word_encoding_without_tokenizing(tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    corpus = random_corpus(2)
+    words, word_key = vocab.load_or_build(corpus, cache_cfg(tmp_path), keep_streams=True)
+    assert words.streams is not None and (tmp_path / "cache" / f"streams-{word_key}.pt").is_file()
+    plain, _ = vocab.load_or_build(corpus, cache_cfg(tmp_path))
+    assert plain.streams is None  # streams are read only when asked for
+
+    def no_tokenizing(self, text):
+        raise AssertionError("tokenized again although the word encoding is cached")
+
+    monkeypatch.setattr(vocab.Tokenizer, "__call__", no_tokenizing)
+    bigrams, key = vocab.load_or_build(corpus, cache_cfg(tmp_path, word_ngrams=2))
+    assert any(" " in w for w in bigrams.words) and key != word_key
+    bounded_cfg = OmegaConf.merge(cache_cfg(tmp_path, word_ngrams=2), {"ngram_min_count": 2})
+    assert vocab.load_or_build(corpus, bounded_cfg)[1] != key

@@ -45,12 +45,31 @@ class PreparedData:
     _vocab_bytes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, data_cfg, seed: int, device: torch.device) -> PreparedData:
+    def load(
+        cls,
+        data_cfg,
+        seed: int,
+        device: torch.device,
+        keep_streams: bool = False,
+        words: PreparedData | None = None,
+    ) -> PreparedData:
+        """The data ``data_cfg`` describes, on ``device``. With ``words`` (the word encoding of
+        the same data, keeping its streams) word n-grams are derived from it: the texts are
+        neither read nor tokenized again. ``keep_streams``: keep the word streams, to derive
+        n-grams from this data later (the recipe probe)."""
+        derivable = words is not None and words.encoded.streams is not None
+        if derivable and vocab.derives_ngrams(data_cfg.tokenizer):
+            encoded, key = vocab.derived(words.encoded, words.key, data_cfg)
+            return cls.from_encoded(encoded, key, words.stats, device)
         corpus = load_corpus(data_cfg, seed)
-        encoded, key = vocab.load_or_build(corpus, data_cfg)
+        encoded, key = vocab.load_or_build(corpus, data_cfg, keep_streams=keep_streams)
         stats = corpus.stats
         del corpus  # the raw texts are encoded now: a large corpus need not stay in memory
         return cls.from_encoded(encoded, key, stats, device)
+
+    def drop_streams(self) -> None:
+        """Forget the word streams (n-grams will not be derived from this data any more)."""
+        self.encoded.streams = None
 
     @classmethod
     def from_encoded(cls, encoded: Encoded, key: str, stats, device) -> PreparedData:
@@ -106,7 +125,7 @@ class PreparedData:
         counts = self.encoded.train_counts
         return {
             "min_freq": vocab.min_frequency(counts, vocab_size),
-            "train_coverage": vocab.coverage(counts, vocab_size),
+            "train_coverage": vocab.coverage(counts, vocab_size, self.encoded.train_unknown),
             "val_oov_rate": vocab.oov_rate(self.val_histogram, vocab_size),
         }
 
@@ -117,7 +136,7 @@ class PreparedData:
         counts = self.encoded.train_counts
         return {
             "vocab_size": ks,
-            "train_coverage": [vocab.coverage(counts, k) for k in ks],
+            "train_coverage": [vocab.coverage(counts, k, self.encoded.train_unknown) for k in ks],
             "val_oov_rate": [vocab.oov_rate(self.val_histogram, k) for k in ks],
         }
 
@@ -126,5 +145,5 @@ class PreparedData:
         return {
             **self.stats,
             "vocabulary": self.full_vocab,
-            "train_tokens": int(self.encoded.train_counts.sum()),
+            "train_tokens": int(self.encoded.train_counts.sum()) + self.encoded.train_unknown,
         }

@@ -171,8 +171,8 @@ def probe(
     def fit(values: dict[str, Any]) -> int:
         data_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()}).data
         ngrams = int(data_cfg.tokenizer.word_ngrams)
-        if ngrams not in prepared:
-            prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device)
+        if ngrams not in prepared:  # n-grams from the loaded words, no second tokenizing
+            prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device, words=prepared.get(1))
         row, kept = fit_choice(cfg, values, prepared[ngrams])
         rows.append(row)
         right.append(kept)

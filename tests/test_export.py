@@ -206,7 +206,6 @@ def test_pruned_rows_export_and_predict_as_measured(tiny_overrides, tmp_path, by
 
 def test_a_folder_exported_before_precisions_still_loads(exported, tmp_path):
     """model.pt + vocab.json, as the first export wrote them: loaded as they are."""
-    import shutil
 
     import torch
 
@@ -220,7 +219,10 @@ def test_a_folder_exported_before_precisions_still_loads(exported, tmp_path):
     torch.save(state, old / "model.pt")
     words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
     (old / "vocab.json").write_text(json.dumps({"words": words}))
-    shutil.copy(folder / "config.json", old / "config.json")
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("precision")  # the first format: no precision, a re-created trial's accuracy
+    config["recreated_val_accuracy"] = config["figures"]["val_accuracy"]
+    (old / "config.json").write_text(json.dumps(config))
     names = ("model.pt", "config.json", "vocab.json")
     (old / "SHA256SUMS").write_text("".join(f"{file_digest(old / n)}  {n}\n" for n in names))
     texts = ["a first text", "and another one", ""]

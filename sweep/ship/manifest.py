@@ -85,6 +85,12 @@ TOP = {
     ),  # fmt: skip
     "params": Rule(lambda v: isinstance(v, dict) and _plain(v), _METADATA, required=False),
     "figures": Rule(lambda v: isinstance(v, dict) and _plain(v), _METADATA, required=False),
+    # The first export format's note of a re-created trial's accuracy (folders made then load).
+    "recreated_val_accuracy": Rule(
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "a number",
+        required=False,
+    ),  # fmt: skip
 }
 # data.tokenizer's keys, as the export writes them (sweep.data.vocab.Tokenizer's arguments).
 TOKENIZER = {

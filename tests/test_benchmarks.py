@@ -279,3 +279,32 @@ def test_defaults_benchmark_averages_seeds_with_the_differences_standard_error()
     assert means.loc["synthetic", "recommended: test acc"] == 80.5
     assert pd.isna(means.loc["synthetic", "pick - fastText ±"])
     assert defaults.seeded("trec", 0) == "trec" and defaults.seeded("trec", 2) == "trec-s2"
+
+
+def test_corpus_scale_exponents_and_the_step_timer():
+    """The growth exponent per 10x is log10 of the time ratio (1.0: linear; tiny phases are
+    left out), and the step timer trains a real step on a table of the given rows."""
+    from sweep.benchmarks import corpus_scale
+
+    table = pd.DataFrame([
+        {"documents": 10_000, "wall_s": 10.0, "peak_rss_mb": 500, "data_s": 1.0, "training_s": 0.01},
+        {"documents": 100_000, "wall_s": 100.0, "peak_rss_mb": 1000, "data_s": 12.0, "training_s": 5.0},
+    ])  # fmt: skip
+    row = corpus_scale.exponents(table).iloc[0]
+    assert row["wall_s"] == 1.0 and row["data_s"] == pytest.approx(1.08)
+    assert row["peak_rss_mb"] == pytest.approx(0.3, abs=0.01)
+    assert np.isnan(row["training_s"])  # 0.01 s: too small to say
+    assert corpus_scale.step_ms(5_000, steps=2) > 0
+
+
+def test_ngram_bound_benchmark_trains_each_bound_on_one_word_encoding(tmp_path, monkeypatch):
+    """The bound benchmark on a tiny synthetic set: a row per min count and width, the
+    rows shrinking as the bound rises."""
+    from sweep.benchmarks import ngram_bound
+
+    monkeypatch.setattr(ngram_bound, "RECIPE", [*ngram_bound.RECIPE, "train.epochs=1",
+                                               "data.synthetic.num_docs=300"])  # fmt: skip
+    args = type("Args", (), {"min_counts": [1, 3], "dims": [4], "seeds": [0]})()
+    rows = ngram_bound.bench_set("synthetic", tmp_path, args, str(tmp_path / "cache"))
+    assert [r["min_count"] for r in rows] == [1, 3]
+    assert rows[0]["words_and_ngrams"] > rows[1]["words_and_ngrams"]

@@ -110,6 +110,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     # device, the others wait for its pick (sweep.search.study.settle_recipe).
     first = recipe.fixed(cfg)
     vocab.load_or_build(corpus.load_corpus(first.data, first.seed), first.data)
+    opened = study.prepare_study(cfg.search)  # the workers only join it: no race to make it
     log.info(
         "starting %d workers on study %r%s", count, cfg.search.study_name,
         f" over GPUs {gpus}" if gpus else "",
@@ -129,7 +130,6 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
                 "worker %d exited with code %d (see %s/worker-%d)", index, code, out_dir, index
             )
     storage_text = storage.describe_storage(cfg.search)
-    opened = study.load_study(storage.make_storage(cfg.search), cfg.search.study_name, storage_text)
     study.fail_stale_trials(opened, cfg.search.stale_after_s)  # trials of workers that died
     table = report.rebuild_study(opened, out_dir, cfg.report.tolerance, storage_text)
     kept = runner.kept_states(cfg)

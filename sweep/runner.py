@@ -72,10 +72,8 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     the_study, n_trials = open_study(cfg, data, space)
     start_at_probe_points(the_study, cfg, picked, data)
     context = page_context(cfg, data, space, overrides, device)
-    # Everything the page shows besides the trials lives in the storage too, so
-    # ``python -m sweep.report`` can rebuild the reports from the storage alone.
     context["recipe"] = picked
-    the_study.set_user_attr("report_context", {**context, "tolerance": cfg.report.tolerance})
+    store_context(the_study, cfg, context)
     reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing, kept,
                       share=float(cfg.report.get("time_share", 1.0)))  # fmt: skip
     progress = Progress(n_trials, single=len(cfg.search.objectives) == 1)
@@ -155,18 +153,24 @@ def start_at_probe_points(the_study, cfg: DictConfig, picked: dict | None, data)
     spreads its trials over the whole plane and may leave the top of the cutoff axis, where the
     most accurate trials live, with none; the probe has just shown what the pick reaches there.
     The sampler fills in any other axis of the space. A grid keeps its own points; a resumed
-    study, or one another worker has started, has its trials (and an enqueued point that
-    already exists is skipped, so two workers racing here add each once)."""
+    study, or one another worker has started, has its trials. How the points reach the first
+    trials without two workers taking one twice: ``sweep.search.study.start_at``."""
     if not (picked and picked.get("probes")) or cfg.search.sampler.get("name") == "grid":
         return
-    if the_study.get_trials(deepcopy=False):
-        return
     points = recipe.probe_points(cfg, data)
-    for point in points:
-        the_study.enqueue_trial(point, skip_if_exists=True)
-    log.info("first trials: the recipe probe's configurations %s",
-             ", ".join(f"embedding_dim={p['embedding_dim']} vocab_size={p['vocab_size']}"
-                       for p in points))  # fmt: skip
+    if study.start_at(the_study, points, enqueue=int(cfg.search.get("worker_index", 0)) == 0):
+        log.info("first trials: the recipe probe's configurations %s",
+                 ", ".join(f"embedding_dim={p['embedding_dim']} vocab_size={p['vocab_size']}"
+                           for p in points))  # fmt: skip
+
+
+def store_context(the_study, cfg: DictConfig, context: dict) -> None:
+    """Everything the page shows besides the trials lives in the storage too, so
+    ``python -m sweep.report`` can rebuild the reports from the storage alone (every worker
+    stores it: ``set_shared_attr``)."""
+    study.set_shared_attr(
+        the_study, "report_context", {**context, "tolerance": cfg.report.tolerance}
+    )
 
 
 def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device) -> dict:

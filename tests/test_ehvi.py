@@ -97,6 +97,21 @@ def share_of_grid(study: optuna.Study) -> float:
     return hypervolume([a for a, _ in done], np.log10([p for _, p in done]), ref_size, ref_acc) / whole  # fmt: skip
 
 
+def test_the_first_trials_start_at_the_given_points_by_trial_number():
+    """``start_at`` (the recipe probe's configurations): trial k takes point k, whoever asks it,
+    then the hypercube goes on."""
+    sampler = ehvi(n_startup_trials=4)
+    points = [
+        {"embedding_dim": 32, "vocab_size": 1_000},
+        {"embedding_dim": 32, "vocab_size": 20_000},
+    ]
+    sampler.start_at(points)
+    study = sweep(sampler, 4)
+    assert [t.params for t in study.trials[:2]] == points
+    plain = sweep(ehvi(n_startup_trials=4), 4)
+    assert [t.params for t in study.trials[2:]] == [t.params for t in plain.trials[2:]]
+
+
 def test_the_process_interpolates_and_is_unsure_where_it_has_not_looked():
     rng = np.random.default_rng(0)
     x = rng.random((20, 2))

@@ -21,10 +21,11 @@ Candidates a budget rules out (``search.max_params``, ``max_memory_mb``, ``max_m
 each budget's column fitted like the size) are left out, and so is every point at least as
 large on both axes as a skipped trial (over a budget, past an out-of-memory size).
 
-The first ``n_startup_trials`` trials are a Latin hypercube on the log scale (seeded). Trials
-stopped by the size rule (``search/pruner=size``) count at the accuracy they reached, which is
-what the rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE
-independently; the surrogate models the two main axes only.
+The first ``n_startup_trials`` trials are a Latin hypercube on the log scale (seeded); a study
+whose recipe was probed starts at the probe's configurations (``start_at``). Trials stopped by
+the size rule (``search/pruner=size``) count at the accuracy they reached, which is what the
+rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE independently; the
+surrogate models the two main axes only.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
                  n_startup_trials: int = 4, candidates: int = 33, startup_width: float = 0.5,
                  limits: Sequence[tuple[str, float]] = ()):  # fmt: skip
         self.objectives, self.limits = list(objectives), list(limits)
+        self.first_points: list[dict[str, Any]] = []
         self.sign = 1.0 if directions[0] == "maximize" else -1.0
         self.seed, self.n_startup, self.candidates = seed, int(n_startup_trials), int(candidates)
         self.independent = optuna.samplers.TPESampler(seed=seed)
@@ -158,6 +160,13 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.independent.reseed_rng()
+
+    def start_at(self, points: Sequence[dict[str, Any]]) -> None:
+        """Trial k < len(points) takes ``points[k]`` (``embedding_dim``, ``vocab_size``) instead
+        of the hypercube's k-th point: by trial number, so that of several workers asking at once
+        none takes a point twice (Optuna's queue, ``enqueue_trial``, cannot promise that on
+        SQLite)."""
+        self.first_points = [dict(point) for point in points]
 
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
         for past in reversed(study.get_trials(deepcopy=False)):
@@ -186,7 +195,9 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
             # The startup design: the k-th trial takes the hypercube's k-th point, past it (fewer
             # than two trials finished: the others failed or were skipped) a seeded uniform draw.
             k = trial.number
-            if k < len(self.startup):
+            if k < len(self.first_points):
+                u = unit(self.first_points[k][param_name], param_distribution)
+            elif k < len(self.startup):
                 u = self.startup[k][MAIN_AXES.index(param_name)]
             else:
                 u = np.random.default_rng([self.seed or 0, k]).random()

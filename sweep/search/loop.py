@@ -36,6 +36,7 @@ from sweep.search.study import (
     count_finished,
     count_running,
     fail_stale_trials,
+    owns,
     release_repeat,
     stored_repeats,
     worker,
@@ -289,10 +290,8 @@ def run_trials(
         room = n_trials - count_finished(study) - count_running(study)
         if room <= 0:
             break
-        asked = [study.ask() for _ in range(min(max(pack, 1), room))]
+        asked = ask(study, min(max(pack, 1), room))
         ran += len(asked)
-        for trial in asked:
-            set_attrs(trial, {"worker": worker(), "heartbeat": time.time()})
         prune = len(search_cfg.objectives) == 1
         if len(asked) == 1 or train_pack is None:
             for trial in asked:
@@ -302,6 +301,20 @@ def run_trials(
             run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish,
                      watch)  # fmt: skip
     return ran
+
+
+def ask(study: optuna.Study, count: int) -> list[optuna.Trial]:
+    """``count`` new trials of this process, each stamped with its worker and a heartbeat; a
+    queued trial another worker popped at the same instant is left to it (``owns``)."""
+    asked: list[optuna.Trial] = []
+    while len(asked) < count:
+        trial = study.ask()
+        if not owns(study, trial):
+            log.debug("trial %d: another worker took it from the queue", trial.number)
+            continue
+        set_attrs(trial, {"worker": worker(), "heartbeat": time.time()})
+        asked.append(trial)
+    return asked
 
 
 def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool, watch=None):

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import measure, schema
 from sweep.common.atomic import write_atomic
 from sweep.common.secrets import mask
+from sweep.common.stop import Stopped, stop_of
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
 from sweep.models.pack.grouping import pack_key
@@ -73,11 +74,13 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     start_at_probe_points(the_study, cfg, picked, data)
     context = page_context(cfg, data, space, overrides, device)
     context["recipe"] = picked
+    context["n_trials"] = n_trials  # the target (a grid's capped): a parent's exit code reads it
     store_context(the_study, cfg, context)
     reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing, kept,
                       share=float(cfg.report.get("time_share", 1.0)))  # fmt: skip
     progress = Progress(n_trials, single=len(cfg.search.objectives) == 1)
     log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
+    stop = None
     try:
         trials.run_trials(
             the_study, cfg.search, n_trials=n_trials, space=space, describe=trial.describe,
@@ -87,8 +90,17 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         )  # fmt: skip
         repeat_front(the_study, cfg, trial)
         measure_precisions(the_study, cfg, trial, kept)
+    except (Stopped, KeyboardInterrupt) as error:
+        stop = stop_of(error)
+        raise
     finally:
-        # Also on an interrupt or a failed sweep: the reports cover the storage.
+        # Also on an interrupt or a failed sweep: the reports cover the storage, and say why
+        # the run ended short of search.n_trials (a stop).
+        note = ending_note(the_study, n_trials, started, stop)
+        if note:
+            log.warning("%s", note)
+            context["ending"] = note
+            store_context(the_study, cfg, context)
         table = reports.write()
         trial.timing.write(time.perf_counter() - started, out_dir)
     export_models(the_study, cfg, trial, table, out_dir, kept)
@@ -170,6 +182,19 @@ def store_context(the_study, cfg: DictConfig, context: dict) -> None:
     stores it: ``set_shared_attr``)."""
     study.set_shared_attr(
         the_study, "report_context", {**context, "tolerance": cfg.report.tolerance}
+    )
+
+
+def ending_note(the_study, n_trials: int, started: float, stop: Stopped | None = None):
+    """Why this run ended short of ``n_trials`` (a stop), for the log and the page; None when
+    it did not. ``started``: the run's start (``time.perf_counter()``)."""
+    if stop is None:
+        return None
+    return (
+        f"{stop.reason.replace('stopped: ', 'Stopped by ', 1)} after "
+        f"{time.perf_counter() - started:.0f}s: {study.count_finished(the_study)} of {n_trials} "
+        "trials finished; the trials it was training are failed with that reason. Run the same "
+        "command again to resume."
     )
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from sweep import schema
 from sweep.common.secrets import mask
+from sweep.common.stop import Stopped, deferred, stop_of
 from sweep.search.pruning import CURVE, Curve, SizeRule, curves, size_rule
 from sweep.search.records import REUSED, SKIPPED, is_original, is_reused, is_skipped
 from sweep.search.settings import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
@@ -36,6 +37,7 @@ from sweep.search.study import (
     count_finished,
     count_running,
     fail_stale_trials,
+    fail_trial,
     owns,
     release_repeat,
     stored_repeats,
@@ -269,6 +271,10 @@ def run_trials(
     With ``pack`` > 1 each round asks up to ``pack`` trials and ``train_pack(params_list,
     on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
     ``validation_docs`` (the validation split's size) sets the size rule's automatic margin.
+
+    A stop (``Stopped``: SIGTERM, SIGINT; or KeyboardInterrupt) fails the trials this process
+    was running with its reason; a signal's stop is raised again, one without a signal ends the
+    loop.
     """
     values = search_cfg.sampler.get("values")
     grid = space.grid(values) if search_cfg.sampler.name == "grid" else None
@@ -278,29 +284,40 @@ def run_trials(
 
     def finish(trial, result) -> None:
         state, values = tally.settle(trial, result)
-        tell(study, trial, state, values)
+        with deferred():  # a trial told halfway would stay RUNNING
+            tell(study, trial, state, values)
         after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
         tally.check()
 
-    while True:
-        # A worker that died mid-trial must not hold its slot: fail its trial (pid or heartbeat)
-        # before counting. Other workers' running trials count too, so several workers stop
-        # near n_trials together (two that ask at the same instant may overshoot it by one).
-        fail_stale_trials(study, search_cfg.stale_after_s)
-        room = n_trials - count_finished(study) - count_running(study)
-        if room <= 0:
-            break
-        asked = ask(study, min(max(pack, 1), room))
-        ran += len(asked)
-        prune = len(search_cfg.objectives) == 1
-        if len(asked) == 1 or train_pack is None:
-            for trial in asked:
-                finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train,
-                                      prune, watch))  # fmt: skip
-        else:
-            run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish,
-                     watch)  # fmt: skip
+    asked: list[optuna.Trial] = []
+    try:
+        while (room := room_left(study, search_cfg, n_trials)) > 0:
+            with deferred():  # a trial asked but not yet stamped would be nobody's
+                asked = ask(study, min(max(pack, 1), room))
+            ran += len(asked)
+            prune = len(search_cfg.objectives) == 1
+            if len(asked) == 1 or train_pack is None:
+                for trial in asked:
+                    finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train,
+                                          prune, watch))  # fmt: skip
+            else:
+                run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune,
+                         finish, watch)  # fmt: skip
+    except (Stopped, KeyboardInterrupt) as error:
+        stop = stop_of(error)
+        fail_running(study, [trial.number for trial in asked], stop.reason)
+        if stop.signum is not None:
+            raise
     return ran
+
+
+def room_left(study: optuna.Study, search_cfg, n_trials: int) -> int:
+    """How many trials may still be asked: ``n_trials`` less those finished and those running.
+    A worker that died mid-trial must not hold its slot: its trial is failed first (pid or
+    heartbeat). Other workers' running trials count too, so several workers stop near n_trials
+    together (two that ask at the same instant may overshoot it by one)."""
+    fail_stale_trials(study, search_cfg.stale_after_s)
+    return n_trials - count_finished(study) - count_running(study)
 
 
 def ask(study: optuna.Study, count: int) -> list[optuna.Trial]:
@@ -315,6 +332,19 @@ def ask(study: optuna.Study, count: int) -> list[optuna.Trial]:
         set_attrs(trial, {"worker": worker(), "heartbeat": time.time()})
         asked.append(trial)
     return asked
+
+
+def fail_running(study: optuna.Study, numbers: list[int], reason: str) -> list[int]:
+    """Fail the trials ``numbers`` that are still RUNNING with ``reason`` (a stop: they were
+    this process's); return their numbers."""
+    failed = []
+    with deferred():
+        for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+            if trial.number in numbers:
+                fail_trial(study, trial, reason)
+                log.warning("trial %d failed: %s", trial.number, reason)
+                failed.append(trial.number)
+    return failed
 
 
 def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool, watch=None):

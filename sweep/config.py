@@ -11,7 +11,13 @@ import math
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.search.settings import check_shipping, check_study_name, pack_padding, pack_size
+from sweep.search.settings import (
+    check_parallel,
+    check_shipping,
+    check_study_name,
+    pack_padding,
+    pack_size,
+)
 from sweep.search.space import SearchSpace
 
 _ABSENT = object()
@@ -71,6 +77,7 @@ def check_config(cfg: DictConfig) -> None:
     check_study_name(cfg.search.study_name)
     pack_size(cfg.search)  # search.pack: a number >= 1 or auto
     pack_padding(cfg.search)  # search.pack_padding: a number >= 1
+    check_parallel(cfg.search)  # search.workers, search.trials_per_gpu
     check_finite(cfg)
     check_search_keys(cfg)
 

@@ -85,6 +85,22 @@ def test_worker_commands_pin_gpus_round_robin(tmp_path):
     assert parallel.worker_count(cfg.search, []) == 1
 
 
+def test_bad_workers_or_storage_stop_before_any_worker_starts(tiny_overrides, tmp_path):
+    """A bad search.workers, or a storage URL that cannot be opened, is one message naming the
+    key, from the parent, before any worker starts."""
+    bad = {
+        "search.workers=0": r"search\.workers=0 must be an integer >= 1",
+        "search.workers=two": r"search\.workers='two' must be an integer >= 1",
+        "search.workers=auto search.trials_per_gpu=0": r"search\.trials_per_gpu=0 must be",
+        "search.workers=2 search.storage=nosuchdb://x/y": r"study storage nosuchdb://x/y .*search\.storage",
+    }  # fmt: skip
+    for overrides, message in bad.items():
+        cfg = compose_config([*tiny_overrides, *overrides.split()])
+        with pytest.raises(ValueError, match=message):
+            parallel.launch(cfg, tmp_path / "run", [])
+        assert not list(tmp_path.glob("run/worker-*")), overrides
+
+
 def start_workers(tmp_path, storage_args, count=3, n_trials=6):
     procs = []
     for index in range(count):

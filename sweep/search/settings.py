@@ -180,6 +180,21 @@ def front_gain_sampler(search_cfg, seed: int, space: SearchSpace) -> FrontGainSa
                             limits=limits)  # fmt: skip
 
 
+def check_parallel(search_cfg) -> None:
+    """``search.workers`` and ``search.trials_per_gpu`` are usable (else a SearchError naming
+    the key), before any worker starts."""
+    workers = search_cfg.get("workers", 1)
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
+                              or workers < 1):  # fmt: skip
+        raise SearchError(
+            f"search.workers={workers!r} must be an integer >= 1 (processes sharing the study) "
+            "or auto (search.trials_per_gpu per GPU)"
+        )
+    per_gpu = search_cfg.get("trials_per_gpu", 1)
+    if isinstance(per_gpu, bool) or not isinstance(per_gpu, int) or per_gpu < 1:
+        raise SearchError(f"search.trials_per_gpu={per_gpu!r} must be an integer >= 1")
+
+
 def pack_size(search_cfg, packable: bool = True) -> int:
     """``search.pack`` as a number: trials asked and trained together (``auto``: 4 where the
     model packs, the size that kept the front on 2 CPU cores; docs/benchmarks.md "Packed trials")."""

@@ -3,10 +3,11 @@
 python run_sweep.py [group=option ...] [key=value ...]     (see --help)
 
 Exit codes (docs/failures.md "Exit codes"): 0 done (the study holds search.n_trials finished
-trials); 2 bad input (config, data, storage: one line naming the key or file); 1 an unexpected
-error (its traceback, with any password masked, is in the log); 3 workers of search.workers
-failed and the study is short of trials (their logs are named); 143 or 130 stopped by SIGTERM or
-SIGINT (running trials failed, reports written: run it again to resume).
+trials, or search.timeout_s ended the run); 2 bad input (config, data, storage: one line naming
+the key or file); 1 an unexpected error (its traceback, with any password masked, is in the
+log); 3 workers of search.workers failed and the study is short of trials (their logs are
+named); 143 or 130 stopped by SIGTERM or SIGINT (running trials failed, reports written: run it
+again to resume).
 """
 
 import logging

@@ -77,7 +77,7 @@ def check_config(cfg: DictConfig) -> None:
     check_study_name(cfg.search.study_name)
     pack_size(cfg.search)  # search.pack: a number >= 1 or auto
     pack_padding(cfg.search)  # search.pack_padding: a number >= 1
-    check_parallel(cfg.search)  # search.workers, search.trials_per_gpu
+    check_parallel(cfg.search)  # search.workers, the time budget
     check_finite(cfg)
     check_search_keys(cfg)
 

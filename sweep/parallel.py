@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from sweep import measure, runner
 from sweep.cli import USER_ERROR
 from sweep.common.overrides import override_key
-from sweep.common.stop import Stopped, deferred, stop_of
+from sweep.common.stop import RUN_STARTED, Stopped, TimeBudget, deferred, stop_of
 from sweep.config import check_config
 from sweep.data import corpus, vocab
 from sweep.naming import register_resolvers
@@ -134,9 +134,10 @@ def worker_commands(
 def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
     """Run the study with several worker processes; write the combined report; return the
     run's exit code (``verdict``)."""
-    started = time.perf_counter()
+    started = time.time()
     register_resolvers()
     check_config(cfg)  # every bad key before any worker starts
+    budget = TimeBudget.of(cfg.search, started)  # the workers' too (RUN_STARTED)
     out_dir = Path(out_dir)
     gpus = visible_gpus()
     count = worker_count(cfg.search, gpus)
@@ -156,7 +157,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
     stop = None
     try:
         for argv, env in commands:
-            env = {**env, PARENT_PID: str(os.getpid())}
+            env = {**env, RUN_STARTED: repr(budget.started), PARENT_PID: str(os.getpid())}
             with deferred():  # a worker started is a worker the stop reaches
                 # Its own session: a terminal's Ctrl-C reaches the parent alone, which passes
                 # it on once (tie_to_parent covers a parent that is killed outright).
@@ -170,7 +171,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
     study.fail_stale_trials(opened, cfg.search.stale_after_s)  # trials of workers that died
     context = dict(opened.user_attrs.get("report_context") or {})
     n_trials = int(context.get("n_trials", cfg.search.n_trials))
-    note = runner.ending_note(opened, n_trials, started, stop)
+    note = runner.ending_note(opened, n_trials, budget, stop)
     if note:
         log.warning("%s", note)
         study.set_shared_attr(opened, "report_context", {**context, "ending": note})
@@ -180,8 +181,8 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
     else:
         log.warning("no trial in study %r: no combined report", cfg.search.study_name)
     log.info("%d workers done in %.0fs; the study holds %d finished trials of %d",
-             count, time.perf_counter() - started, finished, n_trials)  # fmt: skip
-    return verdict(codes, finished >= n_trials, stop, out_dir)
+             count, time.time() - budget.started, finished, n_trials)  # fmt: skip
+    return verdict(codes, finished >= n_trials or budget.ended(), stop, out_dir)
 
 
 def report_all(cfg: DictConfig, opened, out_dir: Path, measure_and_export: bool = True) -> None:
@@ -254,8 +255,8 @@ def stop_workers(procs: list[subprocess.Popen], stop: Stopped, out_dir: Path,
 
 def verdict(codes: list[int], done: bool, stop: Stopped | None, out_dir: Path) -> int:
     """The run's exit code: 128 + the signal that stopped it (143: SIGTERM, 130: SIGINT); 0
-    when the study holds ``search.n_trials`` finished trials (``done``), even if a worker died
-    on the way; 2 when every worker stopped on bad input
+    when the study holds ``search.n_trials`` finished trials or the time budget ended it
+    (``done``), even if a worker died on the way; 2 when every worker stopped on bad input
     (their logs say which); else ``INCOMPLETE``: trials are missing, and the message names the
     workers that failed and their logs."""
     if stop is not None:

@@ -17,6 +17,7 @@ from sweep import runner
 from sweep.benchmarks.search_efficiency import DIMS as DIM_GRID
 from sweep.benchmarks.search_efficiency import VOCABS as VOCAB_GRID
 from sweep.benchmarks.search_efficiency import hypervolume
+from sweep.common.stop import TimeBudget
 from sweep.search.ehvi import FrontGainSampler, Observations
 from sweep.search.gaussian_process import GaussianProcess, normal_cdf
 from sweep.search.space import SearchError
@@ -169,6 +170,32 @@ def test_a_trial_that_costs_more_must_promise_more():
         Observations(flat, -1, ["val_accuracy", "params_total"], 1.0), space
     )
     assert params_total(**cheap) < params_total(**free)
+
+
+def test_a_trial_predicted_to_outlast_the_time_budget_is_not_chosen():
+    """search.timeout_s: with less time left than the unbounded choice would take, the choice
+    is one predicted to fit; with time for none, the quickest."""
+
+    def seconds(k, d):
+        return 0.2 + (k + 2) * d / 2_000
+
+    slow = lasting(sweep(ehvi(), 8), seconds)
+    space = {"vocab_size": VOCABS, "embedding_dim": DIMS}
+
+    def choice(left: float | None) -> float:
+        """The predicted seconds (here: the true ones) of the choice with ``left`` seconds."""
+        sampler = ehvi(budget=None if left is None else TimeBudget(timeout_s=left))
+        seen = Observations(slow, -1, ["val_accuracy", "params_total"], 1.0)
+        pick = sampler.best_candidate(seen, space)
+        return seconds(pick["vocab_size"], pick["embedding_dim"])
+
+    seen = Observations(slow, -1, ["val_accuracy", "params_total"], 1.0)
+    quickest = min(seconds(k, d) for k, d in ehvi().grid(space, seen.tried)[0])
+    unbounded = choice(None)
+    assert unbounded > quickest
+    left = (unbounded + quickest) / 2
+    assert choice(left) <= left
+    assert choice(quickest / 2) == pytest.approx(quickest)
 
 
 def test_a_pack_and_a_resumed_study_never_ask_a_tried_point():

@@ -86,13 +86,16 @@ def test_worker_commands_pin_gpus_round_robin(tmp_path):
 
 
 def test_bad_workers_or_storage_stop_before_any_worker_starts(tiny_overrides, tmp_path):
-    """A bad search.workers, or a storage URL that cannot be opened, is one message naming the
-    key, from the parent, before any worker starts."""
+    """A bad search.workers or time budget, or a storage URL that cannot be opened, is one
+    message naming the key, from the parent, before any worker starts."""
     bad = {
         "search.workers=0": r"search\.workers=0 must be an integer >= 1",
         "search.workers=two": r"search\.workers='two' must be an integer >= 1",
         "search.workers=auto search.trials_per_gpu=0": r"search\.trials_per_gpu=0 must be",
         "search.workers=2 search.storage=nosuchdb://x/y": r"study storage nosuchdb://x/y .*search\.storage",
+        "search.workers=2 search.timeout_s=0": r"search\.timeout_s=0 must be a number of seconds > 0",
+        "search.workers=2 search.timeout_s=soon": r"search\.timeout_s='soon' must be a number",
+        "search.workers=2 search.timeout_grace_s=-1": r"search\.timeout_grace_s=-1 must be a number of seconds >= 0",
     }  # fmt: skip
     for overrides, message in bad.items():
         cfg = compose_config([*tiny_overrides, *overrides.split()])

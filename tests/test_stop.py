@@ -113,6 +113,46 @@ def test_an_interrupt_fails_the_trial_in_training_and_reports_it(tiny_overrides,
     assert "Stopped by SIGINT" in page and "1 of 3 trials finished" in page
 
 
+# A trial starts at most this long after the budget's deadline: the deadline is checked just
+# before the storage is read and the trial asked.
+ASK_TOLERANCE_S = 2.0
+
+
+def test_the_time_budget_stops_asking_and_reports_the_trials_it_reached(tiny_overrides, tmp_path):
+    """search.timeout_s shorter than the asked trials: no trial starts after the deadline (within
+    ASK_TOLERANCE_S), the trials that started finish, and the log and the page say that the
+    budget ended the run and how many trials it reached. (The exit code 0: the slow test.)"""
+    started = time.time()  # a moment before the run's own start: the bound is looser, not tighter
+    cfg = compose_config([*tiny_overrides, "search.n_trials=500", "search.timeout_s=3"])
+    result = runner.run(cfg, tmp_path / "out")
+    table = result.table
+    finished = int((table["state"] == "COMPLETE").sum())
+    assert 1 <= finished < 500 and set(table["state"]) == {"COMPLETE"}
+    starts = pd.to_datetime(table["datetime_start"]).map(lambda t: t.timestamp())
+    assert starts.max() <= started + 3 + ASK_TOLERANCE_S
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "The time budget (search.timeout_s=3) ended the run after" in page
+    assert f"{finished} of 500 trials finished" in page
+
+
+def test_past_the_grace_a_trial_still_training_is_stopped(tiny_overrides, tmp_path):
+    """search.timeout_grace_s: a trial still training that long past the budget is failed with
+    the reason, and the run goes on to its reports (no exception: exit code 0)."""
+    cfg = compose_config([*tiny_overrides, "train.epochs=100000", "train.patience=100000",
+                          "search.timeout_s=1.5", "search.timeout_grace_s=0.5"])  # fmt: skip
+    started = time.time()
+    result = runner.run(cfg, tmp_path / "out")
+    took = time.time() - started
+    (failed,) = result.table.to_dict("records")  # 100000 epochs: the first trial never ends
+    assert failed["state"] == "FAIL"
+    assert failed["fail_reason"] == (
+        "stopped: the time budget (search.timeout_s=1.5) ended and its grace "
+        "(search.timeout_grace_s=0.5) passed"
+    )
+    assert took < 60, took  # (the trial alone would take minutes)
+    assert "0 of 3 trials finished" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_a_stop_is_held_back_across_a_deferred_write():
     switch = stop._SWITCH
     assert switch.signalled is None
@@ -207,6 +247,29 @@ def test_a_stopped_parent_stops_every_worker_and_a_rerun_completes(tmp_path, sig
     assert (tmp_path / "run" / "trials.csv").is_file()
     print(f"{word}: every process of the run gone {took:.1f}s after the signal")
     check_no_running_and_rerun(tmp_path, name, args, 6)
+
+
+@pytest.mark.slow
+def test_the_time_budget_with_workers_and_packs_exits_0_and_says_so(tmp_path):
+    """search.workers=2 search.pack=2 with a budget of 20 s for 500 trials: exit 0, no trial
+    starts after the deadline (counted from the parent's start, which comes after the
+    interpreter's own start-up: within ASK_TOLERANCE_S plus 15 s of the command's launch), the
+    combined report says the budget ended the run, and no process is left."""
+    args = [*TINY, "search.n_trials=500", "search.workers=2", "search.pack=2",
+            "search.timeout_s=20", "hydra.run.dir=run"]  # fmt: skip
+    launched = time.time()
+    proc = start(args, tmp_path)
+    assert proc.wait(timeout=300) == 0, (tmp_path / "out.txt").read_text()[-3000:]
+    assert not processes_of(tmp_path)
+    table = pd.read_csv(tmp_path / "run" / "trials.csv")
+    finished = int((table["state"] == "COMPLETE").sum())
+    assert 2 <= finished < 500 and table["worker"].nunique() == 2
+    starts = pd.to_datetime(table["datetime_start"]).map(lambda t: t.timestamp())
+    assert starts.max() <= launched + 20 + 15 + ASK_TOLERANCE_S
+    assert table["pack"].notna().any()  # packed rounds ran within the budget
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "The time budget (search.timeout_s=20) ended the run after" in page
+    assert f"{finished} of 500 trials finished" in page
 
 
 @pytest.mark.slow

@@ -26,6 +26,9 @@ whose recipe was probed starts at the probe's configurations (``start_at``). Tri
 the size rule (``search/pruner=size``) count at the accuracy they reached, which is what the
 rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE independently; the
 surrogate models the two main axes only.
+
+With a time budget (``search.timeout_s``) a candidate predicted to take longer than the time
+left (and the grace, ``search.timeout_grace_s``) is not chosen; when none fits, the quickest is.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
+from sweep.common.stop import TimeBudget
 from sweep.search.gaussian_process import GaussianProcess, expected_improvement
 from sweep.search.records import is_original, is_skipped
 from sweep.search.space import MAIN_AXES
@@ -142,8 +146,9 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, *, objectives: Sequence[str], directions: Sequence[str], seed: int | None = None,
                  n_startup_trials: int = 4, candidates: int = 33, startup_width: float = 0.5,
-                 limits: Sequence[tuple[str, float]] = ()):  # fmt: skip
+                 limits: Sequence[tuple[str, float]] = (), budget: TimeBudget | None = None):  # fmt: skip
         self.objectives, self.limits = list(objectives), list(limits)
+        self.budget = budget
         self.first_points: list[dict[str, Any]] = []
         self.sign = 1.0 if directions[0] == "maximize" else -1.0
         self.seed, self.n_startup, self.candidates = seed, int(n_startup_trials), int(candidates)
@@ -224,8 +229,21 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         rows, width = table[:, 0] + SPECIALS, table[:, 1]
         mean, sd = process.predict(units)
         gain = self.gain(seen, space, process, rows, width, mean, sd)
-        best = int(np.argmax(gain / self.seconds(seen, rows, width)))
+        seconds = self.seconds(seen, rows, width)
+        best = int(np.argmax(self.within_budget(seen, gain / seconds, seconds)))
         return {ROWS: values[best][0], WIDTH: values[best][1]}
+
+    def within_budget(self, seen: Observations, score: np.ndarray, seconds: np.ndarray):
+        """``score`` with the candidates predicted to outlast the time budget left out (the
+        time left and the grace: ``search.timeout_s``, ``timeout_grace_s``); when none fits,
+        the quickest is the best. Unchanged without a budget or a cost model yet."""
+        if self.budget is None or least_squares(seen.seconds_of, cost_features) is None:
+            return score
+        left = self.budget.left() + (self.budget.grace_s or 0.0)
+        if not math.isfinite(left):
+            return score
+        fits = seconds <= left
+        return np.where(fits, score, -np.inf) if fits.any() else -seconds
 
     def feasible(self, seen: Observations, values: list[tuple], units: np.ndarray):
         """The candidates that can train: none at least as large on both axes as a skipped

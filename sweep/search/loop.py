@@ -25,7 +25,7 @@ import pandas as pd
 
 from sweep import schema
 from sweep.common.secrets import mask
-from sweep.common.stop import Stopped, deferred, stop_of
+from sweep.common.stop import Stopped, TimeBudget, deferred, stop_of
 from sweep.search.pruning import CURVE, Curve, SizeRule, curves, size_rule
 from sweep.search.records import REUSED, SKIPPED, is_original, is_reused, is_skipped
 from sweep.search.settings import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
@@ -262,8 +262,10 @@ def run_trials(
     pack: int = 1,
     train_pack: Callable[..., list] | None = None,
     validation_docs: int = 0,
+    budget: TimeBudget | None = None,
 ) -> int:
-    """Run trials until the study has ``n_trials`` finished; return how many ran here.
+    """Run trials until the study has ``n_trials`` finished, or ``budget``'s deadline has
+    passed (no trial is asked after it); return how many ran here.
 
     ``describe(params)`` gives the figures known before training (stored even if the trial
     fails); ``train(params, on_epoch)`` trains and returns the measured figures;
@@ -272,9 +274,8 @@ def run_trials(
     on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
     ``validation_docs`` (the validation split's size) sets the size rule's automatic margin.
 
-    A stop (``Stopped``: SIGTERM, SIGINT; or KeyboardInterrupt) fails the trials this process
-    was running with its reason; a signal's stop is raised again, one without a signal ends the
-    loop.
+    A stop (``Stopped``: SIGTERM, SIGINT, the budget's grace; KeyboardInterrupt) fails the trials
+    this process was running with its reason; a signal's is raised again, the budget's ends it.
     """
     values = search_cfg.sampler.get("values")
     grid = space.grid(values) if search_cfg.sampler.name == "grid" else None
@@ -291,7 +292,7 @@ def run_trials(
 
     asked: list[optuna.Trial] = []
     try:
-        while (room := room_left(study, search_cfg, n_trials)) > 0:
+        while (room := room_left(study, search_cfg, n_trials, budget)) > 0:
             with deferred():  # a trial asked but not yet stamped would be nobody's
                 asked = ask(study, min(max(pack, 1), room))
             ran += len(asked)
@@ -311,11 +312,14 @@ def run_trials(
     return ran
 
 
-def room_left(study: optuna.Study, search_cfg, n_trials: int) -> int:
-    """How many trials may still be asked: ``n_trials`` less those finished and those running.
-    A worker that died mid-trial must not hold its slot: its trial is failed first (pid or
-    heartbeat). Other workers' running trials count too, so several workers stop near n_trials
-    together (two that ask at the same instant may overshoot it by one)."""
+def room_left(study: optuna.Study, search_cfg, n_trials: int, budget=None) -> int:
+    """How many trials may still be asked: ``n_trials`` less those finished and those running,
+    none once ``budget``'s deadline has passed. A worker that died mid-trial must not hold its
+    slot: its trial is failed first (pid or heartbeat). Other workers' running trials count too,
+    so several workers stop near n_trials together (two that ask at the same instant may
+    overshoot it by one)."""
+    if budget is not None and budget.ended():
+        return 0
     fail_stale_trials(study, search_cfg.stale_after_s)
     return n_trials - count_finished(study) - count_running(study)
 
@@ -429,11 +433,13 @@ def repeat_trials(
     stale_after_s: float = 900.0,
     pack: int = 1,
     train_pack: Callable[..., list] | None = None,
+    budget: TimeBudget | None = None,
 ) -> int:
     """Retrain trials ``numbers`` with each of ``seeds`` (skipping stored ones and those another
     live process has claimed); return how many ran here. With ``pack`` > 1 the trials of one
     seed train together, ``pack`` at a time (``train_pack(params_list, on_epochs, labels,
-    seed=seed)``: they share that seed's batches, as packed trials do)."""
+    seed=seed)``: they share that seed's batches, as packed trials do). None starts after
+    ``budget``'s deadline."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done = stored_repeats(study)
     todo = [(n, s) for s in seeds for n in numbers if s not in done.get(n, {})]
@@ -442,6 +448,11 @@ def repeat_trials(
     for seed in seeds:
         mine = [n for n, s in todo if s == seed]
         for start in range(0, len(mine), size):
+            if budget is not None and budget.ended():
+                log.info("seed repeats: the time budget (search.timeout_s=%g) has ended; %d of "
+                         "%d ran (the same command again adds the others)", budget.timeout_s,
+                         progress.count, progress.total)  # fmt: skip
+                return progress.count
             claims = {}
             try:
                 for number in mine[start : start + size]:

@@ -335,14 +335,15 @@ def signature(parts: dict[str, Any]) -> str:
     return json_digest(parts, 16)
 
 
-def open_study(search_cfg, seed: int, study_signature: str, space) -> optuna.Study:
-    """Create the study or load it to resume; refuse to mix trials of a different setup."""
+def open_study(search_cfg, seed: int, study_signature: str, space, budget=None) -> optuna.Study:
+    """Create the study or load it to resume; refuse to mix trials of a different setup.
+    ``budget`` (the run's ``TimeBudget``) goes to the sampler."""
     if search_cfg.max_failures < 1:
         raise SearchError(f"search.max_failures={search_cfg.max_failures} must be at least 1")
     if len(search_cfg.objectives) != len(search_cfg.directions):
         raise SearchError("search.objectives and search.directions must have the same length")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler, pruner = make_sampler(search_cfg, seed, space), make_pruner(search_cfg)
+    sampler, pruner = make_sampler(search_cfg, seed, space, budget), make_pruner(search_cfg)
     storage = make_storage(search_cfg)
     try:
         study = optuna.create_study(
@@ -361,7 +362,7 @@ def open_study(search_cfg, seed: int, study_signature: str, space) -> optuna.Stu
         # A resumed run must not replay the first run's random draws (they would all be
         # duplicates), nor may parallel workers draw alike: seed the sampler by the seed, how far
         # the study has come and the worker.
-        study.sampler = make_sampler(search_cfg, seed + existing + 7919 * worker, space)
+        study.sampler = make_sampler(search_cfg, seed + existing + 7919 * worker, space, budget)
     stored = study.user_attrs.get("signature")
     if stored is None:  # a new study; the workers of one run may all get here at once
         set_shared_attr(study, "signature", study_signature)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import threading
+import time
 from unittest import mock
 
 import numpy as np
@@ -18,9 +20,9 @@ from sweep.benchmarks.search_efficiency import DIMS as DIM_GRID
 from sweep.benchmarks.search_efficiency import VOCABS as VOCAB_GRID
 from sweep.benchmarks.search_efficiency import hypervolume
 from sweep.common.stop import TimeBudget
-from sweep.search.ehvi import FrontGainSampler, Observations
+from sweep.search.ehvi import FrontGainSampler, Observations, from_unit
 from sweep.search.gaussian_process import GaussianProcess, normal_cdf
-from sweep.search.space import SearchError
+from sweep.search.space import MAIN_AXES, SearchError
 
 DIMS = optuna.distributions.IntDistribution(4, 256, log=True)
 VOCABS = optuna.distributions.IntDistribution(100, 20_000, log=True)
@@ -207,6 +209,61 @@ def test_a_pack_and_a_resumed_study_never_ask_a_tried_point():
                    t.suggest_int("embedding_dim", 4, 256, log=True)) for t in asked]  # fmt: skip
     tried = {(t.params["vocab_size"], t.params["embedding_dim"]) for t in study.trials[:8]}
     assert len(set(points)) == 4 and not set(points) & tried
+
+
+def test_two_workers_asking_at_once_never_get_one_configuration():
+    """Worker A asks a trial and places it a moment later; worker B asks the next one in that
+    moment. B waits until A's trial has its configuration, so it counts as running and tried:
+    on the same observations B would otherwise choose exactly A's point."""
+    study = sweep(ehvi(), 6)
+    with mock.patch.object(FrontGainSampler, "seconds", equal_cost):
+        first, second = study.ask(), study.ask()  # two workers' trials, neither placed yet
+
+        def place(trial):
+            return (trial.suggest_int("vocab_size", 100, 20_000, log=True),
+                    trial.suggest_int("embedding_dim", 4, 256, log=True))  # fmt: skip
+
+        placed, at = {}, {}
+
+        def worker_a():
+            placed["a"] = place(first)
+            at["a"] = time.monotonic()
+
+        timer = threading.Timer(0.3, worker_a)
+        timer.start()
+        placed["b"] = place(second)  # waits for A's
+        at["b"] = time.monotonic()
+        timer.join()
+    assert at["b"] >= at["a"] and placed["a"] != placed["b"]
+    # What B would have chosen had it not waited: A's point.
+    alone = sweep(ehvi(), 6)
+    with mock.patch.object(FrontGainSampler, "seconds", equal_cost):
+        assert place(alone.ask()) == placed["a"]
+
+
+def test_a_startup_point_another_worker_holds_is_drawn_again():
+    """Workers seed their samplers apart, so their hypercubes differ: a startup point another
+    worker's running trial already holds is replaced by a seeded draw that none holds."""
+    sampler = ehvi(n_startup_trials=4)
+    space = {"vocab_size": VOCABS, "embedding_dim": DIMS}
+    study = sweep(sampler, 1)
+    # Trial 2's hypercube point, as the trial stores it.
+    taken = {axis: from_unit(sampler.startup[2][MAIN_AXES.index(axis)], space[axis])
+             for axis in ("vocab_size", "embedding_dim")}  # fmt: skip
+    study.enqueue_trial(taken)  # trial 1: another worker's, running at this trial's point 2
+
+    def place(trial):
+        return (trial.suggest_int("vocab_size", 100, 20_000, log=True),
+                trial.suggest_int("embedding_dim", 4, 256, log=True))  # fmt: skip
+
+    with mock.patch.object(FrontGainSampler, "seconds", equal_cost):
+        assert place(study.ask()) == tuple(taken.values())
+        trial = study.ask()
+        point = place(trial)
+    assert trial.number == 2 and point != tuple(taken.values())
+    assert point not in {
+        (t.params["vocab_size"], t.params["embedding_dim"]) for t in study.trials[:2]
+    }
 
 
 def test_a_budget_and_a_skipped_size_are_never_suggested_again():

@@ -27,13 +27,20 @@ the size rule (``search/pruner=size``) count at the accuracy they reached, which
 rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE independently; the
 surrogate models the two main axes only.
 
-With a time budget (``search.timeout_s``) a candidate predicted to take longer than the time
-left (and the grace, ``search.timeout_grace_s``) is not chosen; when none fits, the quickest is.
+Several workers on one study (``search.workers``): a trial is placed only once every trial asked
+before it has its configuration stored (a short wait, for a worker that asked a moment earlier),
+so the running trials of all workers are left out as tried and counted as believed; a startup
+point that another worker's trial already holds is replaced by a seeded draw. No two workers
+train one configuration at the same time. With a time budget (``search.timeout_s``) a candidate
+predicted to take longer than the time left (and the grace) is not chosen; when none fits, the
+quickest is.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +57,8 @@ State = optuna.trial.TrialState
 WIDTH, ROWS = MAIN_AXES  # embedding_dim, vocab_size
 SPECIALS = 2  # <pad> and <unk>: a table has vocab_size + 2 rows
 CEILING = 0.05  # the reference size past the largest candidate, as a share of the sizes' log range
+# How long a trial waits for the configurations of trials other workers asked just before it.
+PLACING_WAIT_S = 5.0
 
 
 def unit(value: float, dist) -> float:
@@ -128,6 +137,26 @@ class Observations:
                 self.pending.append((params[ROWS], params[WIDTH]))
 
 
+def wait_for_placing(study: optuna.Study, number: int, wait_s: float = PLACING_WAIT_S) -> bool:
+    """Wait (at most ``wait_s``) until every trial asked in the last minute before trial
+    ``number`` that still runs has its configuration stored: another worker's trial is asked
+    first and placed a moment later, and a trial placed without knowing it could be given the
+    same configuration. True if it waited."""
+    waited, until = False, time.monotonic() + wait_s
+    while time.monotonic() < until:
+        recent = datetime.datetime.now() - datetime.timedelta(seconds=60)
+        unplaced = [
+            t for t in study.get_trials(deepcopy=False, states=(State.RUNNING,))
+            if t.number < number and not (WIDTH in t.params and ROWS in t.params)
+            and t.datetime_start is not None and t.datetime_start > recent
+        ]  # fmt: skip
+        if not unplaced:
+            return waited
+        waited = True
+        time.sleep(0.05)
+    return waited
+
+
 def least_squares(samples: list[tuple[float, float, float]], features) -> np.ndarray | None:
     """Coefficients of the target (third item) on ``features(rows, width)``, or None with fewer
     distinct samples than features."""
@@ -148,8 +177,7 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
                  n_startup_trials: int = 4, candidates: int = 33, startup_width: float = 0.5,
                  limits: Sequence[tuple[str, float]] = (), budget: TimeBudget | None = None):  # fmt: skip
         self.objectives, self.limits = list(objectives), list(limits)
-        self.budget = budget
-        self.first_points: list[dict[str, Any]] = []
+        self.budget, self.first_points = budget, []
         self.sign = 1.0 if directions[0] == "maximize" else -1.0
         self.seed, self.n_startup, self.candidates = seed, int(n_startup_trials), int(candidates)
         self.independent = optuna.samplers.TPESampler(seed=seed)
@@ -183,29 +211,53 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         return {}
 
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        if wait_for_placing(study, trial.number):  # other workers' trials placed meanwhile
+            search_space = self.infer_relative_search_space(study, trial)
         if not search_space:
-            return {}
-        # The Latin hypercube first (sample_independent); then the model, as soon as two trials
-        # finished (trials the hypercube put over a budget count toward it, never finished).
-        if trial.number < self.n_startup:
             return {}
         seen = Observations(study, trial.number, self.objectives, self.sign,
                             [column for column, _ in self.limits])  # fmt: skip
-        if len(seen.quality) < 2:
-            return {}
+        # The Latin hypercube first (sample_independent); then the model, as soon as two trials
+        # finished (trials the hypercube put over a budget count toward it, never finished).
+        if trial.number < self.n_startup or len(seen.quality) < 2:
+            return self.unless_taken(trial.number, seen, search_space)
         return self.best_candidate(seen, search_space)
+
+    def startup_position(self, k: int, axis: str, attempt: int = 0) -> float:
+        """The startup design's position (0 to 1) of trial ``k`` on ``axis``: the hypercube's
+        k-th point, past it (fewer than two trials finished: the others failed or were skipped)
+        a seeded uniform draw; ``attempt`` > 0: another seeded draw."""
+        if k < len(self.startup) and not attempt:
+            return float(self.startup[k][MAIN_AXES.index(axis)])
+        key = [self.seed or 0, k] + ([MAIN_AXES.index(axis), attempt] if attempt else [])
+        return float(np.random.default_rng(key).random())
+
+    def startup_point(self, k: int, space, attempt: int = 0) -> tuple:
+        """(vocab_size, embedding_dim) of trial ``k``'s startup position, as the trial stores it
+        (``start_at``'s points first)."""
+        if k < len(self.first_points) and not attempt:
+            point = self.first_points[k]
+            return (from_unit(unit(point[ROWS], space[ROWS]), space[ROWS]),
+                    from_unit(unit(point[WIDTH], space[WIDTH]), space[WIDTH]))  # fmt: skip
+        return tuple(from_unit(self.startup_position(k, axis, attempt), space[axis])
+                     for axis in (ROWS, WIDTH))  # fmt: skip
+
+    def unless_taken(self, k: int, seen: Observations, space) -> dict[str, Any]:
+        """{} (the startup point, by ``sample_independent``) unless a trial already holds that
+        configuration (another worker's, running): then a seeded draw that none holds."""
+        for attempt in range(100):
+            point = self.startup_point(k, space, attempt)
+            if point not in seen.tried:
+                return {} if attempt == 0 else {ROWS: point[0], WIDTH: point[1]}
+        return {}
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         if param_name in MAIN_AXES and isinstance(param_distribution, (IntDistribution, FloatDistribution)):  # fmt: skip
-            # The startup design: the k-th trial takes the hypercube's k-th point, past it (fewer
-            # than two trials finished: the others failed or were skipped) a seeded uniform draw.
             k = trial.number
             if k < len(self.first_points):
                 u = unit(self.first_points[k][param_name], param_distribution)
-            elif k < len(self.startup):
-                u = self.startup[k][MAIN_AXES.index(param_name)]
             else:
-                u = np.random.default_rng([self.seed or 0, k]).random()
+                u = self.startup_position(k, param_name)
             return from_unit(float(u), param_distribution)
         return self.independent.sample_independent(study, trial, param_name, param_distribution)
 

@@ -168,6 +168,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
         stop = stop_of(error)
         log.warning("%s: passing it on to the %d workers", stop.reason, len(procs))
         codes = stop_workers(procs, stop, out_dir)
+    timed_out = budget.ended()  # when the workers ended, not after the reports
     study.fail_stale_trials(opened, cfg.search.stale_after_s)  # trials of workers that died
     context = dict(opened.user_attrs.get("report_context") or {})
     n_trials = int(context.get("n_trials", cfg.search.n_trials))
@@ -182,7 +183,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
         log.warning("no trial in study %r: no combined report", cfg.search.study_name)
     log.info("%d workers done in %.0fs; the study holds %d finished trials of %d",
              count, time.time() - budget.started, finished, n_trials)  # fmt: skip
-    return verdict(codes, finished >= n_trials or budget.ended(), stop, out_dir)
+    return verdict(codes, finished >= n_trials or timed_out, stop, out_dir)
 
 
 def report_all(cfg: DictConfig, opened, out_dir: Path, measure_and_export: bool = True) -> None:

@@ -341,8 +341,9 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
     if repeats <= 0 or not len(table):
         return
     if budget is not None and budget.ended():
-        log.info("seed noise not measured: the time budget (search.timeout_s=%g) has ended "
-                 "(the same command again measures it)", budget.timeout_s)  # fmt: skip
+        log.info("seed noise not measured: the time budget (search.timeout_s=%g) has ended (a "
+                 "run of the same command with time left after the trials measures it)",
+                 budget.timeout_s)  # fmt: skip
         return
     numbers = trials.front_trials(table, int(cfg.report.top_k), objectives)
     seeds = [cfg.seed + i for i in range(1, repeats + 1)]

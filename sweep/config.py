@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from sweep.models.kinds import BY_TARGET, NOT_MODEL_ARGS, SIZES, build_model, check_settings
 from sweep.search.settings import (
     check_memory_budget,
+    check_parallel,
     check_shipping,
     check_study_name,
     pack_padding,
@@ -83,6 +84,7 @@ def check_config(cfg: DictConfig) -> None:
     check_memory_budget(cfg.search)
     pack_size(cfg.search)  # search.pack: a number >= 1 or auto
     pack_padding(cfg.search)  # search.pack_padding: a number >= 1
+    check_parallel(cfg.search)  # search.workers, the time budget
     check_finite(cfg)
     check_search_keys(cfg)
 

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep import measure, schema
 from sweep.common.atomic import write_atomic
 from sweep.common.secrets import mask, mask_data, remember_config
+from sweep.common.stop import Stopped, TimeBudget, stop_of
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
 from sweep.models.pack.grouping import pack_key
@@ -60,6 +61,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     device = measure.resolve_device(cfg.device)
     torch.set_num_threads(thread_count(cfg.get("threads")))
     out_dir, started = Path(out_dir), time.perf_counter()
+    budget = TimeBudget.of(cfg.search)  # from this run's start (a worker's: its parent's)
     cfg, picked, data, data_seconds = with_recipe(cfg, device)
     space = SearchSpace(cfg.search.space).with_vocabulary(data.full_vocab)
     trial = TrialRunner(cfg, data, space)
@@ -70,36 +72,39 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     if cfg.get("plan"):
         return plan(cfg, trial, out_dir)
 
-    the_study, n_trials = open_study(cfg, data, space)
+    the_study, n_trials = open_study(cfg, data, space, budget)
     start_at_probe_points(the_study, cfg, picked, data)
     context = page_context(cfg, data, space, overrides, device)
-    # Everything the page shows besides the trials lives in the storage too, so
-    # ``python -m sweep.report`` can rebuild the reports from the storage alone.
     context["recipe"] = picked
-    the_study.set_user_attr(
-        "report_context", mask_data({**context, "tolerance": cfg.report.tolerance})
-    )
+    context["n_trials"] = n_trials  # the target (a grid's capped): a parent's exit code reads it
+    store_context(the_study, cfg, context)
     reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing, kept,
                       share=float(cfg.report.get("time_share", 1.0)))  # fmt: skip
     progress = Progress(n_trials, single=len(cfg.search.objectives) == 1)
     log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
-    timing = trial.timing
+    timing, stop = trial.timing, None
     try:
         try:
-            with timing.phase("trials"):
-                trials.run_trials(
-                    the_study, cfg.search, n_trials=n_trials, space=space, describe=trial.describe,
-                    train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
-                    pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
-                    train_pack=trial.train_pack, validation_docs=len(data.labels["validation"]),
-                    memory_room=memory_room(cfg, trial),
-                )  # fmt: skip
-            with timing.phase("repeats"):
-                repeat_front(the_study, cfg, trial)
+            search(
+                the_study, cfg, trial, budget, n_trials=n_trials, space=space, describe=trial.describe,
+                train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
+                pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
+                train_pack=trial.train_pack, validation_docs=len(data.labels["validation"]),
+                memory_room=memory_room(cfg, trial),
+            )  # fmt: skip
             with timing.phase("precisions"):
                 measure_precisions(the_study, cfg, trial, kept)
+        except (Stopped, KeyboardInterrupt) as error:
+            stop = stop_of(error)
+            raise
         finally:
-            # Also on an interrupt or a failed sweep: the reports cover the storage.
+            # Also on an interrupt or a failed sweep: the reports cover the storage, and say why
+            # the run ended short of search.n_trials (a stop, the time budget).
+            note = ending_note(the_study, n_trials, budget, stop)
+            if note:
+                log.warning("%s", note)
+                context["ending"] = note
+                store_context(the_study, cfg, context)
             table = reports.write()
         with timing.phase("export"):
             export_models(the_study, cfg, trial, table, out_dir, kept)
@@ -107,6 +112,23 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         timing.write(time.perf_counter() - started, out_dir)
     rec = table[table["recommended"]] if len(table) else table
     return SweepResult(out_dir, table, rec.iloc[0].to_dict() if len(rec) else None)
+
+
+def search(the_study, cfg: DictConfig, trial: TrialRunner, budget: TimeBudget, **loop) -> None:
+    """The trials (``trials.run_trials`` with ``loop``), then the front's seed repeats, within
+    ``budget``: past its deadline neither starts; past its grace too, what still trains is
+    stopped (``Stopped`` with no signal: the trial loop fails its trials and ends, a seed repeat
+    is dropped) and the run goes on to its reports. Each is a phase of the run's time line."""
+    with budget.enforced():
+        try:
+            with trial.timing.phase("trials"):
+                trials.run_trials(the_study, cfg.search, budget=budget, **loop)
+            with trial.timing.phase("repeats"):
+                repeat_front(the_study, cfg, trial, budget)
+        except Stopped as grace_over:  # the trial loop handles its own: seed repeats
+            if grace_over.signum is not None:
+                raise
+            log.warning("seed repeats %s", grace_over.reason)
 
 
 def memory_room(cfg: DictConfig, trial: TrialRunner) -> trials.MemoryRoom | None:
@@ -164,7 +186,7 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     return chosen, stored, data, seconds
 
 
-def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace):
+def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace, budget=None):
     """(the study, created or resumed, its trial target): the signature holds everything that
     makes trials comparable; a grid sampler caps the target at its number of points."""
     signature = study.signature(
@@ -177,7 +199,7 @@ def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace):
             "seed": cfg.seed,
         }
     )
-    opened = study.open_study(cfg.search, cfg.seed, signature, space)
+    opened = study.open_study(cfg.search, cfg.seed, signature, space, budget)
     n_trials = cfg.search.n_trials
     points = grid_size(cfg.search, space)
     if points is not None and points < n_trials:
@@ -207,18 +229,42 @@ def start_at_probe_points(the_study, cfg: DictConfig, picked: dict | None, data)
     spreads its trials over the whole plane and may leave the top of the cutoff axis, where the
     most accurate trials live, with none; the probe has just shown what the pick reaches there.
     The sampler fills in any other axis of the space. A grid keeps its own points; a resumed
-    study, or one another worker has started, has its trials (and an enqueued point that
-    already exists is skipped, so two workers racing here add each once)."""
+    study, or one another worker has started, has its trials. How the points reach the first
+    trials without two workers taking one twice: ``sweep.search.study.start_at``."""
     if not (picked and picked.get("probes")) or cfg.search.sampler.get("name") == "grid":
         return
-    if the_study.get_trials(deepcopy=False):
-        return
     points = recipe.probe_points(cfg, data)
-    for point in points:
-        the_study.enqueue_trial(point, skip_if_exists=True)
-    log.info("first trials: the recipe probe's configurations %s",
-             ", ".join(f"embedding_dim={p['embedding_dim']} vocab_size={p['vocab_size']}"
-                       for p in points))  # fmt: skip
+    if study.start_at(the_study, points, enqueue=int(cfg.search.get("worker_index", 0)) == 0):
+        log.info("first trials: the recipe probe's configurations %s",
+                 ", ".join(f"embedding_dim={p['embedding_dim']} vocab_size={p['vocab_size']}"
+                           for p in points))  # fmt: skip
+
+
+def store_context(the_study, cfg: DictConfig, context: dict) -> None:
+    """Everything the page shows besides the trials lives in the storage too, so
+    ``python -m sweep.report`` can rebuild the reports from the storage alone (every worker
+    stores it: ``set_shared_attr``)."""
+    study.set_shared_attr(
+        the_study, "report_context", mask_data({**context, "tolerance": cfg.report.tolerance})
+    )
+
+
+def ending_note(the_study, n_trials: int, budget: TimeBudget, stop: Stopped | None = None):
+    """Why this run ended short of ``n_trials`` (a stop, the time budget), for the log and the
+    page; None when it did not. The seconds are counted from ``budget.started``, the run's."""
+    finished, ran = study.count_finished(the_study), time.time() - budget.started
+    if stop is not None:
+        return (
+            f"{stop.reason.replace('stopped: ', 'Stopped by ', 1)} after {ran:.0f}s: "
+            f"{finished} of {n_trials} trials finished; the trials it was training are failed "
+            "with that reason. Run the same command again to resume."
+        )
+    if budget.ended() and finished < n_trials:
+        return (
+            f"The time budget (search.timeout_s={budget.timeout_s:g}) ended the run after "
+            f"{ran:.0f}s: {finished} of {n_trials} trials finished."
+        )
+    return None
 
 
 def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device) -> dict:
@@ -335,13 +381,18 @@ class Progress:
         )  # fmt: skip
 
 
-def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
+def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) -> None:
     """Seed noise: retrain the best front trials with ``report.repeats`` more seeds; the
-    reports show their mean and standard deviation."""
+    reports show their mean and standard deviation. None starts after ``budget``'s deadline."""
     repeats = int(cfg.report.get("repeats", 0))
     objectives = schema.Objectives.from_search(cfg.search)
     table = annotated(the_study, cfg)
     if repeats <= 0 or not len(table):
+        return
+    if budget is not None and budget.ended():
+        log.info("seed noise not measured: the time budget (search.timeout_s=%g) has ended (a "
+                 "run of the same command with time left after the trials measures it)",
+                 budget.timeout_s)  # fmt: skip
         return
     numbers = trials.front_trials(table, int(cfg.report.top_k), objectives)
     seeds = [cfg.seed + i for i in range(1, repeats + 1)]
@@ -354,7 +405,7 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner) -> None:
              todo, earlier)  # fmt: skip
     pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
     trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
-                         pack=pack, train_pack=trial.train_pack)  # fmt: skip
+                         pack=pack, train_pack=trial.train_pack, budget=budget)  # fmt: skip
 
 
 def annotated(the_study, cfg: DictConfig) -> pd.DataFrame:

@@ -129,6 +129,17 @@ def test_scaling_benchmark_runs_the_sweep_with_each_worker_count(tmp_path):
     assert (row["workers"], row["trials"], row["speed-up"]) == (1, 2, 1.0)
 
 
+def test_workers_front_benchmark_compares_the_front_of_each_worker_count(tmp_path):
+    from sweep.benchmarks import workers_front
+
+    workers_front.main(["--out", str(tmp_path), "--workers", "1", "2", "--seeds", "0",
+                        "--trials", "3", "--", *TINY_DATA])  # fmt: skip
+    table = pd.read_csv(tmp_path / "workers_front.csv")
+    assert list(table["workers"]) == [1, 2] and (table["trials"] == 3).all()
+    assert table["seed 0"].max() == 100.0 and (table["seed 0"] > 0).all()
+    assert (table["overlaps"] == 0).all()
+
+
 def test_contention_benchmark_times_the_sweep_alone_and_beside_busy_loops(tmp_path):
     from sweep.benchmarks import contention
 

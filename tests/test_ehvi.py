@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import threading
+import time
 from unittest import mock
 
 import numpy as np
@@ -17,9 +19,10 @@ from sweep import runner
 from sweep.benchmarks.search_efficiency import DIMS as DIM_GRID
 from sweep.benchmarks.search_efficiency import VOCABS as VOCAB_GRID
 from sweep.benchmarks.search_efficiency import hypervolume
-from sweep.search.ehvi import FrontGainSampler, Observations
+from sweep.common.stop import TimeBudget
+from sweep.search.ehvi import FrontGainSampler, Observations, from_unit
 from sweep.search.gaussian_process import GaussianProcess, normal_cdf
-from sweep.search.space import SearchError
+from sweep.search.space import MAIN_AXES, SearchError
 
 DIMS = optuna.distributions.IntDistribution(4, 256, log=True)
 VOCABS = optuna.distributions.IntDistribution(100, 20_000, log=True)
@@ -97,6 +100,21 @@ def share_of_grid(study: optuna.Study) -> float:
     return hypervolume([a for a, _ in done], np.log10([p for _, p in done]), ref_size, ref_acc) / whole  # fmt: skip
 
 
+def test_the_first_trials_start_at_the_given_points_by_trial_number():
+    """``start_at`` (the recipe probe's configurations): trial k takes point k, whoever asks it,
+    then the hypercube goes on."""
+    sampler = ehvi(n_startup_trials=4)
+    points = [
+        {"embedding_dim": 32, "vocab_size": 1_000},
+        {"embedding_dim": 32, "vocab_size": 20_000},
+    ]
+    sampler.start_at(points)
+    study = sweep(sampler, 4)
+    assert [t.params for t in study.trials[:2]] == points
+    plain = sweep(ehvi(n_startup_trials=4), 4)
+    assert [t.params for t in study.trials[2:]] == [t.params for t in plain.trials[2:]]
+
+
 def test_the_process_interpolates_and_is_unsure_where_it_has_not_looked():
     rng = np.random.default_rng(0)
     x = rng.random((20, 2))
@@ -156,6 +174,32 @@ def test_a_trial_that_costs_more_must_promise_more():
     assert params_total(**cheap) < params_total(**free)
 
 
+def test_a_trial_predicted_to_outlast_the_time_budget_is_not_chosen():
+    """search.timeout_s: with less time left than the unbounded choice would take, the choice
+    is one predicted to fit; with time for none, the quickest."""
+
+    def seconds(k, d):
+        return 0.2 + (k + 2) * d / 2_000
+
+    slow = lasting(sweep(ehvi(), 8), seconds)
+    space = {"vocab_size": VOCABS, "embedding_dim": DIMS}
+
+    def choice(left: float | None) -> float:
+        """The predicted seconds (here: the true ones) of the choice with ``left`` seconds."""
+        sampler = ehvi(budget=None if left is None else TimeBudget(timeout_s=left))
+        seen = Observations(slow, -1, ["val_accuracy", "params_total"], 1.0)
+        pick = sampler.best_candidate(seen, space)
+        return seconds(pick["vocab_size"], pick["embedding_dim"])
+
+    seen = Observations(slow, -1, ["val_accuracy", "params_total"], 1.0)
+    quickest = min(seconds(k, d) for k, d in ehvi().grid(space, seen.tried)[0])
+    unbounded = choice(None)
+    assert unbounded > quickest
+    left = (unbounded + quickest) / 2
+    assert choice(left) <= left
+    assert choice(quickest / 2) == pytest.approx(quickest)
+
+
 def test_a_pack_and_a_resumed_study_never_ask_a_tried_point():
     study = sweep(ehvi(), 8)
     study.sampler = ehvi(seed=7)  # resumed: reseeded
@@ -165,6 +209,61 @@ def test_a_pack_and_a_resumed_study_never_ask_a_tried_point():
                    t.suggest_int("embedding_dim", 4, 256, log=True)) for t in asked]  # fmt: skip
     tried = {(t.params["vocab_size"], t.params["embedding_dim"]) for t in study.trials[:8]}
     assert len(set(points)) == 4 and not set(points) & tried
+
+
+def test_two_workers_asking_at_once_never_get_one_configuration():
+    """Worker A asks a trial and places it a moment later; worker B asks the next one in that
+    moment. B waits until A's trial has its configuration, so it counts as running and tried:
+    on the same observations B would otherwise choose exactly A's point."""
+    study = sweep(ehvi(), 6)
+    with mock.patch.object(FrontGainSampler, "seconds", equal_cost):
+        first, second = study.ask(), study.ask()  # two workers' trials, neither placed yet
+
+        def place(trial):
+            return (trial.suggest_int("vocab_size", 100, 20_000, log=True),
+                    trial.suggest_int("embedding_dim", 4, 256, log=True))  # fmt: skip
+
+        placed, at = {}, {}
+
+        def worker_a():
+            placed["a"] = place(first)
+            at["a"] = time.monotonic()
+
+        timer = threading.Timer(0.3, worker_a)
+        timer.start()
+        placed["b"] = place(second)  # waits for A's
+        at["b"] = time.monotonic()
+        timer.join()
+    assert at["b"] >= at["a"] and placed["a"] != placed["b"]
+    # What B would have chosen had it not waited: A's point.
+    alone = sweep(ehvi(), 6)
+    with mock.patch.object(FrontGainSampler, "seconds", equal_cost):
+        assert place(alone.ask()) == placed["a"]
+
+
+def test_a_startup_point_another_worker_holds_is_drawn_again():
+    """Workers seed their samplers apart, so their hypercubes differ: a startup point another
+    worker's running trial already holds is replaced by a seeded draw that none holds."""
+    sampler = ehvi(n_startup_trials=4)
+    space = {"vocab_size": VOCABS, "embedding_dim": DIMS}
+    study = sweep(sampler, 1)
+    # Trial 2's hypercube point, as the trial stores it.
+    taken = {axis: from_unit(sampler.startup[2][MAIN_AXES.index(axis)], space[axis])
+             for axis in ("vocab_size", "embedding_dim")}  # fmt: skip
+    study.enqueue_trial(taken)  # trial 1: another worker's, running at this trial's point 2
+
+    def place(trial):
+        return (trial.suggest_int("vocab_size", 100, 20_000, log=True),
+                trial.suggest_int("embedding_dim", 4, 256, log=True))  # fmt: skip
+
+    with mock.patch.object(FrontGainSampler, "seconds", equal_cost):
+        assert place(study.ask()) == tuple(taken.values())
+        trial = study.ask()
+        point = place(trial)
+    assert trial.number == 2 and point != tuple(taken.values())
+    assert point not in {
+        (t.params["vocab_size"], t.params["embedding_dim"]) for t in study.trials[:2]
+    }
 
 
 def test_a_budget_and_a_skipped_size_are_never_suggested_again():

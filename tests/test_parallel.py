@@ -85,6 +85,25 @@ def test_worker_commands_pin_gpus_round_robin(tmp_path):
     assert parallel.worker_count(cfg.search, []) == 1
 
 
+def test_bad_workers_or_storage_stop_before_any_worker_starts(tiny_overrides, tmp_path):
+    """A bad search.workers or time budget, or a storage URL that cannot be opened, is one
+    message naming the key, from the parent, before any worker starts."""
+    bad = {
+        "search.workers=0": r"search\.workers=0 must be an integer >= 1",
+        "search.workers=two": r"search\.workers='two' must be an integer >= 1",
+        "search.workers=auto search.trials_per_gpu=0": r"search\.trials_per_gpu=0 must be",
+        "search.workers=2 search.storage=nosuchdb://x/y": r"study storage nosuchdb://x/y .*search\.storage",
+        "search.workers=2 search.timeout_s=0": r"search\.timeout_s=0 must be a number of seconds > 0",
+        "search.workers=2 search.timeout_s=soon": r"search\.timeout_s='soon' must be a number",
+        "search.workers=2 search.timeout_grace_s=-1": r"search\.timeout_grace_s=-1 must be a number of seconds >= 0",
+    }  # fmt: skip
+    for overrides, message in bad.items():
+        cfg = compose_config([*tiny_overrides, *overrides.split()])
+        with pytest.raises(ValueError, match=message):
+            parallel.launch(cfg, tmp_path / "run", [])
+        assert not list(tmp_path.glob("run/worker-*")), overrides
+
+
 def start_workers(tmp_path, storage_args, count=3, n_trials=6):
     procs = []
     for index in range(count):
@@ -182,6 +201,88 @@ def test_three_workers_one_killed_on_postgresql(tmp_path):
     assert any(p.name == "report.html" for p in files)
     for path in files:
         assert password not in path.read_text(errors="ignore"), path
+
+
+# TINY with the training recipe left to its probe: the workers then open the storage at their
+# very start (settle_recipe), the moment a fresh database's tables are made.
+PROBED = [o for o in TINY if not o.startswith(("train.lr=", "data.tokenizer.", "train.recipe."))]
+
+
+def fresh_runs(tmp_path, storage_for, load, times=5, workers=4, n_trials=4):
+    """Run ``search.workers`` on a fresh storage (``storage_for(i)``) ``times`` times in a row:
+    every run exits 0 and its study holds ``n_trials`` trials, every one COMPLETE."""
+    for i in range(times):
+        name = f"fresh-{i}"
+        result = run_cli([*PROBED, f"search.workers={workers}", f"search.n_trials={n_trials}",
+                          f"search.storage='{storage_for(i)}'", f"search.study_name={name}",
+                          f"hydra.run.dir=run-{i}", "device=cpu"], cwd=tmp_path, timeout=600)  # fmt: skip
+        logs = "".join(p.read_text() for p in (tmp_path / f"run-{i}").rglob("*.log"))
+        assert result.returncode == 0, f"run {i}: " + (result.stderr + logs)[-4000:]
+        assert "IntegrityError" not in logs and "Traceback" not in logs, logs[-4000:]
+        states = [t.state for t in load(name, i).get_trials()]
+        assert len(states) >= n_trials and set(states) == {State.COMPLETE}, (i, states)
+
+
+@pytest.mark.slow
+def test_four_workers_on_a_fresh_sqlite_file_five_times(tmp_path):
+    """Four workers opening a database file that does not exist yet raced to make Optuna's
+    tables (UNIQUE constraint failed: alembic_version.version_num): the parent makes the storage
+    and the study before any worker starts."""
+
+    def url(i):
+        return f"sqlite:///{tmp_path}/fresh-{i}.db"
+
+    fresh_runs(tmp_path, url, lambda name, i: optuna.load_study(study_name=name, storage=url(i)))
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` with PostgreSQL's search_path set to ``schema``: a database with no tables yet."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not POSTGRES and not os.environ.get("CI"),
+    reason="set SWEEP_TEST_POSTGRES_URL (CI starts a server)",
+)
+def test_four_workers_on_a_fresh_postgresql_database_five_times(tmp_path):
+    """The same on PostgreSQL: each run on a schema of its own, empty (a fresh database)."""
+    assert POSTGRES, "CI must export SWEEP_TEST_POSTGRES_URL (see .ci/run)"
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(POSTGRES)
+    schemas = [f"fresh_{os.getpid()}_{int(time.time())}_{i}" for i in range(5)]
+    try:
+        with engine.begin() as connection:
+            for schema in schemas:
+                connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+
+        def url(i):
+            return with_schema(POSTGRES, schemas[i])
+
+        fresh_runs(
+            tmp_path, url, lambda name, i: optuna.load_study(study_name=name, storage=url(i))
+        )
+    finally:
+        with engine.begin() as connection:
+            for schema in schemas:
+                connection.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        engine.dispose()
+
+
+def test_a_queued_trial_popped_by_two_workers_at_once_is_run_by_one(tmp_path):
+    """Optuna pops a queued trial by reading it WAITING and setting it RUNNING, which SQLite
+    cannot lock: two workers asking at once may both get it. Each claims it; one wins."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({"x": 1.0})
+    mine = study.ask()
+    twin = optuna.Trial(study, study_module._private(mine, "_trial_id"))  # the other's copy
+    assert study_module.owns(study, mine) and not study_module.owns(study, twin)
+    assert study_module.owns(study, study.ask())  # a trial made for its asker: no claim needed
+    # The claims are no studies of the user's: a report lists none of them.
+    with pytest.raises(study_module.SearchError, match=r"holds \['s'\]"):
+        study_module.load_study(storage, "typo")
 
 
 def test_stale_running_trial_does_not_block_the_others(tmp_path):

@@ -3,4 +3,5 @@
 The public face, one module each: ``atomic`` (``write_atomic``, ``replacing``: a file is whole
 or untouched; ``WriteError``), ``digest`` (``json_digest``, ``file_digest``: the names of
 caches and studies), ``secrets`` (``mask``: passwords out of logs and files), ``overrides``
-(``override_key``)."""
+(``override_key``), ``stop`` (``Stopped``, ``install``: SIGTERM and SIGINT end a run cleanly;
+``TimeBudget``: ``search.timeout_s``)."""

@@ -207,6 +207,7 @@ def render(
         study=study,
         storage=str(context.get("storage", "")),
         counts=count_text,
+        ending=str(context.get("ending") or ""),
         front_axes=_front_axes(objectives),
         rec=recommendation(table, tolerance, context, noise, tie_margin, objectives),
         charts=Markup(charts(table, context, objectives)),

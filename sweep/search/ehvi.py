@@ -21,15 +21,26 @@ Candidates a budget rules out (``search.max_params``, ``max_memory_mb``, ``max_m
 each budget's column fitted like the size) are left out, and so is every point at least as
 large on both axes as a skipped trial (over a budget, past an out-of-memory size).
 
-The first ``n_startup_trials`` trials are a Latin hypercube on the log scale (seeded). Trials
-stopped by the size rule (``search/pruner=size``) count at the accuracy they reached, which is
-what the rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE
-independently; the surrogate models the two main axes only.
+The first ``n_startup_trials`` trials are a Latin hypercube on the log scale (seeded); a study
+whose recipe was probed starts at the probe's configurations (``start_at``). Trials stopped by
+the size rule (``search/pruner=size``) count at the accuracy they reached, which is what the
+rule judged them by. Other searched keys (``train.lr``, ...) are drawn by TPE independently; the
+surrogate models the two main axes only.
+
+Several workers on one study (``search.workers``): a trial is placed only once every trial asked
+before it has its configuration stored (a short wait, for a worker that asked a moment earlier),
+so the running trials of all workers are left out as tried and counted as believed; a startup
+point that another worker's trial already holds is replaced by a seeded draw. No two workers
+train one configuration at the same time. With a time budget (``search.timeout_s``) a candidate
+predicted to take longer than the time left (and the grace) is not chosen; when none fits, the
+quickest is.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +48,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
+from sweep.common.stop import TimeBudget
 from sweep.search.gaussian_process import GaussianProcess, expected_improvement
 from sweep.search.records import is_original, is_skipped
 from sweep.search.space import MAIN_AXES
@@ -45,6 +57,8 @@ State = optuna.trial.TrialState
 WIDTH, ROWS = MAIN_AXES  # embedding_dim, vocab_size
 SPECIALS = 2  # <pad> and <unk>: a table has vocab_size + 2 rows
 CEILING = 0.05  # the reference size past the largest candidate, as a share of the sizes' log range
+# How long a trial waits for the configurations of trials other workers asked just before it.
+PLACING_WAIT_S = 5.0
 
 
 def unit(value: float, dist) -> float:
@@ -123,6 +137,26 @@ class Observations:
                 self.pending.append((params[ROWS], params[WIDTH]))
 
 
+def wait_for_placing(study: optuna.Study, number: int, wait_s: float = PLACING_WAIT_S) -> bool:
+    """Wait (at most ``wait_s``) until every trial asked in the last minute before trial
+    ``number`` that still runs has its configuration stored: another worker's trial is asked
+    first and placed a moment later, and a trial placed without knowing it could be given the
+    same configuration. True if it waited."""
+    waited, until = False, time.monotonic() + wait_s
+    while time.monotonic() < until:
+        recent = datetime.datetime.now() - datetime.timedelta(seconds=60)
+        unplaced = [
+            t for t in study.get_trials(deepcopy=False, states=(State.RUNNING,))
+            if t.number < number and not (WIDTH in t.params and ROWS in t.params)
+            and t.datetime_start is not None and t.datetime_start > recent
+        ]  # fmt: skip
+        if not unplaced:
+            return waited
+        waited = True
+        time.sleep(0.05)
+    return waited
+
+
 def least_squares(samples: list[tuple[float, float, float]], features) -> np.ndarray | None:
     """Coefficients of the target (third item) on ``features(rows, width)``, or None with fewer
     distinct samples than features."""
@@ -141,8 +175,9 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, *, objectives: Sequence[str], directions: Sequence[str], seed: int | None = None,
                  n_startup_trials: int = 4, candidates: int = 33, startup_width: float = 0.5,
-                 limits: Sequence[tuple[str, float]] = ()):  # fmt: skip
+                 limits: Sequence[tuple[str, float]] = (), budget: TimeBudget | None = None):  # fmt: skip
         self.objectives, self.limits = list(objectives), list(limits)
+        self.budget, self.first_points = budget, []
         self.sign = 1.0 if directions[0] == "maximize" else -1.0
         self.seed, self.n_startup, self.candidates = seed, int(n_startup_trials), int(candidates)
         self.independent = optuna.samplers.TPESampler(seed=seed)
@@ -159,6 +194,13 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self.independent.reseed_rng()
 
+    def start_at(self, points: Sequence[dict[str, Any]]) -> None:
+        """Trial k < len(points) takes ``points[k]`` (``embedding_dim``, ``vocab_size``) instead
+        of the hypercube's k-th point: by trial number, so that of several workers asking at once
+        none takes a point twice (Optuna's queue, ``enqueue_trial``, cannot promise that on
+        SQLite)."""
+        self.first_points = [dict(point) for point in points]
+
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
         for past in reversed(study.get_trials(deepcopy=False)):
             dists = past.distributions
@@ -169,27 +211,53 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         return {}
 
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        if wait_for_placing(study, trial.number):  # other workers' trials placed meanwhile
+            search_space = self.infer_relative_search_space(study, trial)
         if not search_space:
-            return {}
-        # The Latin hypercube first (sample_independent); then the model, as soon as two trials
-        # finished (trials the hypercube put over a budget count toward it, never finished).
-        if trial.number < self.n_startup:
             return {}
         seen = Observations(study, trial.number, self.objectives, self.sign,
                             [column for column, _ in self.limits])  # fmt: skip
-        if len(seen.quality) < 2:
-            return {}
+        # The Latin hypercube first (sample_independent); then the model, as soon as two trials
+        # finished (trials the hypercube put over a budget count toward it, never finished).
+        if trial.number < self.n_startup or len(seen.quality) < 2:
+            return self.unless_taken(trial.number, seen, search_space)
         return self.best_candidate(seen, search_space)
+
+    def startup_position(self, k: int, axis: str, attempt: int = 0) -> float:
+        """The startup design's position (0 to 1) of trial ``k`` on ``axis``: the hypercube's
+        k-th point, past it (fewer than two trials finished: the others failed or were skipped)
+        a seeded uniform draw; ``attempt`` > 0: another seeded draw."""
+        if k < len(self.startup) and not attempt:
+            return float(self.startup[k][MAIN_AXES.index(axis)])
+        key = [self.seed or 0, k] + ([MAIN_AXES.index(axis), attempt] if attempt else [])
+        return float(np.random.default_rng(key).random())
+
+    def startup_point(self, k: int, space, attempt: int = 0) -> tuple:
+        """(vocab_size, embedding_dim) of trial ``k``'s startup position, as the trial stores it
+        (``start_at``'s points first)."""
+        if k < len(self.first_points) and not attempt:
+            point = self.first_points[k]
+            return (from_unit(unit(point[ROWS], space[ROWS]), space[ROWS]),
+                    from_unit(unit(point[WIDTH], space[WIDTH]), space[WIDTH]))  # fmt: skip
+        return tuple(from_unit(self.startup_position(k, axis, attempt), space[axis])
+                     for axis in (ROWS, WIDTH))  # fmt: skip
+
+    def unless_taken(self, k: int, seen: Observations, space) -> dict[str, Any]:
+        """{} (the startup point, by ``sample_independent``) unless a trial already holds that
+        configuration (another worker's, running): then a seeded draw that none holds."""
+        for attempt in range(100):
+            point = self.startup_point(k, space, attempt)
+            if point not in seen.tried:
+                return {} if attempt == 0 else {ROWS: point[0], WIDTH: point[1]}
+        return {}
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         if param_name in MAIN_AXES and isinstance(param_distribution, (IntDistribution, FloatDistribution)):  # fmt: skip
-            # The startup design: the k-th trial takes the hypercube's k-th point, past it (fewer
-            # than two trials finished: the others failed or were skipped) a seeded uniform draw.
             k = trial.number
-            if k < len(self.startup):
-                u = self.startup[k][MAIN_AXES.index(param_name)]
+            if k < len(self.first_points):
+                u = unit(self.first_points[k][param_name], param_distribution)
             else:
-                u = np.random.default_rng([self.seed or 0, k]).random()
+                u = self.startup_position(k, param_name)
             return from_unit(float(u), param_distribution)
         return self.independent.sample_independent(study, trial, param_name, param_distribution)
 
@@ -213,8 +281,21 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         rows, width = table[:, 0] + SPECIALS, table[:, 1]
         mean, sd = process.predict(units)
         gain = self.gain(seen, space, process, rows, width, mean, sd)
-        best = int(np.argmax(gain / self.seconds(seen, rows, width)))
+        seconds = self.seconds(seen, rows, width)
+        best = int(np.argmax(self.within_budget(seen, gain / seconds, seconds)))
         return {ROWS: values[best][0], WIDTH: values[best][1]}
+
+    def within_budget(self, seen: Observations, score: np.ndarray, seconds: np.ndarray):
+        """``score`` with the candidates predicted to outlast the time budget left out (the
+        time left and the grace: ``search.timeout_s``, ``timeout_grace_s``); when none fits,
+        the quickest is the best. Unchanged without a budget or a cost model yet."""
+        if self.budget is None or least_squares(seen.seconds_of, cost_features) is None:
+            return score
+        left = self.budget.left() + (self.budget.grace_s or 0.0)
+        if not math.isfinite(left):
+            return score
+        fits = seconds <= left
+        return np.where(fits, score, -np.inf) if fits.any() else -seconds
 
     def feasible(self, seen: Observations, values: list[tuple], units: np.ndarray):
         """The candidates that can train: none at least as large on both axes as a skipped

@@ -26,6 +26,7 @@ import pandas as pd
 
 from sweep import schema
 from sweep.common.secrets import mask
+from sweep.common.stop import Stopped, TimeBudget, deferred, stop_of
 from sweep.search.pruning import CURVE, Curve, SizeRule, curves, size_rule
 from sweep.search.records import REUSED, SKIPPED, is_original, is_reused, is_skipped
 from sweep.search.settings import TRIAL_CONSTRAINTS, SearchError, budgets, has_budget
@@ -37,6 +38,8 @@ from sweep.search.study import (
     count_finished,
     count_running,
     fail_stale_trials,
+    fail_trial,
+    owns,
     release_repeat,
     stored_repeats,
     worker,
@@ -285,16 +288,19 @@ def run_trials(
     train_pack: Callable[..., list] | None = None,
     validation_docs: int = 0,
     memory_room: MemoryRoom | None = None,
+    budget: TimeBudget | None = None,
 ) -> int:
-    """Run trials until the study has ``n_trials`` finished; return how many ran here.
+    """Run trials until the study has ``n_trials`` finished, or ``budget``'s deadline has
+    passed (no trial is asked after it); return how many ran here.
 
     ``describe(params)`` gives the figures known before training (stored even if the trial
     fails); ``train(params, on_epoch)`` trains and returns the measured figures;
     ``after_trial(frozen_trial, finished_count)`` runs after each trial (reports, progress).
     With ``pack`` > 1 each round asks up to ``pack`` trials and ``train_pack(params_list,
     on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
-    ``validation_docs`` (the validation split's size) sets the size rule's automatic margin;
-    ``memory_room`` (``search.max_memory_mb=auto``) skips a trial its device cannot hold.
+    ``validation_docs`` sets the size rule's automatic margin; ``memory_room`` skips a trial its
+    device cannot hold. A stop (``Stopped``: SIGTERM, SIGINT, the budget's grace) fails the trials
+    this process was running with its reason; a signal's is raised again, the budget's ends it.
     """
     values = search_cfg.sampler.get("values")
     grid = space.grid(values) if search_cfg.sampler.name == "grid" else None
@@ -304,31 +310,70 @@ def run_trials(
 
     def finish(trial, result) -> None:
         state, values = tally.settle(trial, result)
-        tell(study, trial, state, values)
+        with deferred():  # a trial told halfway would stay RUNNING
+            tell(study, trial, state, values)
         after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
         tally.check()
 
-    while True:
-        # A worker that died mid-trial must not hold its slot: fail its trial (pid or heartbeat)
-        # before counting. Other workers' running trials count too, so several workers stop
-        # near n_trials together (two that ask at the same instant may overshoot it by one).
-        fail_stale_trials(study, search_cfg.stale_after_s)
-        room = n_trials - count_finished(study) - count_running(study)
-        if room <= 0:
-            break
-        asked = [study.ask() for _ in range(min(max(pack, 1), room))]
-        ran += len(asked)
-        for trial in asked:
-            set_attrs(trial, {"worker": worker(), "heartbeat": time.time()})
-        prune = len(search_cfg.objectives) == 1
-        if len(asked) == 1 or train_pack is None:
-            for trial in asked:
-                finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train,
-                                      prune, watch, memory_room))  # fmt: skip
-        else:
-            run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune, finish,
-                     watch, memory_room)  # fmt: skip
+    asked: list[optuna.Trial] = []
+    try:
+        while (room := room_left(study, search_cfg, n_trials, budget)) > 0:
+            with deferred():  # a trial asked but not yet stamped would be nobody's
+                asked = ask(study, min(max(pack, 1), room))
+            ran += len(asked)
+            prune = len(search_cfg.objectives) == 1
+            if len(asked) == 1 or train_pack is None:
+                for trial in asked:
+                    finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train,
+                                          prune, watch, memory_room))  # fmt: skip
+            else:
+                run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune,
+                         finish, watch, memory_room)  # fmt: skip
+    except (Stopped, KeyboardInterrupt) as error:
+        stop = stop_of(error)
+        fail_running(study, [trial.number for trial in asked], stop.reason)
+        if stop.signum is not None:
+            raise
     return ran
+
+
+def room_left(study: optuna.Study, search_cfg, n_trials: int, budget=None) -> int:
+    """How many trials may still be asked: ``n_trials`` less those finished and those running,
+    none once ``budget``'s deadline has passed. A worker that died mid-trial must not hold its
+    slot: its trial is failed first (pid or heartbeat). Other workers' running trials count too,
+    so several workers stop near n_trials together (two that ask at the same instant may
+    overshoot it by one)."""
+    if budget is not None and budget.ended():
+        return 0
+    fail_stale_trials(study, search_cfg.stale_after_s)
+    return n_trials - count_finished(study) - count_running(study)
+
+
+def ask(study: optuna.Study, count: int) -> list[optuna.Trial]:
+    """``count`` new trials of this process, each stamped with its worker and a heartbeat; a
+    queued trial another worker popped at the same instant is left to it (``owns``)."""
+    asked: list[optuna.Trial] = []
+    while len(asked) < count:
+        trial = study.ask()
+        if not owns(study, trial):
+            log.debug("trial %d: another worker took it from the queue", trial.number)
+            continue
+        set_attrs(trial, {"worker": worker(), "heartbeat": time.time()})
+        asked.append(trial)
+    return asked
+
+
+def fail_running(study: optuna.Study, numbers: list[int], reason: str) -> list[int]:
+    """Fail the trials ``numbers`` that are still RUNNING with ``reason`` (a stop: they were
+    this process's); return their numbers."""
+    failed = []
+    with deferred():
+        for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+            if trial.number in numbers:
+                fail_trial(study, trial, reason)
+                log.warning("trial %d failed: %s", trial.number, reason)
+                failed.append(trial.number)
+    return failed
 
 
 def run_one(study, trial, search_cfg, space, grid, describe, train, prune: bool, watch=None,
@@ -414,11 +459,13 @@ def repeat_trials(
     stale_after_s: float = 900.0,
     pack: int = 1,
     train_pack: Callable[..., list] | None = None,
+    budget: TimeBudget | None = None,
 ) -> int:
     """Retrain trials ``numbers`` with each of ``seeds`` (skipping stored ones and those another
     live process has claimed); return how many ran here. With ``pack`` > 1 the trials of one
     seed train together, ``pack`` at a time (``train_pack(params_list, on_epochs, labels,
-    seed=seed)``: they share that seed's batches, as packed trials do)."""
+    seed=seed)``: they share that seed's batches, as packed trials do). None starts after
+    ``budget``'s deadline."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done = stored_repeats(study)
     todo = [(n, s) for s in seeds for n in numbers if s not in done.get(n, {})]
@@ -427,6 +474,11 @@ def repeat_trials(
     for seed in seeds:
         mine = [n for n, s in todo if s == seed]
         for start in range(0, len(mine), size):
+            if budget is not None and budget.ended():
+                log.info("seed repeats: the time budget (search.timeout_s=%g) has ended; %d of "
+                         "%d ran (the same command again adds the others)", budget.timeout_s,
+                         progress.count, progress.total)  # fmt: skip
+                return progress.count
             claims = {}
             try:
                 for number in mine[start : start + size]:

@@ -14,6 +14,7 @@ import warnings
 
 import optuna
 
+from sweep.common.stop import TimeBudget
 from sweep.schema import PRECISIONS, file_bytes_column
 from sweep.search.ehvi import FrontGainSampler
 from sweep.search.pruning import size_rule
@@ -118,10 +119,13 @@ def _budget_constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
     return [float(trial.user_attrs.get("budget_excess", 0.0))]
 
 
-def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    search_cfg, seed: int, space: SearchSpace, budget: TimeBudget | None = None
+) -> optuna.samplers.BaseSampler:
     """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid|ehvi), seeded.
 
     Its settings come from the preset's YAML (configs/search/sampler/), the one place they are set.
+    ``budget``: the run's time budget, which ``ehvi`` plans within.
     """
     sampler_cfg = search_cfg.sampler
     name = sampler_cfg.name
@@ -152,7 +156,7 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
         "grid": lambda: optuna.samplers.GridSampler(
             space.grid(sampler_cfg.get("values")), seed=seed
         ),
-        "ehvi": lambda: front_gain_sampler(search_cfg, seed, space),
+        "ehvi": lambda: front_gain_sampler(search_cfg, seed, space, budget),
     }
     if name in factories:
         with warnings.catch_warnings():  # experimental-API notes of QMC and constraints
@@ -164,7 +168,9 @@ def make_sampler(search_cfg, seed: int, space: SearchSpace) -> optuna.samplers.B
     )
 
 
-def front_gain_sampler(search_cfg, seed: int, space: SearchSpace) -> FrontGainSampler:
+def front_gain_sampler(
+    search_cfg, seed: int, space: SearchSpace, budget: TimeBudget | None = None
+) -> FrontGainSampler:
     """``search/sampler=ehvi``, checked: it models the two main axes as numbers, a quality
     objective and at most one size objective to minimise."""
     for axis in space.axes:
@@ -195,7 +201,39 @@ def front_gain_sampler(search_cfg, seed: int, space: SearchSpace) -> FrontGainSa
                             n_startup_trials=sampler_cfg.n_startup_trials,
                             candidates=sampler_cfg.candidates,
                             startup_width=width,
-                            limits=limits)  # fmt: skip
+                            limits=limits, budget=budget)  # fmt: skip
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_parallel(search_cfg) -> None:
+    """``search.workers``, ``search.trials_per_gpu``, ``search.timeout_s`` and
+    ``search.timeout_grace_s`` are usable (else a SearchError naming the key), before any
+    worker starts."""
+    workers = search_cfg.get("workers", 1)
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
+                              or workers < 1):  # fmt: skip
+        raise SearchError(
+            f"search.workers={workers!r} must be an integer >= 1 (processes sharing the study) "
+            "or auto (search.trials_per_gpu per GPU)"
+        )
+    per_gpu = search_cfg.get("trials_per_gpu", 1)
+    if isinstance(per_gpu, bool) or not isinstance(per_gpu, int) or per_gpu < 1:
+        raise SearchError(f"search.trials_per_gpu={per_gpu!r} must be an integer >= 1")
+    timeout = search_cfg.get("timeout_s")
+    if timeout is not None and not (_is_number(timeout) and timeout > 0):
+        raise SearchError(
+            f"search.timeout_s={timeout!r} must be a number of seconds > 0 (the run's time "
+            "budget), or null for none"
+        )
+    grace = search_cfg.get("timeout_grace_s")
+    if grace is not None and not (_is_number(grace) and grace >= 0):
+        raise SearchError(
+            f"search.timeout_grace_s={grace!r} must be a number of seconds >= 0 (how long "
+            "trials may train past search.timeout_s), or null to let them finish"
+        )
 
 
 def pack_size(search_cfg, packable: bool = True) -> int:

@@ -54,7 +54,40 @@ def make_storage(search_cfg, create: bool = True) -> optuna.storages.BaseStorage
         return journal_storage(Path(url).expanduser(), create=create)
     if url.startswith("sqlite:///"):
         check_sqlite(url, create=create)
-    return url  # Optuna's RDB storage (sqlite, postgresql, mysql); errors caught in open_study
+    if not create:
+        return url  # loaded by optuna.load_study; errors caught in study.load_study
+    return database_storage(url)
+
+
+def database_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's storage of a database URL (sqlite, postgresql, mysql), its tables made.
+
+    On a fresh database two processes that open it at once race to make Optuna's tables (one
+    gets ``IntegrityError: UNIQUE constraint failed: alembic_version.version_num``, or on
+    PostgreSQL a duplicate table or type; optuna issues 1092 and 4621): the loser tries again,
+    and finds them made. (``search.workers`` makes them in the parent before any worker starts,
+    so only processes started by hand or by a cluster's launcher meet here.) Any other failure
+    is one line naming ``search.storage`` (``StorageError``)."""
+    from sqlalchemy import exc
+
+    attempt = 1
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (exc.IntegrityError, exc.ProgrammingError) as error:
+            if attempt == attempts:
+                raise storage_failure(mask(url), error) from None
+            log.debug("storage %s: made by another process at once (%s); again", mask(url),
+                      type(error).__name__)  # fmt: skip
+        except ImportError:
+            raise StorageError(
+                f"search.storage={mask(url)}: the database driver for this URL is not installed "
+                '(PostgreSQL: pip install -e ".[postgres]")'
+            ) from None
+        except storage_errors() as error:  # server down, bad credentials, a corrupt file
+            raise storage_failure(mask(url), error) from None
+        time.sleep(0.2 * attempt)
+        attempt += 1
 
 
 def check_storage(search_cfg) -> None:
@@ -203,6 +236,6 @@ def storage_failure(storage_text: str, error: BaseException) -> StorageError:
     first = mask(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     return StorageError(
         f"cannot open the study storage {storage_text} ({type(error).__name__}: {first[:300]}); "
-        "check that the server is up, the URL and the credentials, or that the file is an "
-        "Optuna storage"
+        "check that the server is up, the URL (search.storage) and the credentials, or that the "
+        "file is an Optuna storage"
     )

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from sweep.common.digest import json_digest
+from sweep.search.ehvi import FrontGainSampler
 from sweep.search.records import is_skipped
 from sweep.search.settings import SearchError, make_pruner, make_sampler
 from sweep.search.storage import describe_storage, make_storage, storage_errors, storage_failure
@@ -237,19 +238,96 @@ def settle_recipe(search_cfg, probe: Callable[[Callable[[], None]], dict]) -> di
     return recipe
 
 
+def start_at(study: optuna.Study, points: list[dict[str, Any]], enqueue: bool = True) -> bool:
+    """The first trials of a fresh study at ``points``; True if it is fresh. The ``ehvi``
+    sampler takes them by trial number (``FrontGainSampler.start_at``: workers asking at once
+    never take one twice); another sampler finds them in Optuna's queue, filled only where
+    ``enqueue`` (worker 0: two workers filling it at once would queue each point twice)."""
+    fresh = not study.get_trials(deepcopy=False)
+    if isinstance(study.sampler, FrontGainSampler):
+        study.sampler.start_at(points)
+    elif fresh and enqueue:
+        for point in points:
+            study.enqueue_trial(point, skip_if_exists=True)
+    return fresh
+
+
+QUEUE_INFIX = "~queue-"
+
+
+def owns(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether this process may run the trial it just asked: one Optuna made for it, or one from
+    the queue (``enqueue_trial``) that it claimed first. Optuna pops a queued trial by reading it
+    WAITING and setting it RUNNING, which SQLite cannot lock: two workers asking at once may
+    both get it (and train it twice, one failing to tell it). The claim, a tiny study named
+    ``<study>~queue-<number>`` (as ``claim_repeat``), goes to exactly one."""
+    frozen = storage_of(study).get_trial(_private(trial, "_trial_id"))
+    if "fixed_params" not in frozen.system_attrs:
+        return True
+    claim = make_claim(storage_of(study), f"{study.study_name}{QUEUE_INFIX}{trial.number}")
+    return claim is not None
+
+
 def load_study(storage, study_name: str, storage_text: str = "that storage") -> optuna.Study:
     """Load a stored study by name (for rebuilding reports), with a clear error if absent."""
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError as error:
-        names = [
-            s.study_name
-            for s in optuna.get_all_study_summaries(storage)
-            if "~repeat-" not in s.study_name and not s.study_name.endswith(RECIPE_SUFFIX)
-        ]  # fmt: skip  (claims: see claim_repeat, settle_recipe)
+        # A study name has no "~" (check_study_name): those are claims (claim_repeat,
+        # settle_recipe, owns).
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)
+                 if "~" not in s.study_name]  # fmt: skip
         raise SearchError(f"no study {study_name!r} in {storage_text}; it holds {names}") from error
     except storage_errors() as error:  # server down, bad credentials, a corrupt file
         raise storage_failure(storage_text, error) from None
+
+
+def set_shared_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Set a study user attribute that several workers may set at the same moment: in a
+    database the first write of a key is an insert, and of two at once one fails on the unique
+    key (``IntegrityError``); that one writes again, an update now, so no worker fails for
+    another's write (the journal storage has no such race)."""
+    from sqlalchemy import exc
+
+    try:
+        study.set_user_attr(key, value)
+    except exc.IntegrityError:
+        study.set_user_attr(key, value)
+
+
+def _set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """``study.set_metric_names``, as ``set_shared_attr`` (a system attribute)."""
+    from sqlalchemy import exc
+
+    with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            study.set_metric_names(names)
+        except exc.IntegrityError:
+            study.set_metric_names(names)
+
+
+def prepare_study(search_cfg) -> optuna.Study:
+    """Make the storage (a database's tables, the journal file) and the study, and return it:
+    ``search.workers`` calls this in the parent before any worker starts, so that workers only
+    join the study and never race to make it (on a fresh database such a race fails one of
+    them: optuna issues 1092 and 4621). A bad storage fails here, naming ``search.storage``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(search_cfg)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=search_cfg.study_name,
+            directions=list(search_cfg.directions),
+            load_if_exists=True,
+        )
+    except storage_errors() as error:  # a database that refuses the study's tables or rows
+        raise storage_failure(describe_storage(search_cfg), error) from None
+    if [d.name.lower() for d in study.directions] != list(search_cfg.directions):
+        raise SearchError(f"search.directions differ from the stored study {study.study_name!r}")
+    if not study.metric_names:
+        _set_metric_names(study, list(search_cfg.objectives))
+    return study
 
 
 def signature(parts: dict[str, Any]) -> str:
@@ -257,14 +335,15 @@ def signature(parts: dict[str, Any]) -> str:
     return json_digest(parts, 16)
 
 
-def open_study(search_cfg, seed: int, study_signature: str, space) -> optuna.Study:
-    """Create the study or load it to resume; refuse to mix trials of a different setup."""
+def open_study(search_cfg, seed: int, study_signature: str, space, budget=None) -> optuna.Study:
+    """Create the study or load it to resume; refuse to mix trials of a different setup.
+    ``budget`` (the run's ``TimeBudget``) goes to the sampler."""
     if search_cfg.max_failures < 1:
         raise SearchError(f"search.max_failures={search_cfg.max_failures} must be at least 1")
     if len(search_cfg.objectives) != len(search_cfg.directions):
         raise SearchError("search.objectives and search.directions must have the same length")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler, pruner = make_sampler(search_cfg, seed, space), make_pruner(search_cfg)
+    sampler, pruner = make_sampler(search_cfg, seed, space, budget), make_pruner(search_cfg)
     storage = make_storage(search_cfg)
     try:
         study = optuna.create_study(
@@ -283,13 +362,11 @@ def open_study(search_cfg, seed: int, study_signature: str, space) -> optuna.Stu
         # A resumed run must not replay the first run's random draws (they would all be
         # duplicates), nor may parallel workers draw alike: seed the sampler by the seed, how far
         # the study has come and the worker.
-        study.sampler = make_sampler(search_cfg, seed + existing + 7919 * worker, space)
+        study.sampler = make_sampler(search_cfg, seed + existing + 7919 * worker, space, budget)
     stored = study.user_attrs.get("signature")
-    if stored is None:
-        study.set_user_attr("signature", study_signature)
-        with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in use
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(search_cfg.objectives))
+    if stored is None:  # a new study; the workers of one run may all get here at once
+        set_shared_attr(study, "signature", study_signature)
+        _set_metric_names(study, list(search_cfg.objectives))
     elif stored != study_signature:
         raise SearchError(
             f"search.study_name={search_cfg.study_name!r} already holds trials of a different "

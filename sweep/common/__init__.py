@@ -3,4 +3,4 @@
 The public face, one module each: ``atomic`` (``write_atomic``, ``replacing``: a file is whole
 or untouched; ``WriteError``), ``digest`` (``json_digest``, ``file_digest``: the names of
 caches and studies), ``secrets`` (``mask``: passwords out of logs and files), ``overrides``
-(``override_key``)."""
+(``override_key``), ``closed`` (``check_keys``: a mapping read against a closed schema)."""

@@ -72,3 +72,43 @@ def test_a_trial_asks_its_kind_for_sizes_views_and_columns(tiny_cfg):
     words = WORD.vocabulary(data, sizes)
     text = WORD.files_of(words)["vocab.txt"]  # what the export writes
     assert len(words) == 32 and WORD.file_bytes(data, sizes) == len(text.encode("utf-8"))
+
+
+def test_word_table_ships_its_vocabulary_and_checks_its_keys_as_data(tmp_path):
+    """What the kind says about an exported folder: its files (the folder's format unchanged),
+    its keys of config.json and their checks, and the encoder a loaded folder uses."""
+    from sweep.ship import export, manifest
+
+    assert export.FILES == ("model.safetensors", "vocab.txt", "config.json")
+    assert set(WORD.config_rules) <= set(manifest.TOP)
+    with pytest.raises(ValueError, match="holds a newline"):
+        WORD.files_of(["<pad>", "<unk>", "two\nlines"])
+    (tmp_path / "vocab.txt").write_bytes(b"<pad>\n<unk>\n\xff\n")
+    with pytest.raises(ValueError, match=r"vocab\.txt is not UTF-8 text"):
+        WORD.read_vocabulary(tmp_path)
+    sizes = Sizes(vocab_size=2, hash_buckets=0, num_embeddings=4, embedding_dim=3)
+    data_cfg = compose_config(["data.tokenizer.word_ngrams=1"]).data  # the recipe's pick
+    config = WORD.export_config(sizes, data_cfg, vocab_size=2)
+    WORD.check_config(config, "config.json")
+    with pytest.raises(ValueError, match=r"num_embeddings=5 must be vocab_size \+ 2"):
+        WORD.check_config({**config, "num_embeddings": 5}, "config.json")
+    with pytest.raises(ValueError, match=r"\(tokenizer\): 'hooks' is not a key"):
+        WORD.check_config({**config, "tokenizer": {**config["tokenizer"], "hooks": 1}}, "c")
+    encode = WORD.encoder(config, ["<pad>", "<unk>", "good", "film", "bad"])
+    # "bad" is past the cutoff K = 2: <unk>; an empty text is one <pad>.
+    assert encode(["Good film bad film", ""]).tolist() == [[2, 3, 1, 3], [0, 0, 0, 0]]
+
+
+def test_word_table_prunes_rows_in_place():
+    torch.manual_seed(0)
+    table = WORD.table(6, 3)  # 4 words
+    with torch.no_grad():
+        table.embed.weight[2:] = torch.tensor([[1.0] * 3, [3.0] * 3, [0.5] * 3, [2.0] * 3])
+    model = torch.nn.Module()
+    model.frontend = table
+    sizes = Sizes(vocab_size=4, hash_buckets=0, num_embeddings=6, embedding_dim=3)
+    index, remap = WORD.prune(model, sizes, rows=2, by="norm")
+    assert index.tolist() == [0, 1, 3, 5] and table.embed.weight.shape == (4, 3)
+    assert remap.tolist() == [0, 1, 1, 2, 1, 3]  # pruned words read as <unk>
+    with pytest.raises(ValueError, match="hash_buckets=0"):
+        WORD.prune(model, Sizes(4, 2, 8, 3), rows=2, by="norm")

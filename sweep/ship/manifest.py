@@ -3,9 +3,10 @@
 A model folder is made to be handed to someone else, and ``SHA256SUMS`` is an integrity list
 anyone can recompute, not a signature. So nothing in the folder is trusted as code: ``read``
 checks ``config.json`` against the schema below (known keys, plain values of the right type, a
-model kind from the project's own registry, ``sweep.models.kinds.KINDS``) and refuses anything
-else with one ``ExportError`` naming the key, before anything is built. The model is then built
-from its kind (``build_kind``), the tokenizer from plain settings: no value of the file reaches
+model kind from the project's own registry, ``sweep.models.kinds.KINDS``; the front end's keys
+by its own rules, ``sweep.models.frontends``) and refuses anything else with one
+``ExportError`` naming the key, before anything is built. The model is then built from its
+kind (``build_kind``), the tokenizer from plain settings: no value of the file reaches
 ``hydra.utils.instantiate``, an import by name, a pickle or an OmegaConf interpolation.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from sweep import schema
 from sweep.common.closed import Rule, check_keys, count, of, plain
+from sweep.models.frontends import WORD, frontend_of
 from sweep.models.kinds import KINDS, check_settings
 
 
@@ -28,43 +30,23 @@ class ExportError(ValueError):
 
 
 _METADATA = "a mapping of plain JSON data (numbers, strings, lists)"
+# config.json's keys, in the order the export writes them; the front end's own in the middle
+# (sizes, cutoff, tokenizer settings: sweep.models.frontends.word.WordTable.config_rules). A
+# folder names no front-end kind: every folder so far has the word table.
 TOP = {
     "model": of(dict, "a mapping of the model's settings"),
     "model_name": of(str, f"one of {', '.join(KINDS)}"),
     "precision": Rule(
         lambda v: v in schema.PRECISIONS, f"one of {', '.join(schema.PRECISIONS)}", required=False
     ),  # fmt: skip
-    "num_embeddings": count(2),
-    "embedding_dim": count(1),
+    **WORD.config_rules,
     "num_classes": count(1),
-    "vocab_size": count(0),
-    "hash_buckets": count(0),
-    "tokenizer": of(dict, "a mapping of the tokenizer's settings"),
-    "max_length": count(1),
     "labels": Rule(
         lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
         "a list of label names",
     ),  # fmt: skip
     "params": Rule(lambda v: isinstance(v, dict) and plain(v), _METADATA, required=False),
     "figures": Rule(lambda v: isinstance(v, dict) and plain(v), _METADATA, required=False),
-}
-# data.tokenizer's keys, as the export writes them (sweep.data.vocab.Tokenizer's arguments).
-TOKENIZER = {
-    "pattern": of(str, "a regular expression"),
-    "lowercase": of(bool, "true or false", required=False),
-    "normalize": Rule(
-        lambda v: v in (None, "NFC", "NFKC", "NFD", "NFKD"),
-        "NFC, NFKC, NFD, NFKD or null",
-        required=False,
-    ),  # fmt: skip
-    "word_ngrams": count(1, required=False),
-    "char_ngrams": Rule(
-        lambda v: (
-            v is None or (isinstance(v, list) and len(v) == 2 and all(count(1).check(n) for n in v))
-        ),
-        "null or [min, max]",
-        required=False,
-    ),  # fmt: skip
 }
 
 
@@ -86,13 +68,12 @@ def parse(text: str, where: str) -> dict[str, Any]:
         check_settings(KINDS[name], config["model"], where="model")
     except ValueError as error:
         raise ExportError(f"{where}: {error}") from None
-    check_keys(config["tokenizer"], TOKENIZER, f"{where} (tokenizer)", ExportError)
     if len(config["labels"]) != config["num_classes"]:
         raise ExportError(f"{where}: labels must be num_classes={config['num_classes']} strings")
-    rows = config["vocab_size"] + 2 + config["hash_buckets"]  # <pad> and <unk>
-    if config["num_embeddings"] != rows:
-        raise ExportError(f"{where}: num_embeddings={config['num_embeddings']} must be "
-                          f"vocab_size + 2 + hash_buckets = {rows}")  # fmt: skip
+    try:  # the front end's keys together: the word table's tokenizer settings and row count
+        frontend_of(config["model"]).check_config(config, where)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
     return config
 
 

@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 from sweep import measure, runner
 from sweep.common.overrides import override_key
 from sweep.config import check_config
-from sweep.data import corpus, vocab
+from sweep.data import corpus
+from sweep.models.frontends import frontend_of
 from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import settings as search
@@ -109,7 +110,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]):
     # with the recipe's first choices. The workers settle the recipe itself: one probes on its
     # device, the others wait for its pick (sweep.search.study.settle_recipe).
     first = recipe.fixed(cfg)
-    vocab.load_or_build(corpus.load_corpus(first.data, first.seed), first.data)
+    frontend_of(cfg.model).encode(corpus.load_corpus(first.data, first.seed), first.data)
     log.info(
         "starting %d workers on study %r%s", count, cfg.search.study_name,
         f" over GPUs {gpus}" if gpus else "",

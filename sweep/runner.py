@@ -30,6 +30,7 @@ from sweep.common.atomic import write_atomic
 from sweep.common.secrets import mask, mask_data, remember_config
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
+from sweep.models.frontends import frontend_of
 from sweep.models.pack.grouping import pack_key
 from sweep.naming import register_resolvers
 from sweep.report import build as report
@@ -117,7 +118,8 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     leaves no study behind."""
     started = time.perf_counter()
     first = recipe.fixed(cfg)
-    data = PreparedData.load(first.data, first.seed, device)
+    encode = frontend_of(cfg.model).encode  # text -> ids as the study's front end does it
+    data = PreparedData.load(first.data, first.seed, device, encode)
     seconds = time.perf_counter() - started
     if not recipe.to_probe(cfg) or cfg.get("plan"):
         return first, None, data, seconds
@@ -132,7 +134,7 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     data = prepared.get(int(chosen.data.tokenizer.word_ngrams))
     if data is None:  # the pick was read from the storage: its data is not loaded yet
         started = time.perf_counter()
-        data = PreparedData.load(chosen.data, chosen.seed, device)
+        data = PreparedData.load(chosen.data, chosen.seed, device, encode)
         seconds += time.perf_counter() - started
     return chosen, stored, data, seconds
 

@@ -1,12 +1,14 @@
 """The data a study trains on, prepared once: encoded, counted and moved to the device.
 
-``PreparedData.load`` reads the corpus, encodes it (or loads the encoded cache), drops the raw
-texts and moves the id matrices and labels to the device. Every trial then only makes its cutoff
-view (``view``); the runner, the workers' parent and the benchmarks share this one object.
+``PreparedData.load`` reads the corpus, encodes it as the study's front-end kind does (or loads
+the encoded cache), drops the raw texts and moves the id matrices and labels to the device.
+Every trial then only makes its cutoff view (``view``); the runner, the workers' parent and the
+benchmarks share this one object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +16,12 @@ import numpy as np
 import torch
 
 from sweep.data import vocab
-from sweep.data.corpus import SPLITS, load_corpus
+from sweep.data.corpus import SPLITS, Corpus, load_corpus
 from sweep.data.vocab import Encoded
+
+# (corpus, data config) -> (the corpus encoded once, the digest of that encoding): a front-end
+# kind's ``encode``.
+Encode = Callable[[Corpus, Any], tuple[Encoded, str]]
 
 
 @dataclass
@@ -45,9 +51,14 @@ class PreparedData:
     _vocab_bytes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, data_cfg, seed: int, device: torch.device) -> PreparedData:
+    def load(
+        cls, data_cfg, seed: int, device: torch.device, encode: Encode | None = None
+    ) -> PreparedData:
+        """The corpus of ``data_cfg`` encoded by ``encode`` (the study's front-end kind's:
+        ``sweep.models.frontends``; None: the word table's, ``vocab.load_or_build``) and moved
+        to ``device``."""
         corpus = load_corpus(data_cfg, seed)
-        encoded, key = vocab.load_or_build(corpus, data_cfg)
+        encoded, key = (encode or vocab.load_or_build)(corpus, data_cfg)
         stats = corpus.stats
         del corpus  # the raw texts are encoded now: a large corpus need not stay in memory
         return cls.from_encoded(encoded, key, stats, device)

@@ -359,6 +359,15 @@ def saved_activation_bytes(
     return {"total": sum(seen.values()) + out, "largest": max([out, *seen.values()])}
 
 
+def table_grad_bytes(params_embedding: int, embedding_dim: int, sparse: bool, tokens: int) -> int:
+    """Bytes of a table's gradient at one step of ``tokens`` batch tokens: a sparse table's
+    (``nn.Embedding(sparse=True)``: a (tokens, width) float32 values tensor and its int64
+    indices), or a dense table's, every parameter of it (``params_embedding``)."""
+    if sparse:
+        return tokens * embedding_dim * 4 + tokens * 8  # values + indices
+    return params_embedding * 4
+
+
 def estimate_peak_mb(
     meta_model: torch.nn.Module,
     *,
@@ -371,6 +380,7 @@ def estimate_peak_mb(
     max_length: int,
     data_bytes: int,
     capability: tuple[int, int] | None = None,
+    table_grad: int | None = None,
 ) -> dict[str, float]:
     """Analytic peak memory of the trial itself in MiB (fp32 weights, Adam), on any device: what
     it allocates above the process baseline (``baseline_bytes``). Every term is a tensor the
@@ -379,7 +389,9 @@ def estimate_peak_mb(
     - ``data_bytes``: its cutoff view of the corpus (made at the start, held to the end);
     - weights, Adam's two moments for every parameter (FusedAdam and LazyAdam keep them dense,
       as SparseAdam does), and the best epoch's weights early stopping keeps (a device copy);
-    - gradients: dense ones, and a sparse table's (the batch's rows: values and indices);
+    - gradients: of the rest of the model, and of the table (``table_grad``, its front-end
+      kind's count; default ``table_grad_bytes``: a sparse table's the batch's rows, values and
+      indices, a dense one's every parameter);
     - training step: the activations saved for backward at the longest batch (traced on the meta
       device, ``saved_activation_bytes``; attention as the device ``capability`` runs it);
     - evaluation: the training state above plus about two of its largest layer outputs at
@@ -390,13 +402,13 @@ def estimate_peak_mb(
     ``est_peak_mb`` and ``est_embedding_mb`` (the table's share: weights, moments, gradient).
     """
     tokens = batch_size * max_length
-    sparse_grad = tokens * embedding_dim * 4 + tokens * 8 if sparse else 0  # values + indices
-    dense_grad = (params_total - (params_embedding if sparse else 0)) * 4
-    state = params_total * 4 * 4 + dense_grad + sparse_grad  # weights, 2 moments, best copy
+    if table_grad is None:
+        table_grad = table_grad_bytes(params_embedding, embedding_dim, sparse, tokens)
+    grad = (params_total - params_embedding) * 4 + table_grad
+    state = params_total * 4 * 4 + grad  # weights, 2 moments, best copy; gradients
     activations = saved_activation_bytes(meta_model, batch_size, max_length, capability)
     train = state + activations["total"]
     evaluation = state + 2 * activations["largest"] * eval_batch_size / batch_size
-    table_grad = sparse_grad if sparse else params_embedding * 4
     return {
         "est_peak_mb": (max(train, evaluation) + data_bytes) / MB,
         "est_embedding_mb": (params_embedding * 4 * 3 + table_grad) / MB,

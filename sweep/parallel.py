@@ -36,7 +36,8 @@ from sweep.cli import USER_ERROR
 from sweep.common.overrides import override_key
 from sweep.common.stop import RUN_STARTED, Stopped, TimeBudget, deferred, stop_of
 from sweep.config import check_config
-from sweep.data import corpus, vocab
+from sweep.data import corpus
+from sweep.models.frontends import frontend_of
 from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import settings as search
@@ -148,7 +149,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
     # with the recipe's first choices. The workers settle the recipe itself: one probes on its
     # device, the others wait for its pick (sweep.search.study.settle_recipe).
     first = recipe.fixed(cfg)
-    vocab.load_or_build(corpus.load_corpus(first.data, first.seed), first.data)
+    frontend_of(cfg.model).encode(corpus.load_corpus(first.data, first.seed), first.data)
     opened = study.prepare_study(cfg.search)  # the workers only join it: no race to make it
     log.info(
         "starting %d workers on study %r%s", count, cfg.search.study_name,

@@ -31,6 +31,7 @@ from sweep.common.secrets import mask, mask_data, remember_config
 from sweep.common.stop import Stopped, TimeBudget, stop_of
 from sweep.config import check_config
 from sweep.data.prepared import PreparedData
+from sweep.models.frontends import frontend_of
 from sweep.models.pack.grouping import pack_key
 from sweep.naming import register_resolvers
 from sweep.report import build as report
@@ -163,8 +164,10 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     started = time.perf_counter()
     first = recipe.fixed(cfg)
     probed = [] if cfg.get("plan") else recipe.to_probe(cfg)
+    encode = frontend_of(cfg.model).encode  # text -> ids as the study's front end does it
     # The probe's n-gram choices are derived from the word encoding's streams
-    data = PreparedData.load(first.data, first.seed, device, keep_streams="word_ngrams" in probed)
+    data = PreparedData.load(first.data, first.seed, device, encode,
+                             keep_streams="word_ngrams" in probed)  # fmt: skip
     seconds = time.perf_counter() - started
     if not probed:
         return first, None, data, seconds
@@ -179,7 +182,7 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
     data = prepared.get(int(chosen.data.tokenizer.word_ngrams))
     if data is None:  # the pick was read from the storage: its data is not loaded yet
         started = time.perf_counter()
-        data = PreparedData.load(chosen.data, chosen.seed, device, words=prepared.get(1))
+        data = PreparedData.load(chosen.data, chosen.seed, device, encode, words=prepared.get(1))
         seconds += time.perf_counter() - started
     prepared.clear()  # the other choices' encodings go; the pick's streams are not needed more
     data.drop_streams()

@@ -178,6 +178,33 @@ def test_the_private_fused_kernel_keeps_the_signature_and_formula_we_call():
     assert hasattr(torch, "_fused_adam_") and optim.fused_kernel_works()
 
 
+def test_torch_private_names_are_read_in_one_guarded_place():
+    """The optimizers read torch's private names through ``optim.torch_private`` only: each one
+    it reads exists in this torch, a missing one is an error naming the torch version, and no
+    module of the package reads one of them itself."""
+    import ast
+    import re
+
+    from conftest import ROOT
+
+    from sweep.models import optim
+
+    for owner, name in optim.PRIVATE_NAMES:
+        assert callable(optim.torch_private(owner, name)), name
+    version = re.escape(torch.__version__)
+    with pytest.raises(RuntimeError, match=rf"torch {version} has no torch\._gone_, which"):
+        optim.torch_private(torch, "_gone_")
+    with pytest.raises(RuntimeError, match=rf"torch {version} has no Tensor\._gone_, which"):
+        optim.torch_private(torch.zeros(1), "_gone_")
+    private = {name for _, name in optim.PRIVATE_NAMES}
+    direct = []
+    for path in (ROOT / "sweep").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in private:
+                direct.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
+    assert direct == []
+
+
 @pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.5, 0.9), 1e-2)])
 def test_fused_adam_fallback_keeps_betas_and_eps(monkeypatch, betas, eps):
     from sweep.models import optim

@@ -1,12 +1,14 @@
 """The data a study trains on, prepared once: encoded, counted and moved to the device.
 
-``PreparedData.load`` reads the corpus, encodes it (or loads the encoded cache), drops the raw
-texts and moves the id matrices and labels to the device. Every trial then only makes its cutoff
-view (``view``); the runner, the workers' parent and the benchmarks share this one object.
+``PreparedData.load`` reads the corpus, encodes it as the study's front-end kind does (or loads
+the encoded cache), drops the raw texts and moves the id matrices and labels to the device.
+Every trial then only makes its cutoff view (``view``); the runner, the workers' parent and the
+benchmarks share this one object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,10 @@ import torch
 from sweep.data import vocab
 from sweep.data.corpus import SPLITS, load_corpus
 from sweep.data.vocab import Encoded
+
+# (corpus, data config) -> (the corpus encoded once, the digest of that encoding): a front-end
+# kind's ``encode``.
+Encode = Callable[..., tuple[Encoded, str]]  # (corpus, data_cfg, keep_streams=...)
 
 
 @dataclass
@@ -50,19 +56,22 @@ class PreparedData:
         data_cfg,
         seed: int,
         device: torch.device,
+        encode: Encode | None = None,
         keep_streams: bool = False,
         words: PreparedData | None = None,
     ) -> PreparedData:
-        """The data ``data_cfg`` describes, on ``device``. With ``words`` (the word encoding of
-        the same data, keeping its streams) word n-grams are derived from it: the texts are
-        neither read nor tokenized again. ``keep_streams``: keep the word streams, to derive
-        n-grams from this data later (the recipe probe)."""
+        """The corpus of ``data_cfg`` encoded by ``encode`` (the study's front-end kind's:
+        ``sweep.models.frontends``; None: the word table's, ``vocab.load_or_build``) and moved
+        to ``device``. With ``words`` (the word encoding of the same data, keeping its streams)
+        word n-grams are derived from it: the texts are neither read nor tokenized again.
+        ``keep_streams``: keep the word streams, to derive n-grams from this data later (the
+        recipe probe)."""
         derivable = words is not None and words.encoded.streams is not None
         if derivable and vocab.derives_ngrams(data_cfg.tokenizer):
             encoded, key = vocab.derived(words.encoded, words.key, data_cfg)
             return cls.from_encoded(encoded, key, words.stats, device)
         corpus = load_corpus(data_cfg, seed)
-        encoded, key = vocab.load_or_build(corpus, data_cfg, keep_streams=keep_streams)
+        encoded, key = (encode or vocab.load_or_build)(corpus, data_cfg, keep_streams=keep_streams)
         stats = corpus.stats
         del corpus  # the raw texts are encoded now: a large corpus need not stay in memory
         return cls.from_encoded(encoded, key, stats, device)

@@ -1,4 +1,6 @@
-"""Stage 3-4, models: the embedding front end, the classifiers, packed models, optimizers, the fit.
+"""Stage 3-4, models: the front-end kinds (``frontends``: one module a kind, the word table's
+``word``) and their table module (``embedding``), the classifiers, packed models, optimizers,
+the fit (one epoch loop for a lone trial and a pack).
 
 The classifiers are named here, ``sweep.models.BagClassifier`` and so on: the configs'
 ``_target_`` (``configs/model/*.yaml``) and a user's own configs name them so."""

@@ -1,4 +1,5 @@
-"""Stage 3, models: four text classifiers on one embedding front end (``sweep.models.embedding``).
+"""Stage 3, models: four text classifiers on one embedding front end (``sweep.models.frontends``:
+the word table, ``EmbeddingFrontEnd``).
 
 Each takes ``num_embeddings`` (cutoff K + 2 specials + hash buckets) and ``embedding_dim`` from the
 trial and ``num_classes`` from the data, passed at the call site by ``hydra.utils.instantiate``;
@@ -17,6 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sweep.data.vocab import PAD
 from sweep.models.embedding import EmbeddingFrontEnd
+from sweep.models.frontends import WORD
 
 
 class TextClassifier(nn.Module):
@@ -49,7 +51,7 @@ class BagClassifier(TextClassifier):
         sparse: bool = True,
     ):
         super().__init__()
-        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
         width = self.frontend.out_dim
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden_dim > 0:
@@ -93,7 +95,7 @@ class CNNClassifier(TextClassifier):
         sparse: bool = True,
     ):
         super().__init__()
-        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
         width = self.frontend.out_dim
         self.kernel_sizes = tuple(kernel_sizes)
         self.convs = nn.ModuleList(
@@ -158,7 +160,7 @@ class RNNClassifier(TextClassifier):
             raise ValueError(f"model.cell={cell!r} is unknown: use gru or lstm")
         if pooling not in ("max", "mean"):
             raise ValueError(f"model.pooling={pooling!r} is unknown: use max or mean")
-        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
         rnn_cls = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn_cls(
             self.frontend.out_dim,
@@ -214,7 +216,7 @@ class TransformerClassifier(TextClassifier):
         sparse: bool = True,
     ):
         super().__init__()
-        self.frontend = EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
         width = self.frontend.out_dim
         self.heads = heads_for(width, num_heads)
         self.max_length = max_length

@@ -1,4 +1,9 @@
-"""Stage 4, fit: train one model from pre-encoded tensors, early-stopping on validation accuracy.
+"""Stage 4, fit: train models from pre-encoded tensors, early-stopping on validation accuracy.
+
+One epoch loop (``fit_members``) trains every trial: a lone trial is a loop of one member
+(``fit``), a pack's members train together (``sweep.models.pack.fit``); only how one epoch of
+the members is stepped differs (``train_alone``, or the pack's). The batch plan, the finite-loss
+check, the evaluation, early stopping and the result are the loop's, the same for both.
 
 No per-example Python work: a batch is one index op into an id matrix that already sits on the
 device. Batches are bucketed by length (documents of similar length share a batch, trimmed to the
@@ -12,8 +17,9 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -156,32 +162,11 @@ def check_finite(loss_sum: float | torch.Tensor, epoch: int) -> None:
         raise FloatingPointError(f"training loss became {value} in epoch {epoch}")
 
 
-def train_epoch(model, train: SplitTensors, optimizers, clock: Work, epoch: int, *,
-                batch_size: int, generator: torch.Generator, bucket: bool) -> None:  # fmt: skip
-    """One shuffled pass of a lone model over ``train`` (``run_batches``); its loss checked at
-    the end (``check_finite``)."""
-    device = train.ids.device
-    model.train()
-    t0 = time.perf_counter()
-    batches = plan_batches(train.lengths, batch_size, generator, bucket)
-
-    def batch_loss(host_idx, idx, width):
-        loss = nn.functional.cross_entropy(model(train.ids[idx, :width]), train.labels[idx])
-        return loss, loss
-
-    loss_sum = run_batches(batches, device, optimizers, batch_loss)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    clock.step_seconds += time.perf_counter() - t0
-    clock.count_epoch(train)
-    check_finite(loss_sum, epoch)
-
-
 @dataclass
 class EarlyStopping:
     """A trial's course over epochs: its validation history, its best epoch and that epoch's
-    weights, and when it stops (``patience`` epochs without a new best). Shared by ``fit`` and
-    packed trials (``sweep.models.pack.fit``), so both stop by one rule."""
+    weights, and when it stops (``patience`` epochs without a new best): every member of the
+    epoch loop (``fit_members``) has one, alone or packed, so both stop by one rule."""
 
     patience: int
     history: list[float] = field(default_factory=list)
@@ -213,6 +198,106 @@ class EarlyStopping:
         )  # fmt: skip
 
 
+@dataclass
+class Member:
+    """One trial in the epoch loop (``fit_members``): its own model and optimizers, its views of
+    the splits, its callback, its course (early stopping) and work; once it ends, ``done`` and
+    its ``outcome``. A lone trial is a loop of one member (``fit``); a pack's members
+    (``sweep.models.pack.member``) add what a packed model reads of them."""
+
+    model: nn.Module
+    optimizers: Optimizers
+    views: dict[str, SplitTensors]
+    on_epoch: Callable[[int, float], None] | None
+    stopping: EarlyStopping
+    work: Work = field(default_factory=Work)
+    done: bool = False
+    outcome: Any = None  # FitResult, or the exception that ended the trial
+
+
+# One epoch of the members still training, on the epoch's batches (``plan_batches``): each
+# member's summed training loss (a float, or a number on the device), in order. It counts its
+# optimisation work in each member's ``Work``.
+EpochStep = Callable[[list[Member], SplitTensors, list], Sequence[float | torch.Tensor]]
+
+
+def fit_members(
+    members: Sequence[Member],
+    train_epoch: EpochStep,
+    *,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int,
+    bucket: bool,
+    seed: int,
+    on_done: Callable[[Member], None] | None = None,
+) -> None:
+    """The epoch loop of every trial, alone (``fit``: a loop of one) or packed: per epoch the
+    batch plan a lone trial of ``seed`` makes (shared by all members: the same batches),
+    ``train_epoch`` over the members still training, then for each what a lone trial does
+    after an epoch (``end_epoch``). Each member ends with ``outcome``: its FitResult, or the
+    exception that ended it alone (a non-finite loss, a pruning decision, any error of its
+    callback), and goes to ``on_done`` as soon as it ends, while the others train on. An error
+    of ``train_epoch`` itself ends the whole loop (a pack that fails as a whole)."""
+    train = members[0].views["train"]
+    generator = torch.Generator().manual_seed(seed)  # the batch plan every lone trial makes
+    for epoch in range(1, epochs + 1):
+        active = [m for m in members if not m.done]
+        if not active:
+            break
+        batches = plan_batches(train.lengths, batch_size, generator, bucket)
+        losses = train_epoch(active, train, batches)
+        for member, loss_sum in zip(active, losses, strict=True):
+            end_epoch(member, epoch, loss_sum, eval_batch_size)
+            if member.done and on_done is not None:
+                on_done(member)
+    for member in members:
+        if not member.done:
+            finish(member, eval_batch_size)
+            if on_done is not None:
+                on_done(member)
+
+
+def end_epoch(member: Member, epoch: int, loss_sum, eval_batch_size: int) -> None:
+    """What every trial does after an epoch: check the loss (``check_finite``), evaluate, then
+    its early stopping (pruning, patience); an exception ends this member, not the loop."""
+    try:
+        check_finite(loss_sum, epoch)
+        val_acc, _ = member.work.evaluate(member.model, member.views["validation"], eval_batch_size)
+        if member.stopping.after_epoch(member.model, epoch, val_acc, member.on_epoch):
+            finish(member, eval_batch_size)
+    except Exception as error:  # optuna.TrialPruned too
+        member.done, member.outcome = True, error
+
+
+def finish(member: Member, eval_batch_size: int) -> None:
+    """The member's best epoch back in its model, evaluated: its ``outcome``."""
+    views = member.views
+    member.outcome = member.stopping.result(member.model, views["validation"], views["test"],
+                                            member.work, eval_batch_size)  # fmt: skip
+    member.done = True
+
+
+def train_alone(members: list[Member], train: SplitTensors, batches) -> list[torch.Tensor]:
+    """One epoch of a lone trial (a loop of one member): its own model and optimizers over the
+    batches (``run_batches``). Returns its summed loss, on the device."""
+    (member,) = members
+    model, device = member.model, train.ids.device
+    model.train()
+    t0 = time.perf_counter()
+
+    def batch_loss(host_idx, idx, width):
+        loss = nn.functional.cross_entropy(model(train.ids[idx, :width]), train.labels[idx])
+        return loss, loss
+
+    loss_sum = run_batches(batches, device, member.optimizers, batch_loss)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    member.work.step_seconds += time.perf_counter() - t0
+    member.work.count_epoch(train)
+    return [loss_sum]
+
+
 def fit(
     model: nn.Module,
     train: SplitTensors,
@@ -231,15 +316,14 @@ def fit(
     """Train ``model`` with Adam; keep the epoch with the best validation accuracy.
 
     ``on_epoch(epoch, val_accuracy)`` is called after every epoch (the search feeds its pruner
-    from it and may raise to stop the trial). Stops after ``patience`` epochs without a new best.
+    from it and may raise to stop the trial: the exception leaves ``fit``). Stops after
+    ``patience`` epochs without a new best. The epoch loop is every trial's (``fit_members``),
+    with one member.
     """
-    generator = torch.Generator().manual_seed(seed)
-    optimizers = Optimizers(model, lr)
-    stopping, work = EarlyStopping(patience), Work()
-    for epoch in range(1, epochs + 1):
-        train_epoch(model, train, optimizers, work, epoch, batch_size=batch_size,
-                    generator=generator, bucket=bucket)  # fmt: skip
-        val_acc, _ = work.evaluate(model, validation, eval_batch_size)
-        if stopping.after_epoch(model, epoch, val_acc, on_epoch):
-            break
-    return stopping.result(model, validation, test, work, eval_batch_size)
+    views = {"train": train, "validation": validation, "test": test}
+    member = Member(model, Optimizers(model, lr), views, on_epoch, EarlyStopping(patience))
+    fit_members([member], train_alone, epochs=epochs, batch_size=batch_size,
+                eval_batch_size=eval_batch_size, bucket=bucket, seed=seed)  # fmt: skip
+    if isinstance(member.outcome, BaseException):
+        raise member.outcome
+    return member.outcome

@@ -26,6 +26,7 @@ from sweep.models.classifiers import (
     TransformerClassifier,
 )
 from sweep.models.embedding import use_sparse
+from sweep.models.frontends import WORD
 from sweep.models.pack.modules import Packed, PackedBag, PackedCNN, PackedRNN, PackedTransformer
 
 
@@ -67,9 +68,10 @@ def kind_of(model: nn.Module) -> Kind:
     raise TypeError(f"{type(model).__name__} is no model kind of sweep.models.kinds.KINDS")
 
 
-# model.* keys that are not constructor arguments: the study-name label, and the hash buckets,
-# which act on the data view (sweep.data.vocab.cut) and only enlarge num_embeddings.
-NOT_MODEL_ARGS = ("name", "hash_buckets")
+# model.* keys that are not constructor arguments: the study-name label, and the front end's
+# keys that act on the data view (the word table's hash buckets: sweep.data.vocab.cut; they only
+# enlarge num_embeddings).
+NOT_MODEL_ARGS = ("name", *WORD.data_keys)
 
 
 def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, num_classes: int):

@@ -8,9 +8,15 @@ again by every worker). ``FusedAdam`` is a plain object with the same update and
 ``state_dict``. ``LazyAdam`` is a real ``torch.optim.Optimizer``: it only runs for sparse tables,
 where steps are large and that overhead does not show.
 
-The fused kernel ``torch._fused_adam_`` is private: ``adam_step`` is the one call to it, checked
-once against the public formula (a test pins its signature); without it, or if a torch release
-changes it, the same update runs op by op.
+torch's private names that no public API replaces are read in one place, ``torch_private``,
+which fails with a message naming the torch version when a release renamed one (a test pins
+them): the fused Adam kernel ``torch._fused_adam_``, ``torch._foreach_add_`` (the step counts
+of every parameter in one call) and the parts of an uncoalesced sparse gradient
+(``Tensor._indices``, ``Tensor._values``: the public ``indices()`` would coalesce, a sort). The
+fused kernel is also checked once against the public formula: without it, or if a torch
+release changes it, the same update runs op by op (``adam_step``). The pack's Adam
+(``sweep.models.pack.optim``) reads and writes each trial's state through ``FusedAdam``'s own
+methods (``state_of``, ``set_steps``, ``step_rows``), nothing private.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import types
 from collections.abc import Iterable
 
 import torch
@@ -26,6 +33,33 @@ from torch import nn
 from sweep.models.embedding import distinct_ids
 
 log = logging.getLogger(__name__)
+
+# The private names torch_private reads: (where, name). No other code of the package reads a
+# private name of torch (tests/test_fast_paths.py checks both).
+PRIVATE_NAMES = (
+    (torch, "_fused_adam_"),
+    (torch, "_foreach_add_"),
+    (torch.Tensor, "_indices"),
+    (torch.Tensor, "_values"),
+)
+
+
+def torch_private(owner, name: str):
+    """``owner.<name>``, a private torch function or tensor method (``PRIVATE_NAMES``), or a
+    RuntimeError naming the torch version when this release has none by that name."""
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        where = owner.__name__ if isinstance(owner, types.ModuleType) else type(owner).__name__
+        raise RuntimeError(
+            f"torch {torch.__version__} has no {where}.{name}, which sweep.models.optim calls "
+            "for Adam's updates; install the torch release pyproject.toml names or report it"
+        ) from None
+
+
+def _foreach_add_(tensors: list[torch.Tensor], value: float) -> None:
+    """Add ``value`` to every tensor of the list in one call (each parameter's step count)."""
+    torch_private(torch, "_foreach_add_")(tensors, value)
 
 
 def _adam_by_ops(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps):
@@ -39,7 +73,7 @@ def _adam_by_ops(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta
 
 
 def _fused(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps):
-    torch._fused_adam_(
+    torch_private(torch, "_fused_adam_")(
         params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, beta1=beta1, beta2=beta2,
         weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
     )  # fmt: skip
@@ -48,8 +82,6 @@ def _fused(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps
 @functools.cache
 def fused_kernel_works() -> bool:
     """Whether ``torch._fused_adam_`` exists here and gives the public formula's update."""
-    if not hasattr(torch, "_fused_adam_"):
-        return False
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(3, 2, generator=g) for _ in range(2)]
     results = []
@@ -58,7 +90,7 @@ def fused_kernel_works() -> bool:
         m, v, step = torch.zeros_like(p), torch.zeros_like(p), torch.full((), 2.0)
         try:
             update([p], [grad], [m], [v], [step], lr=0.1, beta1=0.9, beta2=0.99, eps=1e-3)
-        except (RuntimeError, TypeError) as error:  # renamed arguments, removed overload
+        except (RuntimeError, TypeError) as error:  # gone, renamed arguments, removed overload
             log.warning("torch._fused_adam_ failed its check (%s); Adam runs op by op", error)
             return False
         results.append(p)
@@ -96,7 +128,7 @@ class FusedAdam:
         if not live:
             return
         steps = [self.steps[i] for i in live]
-        torch._foreach_add_(steps, 1.0)
+        _foreach_add_(steps, 1.0)
         adam_step(
             [self.params[i] for i in live], [self.params[i].grad for i in live],
             [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], steps,
@@ -119,7 +151,7 @@ class FusedAdam:
         """One step in which each learning rate updates its own leading rows of the parameters
         (``{lr: [(param, rows)]}``; a pack whose trials search ``train.lr``): one fused call per
         rate. Every parameter's step count advances, as in ``step``."""
-        torch._foreach_add_(self.steps, 1.0)
+        _foreach_add_(self.steps, 1.0)
         for lr, parts in rates.items():
             where = [(self._index(p), rows) for p, rows in parts]
             adam_step(
@@ -193,7 +225,9 @@ class LazyAdam(torch.optim.Optimizer):
         """(distinct rows, summed gradient per row) of a sparse COO gradient."""
         if not grad.is_sparse:
             raise TypeError("LazyAdam needs sparse gradients (nn.Embedding(sparse=True))")
-        index, values = grad._indices()[0], grad._values()  # COO parts (no public view)
+        # The COO parts as they are: the public indices() and values() need a coalesced tensor.
+        index = torch_private(grad, "_indices")()[0]
+        values = torch_private(grad, "_values")()
         if grad.is_coalesced():
             return index, values
         rows, position = distinct_ids(index, grad.shape[0], skip=None)

@@ -40,20 +40,22 @@ from omegaconf import OmegaConf
 
 from sweep.common.atomic import WriteError, free_space, replacing, write_atomic
 from sweep.common.digest import file_digest, json_digest
-from sweep.data import vocab
 from sweep.data.prepared import SplitTensors
 from sweep.models.fit import evaluate
-from sweep.models.kinds import build_kind, build_model
+from sweep.models.frontends import WORD, frontend_of
+from sweep.models.kinds import NOT_MODEL_ARGS, SIZES, build_kind, build_model
 from sweep.ship import manifest, quantize, tensorfile
 from sweep.ship.manifest import ExportError
 
 log = logging.getLogger(__name__)
 
-FILES = ("model.safetensors", "vocab.txt", "config.json")
+# The weights, the front end's files (the word table's vocab.txt: sweep.models.frontends.word),
+# config.json: in the order written and listed in SHA256SUMS.
+FILES = ("model.safetensors", *WORD.files, "config.json")
 # A folder exported before precisions existed: fp32 torch.save state dict, JSON word list.
 LEGACY_FILES = ("model.pt", "config.json", "vocab.json")
 # model.* keys the trial sets (sizes) or that are no constructor arguments.
-_SET_PER_TRIAL = ("name", "hash_buckets", "num_embeddings", "embedding_dim", "num_classes")
+_SET_PER_TRIAL = (*NOT_MODEL_ARGS, *SIZES)
 DIGESTS = "SHA256SUMS"
 
 
@@ -143,11 +145,10 @@ def export_trial(
     trial_cfg, sizes = setup = trial_runner.setup(params)
     model = trained_model(trial_runner, params, figures, kept, setup).cpu()
     data, report_cfg = trial_runner.data, trial_runner.cfg.report
+    frontend = trial_runner.frontend
     precision = figures.get("ship_precision")
     precision = precision if isinstance(precision, str) and precision else "fp32"
-    words = data.encoded.words
-    # With hash buckets, words past the cutoff keep their rank (it picks their bucket).
-    words = words if sizes.hash_buckets else words[: sizes.vocab_size + len(vocab.SPECIALS)]
+    words = frontend.vocabulary(data, sizes)
     vocab_size, figures = sizes.vocab_size, dict(figures)
     if report_cfg.get("prune_rows") is not None:
         words, vocab_size, figures["pruned"] = prune(trial_runner, setup, model, precision)
@@ -156,27 +157,25 @@ def export_trial(
         "model": {k: v for k, v in model_cfg.items() if k not in _SET_PER_TRIAL},
         "model_name": trial_cfg.model.name,
         "precision": precision,
-        "num_embeddings": vocab_size + len(vocab.SPECIALS) + sizes.hash_buckets,
-        "embedding_dim": sizes.embedding_dim,
+        # the front end's keys: sizes, cutoff, tokenizer settings (manifest.TOP's order)
+        **frontend.export_config(sizes, trial_runner.cfg.data, vocab_size),
         "num_classes": data.num_classes,
-        "vocab_size": vocab_size,
-        "hash_buckets": sizes.hash_buckets,
-        "tokenizer": OmegaConf.to_container(trial_runner.cfg.data.tokenizer, resolve=True),
-        "max_length": int(trial_runner.cfg.data.max_length),
         "labels": list(data.encoded.label_names),
         "params": {k: _plain(v) for k, v in params.items()},
         "figures": {k: _plain(v) for k, v in figures.items()},
     }
-    write_folder(Path(folder), model, precision, words, config)
+    try:
+        files = frontend.files_of(words)  # vocab.txt: refused if a word holds a newline
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    write_folder(Path(folder), model, precision, files, config)
     return Path(folder)
 
 
-def write_folder(folder: Path, model, precision: str, words: list[str], config: dict) -> None:
-    """The files of an exported model, each written whole; SHA256SUMS last."""
+def write_folder(folder: Path, model, precision: str, files: dict[str, str], config: dict) -> None:
+    """The files of an exported model (``files``: the front end's, by name), each written
+    whole; SHA256SUMS last."""
     folder.mkdir(parents=True, exist_ok=True)
-    if any("\n" in word for word in words):
-        raise ExportError("a vocabulary word holds a newline; vocab.txt cannot store it "
-                          "(set data.tokenizer so that tokens hold no line breaks)")  # fmt: skip
     try:
         with replacing(folder / "model.safetensors") as tmp:
             tensorfile.write(tmp, *quantize.state_at(model, precision))
@@ -186,41 +185,32 @@ def write_folder(folder: Path, model, precision: str, words: list[str], config: 
             f"({str(error).strip()[:200]}); {free_space(folder)} free there. The study storage "
             "keeps every trial: free some space and run the same command again"
         ) from None
-    write_atomic(folder / "vocab.txt", "".join(f"{word}\n" for word in words))
+    for name, text in files.items():
+        write_atomic(folder / name, text)
     write_atomic(folder / "config.json", json.dumps(config, indent=1))
     sums = "".join(f"{file_digest(folder / name)}  {name}\n" for name in FILES)
     write_atomic(folder / DIGESTS, sums)  # last: a folder without it was never finished
 
 
 def prune(trial_runner, setup, model, precision: str) -> tuple[list[str], int, dict]:
-    """Keep ``report.prune_rows`` word rows of the table (``report.prune_by``: the largest L2
-    norm, or the most frequent words), in place; words past them read as ``<unk>``. Returns the
-    kept words, their count and the pruned model's accuracy at ``precision``."""
+    """Keep ``report.prune_rows`` rows of the table (``report.prune_by``; the front end's
+    ``prune``), in place. Returns the kept vocabulary, its size and the pruned model's accuracy
+    at ``precision``."""
     trial_cfg, sizes = setup
-    report_cfg = trial_runner.cfg.report
-    if sizes.hash_buckets:
-        raise ExportError("report.prune_rows needs model.hash_buckets=0 (hashed rows are shared)")
-    embed = model.frontend.embed
-    table = embed.weight.detach()
+    report_cfg, frontend = trial_runner.cfg.report, trial_runner.frontend
+    by = report_cfg.get("prune_by", "norm")
+    try:
+        index, remap = frontend.prune(model, sizes, int(report_cfg.prune_rows), by)
+    except ValueError as error:  # a kind or option that cannot prune (hashed rows)
+        raise ExportError(str(error)) from None
     count = min(int(report_cfg.prune_rows), sizes.vocab_size)
-    first = len(vocab.SPECIALS)
-    if report_cfg.get("prune_by", "norm") == "norm":
-        norms = table[first : first + sizes.vocab_size].norm(dim=1)
-        chosen = torch.argsort(norms, descending=True, stable=True)[:count].sort().values + first
-    else:  # ids are frequency ranks
-        chosen = torch.arange(first, first + count)
-    index = torch.cat([torch.arange(first), chosen])
-    embed.weight = torch.nn.Parameter(table[index].clone())
-    embed.num_embeddings = len(index)
-    remap = torch.full((first + sizes.vocab_size,), vocab.UNK, dtype=torch.long)
-    remap[index] = torch.arange(len(index))
     stored = quantize.at_precision(model, precision)
-    measured = {"rows": count, "by": report_cfg.get("prune_by", "norm"), "precision": precision}
+    measured = {"rows": count, "by": by, "precision": precision}
     for column, view in trial_runner.eval_views(sizes).items():
         view = SplitTensors(remap[view.ids.cpu()], view.labels.cpu(), view.lengths)
         accuracy, _ = evaluate(stored, view, trial_cfg.train.eval_batch_size)
         measured[f"{column}_accuracy"] = accuracy
-    words = trial_runner.data.encoded.words
+    words = frontend.vocabulary(trial_runner.data, sizes)
     return [words[i] for i in index.tolist()], count, measured
 
 
@@ -245,21 +235,13 @@ class Predictor:
         self.model = model.eval()
         self.config = config
         self.labels: list[str] = config["labels"]
-        self.tokenizer = vocab.Tokenizer(**config["tokenizer"])  # checked plain settings
-        self.index = {w: i for i, w in enumerate(words)}
+        # config is checked (sweep.ship.manifest): its front end's settings are plain values
+        self._encode = frontend_of(config["model"]).encoder(config, words)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        """Ids as training made them: tokenize, truncate to max_length, the train vocabulary's
-        ids (``<unk>`` for words it never saw), then the trial's cutoff (and hash buckets)."""
-        max_length = self.config["max_length"]
-        docs = [
-            [self.index.get(w, vocab.UNK) for w in self.tokenizer(t)][:max_length] for t in texts
-        ]
-        width = max([len(d) for d in docs] + [1])
-        ids = torch.full((len(docs), width), vocab.PAD, dtype=torch.long)
-        for row, doc in enumerate(docs):
-            ids[row, : len(doc)] = torch.tensor(doc, dtype=torch.long)
-        return vocab.cut(ids, self.config["vocab_size"], self.config["hash_buckets"])
+        """Ids as training made them (the front end's ``encoder``: for the word table,
+        tokenize, truncate to max_length, the vocabulary's ids, the trial's cutoff)."""
+        return self._encode(texts)
 
     @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -305,10 +287,9 @@ def load(folder: str | Path) -> Predictor:
         words = _legacy_words(folder / "vocab.json")
     else:
         try:
-            words = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
-        except UnicodeDecodeError as error:
-            raise ExportError(f"{folder / 'vocab.txt'} is not UTF-8 text ({error.reason} at "
-                              f"byte {error.start}); export the model again") from None  # fmt: skip
+            words = frontend_of(config["model"]).read_vocabulary(folder)
+        except ValueError as error:  # not UTF-8 text
+            raise ExportError(str(error)) from None
     weights = folder / ("model.pt" if legacy else "model.safetensors")
     try:  # tensors only: a pickle that names code is refused by weights_only
         state = (torch.load(weights, weights_only=True, map_location="cpu") if legacy

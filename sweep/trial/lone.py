@@ -15,9 +15,9 @@ import torch
 from sweep import measure, schema
 from sweep.data.corpus import SPLITS
 from sweep.models.fit import evaluate, fit
+from sweep.models.frontends import Sizes
 from sweep.models.kinds import build_model
 from sweep.ship import quantize
-from sweep.trial.sizes import Sizes
 
 
 class Lone:
@@ -35,7 +35,7 @@ class Lone:
     def eval_views(self, sizes: Sizes) -> dict[str, Any]:
         """The trial's cutoff views of the splits it is measured on: {"val": ..., "test": ...}."""
         return {
-            column: self.data.view(split, sizes.vocab_size, sizes.hash_buckets)
+            column: self.frontend.view(self.data, split, sizes)
             for split, column in (("validation", "val"), ("test", "test"))
         }
 
@@ -102,7 +102,7 @@ class Lone:
         """(cutoff views, model on the device, seconds the views took): the model initialised
         from ``seed`` as every lone run of the trial is."""
         t0 = time.perf_counter()
-        views = {s: self.data.view(s, sizes.vocab_size, sizes.hash_buckets) for s in SPLITS}
+        views = {s: self.frontend.view(self.data, s, sizes) for s in SPLITS}
         cutoff_seconds = time.perf_counter() - t0
         torch.manual_seed(seed)  # every trial starts from the same random stream
         model = build_model(trial_cfg.model, sizes.num_embeddings, sizes.embedding_dim,

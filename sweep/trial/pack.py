@@ -15,14 +15,13 @@ import torch
 from omegaconf import DictConfig
 
 from sweep import measure
-from sweep.models.embedding import use_sparse
 from sweep.models.fit import EarlyStopping
+from sweep.models.frontends import Sizes
 from sweep.models.optim import Optimizers
 from sweep.models.pack.fit import fit_pack
 from sweep.models.pack.grouping import pack_key, split_by_width
 from sweep.models.pack.member import Member, trial_generator
 from sweep.search.settings import pack_padding
-from sweep.trial.sizes import Sizes
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class Pack:
         padding = pack_padding(self.cfg.search)
         groups: dict[Any, list[tuple[int, int, int]]] = {}
         for i, (trial_cfg, sizes) in enumerate(setups):
-            sparse = use_sparse(trial_cfg.model.get("sparse", "auto"), sizes.num_embeddings)
+            sparse = self.frontend.sparse(trial_cfg.model, sizes)
             key = pack_key(trial_cfg, sparse, self.data.device)
             entry = (i, sizes.num_embeddings, sizes.embedding_dim)
             groups.setdefault(key if key is not None else ("alone", i), []).append(entry)

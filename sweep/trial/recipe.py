@@ -33,6 +33,7 @@ from omegaconf.errors import UnsupportedInterpolationType
 
 from sweep.data.prepared import PreparedData
 from sweep.models.fit import evaluate
+from sweep.models.frontends import frontend_of
 from sweep.search.settings import SearchError
 from sweep.search.space import SearchSpace
 from sweep.trial.runner import TrialRunner
@@ -172,7 +173,9 @@ def probe(
         data_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()}).data
         ngrams = int(data_cfg.tokenizer.word_ngrams)
         if ngrams not in prepared:  # n-grams from the loaded words, no second tokenizing
-            prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device, words=prepared.get(1))
+            encode = frontend_of(cfg.model).encode
+            prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device, encode,
+                                                 words=prepared.get(1))  # fmt: skip
         row, kept = fit_choice(cfg, values, prepared[ngrams])
         rows.append(row)
         right.append(kept)

@@ -18,11 +18,12 @@ from omegaconf import DictConfig
 
 from sweep import measure
 from sweep.data.prepared import PreparedData
+from sweep.models.frontends import Sizes, frontend_of
 from sweep.search.space import SearchSpace
 from sweep.trial.lone import Lone
 from sweep.trial.pack import Pack
 from sweep.trial.probe import Probe
-from sweep.trial.sizes import Describe, Sizes
+from sweep.trial.sizes import Describe
 from sweep.trial.timing import Timing
 
 
@@ -37,6 +38,8 @@ class TrialRunner(Describe, Probe, Lone, Pack):
         self.cfg = cfg
         self.data = data
         self.space = space or SearchSpace(cfg.search.space, data.full_vocab)
+        # The front-end kind of its trials (sweep.models.frontends): their sizes, views, counts.
+        self.frontend = frontend_of(cfg.model)
         self.timing = Timing()
         # The device's memory counters (None on a CPU; tests set a fake) and the baseline the
         # trials run on, which warm_up makes the same for the first trial as for the others.
@@ -57,4 +60,4 @@ class TrialRunner(Describe, Probe, Lone, Pack):
             own = self.cfg.model.get("hidden_dim")
             trial_cfg.model.hidden_dim = own if own not in (None, "auto") else (
                 self.cfg.train.recipe.hidden_dim[0])  # fmt: skip
-        return trial_cfg, Sizes.of(params, trial_cfg.model, self.data.full_vocab)
+        return trial_cfg, self.frontend.sizes(params, trial_cfg.model, self.data.full_vocab)

@@ -5,7 +5,7 @@ The public face, one module each (imported by name: ``sweep.models.kinds`` regis
 forms, so this package imports nothing on its own):
 
 - ``grouping``: ``pack_key`` and ``split_by_width``, which trials may share a pack;
-- ``member``: ``Member``, one trial in a pack (its own model and optimizer);
+- ``member``: ``Member``, one trial in a pack (a member of the epoch loop, and its dropout stream);
 - ``modules``: the packed form of each model kind (``Packed``);
 - ``optim``: ``PackedOptimizer``, the pack's Adam, from and back to each trial's own;
-- ``fit``: ``fit_pack``, a pack's training over the lone trial's step loop."""
+- ``fit``: ``fit_pack``, a pack's training through the lone trial's epoch loop."""

@@ -22,9 +22,10 @@ bit for bit: over a long training the rounding can move an early-stopping decisi
 thread count would.
 
 Which trials share a pack: ``sweep.models.pack.grouping``. Packs are rebuilt at every epoch
-from the trials still training, so a trial that stops costs nothing more. The step loop is the
-lone trial's (``sweep.models.fit.run_batches``), and so are the finite-loss check, the
-evaluation and early stopping.
+from the trials still training, so a trial that stops costs nothing more. The epoch loop is the
+lone trial's (``sweep.models.fit.fit_members``: the batch plan, the finite-loss check, the
+evaluation, early stopping and the result), and so is the step loop
+(``sweep.models.fit.run_batches``); a pack only steps its epoch its own way (``train_packed``).
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ from torch.nn import functional as F
 
 from sweep.data.prepared import SplitTensors
 from sweep.data.vocab import PAD
-from sweep.models.fit import check_finite, plan_batches, run_batches
+from sweep.models.fit import fit_members, run_batches
 from sweep.models.kinds import kind_of
 from sweep.models.pack.member import Member
 from sweep.models.pack.modules import Packed
 from sweep.models.pack.optim import PackedOptimizer
 
-__all__ = ["fit_pack", "pack_epoch", "packed_ids", "packed_model"]
+__all__ = ["fit_pack", "pack_epoch", "packed_ids", "packed_model", "train_packed"]
 
 
 def packed_model(members: Sequence[Member]) -> Packed:
@@ -68,44 +69,37 @@ def fit_pack(
     on_done: Callable[[Member], None] | None = None,
 ) -> None:
     """Train the members together with the shared training settings ``train_cfg`` (``cfg.train``:
-    epochs, batch size, bucketing, eval batch size; each member's optimizer holds its own lr);
-    each ends with ``outcome``: its FitResult, or the exception that ended it alone (a non-finite
-    loss, a pruning decision, any error of its callback), and is passed to ``on_done`` as soon
-    as it ends, while the others train on.
+    epochs, batch size, bucketing, eval batch size; each member's optimizer holds its own lr),
+    through the lone trial's epoch loop (``fit_members``): each ends with ``outcome``, its
+    FitResult or the exception that ended it alone, and is passed to ``on_done`` as soon as it
+    ends, while the others train on. Each epoch is ``train_packed``."""
+    fit_members(members, train_packed, epochs=train_cfg.epochs, batch_size=train_cfg.batch_size,
+                eval_batch_size=train_cfg.eval_batch_size, bucket=train_cfg.bucket, seed=seed,
+                on_done=on_done)  # fmt: skip
+
+
+def train_packed(active: list[Member], train: SplitTensors, batches) -> list[float]:
+    """One epoch of the members still training, as one pack (``train_together``); each
+    member's summed loss.
 
     A trial whose epoch loss is not finite reruns that epoch alone, from its state at the
     epoch's start (its own model and optimizer: the pack's epoch is not stored into them), on
     the same batches and random stream: one that really diverged fails alone with its reason;
     one that a diverging neighbour poisoned (a block-diagonal layer's 0 x NaN: ``PackedRNN``)
     goes on with the numbers it gets alone."""
-    train = members[0].views["train"]
-    generator = torch.Generator().manual_seed(seed)  # the batch plan every lone trial makes
-    for epoch in range(1, train_cfg.epochs + 1):
-        active = [m for m in members if not m.done]
-        if not active:
-            break
-        batches = plan_batches(train.lengths, train_cfg.batch_size, generator, train_cfg.bucket)
-        streams = [m.rng.get_state() if m.rng is not None else None for m in active]
+    streams = [m.rng.get_state() if m.rng is not None else None for m in active]
+    t0 = time.perf_counter()
+    losses = train_together(active, train, batches)
+    seconds = time.perf_counter() - t0
+    for i, (member, stream) in enumerate(zip(active, streams, strict=True)):
         t0 = time.perf_counter()
-        losses = train_together(active, train, batches)
-        seconds = time.perf_counter() - t0
-        for i, (member, stream) in enumerate(zip(active, streams, strict=True)):
-            t0 = time.perf_counter()
-            if not math.isfinite(losses[i]) and len(active) > 1:
-                if stream is not None:
-                    member.rng.set_state(stream)
-                (losses[i],) = train_together([member], train, batches)
-            member.work.step_seconds += seconds + time.perf_counter() - t0
-            member.work.count_epoch(train)
-        for member, loss_sum in zip(active, losses, strict=True):
-            end_epoch(member, epoch, loss_sum, train_cfg.eval_batch_size)
-            if member.done and on_done is not None:
-                on_done(member)
-    for member in members:
-        if not member.done:
-            finish(member, train_cfg.eval_batch_size)
-            if on_done is not None:
-                on_done(member)
+        if not math.isfinite(losses[i]) and len(active) > 1:
+            if stream is not None:
+                member.rng.set_state(stream)
+            (losses[i],) = train_together([member], train, batches)
+        member.work.step_seconds += seconds + time.perf_counter() - t0
+        member.work.count_epoch(train)
+    return losses
 
 
 def train_together(members: list[Member], train: SplitTensors, batches) -> list[float]:
@@ -139,23 +133,3 @@ def pack_epoch(packed: Packed, optimizer, ids: torch.Tensor, train: SplitTensors
         return torch.where(torch.isfinite(per_trial), per_trial, 0.0).sum(), per_trial
 
     return run_batches(batches, ids.device, optimizer, batch_loss, shape=(size,))
-
-
-def end_epoch(member: Member, epoch: int, loss_sum: float, eval_batch_size: int) -> None:
-    """What a lone trial does after an epoch (``sweep.models.fit.fit``): check the loss,
-    evaluate, then its early stopping (pruning, patience); an exception ends this trial, not
-    the pack."""
-    try:
-        check_finite(loss_sum, epoch)
-        val_acc, _ = member.work.evaluate(member.model, member.views["validation"], eval_batch_size)
-        if member.stopping.after_epoch(member.model, epoch, val_acc, member.on_epoch):
-            finish(member, eval_batch_size)
-    except Exception as error:  # optuna.TrialPruned too
-        member.done, member.outcome = True, error
-
-
-def finish(member: Member, eval_batch_size: int) -> None:
-    views = member.views
-    member.outcome = member.stopping.result(member.model, views["validation"], views["test"],
-                                            member.work, eval_batch_size)  # fmt: skip
-    member.done = True

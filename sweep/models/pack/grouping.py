@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.common.digest import json_digest
+from sweep.models.frontends import frontend_of
 from sweep.models.kinds import BY_TARGET
 
 __all__ = ["PACKABLE", "pack_key", "split_by_width"]
@@ -26,23 +27,20 @@ def pack_key(trial_cfg: DictConfig, sparse: bool | None = None, device=None) -> 
     """Trials with equal keys may share a pack; None: this trial trains alone.
 
     Packable: the models of ``PACKABLE`` on their devices (``device``: where the trials train;
-    default CPU), with a dense table (``sparse``: the trial's resolved ``model.sparse``) and
-    without a factorized table; the bag without dropout (its masks would come from the pack's
-    stream), the CNN, the RNN and the Transformer with any (each trial draws its masks from its
-    own generator, as alone), but not the RNN's dropout between layers (drawn inside the
-    recurrent kernel). The key holds the rest of the model config and the training config
-    but the learning rate (batches and epochs must be shared; each trial keeps its own lr).
+    default CPU), with a front end that packs (``FrontEnd.packs``: the word table dense, by
+    ``sparse``, the trial's resolved ``model.sparse``, and not factorized); the bag without
+    dropout (its masks would come from the pack's stream), the CNN, the RNN and the Transformer
+    with any (each trial draws its masks from its own generator, as alone), but not the RNN's
+    dropout between layers (drawn inside the recurrent kernel). The key holds the rest of the
+    model config and the training config but the learning rate (batches and epochs must be
+    shared; each trial keeps its own lr).
     """
     model = OmegaConf.to_container(trial_cfg.model, resolve=True)
     target = model.get("_target_")
-    if target not in PACKABLE or sparse:
-        # Sparse tables (above model.sparse's row threshold) train alone: there the lone
-        # trial's fused count-matrix mean is faster than a packed sparse embedding_bag.
-        return None
+    if target not in PACKABLE or not frontend_of(model).packs(model, bool(sparse)):
+        return None  # e.g. a sparse or a factorized word table: sweep.models.frontends.word
     devices = PACKABLE[target]
     if devices is not None and torch.device(device or "cpu").type not in devices:
-        return None
-    if model.get("factorized_dim"):
         return None
     dropout = float(model.get("dropout") or 0)
     kind = BY_TARGET[target].name

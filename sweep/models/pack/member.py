@@ -1,34 +1,24 @@
-"""One trial in a pack: its own model and optimizer (the trial alone), its views and progress,
-and the random stream its dropout masks come from."""
+"""One trial in a pack: a member of the epoch loop (``sweep.models.fit.Member``: its own model
+and optimizer, the trial alone, its views and progress) with the random stream its dropout masks
+come from, and what a packed model reads of it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from sweep.data.prepared import SplitTensors
-from sweep.models.fit import EarlyStopping, Work
-from sweep.models.optim import Optimizers
+from sweep.models import fit
 
 __all__ = ["Member", "trial_generator"]
 
 
 @dataclass
-class Member:
-    """One trial in a pack: its own model and optimizer (the trial alone), views and progress."""
+class Member(fit.Member):
+    """One trial in a pack: a member of the epoch loop (its own model and optimizer, the trial
+    alone; views and progress) and its dropout masks' stream."""
 
-    model: nn.Module  # a TextClassifier of a PACKABLE kind
-    optimizers: Optimizers
-    views: dict[str, SplitTensors]
-    on_epoch: Callable[[int, float], None] | None
-    stopping: EarlyStopping
-    work: Work = field(default_factory=Work)
-    done: bool = False
-    outcome: Any = None  # FitResult, or the exception that ended the trial
     # Dropout masks: drawn from this generator, which holds the global random state the
     # trial alone would have after building its model, so the masks are the lone trial's.
     rng: torch.Generator | None = None

@@ -372,11 +372,14 @@ def load_or_build(corpus: Corpus, data_cfg, keep_streams: bool = False) -> tuple
         )
         words, word_key = load_or_build(corpus, word_cfg, keep_streams=True)
         return derived(words, word_key, data_cfg)
-    streams = tokenizer.get("char_ngrams") is None  # a word encoding: n-grams may come from it
+    # A word encoding's streams are built when asked for, or to be cached beside it (a later
+    # run may derive n-grams from the cache); with no cache and no use they are never made.
+    words = tokenizer.get("char_ngrams") is None
+    streams = words and (keep_streams or bool(data_cfg.get("cache_dir")))
     key = cache_key(corpus, tokenizer, max_length)
     return _cached(
         key, data_cfg, lambda: build(corpus, tokenizer, max_length, keep_streams=streams),
-        keep_streams=keep_streams and streams,
+        keep_streams=keep_streams and words,
     ), key  # fmt: skip
 
 

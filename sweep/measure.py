@@ -61,7 +61,11 @@ def available_mb(device: torch.device) -> tuple[float, str]:
     uses) where that is smaller. ``SWEEP_AVAILABLE_MEMORY_MB`` overrides both."""
     override = os.environ.get(AVAILABLE_VARIABLE, "").strip()
     if override:
-        return float(override), f"{AVAILABLE_VARIABLE}"
+        try:
+            return float(override), f"{AVAILABLE_VARIABLE}"
+        except ValueError:
+            raise ValueError(f"{AVAILABLE_VARIABLE}={override!r} must be a number of MiB; "
+                             "unset it to measure the device") from None  # fmt: skip
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free / MB, "free GPU memory"

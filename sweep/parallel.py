@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from sweep import measure, runner
 from sweep.cli import USER_ERROR
 from sweep.common.overrides import override_key
+from sweep.common.secrets import mask
 from sweep.common.stop import RUN_STARTED, Stopped, TimeBudget, deferred, stop_of
 from sweep.config import check_config
 from sweep.data import corpus
@@ -179,7 +180,15 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
     note = runner.ending_note(opened, n_trials, budget, stop)
     if note:
         log.warning("%s", note)
-        study.set_shared_attr(opened, "report_context", {**context, "ending": note})
+    # The page is the parent's: its own command line (a worker's holds the pinned keys: no
+    # export, its index, the storage's variable) and this run's ending, or none (a worker's
+    # note of a budget that others then made up for is dropped).
+    context = {k: v for k, v in context.items() if k != "ending"}
+    context["overrides"] = [mask(o) for o in overrides]
+    if note:
+        context["ending"] = note
+    if context.get("study_name"):
+        runner.store_context(opened, cfg, context)
     finished = study.count_finished(opened)
     if opened.get_trials(deepcopy=False):
         report_all(cfg, opened, out_dir, measure_and_export=stop is None)

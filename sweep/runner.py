@@ -101,11 +101,14 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         finally:
             # Also on an interrupt or a failed sweep: the reports cover the storage, and say why
             # the run ended short of search.n_trials (a stop, the time budget).
-            note = ending_note(the_study, n_trials, budget, stop)
-            if note:
-                log.warning("%s", note)
-                context["ending"] = note
-                store_context(the_study, cfg, context)
+            try:
+                note = ending_note(the_study, n_trials, budget, stop)
+                if note:
+                    log.warning("%s", note)
+                    context["ending"] = note
+                    store_context(the_study, cfg, context)
+            except Exception as error:  # a storage gone with the stop: the reports still go
+                log.warning("could not store why the run ended (%s)", error)
             table = reports.write()
         with timing.phase("export"):
             export_models(the_study, cfg, trial, table, out_dir, kept)

@@ -394,3 +394,14 @@ def test_workers_share_the_memory_their_device_has(tiny_overrides, tmp_path):
     assert "COMPLETE" in states[4] and states[256] == {"SKIPPED"}
     reasons = table.loc[table["embedding_dim"] == 256, "fail_reason"]
     assert reasons.str.contains("shared by 2 workers").all()
+
+
+def test_packs_are_cut_to_fit_the_memory_room():
+    """Trials that each fit train together only as far as their own peaks, summed on the one
+    baseline they share, fit the room; without a room they stay one pack."""
+    from sweep.search.loop import MemoryRoom, fitting
+
+    pending = [(n, {}, {"memory_mb": 40.0, "est_baseline_mb": 10.0}) for n in range(5)]
+    room = MemoryRoom(limit_mb=100.0, available_mb=100.0, source="injected")
+    assert [[n for n, _, _ in g] for g in fitting(pending, room)] == [[0, 1, 2], [3, 4]]
+    assert fitting(pending, None) == [pending] and fitting([], None) == []

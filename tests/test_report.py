@@ -169,3 +169,19 @@ def test_headline_states_its_rule_and_agrees_with_it(tmp_path):
     )
     assert "1.00 points is the seed noise, larger than report.tolerance (0.50)" in html_text
     assert "vary by 1.00 points" in html_text and "+-" not in html_text
+
+
+def test_the_reproduce_command_takes_only_the_recipes_keys_and_runs_alone():
+    """What a stored context (read back from a storage) says is filtered: only the recipe's own
+    keys, no override naming a _target_; the keys of a whole sweep (workers, a time budget)
+    are left out, so the command trains one trial alone."""
+    from sweep.trial import recipe
+
+    assert set(page.RECIPE_KEYS) == set(recipe.KEYS.values())
+    row = pd.Series({"embedding_dim": 8.0, "vocab_size": 50.0, "study_name": "s"})
+    space = {"embedding_dim": "embedding_dim", "vocab_size": "vocab_size"}
+    base = ["search.workers=4", "search.timeout_s=60", "+model.x={_target_: os.system}"]
+    stored = {"choice": {"train.lr": 0.01, "model._target_": "os.system"}}
+    out = page.reproduce_overrides(row, base, space, stored)
+    assert "train.lr=0.01" in out and not any("_target_" in o for o in out)
+    assert not any(o.startswith(("search.workers", "search.timeout_s")) for o in out)

@@ -42,6 +42,8 @@ def _forget():
         ("https://h/f.csv?api_key=k&key=v&secret=s", "https://h/f.csv?api_key=***&key=***&secret=***"),
         ("hf://datasets/org/name@main/train.csv", "hf://datasets/org/name@main/train.csv"),
         ("u=${oc.env:PGPASSWORD} https://h/f?token=${oc.env:T}", "u=${oc.env:PGPASSWORD} https://h/f?token=${oc.env:T}"),
+        ("http://localhost:8000/files/train@v2.csv", "http://localhost:8000/files/train@v2.csv"),  # a port
+        ("http://[::1]:8080/a@b", "http://[::1]:8080/a@b"),  # an IPv6 host
     ],
 )  # fmt: skip
 def test_every_form_of_user_info_and_credential_query_is_masked(text, expected):
@@ -58,6 +60,19 @@ def test_a_remembered_password_is_masked_in_every_spelling():
         assert NASTY not in mask(f"cannot open {text} now"), text
         assert "db/x" in mask(text)  # only the secret goes
     assert mask("an ordinary line") == "an ordinary line"
+
+
+def test_a_plain_password_is_masked_where_it_stands_not_everywhere():
+    """postgresql://postgres:postgres@...: the URL's password is masked, but the word
+    "postgres" elsewhere is ordinary text (replacing it everywhere broke the scheme, the log
+    and the reproduce command)."""
+    url = "postgresql://postgres:postgres@localhost/optuna"
+    remember(f"search.storage={url}")
+    assert mask(f"storage {url}; postgres is up") == (
+        "storage postgresql://postgres:***@localhost/optuna; postgres is up"
+    )
+    command, note = page.reproduce_command([f"search.storage={mask(url)}"])
+    assert command.count("${oc.env:") == 1 and "SWEEP_PASSWORD_2" not in note
 
 
 def test_secrets_read_from_the_environment_are_remembered_once_resolved(monkeypatch):

@@ -61,6 +61,21 @@ def _set(path: str, value):
     return change
 
 
+def _both(first, second):
+    def change(config: dict) -> None:
+        first(config)
+        second(config)
+
+    return change
+
+
+def test_a_model_name_label_loads_by_its_kind(folder, tmp_path):
+    """model.name is a free label (a user's model=bag_wide option): a folder whose model_name
+    is such a label, its _target_ a kind's own, loads as that kind."""
+    labelled = craft(folder, tmp_path / "labelled", _set("model_name", "bag_wide"))
+    assert sweep.load(labelled).predict(["a text"]) == sweep.load(folder).predict(["a text"])
+
+
 def _crafted(sentinel: Path) -> dict[str, tuple]:
     """{case: (change, the error's pattern)}: code-carrying values in several places and forms,
     unknown keys, wrong types, a kind outside the registry."""
@@ -70,7 +85,8 @@ def _crafted(sentinel: Path) -> dict[str, tuple]:
         "target in a list": (_set("model.hidden_dim", [code]), r"model\.hidden_dim=.* plain value"),
         "the model's own target": (_set("model._target_", "builtins.open"), r"_target_='builtins\.open' is not"),
         "target under a new key": (_set("model.extra", code), r"model\.extra is no setting"),
-        "kind outside the registry": (_set("model_name", "os"), r"model_name='os' is no model kind"),
+        "kind outside the registry": (_both(_set("model_name", "os"), _set("model._target_", "os.system")),
+                                      r"model\._target_='os\.system' is not|model_name='os' is no model kind"),
         "mapping for a number": (_set("embedding_dim", code), r"embedding_dim=.* must be an integer"),
         "unknown top-level key": (_set("hooks", code), r"'hooks' is not a key"),
         "target in the tokenizer": (_set("tokenizer.pattern", code), r"pattern=.* must be a regular"),

@@ -255,3 +255,11 @@ def test_ngrams_are_derived_from_the_cached_word_encoding_without_tokenizing(tmp
     assert any(" " in w for w in bigrams.words) and key != word_key
     bounded_cfg = OmegaConf.merge(cache_cfg(tmp_path, word_ngrams=2), {"ngram_min_count": 2})
     assert vocab.load_or_build(corpus, bounded_cfg)[1] != key
+
+
+def test_word_ngrams_refuse_a_pattern_whose_tokens_hold_a_space():
+    corpus = make_corpus(["a b c", "a b"], ["a"], ["b"])
+    cfg = OmegaConf.create({"pattern": r"\w+ \w+|\w+", "lowercase": True, "normalize": None,
+                            "word_ngrams": 2})  # fmt: skip
+    with pytest.raises(ValueError, match=r"data\.tokenizer\.pattern yields tokens holding a space"):
+        vocab.load_or_build(corpus, OmegaConf.create({"max_length": 8, "tokenizer": cfg}))

@@ -9,11 +9,11 @@ config (the console, the logs, ``.hydra/``, CSV, JSON, the page, the study's att
 - the value of every query parameter that carries a credential (``password``, ``token``,
   ``key``, ``secret``, ``sig``, ``signature``, and the cloud storages' signed-URL keys such as
   ``X-Amz-Signature`` or ``X-Goog-Credential``);
-- every secret this process was told of (``remember``, ``remember_config``) in each spelling it
-  may take in a file or a message: as typed, percent-encoded or decoded, JSON-, YAML- and
-  ``repr``-escaped. A password holding a space or a quote cannot be told from the text around it
-  by looking at the text, so the run collects the secrets of its own config and command line
-  when it starts, before anything is printed.
+- every secret this process was told of (``remember``, ``remember_config``) that holds a
+  space, a quote or an angle bracket, in each spelling it may take in a file or a message: as
+  typed, percent-encoded or decoded, JSON-, YAML- and ``repr``-escaped. Such a password cannot
+  be told from the text around it by looking at the text, so the run collects the secrets of its
+  own config and command line when it starts, before anything is printed.
 
 An interpolation such as ``${oc.env:PGPASSWORD}`` is not a secret (it names where the secret is)
 and stays as written. ``install_log_masking`` applies ``mask`` to every log record as it is made,
@@ -72,7 +72,10 @@ def _userinfo(url: str) -> tuple[int, int] | None:
     netloc = urlsplit(url).netloc
     if "@" in netloc:
         return start, start + netloc.rfind("@")
-    if re.match(r"[^:/@?#]*:", url[start:]) and "@" in url[start:]:
+    # user:pass/word@host: a password may hold "/". Not host:port/path@x (digits after the
+    # colon) nor an IPv6 host ([::1]:80/...): those have no user info.
+    head = re.match(r"([^:/@?#\[]*):([^/@?#]*)", url[start:])
+    if head and not head.group(2).isdigit() and "@" in url[start:]:
         return start, url.rfind("@")
     return None
 
@@ -130,6 +133,13 @@ def _mask_query(text: str) -> str:
     return re.sub(pattern, value, text)
 
 
+# Characters that end a URL in running text (``_URL``): a secret holding one cannot be found
+# by the URL rules, so it is remembered and replaced wherever it appears. Any other secret is
+# found by the URL rules where it stands; replacing it everywhere would also rewrite ordinary
+# text (a password "postgres" in postgresql://postgres:postgres@...).
+_UNDELIMITED = re.compile(r"[\s'\"<>`]")
+
+
 def _spellings(secret: str) -> set[str]:
     """The ways ``secret`` may be written in a file or a message."""
     forms = {secret, unquote(secret)}
@@ -152,7 +162,8 @@ def remember(text: str) -> None:
     text = str(text)
     value = text.split("=", 1)[1] if re.match(r"[+~\w.\-/]+=", text) else text  # an override
     for secret in {*secrets_in(value, whole=True), *secrets_in(text)}:
-        _known.update(_spellings(secret))
+        if _UNDELIMITED.search(secret):
+            _known.update(_spellings(secret))
 
 
 def remember_config(cfg) -> None:
@@ -216,7 +227,10 @@ def mask_data(value):
 
 def mask_record(record: logging.LogRecord) -> logging.LogRecord:
     """Mask secrets in a record's message, arguments and traceback (in place)."""
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format call: logging reports it later, as it would unmasked
+        return record
     masked = mask(message)
     if masked != message:
         record.msg, record.args = masked, None

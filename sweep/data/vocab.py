@@ -386,6 +386,13 @@ def load_or_build(corpus: Corpus, data_cfg, keep_streams: bool = False) -> tuple
 def derived(words: Encoded, word_key: str, data_cfg) -> tuple[Encoded, str]:
     """The n-gram encoding ``data_cfg`` asks for, derived from the word encoding ``words``
     (with streams; ``word_key`` its key), from the cache when it holds it."""
+    spaced = next((w for w in words.words if " " in w), None)
+    if spaced is not None:  # "a b" the word and "a b" the bigram would be one token
+        raise ValueError(
+            f"data.tokenizer.pattern yields tokens holding a space ({spaced!r}); word n-grams "
+            "(data.tokenizer.word_ngrams > 1) join words with a space: use a pattern whose "
+            "tokens hold none"
+        )
     key = ngram_key(word_key, data_cfg)
     order, max_length = int(data_cfg.tokenizer.word_ngrams), int(data_cfg.max_length)
     make = lambda: with_ngrams(words, order, max_length, ngram_bounds(data_cfg))  # noqa: E731

@@ -79,6 +79,12 @@ document.querySelectorAll('table.sortable th').forEach(function (th) {
 """
 
 
+# The keys the training recipe may set (sweep.trial.recipe.KEYS), and the keys of a whole
+# sweep that one trial alone does not take (several workers, a time budget).
+RECIPE_KEYS = ("data.tokenizer.word_ngrams", "model.hidden_dim", "train.lr")
+ALONE = ("search.workers", "search.worker_index", "search.timeout_s", "search.timeout_grace_s")
+
+
 def reproduce_overrides(
     row: pd.Series, base: Sequence[str], space: dict[str, str], recipe: dict | None = None
 ) -> list[str]:
@@ -90,9 +96,12 @@ def reproduce_overrides(
     probe's picks and the seed are set, so that the command run as printed probes nothing and
     trains the same model; its seed repeats are left out (they do not change the model).
     """
-    choice = dict((recipe or {}).get("choice") or {})
-    pinned = {"search.n_trials", "search.study_name", "seed", "report.repeats", *choice}
-    out = [o for o in base if override_key(o) not in pinned]
+    # The recipe's keys only (the context is read back from a storage: never a _target_).
+    choice = {k: v for k, v in dict((recipe or {}).get("choice") or {}).items()
+              if k in RECIPE_KEYS}  # fmt: skip
+    pinned = {"search.n_trials", "search.study_name", "seed", "report.repeats", *choice,
+              *ALONE}  # fmt: skip
+    out = [o for o in base if override_key(o) not in pinned and "_target_" not in o]
     out = [o for o in out if not o.lstrip("+~").startswith("search.space.")]
     out += [f"{key}={value}" for key, value in choice.items()]
     seed = row.get("seed")

@@ -404,19 +404,38 @@ def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune,
             finish(trial, values_or_error(trial, figures, None, search_cfg))
         else:
             pending.append((trial, params, figures))
-    if not pending:
-        return
+    for group in fitting(pending, memory_room):
 
-    def settle(i: int, measured) -> None:  # as soon as each ends: a kill loses none told
-        trial, _, figures = pending[i]
-        if isinstance(measured, BaseException):
-            finish(trial, measured)
-        else:
-            finish(trial, values_or_error(trial, figures, measured, search_cfg))
+        def settle(i: int, measured, group=group) -> None:  # as each ends: a kill loses none told
+            trial, _, figures = group[i]
+            if isinstance(measured, BaseException):
+                finish(trial, measured)
+            else:
+                finish(trial, values_or_error(trial, figures, measured, search_cfg))
 
-    train_pack([p for _, p, _ in pending],
-               [epoch_callback(t, prune, watch, f) for t, _, f in pending],
-               [t.number for t, _, _ in pending], on_result=settle)  # fmt: skip
+        train_pack([p for _, p, _ in group],
+                   [epoch_callback(t, prune, watch, f) for t, _, f in group],
+                   [t.number for t, _, _ in group], on_result=settle)  # fmt: skip
+
+
+def fitting(pending: list, memory_room: MemoryRoom | None) -> list[list]:
+    """``pending`` (trial, params, figures) cut into packs that fit ``memory_room`` together:
+    the trials' own peaks summed on one baseline (the corpus they share), in order; one pack
+    without a bound. Each trial alone fits (``skip_reason`` saw to it)."""
+    if memory_room is None:
+        return [pending] if pending else []
+    groups: list[list] = []
+    used = math.inf
+    for item in pending:
+        figures = item[2]
+        baseline = float(figures.get("est_baseline_mb", 0.0))
+        own = float(figures.get("memory_mb", 0.0)) - baseline
+        if used + own > memory_room.limit_mb:
+            groups.append([])
+            used = baseline
+        groups[-1].append(item)
+        used += own
+    return groups
 
 
 def values_or_error(trial, figures, measured, search_cfg):

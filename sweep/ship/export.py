@@ -43,7 +43,7 @@ from sweep.common.digest import file_digest, json_digest
 from sweep.data.prepared import SplitTensors
 from sweep.models.fit import evaluate
 from sweep.models.frontends import WORD, frontend_of
-from sweep.models.kinds import NOT_MODEL_ARGS, SIZES, build_kind, build_model
+from sweep.models.kinds import NOT_MODEL_ARGS, SIZES, build_kind, build_model, kind_of
 from sweep.ship import manifest, quantize, tensorfile
 from sweep.ship.manifest import ExportError
 
@@ -94,6 +94,10 @@ class KeptStates:
                                                     for v in state.values())):  # fmt: skip
                 raise ValueError("not a state dict of tensors")
             return state
+        except OSError as error:  # unreadable now (permissions, a network file): kept
+            log.warning("export: cannot read the kept weights %s now (%s); the trial is "
+                        "trained again, the file kept", path, error)  # fmt: skip
+            return None
         except Exception as error:  # a damaged file (each reader has its own error): retrain
             self.forget(path, error)
             return None
@@ -155,7 +159,7 @@ def export_trial(
     model_cfg = OmegaConf.to_container(trial_cfg.model, resolve=True)
     config = {
         "model": {k: v for k, v in model_cfg.items() if k not in _SET_PER_TRIAL},
-        "model_name": trial_cfg.model.name,
+        "model_name": kind_of(model).name,  # the kind (model.name is a free label)
         "precision": precision,
         # the front end's keys: sizes, cutoff, tokenizer settings (manifest.TOP's order)
         **frontend.export_config(sizes, trial_runner.cfg.data, vocab_size),

@@ -19,7 +19,7 @@ from typing import Any
 from sweep import schema
 from sweep.common.closed import Rule, check_keys, count, of, plain
 from sweep.models.frontends import WORD, frontend_of
-from sweep.models.kinds import KINDS, check_settings
+from sweep.models.kinds import BY_TARGET, KINDS, check_settings
 
 
 class ExportError(ValueError):
@@ -67,6 +67,10 @@ def parse(text: str, where: str) -> dict[str, Any]:
         raise ExportError(f"{where} must hold one JSON object; export the model again")
     check_keys(config, TOP, where, ExportError)
     name = config["model_name"]
+    if name not in KINDS and config["model"].get("_target_") in BY_TARGET:
+        # model.name is a free label (a user's model=bag_wide): folders exported before the
+        # kind was written in its place name their kind by its target
+        name = config["model_name"] = BY_TARGET[config["model"]["_target_"]].name
     if name not in KINDS:
         raise ExportError(f"{where}: model_name={name!r} is no model kind of this tool (kinds: "
                           f"{', '.join(KINDS)}); a folder can only name a kind the tool has")  # fmt: skip

@@ -234,7 +234,9 @@ def check_stored(cfg: DictConfig, stored: Any, where: str) -> dict:
     probes = stored.get("probes", [])
     plain = (type(None), bool, int, float, str)
     rows_ok = isinstance(probes, list) and all(
-        isinstance(row, dict) and all(isinstance(v, plain) or (isinstance(v, list) and all(
+        isinstance(row, dict) and {"val_accuracy", "vocab_sizes"} <= set(row)
+        and isinstance(row["vocab_sizes"], list)
+        and all(isinstance(v, plain) or (isinstance(v, list) and all(
             isinstance(x, plain) for x in v)) for v in row.values()) for row in probes)  # fmt: skip
     if (
         not rows_ok

@@ -175,20 +175,7 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
         codes = stop_workers(procs, stop, out_dir)
     timed_out = budget.ended()  # when the workers ended, not after the reports
     study.fail_stale_trials(opened, cfg.search.stale_after_s)  # trials of workers that died
-    context = dict(opened.user_attrs.get("report_context") or {})
-    n_trials = int(context.get("n_trials", cfg.search.n_trials))
-    note = runner.ending_note(opened, n_trials, budget, stop)
-    if note:
-        log.warning("%s", note)
-    # The page is the parent's: its own command line (a worker's holds the pinned keys: no
-    # export, its index, the storage's variable) and this run's ending, or none (a worker's
-    # note of a budget that others then made up for is dropped).
-    context = {k: v for k, v in context.items() if k != "ending"}
-    context["overrides"] = [mask(o) for o in overrides]
-    if note:
-        context["ending"] = note
-    if context.get("study_name"):
-        runner.store_context(opened, cfg, context)
+    n_trials = store_parent_context(cfg, opened, overrides, budget, stop)
     finished = study.count_finished(opened)
     if opened.get_trials(deepcopy=False):
         report_all(cfg, opened, out_dir, measure_and_export=stop is None)
@@ -197,6 +184,26 @@ def launch(cfg: DictConfig, out_dir: Path, overrides: Sequence[str]) -> int:
     log.info("%d workers done in %.0fs; the study holds %d finished trials of %d",
              count, time.time() - budget.started, finished, n_trials)  # fmt: skip
     return verdict(codes, finished >= n_trials or timed_out, stop, out_dir)
+
+
+def store_parent_context(
+    cfg: DictConfig, opened, overrides: Sequence[str], budget: TimeBudget, stop
+) -> int:
+    """The page is the parent's: its own command line (a worker's holds the pinned keys: no
+    export, its index, the storage's variable) and this run's ending, or none (a worker's note
+    of a budget that others then made up for is dropped). Returns the study's trial target."""
+    context = dict(opened.user_attrs.get("report_context") or {})
+    n_trials = int(context.get("n_trials", cfg.search.n_trials))
+    note = runner.ending_note(opened, n_trials, budget, stop)
+    if note:
+        log.warning("%s", note)
+    context = {k: v for k, v in context.items() if k != "ending"}
+    context["overrides"] = [mask(o) for o in overrides]
+    if note:
+        context["ending"] = note
+    if context.get("study_name"):
+        runner.store_context(opened, cfg, context)
+    return n_trials
 
 
 def report_all(cfg: DictConfig, opened, out_dir: Path, measure_and_export: bool = True) -> None:

@@ -101,14 +101,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         finally:
             # Also on an interrupt or a failed sweep: the reports cover the storage, and say why
             # the run ended short of search.n_trials (a stop, the time budget).
-            try:
-                note = ending_note(the_study, n_trials, budget, stop)
-                if note:
-                    log.warning("%s", note)
-                    context["ending"] = note
-                    store_context(the_study, cfg, context)
-            except Exception as error:  # a storage gone with the stop: the reports still go
-                log.warning("could not store why the run ended (%s)", error)
+            record_ending(the_study, cfg, context, n_trials, budget, stop)
             table = reports.write()
         with timing.phase("export"):
             export_models(the_study, cfg, trial, table, out_dir, kept)
@@ -253,6 +246,25 @@ def store_context(the_study, cfg: DictConfig, context: dict) -> None:
     study.set_shared_attr(
         the_study, "report_context", mask_data({**context, "tolerance": cfg.report.tolerance})
     )
+
+
+def record_ending(
+    the_study,
+    cfg: DictConfig,
+    context: dict,
+    n_trials: int,
+    budget: TimeBudget,
+    stop: Stopped | None,
+) -> None:
+    """Log and store (for the page) why the run ended short of ``n_trials``, if it did."""
+    try:
+        note = ending_note(the_study, n_trials, budget, stop)
+        if note:
+            log.warning("%s", note)
+            context["ending"] = note
+            store_context(the_study, cfg, context)
+    except Exception as error:  # a storage gone with the stop: the reports still go
+        log.warning("could not store why the run ended (%s)", error)
 
 
 def ending_note(the_study, n_trials: int, budget: TimeBudget, stop: Stopped | None = None):

@@ -50,6 +50,22 @@ def test_workers_share_one_study_and_write_one_report(tmp_path):
     assert table.loc[~table["pareto"], "val_accuracy_int8"].isna().all()
 
 
+def test_workers_on_a_grid_train_each_point_once(tmp_path):
+    """The grid sampler with search.workers=2: every point of the grid is trained by one worker,
+    none twice (each worker's grid order is the same, whatever its sampler seed)."""
+    result = run_cli(
+        [*TINY, "search.workers=2", "search/sampler=grid", "search.n_trials=4",
+         "search.sampler.values={embedding_dim: [4, 8, 16, 32], vocab_size: [null]}",
+         "report.repeats=0", "report.export=none", "report.quantize=none", "hydra.run.dir=out"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    done = table[table["state"] == "COMPLETE"]
+    assert sorted(done["embedding_dim"]) == [4, 8, 16, 32]
+    assert done["worker"].nunique() == 2
+
+
 def test_workers_run_packs_on_one_study(tmp_path):
     """search.workers with search.pack: each worker asks and trains its own packs of the study
     (search.pack_padding=100: any two trials of a round share a pack, whatever their widths)."""

@@ -358,7 +358,9 @@ def open_study(search_cfg, seed: int, study_signature: str, space, budget=None) 
         raise storage_failure(describe_storage(search_cfg), error) from None
     existing = len(study.get_trials(deepcopy=False))
     worker = int(search_cfg.get("worker_index", 0))
-    if existing or worker:
+    # The grid sampler's seed is the order of its grid, which every worker and every resume
+    # must share: it maps trial numbers to points (two orders would give two workers a point).
+    if (existing or worker) and search_cfg.sampler.name != "grid":
         # A resumed run must not replay the first run's random draws (they would all be
         # duplicates), nor may parallel workers draw alike: seed the sampler by the seed, how far
         # the study has come and the worker.

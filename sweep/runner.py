@@ -412,18 +412,31 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
                  "run of the same command with time left after the trials measures it)",
                  budget.timeout_s)  # fmt: skip
         return
-    numbers = trials.front_trials(table, int(cfg.report.top_k), objectives)
+    numbers, left = deciding(table, cfg, objectives, len(trial.data.labels["validation"]))
     seeds = [cfg.seed + i for i in range(1, repeats + 1)]
     which = "the front trials" if objectives.size else f"the best trials by {objectives.quality}"
     stored = study.stored_repeats(the_study)
     done = sum(seed in stored.get(n, {}) for n in numbers for seed in seeds)
     todo = len(numbers) * len(seeds) - done
     earlier = f"; {done} stored by an earlier run, kept" if done else ""
+    if left:
+        earlier += f"; not {left}: too far from the recommendation for seed noise to move it"
     log.info("seed noise: %s %s with seeds %s: %d fits to train%s", which, numbers, seeds,
              todo, earlier)  # fmt: skip
     pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
     trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
                          pack=pack, train_pack=trial.train_pack, budget=budget)  # fmt: skip
+
+
+def deciding(table, cfg: DictConfig, objectives, validation_docs: int):
+    """``trials.deciding_trials`` with this study's tie margin and noise: the seed noise that
+    earlier repeats measured, or else the least there can be (``trials.accuracy_noise``)."""
+    noise = report.seed_noise(table)
+    if pd.isna(noise):  # nothing repeated yet
+        best = table.loc[table["pareto"].astype(bool), "val_accuracy"].max()
+        noise = 0.0 if pd.isna(best) else trials.accuracy_noise(float(best), validation_docs)
+    tie_margin = report.margin(table, float(cfg.report.tolerance))
+    return trials.deciding_trials(table, int(cfg.report.top_k), objectives, tie_margin, noise)
 
 
 def annotated(the_study, cfg: DictConfig) -> pd.DataFrame:

@@ -118,8 +118,10 @@ def test_trials_and_seed_repeats_train_with_the_recipe_and_a_resume_reuses_it(
     assert (table["recipe_hidden_dim"] == choice["model.hidden_dim"]).all()
     assert (table["recipe_word_ngrams"] == choice["data.tokenizer.word_ngrams"]).all()
     # ... and so does every fit after the probe: the 3 trials and the seed repeats (seed 1)
-    after = fits[probe_fits:]
-    assert len(after) == 3 + 2 and [f["seed"] for f in after].count(1) == 2
+    # (at most report.top_k=2 repeated: those whose mean could change the recommendation)
+    after, repeated = fits[probe_fits:], int(table["seeds"].notna().sum())
+    assert 1 <= repeated <= 2 and len(after) == 3 + repeated
+    assert [f["seed"] for f in after].count(1) == repeated
     assert {f["lr"] for f in after} == {choice["train.lr"]}
     assert {f["hidden"] for f in after} == {choice["model.hidden_dim"] > 0}
     # the study starts at the configurations the probe trained its pick at

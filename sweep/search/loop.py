@@ -470,6 +470,37 @@ def front_trials(
     return front["trial"].head(top_k).astype(int).tolist()
 
 
+def accuracy_noise(percent: float, docs: int) -> float:
+    """The standard error (points) of an accuracy of ``percent`` measured on ``docs`` texts: the
+    least seed noise there can be on that validation split (seeds move it more, never less)."""
+    p = min(max(percent / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / max(docs, 1))
+
+
+def deciding_trials(
+    frame: pd.DataFrame, top_k: int, objectives, tie_margin: float, noise: float
+) -> tuple[list[int], list[int]]:
+    """(the front trials whose seed repeats could change the recommendation, at most ``top_k``,
+    the recommended trial first; the front trials they leave out).
+
+    The recommendation is the smallest trial within ``tie_margin`` of the best (``annotate``).
+    A front trial's mean over seeds can move it when the trial is the recommended one, when it
+    is within ``2 * noise`` of the best (it could become the best, which moves the edge of the
+    ties) or within ``2 * noise`` of that edge (it could cross it, either way). A trial further
+    from both cannot: its repeats would cost fits and change no answer. With a quality other
+    than validation accuracy: the ``top_k`` best front trials, as ``front_trials``."""
+    front = front_trials(frame, len(frame), objectives)
+    if objectives.quality != "val_accuracy" or not front:
+        return front[:top_k], []
+    rows = frame.set_index("trial").loc[front]
+    value, recommended = rows["val_accuracy"].astype(float), rows["recommended"].astype(bool)
+    best, window = float(value.max()), 2.0 * noise
+    edge = best - tie_margin
+    could_move = recommended | (value >= best - window) | ((value - edge).abs() <= window)
+    chosen = sorted((n for n in front if could_move[n]), key=lambda n: not recommended[n])
+    return chosen[:top_k], [n for n in front if n not in chosen[:top_k]]
+
+
 def repeat_trials(
     study: optuna.Study,
     numbers: list[int],

@@ -80,7 +80,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     context["n_trials"] = n_trials  # the target (a grid's capped): a parent's exit code reads it
     store_context(the_study, cfg, context)
     reports = Reports(the_study, out_dir, cfg.report.tolerance, context, trial.timing, kept,
-                      share=float(cfg.report.get("time_share", 1.0)))  # fmt: skip
+                      share=float(cfg.report.get("time_share", 1.0)), run_started=started)  # fmt: skip
     progress = Progress(n_trials, single=len(cfg.search.objectives) == 1)
     log.info("prepared data in %.1fs; running trials", time.perf_counter() - started)
     timing, stop = trial.timing, None
@@ -102,7 +102,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
             # Also on an interrupt or a failed sweep: the reports cover the storage, and say why
             # the run ended short of search.n_trials (a stop, the time budget).
             record_ending(the_study, cfg, context, n_trials, budget, stop)
-            table = reports.write()
+            table = reports.write(timeline=True)
         with timing.phase("export"):
             export_models(the_study, cfg, trial, table, out_dir, kept)
     finally:  # the time line covers the whole run, the export too, and a stopped run
@@ -327,10 +327,12 @@ class Reports:
         timing,
         kept=None,
         share: float = 1.0,
+        run_started: float | None = None,
     ):
         self.study, self.out_dir, self.tolerance = the_study, out_dir, tolerance
         self.context, self.timing, self.kept = context, timing, kept
         self.share, self.started = share, time.perf_counter()
+        self.run_started = self.started if run_started is None else run_started
         self.objectives = schema.Objectives.of(context.get("objectives"))
 
     def after_trial(self) -> pd.DataFrame:
@@ -348,13 +350,21 @@ class Reports:
         self.timing.reports += time.perf_counter() - t0
         return table
 
-    def write(self) -> pd.DataFrame:
+    def write(self, timeline: bool = False) -> pd.DataFrame:
+        """Write the reports; with ``timeline``, the page shows the run's time line (its last
+        write: the phases' figures are whole only once they have ended)."""
         t0 = time.perf_counter()
         table = trials.trials_frame(self.study)
         if not table.empty:
             self.context["importance"] = trials.importances(self.study)
+            # The time line up to this page: this run's, never stored (a study's workers each
+            # have their own), so a page rebuilt from the storage has none.
+            page_context = dict(self.context)
+            if timeline:
+                seconds = time.perf_counter() - self.run_started
+                page_context["timeline"] = self.timing.timeline(seconds)
             table = report.write_reports(
-                table, self.out_dir, tolerance=self.tolerance, context=self.context
+                table, self.out_dir, tolerance=self.tolerance, context=page_context
             )
             if self.kept is not None:  # a dominated trial never returns to the front
                 dominated = table[(table["state"] == "COMPLETE") & ~table["pareto"]]["trial"]

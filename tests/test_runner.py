@@ -65,6 +65,13 @@ def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     assert 0 <= timing["other_s"] < 0.5 * timing["total_s"]
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Recommended configuration" in page
+    # The page's time line: every phase, adding up to the run up to the page's last write (the
+    # export and that write itself come after it; each row rounded to 0.1 s).
+    timeline = re.search(r'<table id="timeline">.*?</table>', page, re.S).group(0)
+    seconds = [float(x) for x in re.findall(r"<td>(-?[0-9.]+) s</td>", timeline)]
+    assert len(seconds) == 10 and min(seconds) >= 0
+    late = timing["export_s"] + timing["reports_s"]
+    assert timing["total_s"] - late - 0.5 <= sum(seconds) <= timing["total_s"] + 0.5
     # Per-class counts for every split (400 documents: 320 / 40 / 40, stratified).
     classes = re.search(r'<table id="classes".*?</table>', page, re.S).group(0)
     assert classes.count("<tr>") == 1 + 4 + 1  # header, four classes, total

@@ -233,7 +233,16 @@ def render(
         recipe_table=Markup(recipe_table) if recipe_table else "",
         environment=[(str(k), str(v)) for k, v in context.get("environment", {}).items()],
         config=str(context.get("config", "")),
+        timeline=timeline_rows(context.get("timeline") or []),
     )
+
+
+def timeline_rows(timeline: Sequence) -> list[tuple[str, str, str, str]]:
+    """(phase, seconds, share of the run so far, fits) per phase of the run's time line."""
+    total = sum(float(seconds) for _, seconds, _ in timeline)
+    return [(str(name), f"{float(seconds):.1f} s", f"{100 * float(seconds) / total:.0f}%",
+             "" if fits is None else str(int(fits))) for name, seconds, fits in timeline
+            if total > 0]  # fmt: skip
 
 
 def _front_axes(objectives) -> str:

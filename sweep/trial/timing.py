@@ -80,6 +80,23 @@ class Timing:
         figures["outside_training_pct"] = 100.0 * (total - training) / max(total, 1e-9)
         return figures
 
+    def timeline(self, total: float) -> list[tuple[str, float, int | None]]:
+        """The page's time line: (phase, seconds, fits or None) in the order a run goes, the
+        phases of ``figures(total)`` that add up to ``total``."""
+        f = self.figures(total)
+        return [
+            ("data", f["data_s"], None),
+            ("recipe probe", f["recipe_s"], None),
+            ("trials: training", f["training_s"], f["trials"]),
+            ("trials: cutoff views", f["cutoff_s"], None),
+            ("trials: search and storage", f["search_and_storage_s"], None),
+            ("seed repeats", f["repeats_s"], f["repeat_fits"]),
+            ("precisions", f["precisions_s"], None),
+            ("export", f["export_s"], None),
+            ("reports", f["reports_s"], None),
+            ("other (start-up, opening the study)", f["other_s"], None),
+        ]
+
     def write(self, total: float, out_dir: Path) -> dict[str, float]:
         """Log the time line and write ``timing.json`` (the speed benchmark's source)."""
         f = self.figures(total)

@@ -410,22 +410,48 @@ class Progress:
 
 
 def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) -> None:
-    """Seed noise: retrain the best front trials with ``report.repeats`` more seeds; the
-    reports show their mean and standard deviation. None starts after ``budget``'s deadline."""
+    """Seed noise: retrain with ``report.repeats`` more seeds the front trials whose mean could
+    change the recommendation (``deciding``); the reports show their mean and standard
+    deviation. In rounds: once repeats have measured the noise and moved the means, the trials
+    that could now change the recommendation (a new recommendation among them) are repeated
+    too, ``report.top_k`` trials in all at most. None starts after ``budget``'s deadline."""
     repeats = int(cfg.report.get("repeats", 0))
-    objectives = schema.Objectives.from_search(cfg.search)
-    table = annotated(the_study, cfg)
-    if repeats <= 0 or not len(table):
+    if repeats <= 0 or not len(annotated(the_study, cfg)):
         return
     if budget is not None and budget.ended():
         log.info("seed noise not measured: the time budget (search.timeout_s=%g) has ended (a "
                  "run of the same command with time left after the trials measures it)",
                  budget.timeout_s)  # fmt: skip
         return
-    numbers, left = deciding(table, cfg, objectives, len(trial.data.labels["validation"]))
     seeds = [cfg.seed + i for i in range(1, repeats + 1)]
-    which = "the front trials" if objectives.size else f"the best trials by {objectives.quality}"
+    tried: set[int] = set()
+    while budget is None or not budget.ended():
+        numbers = repeat_round(the_study, cfg, trial, seeds, tried)
+        if not numbers:
+            return
+        tried.update(numbers)
+        pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
+        trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
+                             pack=pack, train_pack=trial.train_pack, budget=budget)  # fmt: skip
+
+
+def repeat_round(the_study, cfg: DictConfig, trial: TrialRunner, seeds: list[int],
+                 tried: set[int]) -> list[int]:  # fmt: skip
+    """The trials the next round of seed repeats trains (logged): the first round, every
+    deciding trial (some may be stored by an earlier run); a later one (``tried`` not empty),
+    the deciding trials not yet repeated, while fewer than ``report.top_k`` are."""
+    objectives = schema.Objectives.from_search(cfg.search)
+    table = annotated(the_study, cfg)
+    numbers, left = deciding(table, cfg, objectives, len(trial.data.labels["validation"]))
     stored = study.stored_repeats(the_study)
+    if tried:
+        room = int(cfg.report.top_k) - len({n for n, by_seed in stored.items() if by_seed})
+        numbers = [n for n in numbers if n not in tried and n not in stored][: max(room, 0)]
+        if numbers:
+            log.info("seed noise: with the noise measured and the means moved, %s could change "
+                     "the recommendation too: %d fits more", numbers, len(numbers) * len(seeds))  # fmt: skip
+        return numbers
+    which = "the front trials" if objectives.size else f"the best trials by {objectives.quality}"
     done = sum(seed in stored.get(n, {}) for n in numbers for seed in seeds)
     todo = len(numbers) * len(seeds) - done
     earlier = f"; {done} stored by an earlier run, kept" if done else ""
@@ -433,9 +459,7 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
         earlier += f"; not {left}: too far from the recommendation for seed noise to move it"
     log.info("seed noise: %s %s with seeds %s: %d fits to train%s", which, numbers, seeds,
              todo, earlier)  # fmt: skip
-    pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
-    trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
-                         pack=pack, train_pack=trial.train_pack, budget=budget)  # fmt: skip
+    return numbers
 
 
 def deciding(table, cfg: DictConfig, objectives, validation_docs: int):

@@ -292,3 +292,26 @@ def test_seed_repeats_go_only_where_they_could_change_the_recommendation():
     cfg = compose_config(["report.tolerance=0.5", "report.top_k=5"])
     assert runner.deciding(frame, cfg, objectives, 100) == ([1, 0, 2, 3], [4])
     assert runner.deciding(frame, cfg, objectives, 1_000_000) == ([1, 0, 2], [3, 4])
+
+
+@pytest.mark.parametrize("top_k, repeated", [(2, 2), (1, 1)])
+def test_seed_repeats_go_on_in_rounds_while_the_recommendation_can_move(
+    tiny_overrides, tmp_path, count_fits, monkeypatch, top_k, repeated
+):
+    """Round 1 repeats what could change the recommendation then; once those repeats have moved
+    the means, a trial that now could (here: the next front trial, by hand) is repeated in
+    round 2, and the rounds end when nothing new could; report.top_k trials in all at most."""
+    calls = []
+
+    def deciding(table, cfg, objectives, validation_docs):
+        front = sorted(table.loc[table["pareto"], "trial"].astype(int))
+        calls.append(front)
+        return (front[:1], front[1:]) if len(calls) == 1 else (front[:2], front[2:])
+
+    monkeypatch.setattr(runner, "deciding", deciding)
+    cfg = compose_config([*tiny_overrides, "search.n_trials=4", "report.repeats=1",
+                          f"report.top_k={top_k}"])  # fmt: skip
+    table = runner.run(cfg, tmp_path / "out").table
+    assert len(calls[0]) >= 2  # (seeded: a front of two trials at least, for a second round)
+    assert set(table.loc[table["seeds"] == 2, "trial"]) == set(calls[0][:repeated])
+    assert len(count_fits) == 4 + repeated and len(calls) == 1 + repeated

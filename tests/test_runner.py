@@ -292,6 +292,10 @@ def test_seed_repeats_go_only_where_they_could_change_the_recommendation():
     cfg = compose_config(["report.tolerance=0.5", "report.top_k=5"])
     assert runner.deciding(frame, cfg, objectives, 100) == ([1, 0, 2, 3], [4])
     assert runner.deciding(frame, cfg, objectives, 1_000_000) == ([1, 0, 2], [3, 4])
+    # Means over seeds may recommend a trial the one-seed front left out: it is repeated first.
+    off = _front([90.0, 89.8, 89.45, 85.0, 70.0, 89.0], recommended=5)
+    off.loc[5, ["pareto", "params_total"]] = [False, 20_000]
+    assert loop.deciding_trials(off, 5, objectives, 0.5, 0.05) == ([5, 0, 2], [1, 3, 4])
 
 
 @pytest.mark.parametrize("top_k, repeated", [(2, 2), (1, 1)])

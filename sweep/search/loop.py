@@ -492,12 +492,14 @@ def deciding_trials(
     front = front_trials(frame, len(frame), objectives)
     if objectives.quality != "val_accuracy" or not front:
         return front[:top_k], []
-    rows = frame.set_index("trial").loc[front]
-    value, recommended = rows["val_accuracy"].astype(float), rows["recommended"].astype(bool)
+    # The recommendation ranks by means over seeds, the front by one seed's figures: once
+    # repeats have lowered a front trial's mean, the recommended trial may be off the front.
+    recommended = [int(n) for n in frame.loc[frame["recommended"].astype(bool), "trial"]]
+    value = frame.set_index("trial").loc[front, "val_accuracy"].astype(float)
     best, window = float(value.max()), 2.0 * noise
     edge = best - tie_margin
-    could_move = recommended | (value >= best - window) | ((value - edge).abs() <= window)
-    chosen = sorted((n for n in front if could_move[n]), key=lambda n: not recommended[n])
+    could_move = (value >= best - window) | ((value - edge).abs() <= window)
+    chosen = recommended + [n for n in front if could_move[n] and n not in recommended]
     return chosen[:top_k], [n for n in front if n not in chosen[:top_k]]
 
 

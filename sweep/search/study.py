@@ -313,21 +313,29 @@ def prepare_study(search_cfg) -> optuna.Study:
     join the study and never race to make it (on a fresh database such a race fails one of
     them: optuna issues 1092 and 4621). A bad storage fails here, naming ``search.storage``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(search_cfg)
-    try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=search_cfg.study_name,
-            directions=list(search_cfg.directions),
-            load_if_exists=True,
-        )
-    except storage_errors() as error:  # a database that refuses the study's tables or rows
-        raise storage_failure(describe_storage(search_cfg), error) from None
+    study = create_or_load(search_cfg)
     if [d.name.lower() for d in study.directions] != list(search_cfg.directions):
         raise SearchError(f"search.directions differ from the stored study {study.study_name!r}")
     if not study.metric_names:
         _set_metric_names(study, list(search_cfg.objectives))
     return study
+
+
+def create_or_load(search_cfg, **kwargs) -> optuna.Study:
+    """``optuna.create_study`` on ``search.storage`` (made or loaded), ``kwargs`` its sampler and
+    pruner; a storage that fails (server down, bad credentials, a corrupt file, a database that
+    refuses the study's tables or rows) raises an error naming ``search.storage``."""
+    storage = make_storage(search_cfg)
+    try:
+        return optuna.create_study(
+            storage=storage,
+            study_name=search_cfg.study_name,
+            directions=list(search_cfg.directions),
+            load_if_exists=True,
+            **kwargs,
+        )
+    except storage_errors() as error:
+        raise storage_failure(describe_storage(search_cfg), error) from None
 
 
 def signature(parts: dict[str, Any]) -> str:
@@ -344,18 +352,7 @@ def open_study(search_cfg, seed: int, study_signature: str, space, budget=None) 
         raise SearchError("search.objectives and search.directions must have the same length")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler, pruner = make_sampler(search_cfg, seed, space, budget), make_pruner(search_cfg)
-    storage = make_storage(search_cfg)
-    try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=search_cfg.study_name,
-            directions=list(search_cfg.directions),
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
-        )
-    except storage_errors() as error:  # server down, bad credentials, a corrupt file
-        raise storage_failure(describe_storage(search_cfg), error) from None
+    study = create_or_load(search_cfg, sampler=sampler, pruner=pruner)
     existing = len(study.get_trials(deepcopy=False))
     worker = int(search_cfg.get("worker_index", 0))
     # The grid sampler's seed is the order of its grid, which every worker and every resume

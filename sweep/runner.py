@@ -437,40 +437,54 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
 
 def repeat_round(the_study, cfg: DictConfig, trial: TrialRunner, seeds: list[int],
                  tried: set[int]) -> list[int]:  # fmt: skip
-    """The trials the next round of seed repeats trains (logged): the first round, every
-    deciding trial (some may be stored by an earlier run); a later one (``tried`` not empty),
-    the deciding trials not yet repeated, while fewer than ``report.top_k`` are."""
+    """The trials the next round of seed repeats trains (logged): the deciding trials this run
+    has not ``tried``, those with stored repeats (an earlier run's, finished here if it left
+    them half done) and new ones while fewer than ``report.top_k`` trials have repeats."""
     objectives = schema.Objectives.from_search(cfg.search)
     table = annotated(the_study, cfg)
-    numbers, left = deciding(table, cfg, objectives, len(trial.data.labels["validation"]))
-    stored = study.stored_repeats(the_study)
+    decided = deciding(table, cfg, objectives, len(trial.data.labels["validation"]))
+    stored = {n for n, by_seed in study.stored_repeats(the_study).items() if by_seed}
+    fresh = [n for n in decided.chosen if n not in tried]
+    room = max(int(cfg.report.top_k) - len(stored), 0)
+    new = [n for n in fresh if n not in stored][:room]
+    numbers = [n for n in fresh if n in stored or n in new]
+    cut = decided.cut + [n for n in fresh if n not in numbers]
+    if not numbers:
+        return []
+    by_seed = study.stored_repeats(the_study)
+    todo = sum(seed not in by_seed.get(n, {}) for n in numbers for seed in seeds)
+    total = len(numbers) * len(seeds)
+    notes = f"; {total - todo} stored by an earlier run, kept" if todo < total else ""
+    if decided.far and not tried:
+        notes += f"; not {decided.far}: too far from the recommendation for seed noise to move it"
+    if cut:
+        notes += f"; not {cut}: past report.top_k={int(cfg.report.top_k)} trials with repeats"
     if tried:
-        room = int(cfg.report.top_k) - len({n for n, by_seed in stored.items() if by_seed})
-        numbers = [n for n in numbers if n not in tried and n not in stored][: max(room, 0)]
-        if numbers:
-            log.info("seed noise: with the noise measured and the means moved, %s could change "
-                     "the recommendation too: %d fits more", numbers, len(numbers) * len(seeds))  # fmt: skip
-        return numbers
-    which = "the front trials" if objectives.size else f"the best trials by {objectives.quality}"
-    done = sum(seed in stored.get(n, {}) for n in numbers for seed in seeds)
-    todo = len(numbers) * len(seeds) - done
-    earlier = f"; {done} stored by an earlier run, kept" if done else ""
-    if left:
-        earlier += f"; not {left}: too far from the recommendation for seed noise to move it"
-    log.info("seed noise: %s %s with seeds %s: %d fits to train%s", which, numbers, seeds,
-             todo, earlier)  # fmt: skip
+        log.info("seed noise: with the noise measured and the means moved, %s could change the "
+                 "recommendation too: %d fits more%s", numbers, todo, notes)  # fmt: skip
+    else:
+        which = "trials" if objectives.size else f"best trials by {objectives.quality}"
+        log.info("seed noise: the %s %s with seeds %s: %d fits to train%s", which, numbers,
+                 seeds, todo, notes)  # fmt: skip
     return numbers
 
 
-def deciding(table, cfg: DictConfig, objectives, validation_docs: int):
+def deciding(table, cfg: DictConfig, objectives, validation_docs: int) -> trials.Deciding:
     """``trials.deciding_trials`` with this study's tie margin and noise: the seed noise that
-    earlier repeats measured, or else the least there can be (``trials.accuracy_noise``)."""
+    earlier repeats measured, or else a first estimate (``trials.accuracy_noise``). Under a byte
+    budget (``search.max_model_bytes``) the recommendation ranks by the shipped file's accuracy,
+    measured after the repeats and never averaged over seeds: the ``report.top_k`` best front
+    trials, as before the repeats could tell which decide."""
+    top_k = int(cfg.report.top_k)
+    if shipping_of(cfg.search)["max_model_bytes"] is not None:
+        front = trials.front_trials(table, len(table), objectives)
+        return trials.Deciding(front[:top_k], [], front[top_k:])
     noise = report.seed_noise(table)
     if pd.isna(noise):  # nothing repeated yet
         best = table.loc[table["pareto"].astype(bool), "val_accuracy"].max()
         noise = 0.0 if pd.isna(best) else trials.accuracy_noise(float(best), validation_docs)
     tie_margin = report.margin(table, float(cfg.report.tolerance))
-    return trials.deciding_trials(table, int(cfg.report.top_k), objectives, tie_margin, noise)
+    return trials.deciding_trials(table, top_k, objectives, tie_margin, noise)
 
 
 def annotated(the_study, cfg: DictConfig) -> pd.DataFrame:

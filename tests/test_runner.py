@@ -280,22 +280,41 @@ def test_seed_repeats_go_only_where_they_could_change_the_recommendation():
     the recommended (1) and the trial 0.05 under the edge (2); not for 85.0 or 70.0, 25 and 100
     noise-widths away. With noise 3 the 85.0 trial could overtake the best too."""
     from sweep.schema import DEFAULT_OBJECTIVES as objectives
-    from sweep.search import loop
+    from sweep.search.loop import Deciding, accuracy_noise, deciding_trials
 
     frame = _front([90.0, 89.8, 89.45, 85.0, 70.0], recommended=1)
-    assert loop.deciding_trials(frame, 5, objectives, 0.5, 0.1) == ([1, 0, 2], [3, 4])
-    assert loop.deciding_trials(frame, 5, objectives, 0.5, 3.0) == ([1, 0, 2, 3], [4])
-    assert loop.deciding_trials(frame, 2, objectives, 0.5, 3.0) == ([1, 0], [2, 3, 4])  # top_k
-    # No repeats yet: the noise is the validation split's standard error at the best accuracy
-    # (3.0 points on 100 texts at 90%, 0.03 on a million).
-    assert loop.accuracy_noise(90.0, 100) == pytest.approx(3.0)
+    assert deciding_trials(frame, 5, objectives, 0.5, 0.1) == Deciding([1, 0, 2], [3, 4], [])
+    assert deciding_trials(frame, 5, objectives, 0.5, 3.0) == Deciding([1, 0, 2, 3], [4], [])
+    assert deciding_trials(frame, 2, objectives, 0.5, 3.0) == Deciding([1, 0], [4], [2, 3])
+    # No repeats yet: the noise is first the validation split's sampling error at the best
+    # accuracy (3.0 points on 100 texts at 90%, 0.03 on a million).
+    assert accuracy_noise(90.0, 100) == pytest.approx(3.0)
     cfg = compose_config(["report.tolerance=0.5", "report.top_k=5"])
-    assert runner.deciding(frame, cfg, objectives, 100) == ([1, 0, 2, 3], [4])
-    assert runner.deciding(frame, cfg, objectives, 1_000_000) == ([1, 0, 2], [3, 4])
+    assert runner.deciding(frame, cfg, objectives, 100) == Deciding([1, 0, 2, 3], [4], [])
+    assert runner.deciding(frame, cfg, objectives, 1_000_000) == Deciding([1, 0, 2], [3, 4], [])
     # Means over seeds may recommend a trial the one-seed front left out: it is repeated first.
     off = _front([90.0, 89.8, 89.45, 85.0, 70.0, 89.0], recommended=5)
     off.loc[5, ["pareto", "params_total"]] = [False, 20_000]
-    assert loop.deciding_trials(off, 5, objectives, 0.5, 0.05) == ([5, 0, 2], [1, 3, 4])
+    assert deciding_trials(off, 5, objectives, 0.5, 0.05) == Deciding([5, 0, 2], [1, 3, 4], [])
+
+
+def test_seed_repeats_are_decided_by_the_means_and_never_go_to_a_reused_trial():
+    """Trial 0: 90.0 on seed 0, 88.0 over seeds. By the means the best is 89.6 (trial 1), the
+    edge 89.1, trial 2 (89.2) recommended, and trial 3 (89.0, 0.1 under the edge) could cross
+    it; by seed 0 it would be 0.5 under the edge 89.5, and left out. A reused trial (a copy of
+    trial 0's result) is never repeated: its original is. Under a byte budget the recommendation
+    ranks by the shipped file, never by means: the report.top_k best front trials."""
+    from sweep.schema import DEFAULT_OBJECTIVES as objectives
+    from sweep.search.loop import Deciding, deciding_trials
+
+    frame = _front([90.0, 89.6, 89.2, 89.0], recommended=2)
+    frame["val_accuracy_mean"] = [88.0, None, None, None]
+    assert deciding_trials(frame, 5, objectives, 0.5, 0.1) == Deciding([2, 1, 3], [0], [])
+    copied = _front([90.0, 89.8, 70.0, 90.0], recommended=3)
+    copied["reused_from"] = [None, None, None, 0]
+    assert deciding_trials(copied, 5, objectives, 0.5, 0.1) == Deciding([0, 1], [2], [])
+    budget = compose_config(["search.max_model_bytes=250kB", "report.top_k=2"])
+    assert runner.deciding(frame, budget, objectives, 100) == Deciding([0, 1], [], [2, 3])
 
 
 @pytest.mark.parametrize("top_k, repeated", [(2, 2), (1, 1)])
@@ -305,12 +324,14 @@ def test_seed_repeats_go_on_in_rounds_while_the_recommendation_can_move(
     """Round 1 repeats what could change the recommendation then; once those repeats have moved
     the means, a trial that now could (here: the next front trial, by hand) is repeated in
     round 2, and the rounds end when nothing new could; report.top_k trials in all at most."""
+    from sweep.search.loop import Deciding
+
     calls = []
 
     def deciding(table, cfg, objectives, validation_docs):
         front = sorted(table.loc[table["pareto"], "trial"].astype(int))
         calls.append(front)
-        return (front[:1], front[1:]) if len(calls) == 1 else (front[:2], front[2:])
+        return Deciding(front[:1], [], []) if len(calls) == 1 else Deciding(front[:2], [], [])
 
     monkeypatch.setattr(runner, "deciding", deciding)
     cfg = compose_config([*tiny_overrides, "search.n_trials=4", "report.repeats=1",

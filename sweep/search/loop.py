@@ -471,36 +471,53 @@ def front_trials(
 
 
 def accuracy_noise(percent: float, docs: int) -> float:
-    """The standard error (points) of an accuracy of ``percent`` measured on ``docs`` texts: the
-    least seed noise there can be on that validation split (seeds move it more, never less)."""
+    """The sampling standard error (points) of an accuracy of ``percent`` measured on ``docs``
+    texts: the first estimate of seed noise, before repeats measure it (seeds often move an
+    accuracy less than this on one fixed split, sometimes more)."""
     p = min(max(percent / 100.0, 0.0), 1.0)
     return 100.0 * math.sqrt(p * (1.0 - p) / max(docs, 1))
 
 
+@dataclass(frozen=True)
+class Deciding:
+    """Which trials seed repeats go to (``deciding_trials``): ``chosen``, the recommended trial
+    first; ``far``, front trials too far from the recommendation for noise to move it; ``cut``,
+    trials that could but lie past ``report.top_k``."""
+
+    chosen: list[int]
+    far: list[int]
+    cut: list[int]
+
+
 def deciding_trials(
     frame: pd.DataFrame, top_k: int, objectives, tie_margin: float, noise: float
-) -> tuple[list[int], list[int]]:
-    """(the front trials whose seed repeats could change the recommendation, at most ``top_k``,
-    the recommended trial first; the front trials they leave out).
+) -> Deciding:
+    """The trials whose seed repeats could change the recommendation (``annotate``: the
+    smallest trial within ``tie_margin`` of the best, by the mean over seeds where repeats ran).
 
-    The recommendation is the smallest trial within ``tie_margin`` of the best (``annotate``).
-    A front trial's mean over seeds can move it when the trial is the recommended one, when it
-    is within ``2 * noise`` of the best (it could become the best, which moves the edge of the
-    ties) or within ``2 * noise`` of that edge (it could cross it, either way). A trial further
-    from both cannot: its repeats would cost fits and change no answer. With a quality other
-    than validation accuracy: the ``top_k`` best front trials, as ``front_trials``."""
+    The recommended trial; front trials within ``2 * noise`` of the best (one could become the
+    best, which moves the edge of the ties); front trials below that edge by at most
+    ``2 * noise`` (one could cross it and, being smaller, become the recommendation). A front
+    trial above the edge is larger than the recommendation and stays a tie; one further below
+    cannot cross. Values are means over seeds where repeats ran, else the one seed's. A reused
+    trial (``reused_from``) is never chosen: its original is. With a quality other than
+    validation accuracy: the ``top_k`` best front trials, as ``front_trials``."""
     front = front_trials(frame, len(frame), objectives)
     if objectives.quality != "val_accuracy" or not front:
-        return front[:top_k], []
-    # The recommendation ranks by means over seeds, the front by one seed's figures: once
-    # repeats have lowered a front trial's mean, the recommended trial may be off the front.
-    recommended = [int(n) for n in frame.loc[frame["recommended"].astype(bool), "trial"]]
-    value = frame.set_index("trial").loc[front, "val_accuracy"].astype(float)
-    best, window = float(value.max()), 2.0 * noise
+        return Deciding(front[:top_k], [], front[top_k:])
+    rows = frame.set_index("trial")
+    value = rows["val_accuracy"].astype(float)
+    if "val_accuracy_mean" in rows:  # the recommendation ranks by the means
+        value = rows["val_accuracy_mean"].astype(float).fillna(value)
+    original = rows[REUSED].isna() if REUSED in rows else pd.Series(True, index=rows.index)
+    # The recommendation ranks by means, the front by one seed: once repeats have lowered a
+    # front trial's mean, the recommended trial may be off the front.
+    recommended = [int(n) for n in rows.index[rows["recommended"].astype(bool) & original]]
+    best, window = float(value[front].max()), 2.0 * noise
     edge = best - tie_margin
-    could_move = (value >= best - window) | ((value - edge).abs() <= window)
-    chosen = recommended + [n for n in front if could_move[n] and n not in recommended]
-    return chosen[:top_k], [n for n in front if n not in chosen[:top_k]]
+    could_move = [n for n in front if value[n] >= best - window or edge - window <= value[n] < edge]
+    chosen = recommended + [n for n in could_move if n not in recommended]
+    return Deciding(chosen[:top_k], [n for n in front if n not in chosen], chosen[top_k:])
 
 
 def repeat_trials(

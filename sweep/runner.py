@@ -416,7 +416,7 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
     that could now change the recommendation (a new recommendation among them) are repeated
     too, ``report.top_k`` trials in all at most. None starts after ``budget``'s deadline."""
     repeats = int(cfg.report.get("repeats", 0))
-    if repeats <= 0 or not len(annotated(the_study, cfg)):
+    if repeats <= 0 or not the_study.get_trials(deepcopy=False):
         return
     if budget is not None and budget.ended():
         log.info("seed noise not measured: the time budget (search.timeout_s=%g) has ended (a "
@@ -424,13 +424,13 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
                  budget.timeout_s)  # fmt: skip
         return
     seeds = [cfg.seed + i for i in range(1, repeats + 1)]
+    pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
     tried: set[int] = set()
     while budget is None or not budget.ended():
         numbers = repeat_round(the_study, cfg, trial, seeds, tried)
         if not numbers:
             return
         tried.update(numbers)
-        pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
         trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
                              pack=pack, train_pack=trial.train_pack, budget=budget)  # fmt: skip
 
@@ -443,7 +443,8 @@ def repeat_round(the_study, cfg: DictConfig, trial: TrialRunner, seeds: list[int
     objectives = schema.Objectives.from_search(cfg.search)
     table = annotated(the_study, cfg)
     decided = deciding(table, cfg, objectives, len(trial.data.labels["validation"]))
-    stored = {n for n, by_seed in study.stored_repeats(the_study).items() if by_seed}
+    by_seed = study.stored_repeats(the_study)
+    stored = {n for n, seeds_stored in by_seed.items() if seeds_stored}
     fresh = [n for n in decided.chosen if n not in tried]
     room = max(int(cfg.report.top_k) - len(stored), 0)
     new = [n for n in fresh if n not in stored][:room]
@@ -451,7 +452,6 @@ def repeat_round(the_study, cfg: DictConfig, trial: TrialRunner, seeds: list[int
     cut = decided.cut + [n for n in fresh if n not in numbers]
     if not numbers:
         return []
-    by_seed = study.stored_repeats(the_study)
     todo = sum(seed not in by_seed.get(n, {}) for n in numbers for seed in seeds)
     total = len(numbers) * len(seeds)
     notes = f"; {total - todo} stored by an earlier run, kept" if todo < total else ""
@@ -477,8 +477,7 @@ def deciding(table, cfg: DictConfig, objectives, validation_docs: int) -> trials
     trials, as before the repeats could tell which decide."""
     top_k = int(cfg.report.top_k)
     if shipping_of(cfg.search)["max_model_bytes"] is not None:
-        front = trials.front_trials(table, len(table), objectives)
-        return trials.Deciding(front[:top_k], [], front[top_k:])
+        return trials.top_front(table, top_k, objectives)
     noise = report.seed_noise(table)
     if pd.isna(noise):  # nothing repeated yet
         best = table.loc[table["pareto"].astype(bool), "val_accuracy"].max()

@@ -502,9 +502,11 @@ def deciding_trials(
     cannot cross. Values are means over seeds where repeats ran, else the one seed's. A reused
     trial (``reused_from``) is never chosen: its original is. With a quality other than
     validation accuracy: the ``top_k`` best front trials, as ``front_trials``."""
+    if objectives.quality != "val_accuracy":
+        return top_front(frame, top_k, objectives)
     front = front_trials(frame, len(frame), objectives)
-    if objectives.quality != "val_accuracy" or not front:
-        return Deciding(front[:top_k], [], front[top_k:])
+    if not front:
+        return Deciding([], [], [])
     rows = frame.set_index("trial")
     value = rows["val_accuracy"].astype(float)
     if "val_accuracy_mean" in rows:  # the recommendation ranks by the means
@@ -518,6 +520,13 @@ def deciding_trials(
     could_move = [n for n in front if value[n] >= best - window or edge - window <= value[n] < edge]
     chosen = recommended + [n for n in could_move if n not in recommended]
     return Deciding(chosen[:top_k], [n for n in front if n not in chosen], chosen[top_k:])
+
+
+def top_front(frame: pd.DataFrame, top_k: int, objectives) -> Deciding:
+    """The ``top_k`` best front trials (``front_trials``) chosen, the rest of the front cut:
+    where the means over seeds do not decide the recommendation."""
+    front = front_trials(frame, len(frame), objectives)
+    return Deciding(front[:top_k], [], front[top_k:])
 
 
 def repeat_trials(

@@ -41,6 +41,7 @@ from sweep.search.settings import budgets, grid_size, pack_size, parse_bytes
 from sweep.search.space import SearchSpace
 from sweep.ship import export
 from sweep.trial import TrialRunner, recipe
+from sweep.trial.recipe_fits import RecipeFits
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,11 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
     torch.set_num_threads(thread_count(cfg.get("threads")))
     out_dir, started = Path(out_dir), time.perf_counter()
     budget = TimeBudget.of(cfg.search)  # from this run's start (a worker's: its parent's)
-    cfg, picked, data, data_seconds = with_recipe(cfg, device)
+    kept = kept_states(cfg)
+    fits = RecipeFits(kept, cfg.seed)  # the probe's fits of its pick: the first trials' answers
+    cfg, picked, data, data_seconds = with_recipe(cfg, device, fits)
     space = SearchSpace(cfg.search.space).with_vocabulary(data.full_vocab)
     trial = TrialRunner(cfg, data, space)
-    kept = kept_states(cfg)
     trial.on_trained = kept.save if kept is not None else None
     trial.timing.data = data_seconds
     trial.timing.recipe = time.perf_counter() - started - data_seconds
@@ -88,9 +90,9 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
         try:
             search(
                 the_study, cfg, trial, budget, n_trials=n_trials, space=space, describe=trial.describe,
-                train=trial.train, after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
+                train=fits.train(trial.train), after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
                 pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
-                train_pack=trial.train_pack, validation_docs=len(data.labels["validation"]),
+                train_pack=fits.train_pack(trial.train_pack), validation_docs=len(data.labels["validation"]),
                 memory_room=memory_room(cfg, trial),
             )  # fmt: skip
             with timing.phase("precisions"):
@@ -150,13 +152,15 @@ def memory_room(cfg: DictConfig, trial: TrialRunner) -> trials.MemoryRoom | None
 MEMORY_HEADROOM = 0.85
 
 
-def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, PreparedData, float]:
+def with_recipe(
+    cfg: DictConfig, device, fits: RecipeFits | None = None
+) -> tuple[DictConfig, dict | None, PreparedData, float]:
     """(``cfg`` with every ``auto`` key set, what the study's recipe holds, the data it trains
     on, the seconds that data took to load): the recipe stored with the study, else the probe's
     pick, stored for resumes and other workers (``sweep.trial.recipe``). Plan mode trains
     nothing, and an ``auto`` key with one choice needs no probe: those take their first choice.
     The data of the first choices loads before anything is stored, so a bad file fails here and
-    leaves no study behind."""
+    leaves no study behind. ``fits`` receives the probe's fits of its pick, where it ran here."""
     started = time.perf_counter()
     first = recipe.fixed(cfg)
     probed = [] if cfg.get("plan") else recipe.to_probe(cfg)
@@ -169,7 +173,7 @@ def with_recipe(cfg: DictConfig, device) -> tuple[DictConfig, dict | None, Prepa
         return first, None, data, seconds
     prepared = {int(first.data.tokenizer.word_ngrams): data}
     stored = study.settle_recipe(
-        cfg.search, lambda beat: recipe.probe(cfg, device, beat, prepared)
+        cfg.search, lambda beat: recipe.probe(cfg, device, beat, prepared, fits)
     )  # fmt: skip
     where = f"study {cfg.search.study_name!r} of {storage.describe_storage(cfg.search)}"
     stored = recipe.check_stored(cfg, stored, where)  # read back from a storage: data, not code

@@ -102,6 +102,7 @@ epochs                    trained  shown                | epochs run (early stop
 best_epoch                trained                       | epoch whose weights were kept
 pruned_epoch              study                         | epoch after which a pruned trial stopped
 reused_from               study                         | the finished trial whose result this duplicate configuration reused
+probe_fit                 study                         | `True` where the training recipe's probe trained this configuration with the recipe it picked: the trial's figures and weights are that fit's, not trained again (docs/models.md "Training recipe")
 pack                      trained                       | first trial number of the pack that trained this trial (`search.pack`); empty when it trained alone
 train_seconds             trained  shown                | wall time of the whole fit, evaluation included
 cutoff_seconds            trained                       | wall time of the trial's cutoff view of the corpus (every split)

@@ -12,7 +12,7 @@ now estimates the trial alone: the corpus moved to ``est_baseline_mb``, the best
 the weights was added (old = new + 0.347 MiB corpus - params_total x 4 bytes, row by row).
 The training recipe's columns (issue 29: ``recipe_lr``, ``recipe_hidden_dim``,
 ``recipe_word_ngrams``) were inserted with what this sweep trained with before (TINY fixes them:
-0.01, 64, 1), every other value unchanged. The sweep was TPE's when it was written; since
+0.01, 64, 1), every other value unchanged; so was ``probe_fit`` (issue 45: empty, no probe). The sweep was TPE's when it was written; since
 issue 27 the default sampler is ``ehvi``, so the test names ``search/sampler=tpe``: the same
 trials, to pin the trial and its records (the sampler has tests of its own, test_ehvi).
 """

@@ -14,14 +14,16 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_refused, compose_config, default_study
+from conftest import TINY, assert_refused, compose_config, default_study
 
 from sweep import runner
 from sweep.config import ConfigError
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage
+from sweep.ship import export
 from sweep.trial import lone as lone_module
 from sweep.trial import recipe
+from sweep.trial.recipe_fits import RecipeFits
 
 # Every recipe key left at auto, with two choices each (conftest's TINY fixes them).
 AUTO = ["train.lr=auto", "data.tokenizer.word_ngrams=auto", "train.recipe.hidden_dim=[64,0]"]
@@ -106,6 +108,7 @@ def test_trials_and_seed_repeats_train_with_the_recipe_and_a_resume_reuses_it(
     tiny_overrides, tmp_path, fits, monkeypatch
 ):
     overrides = [*tiny_overrides, *AUTO, "report.repeats=1", "report.top_k=2"]
+    monkeypatch.setattr(export.KeptStates, "drop", lambda self, params_list: None)  # keep all
     result = runner.run(compose_config(overrides), tmp_path / "out")
     attrs = stored_recipe(tmp_path, overrides)
     choice = attrs["recipe"]["choice"]
@@ -117,10 +120,11 @@ def test_trials_and_seed_repeats_train_with_the_recipe_and_a_resume_reuses_it(
     assert (table["recipe_lr"] == choice["train.lr"]).all()
     assert (table["recipe_hidden_dim"] == choice["model.hidden_dim"]).all()
     assert (table["recipe_word_ngrams"] == choice["data.tokenizer.word_ngrams"]).all()
-    # ... and so does every fit after the probe: the 3 trials and the seed repeats (seed 1)
-    # (at most report.top_k=2 repeated: those whose mean could change the recommendation)
+    # ... and so does every fit after the probe: the one trial the probe did not train (its
+    # fits of the pick answer the first two) and the seed repeats (seed 1; at most
+    # report.top_k=2 repeated: those whose mean could change the recommendation)
     after, repeated = fits[probe_fits:], int(table["seeds"].notna().sum())
-    assert 1 <= repeated <= 2 and len(after) == 3 + repeated
+    assert 1 <= repeated <= 2 and len(after) == 1 + repeated
     assert [f["seed"] for f in after].count(1) == repeated
     assert {f["lr"] for f in after} == {choice["train.lr"]}
     assert {f["hidden"] for f in after} == {choice["model.hidden_dim"] > 0}
@@ -130,6 +134,13 @@ def test_trials_and_seed_repeats_train_with_the_recipe_and_a_resume_reuses_it(
     first = table.sort_values("trial").head(2)
     assert list(first["embedding_dim"]) == [attrs["recipe"]["embedding_dim"]] * 2
     assert list(first["vocab_size"]) == won["vocab_sizes"] and len(set(won["vocab_sizes"])) == 2
+    assert table.sort_values("trial")["probe_fit"].fillna(False).tolist() == [True, True, False]
+    # their weights are kept as a trained trial's are (the precisions and the export load them:
+    # no fit above trained them again), and no other choice's are left
+    kept = runner.kept_states(compose_config(overrides))
+    assert all(kept.path({"embedding_dim": int(d), "vocab_size": int(k)}).is_file()
+               for d, k in first[["embedding_dim", "vocab_size"]].itertuples(index=False))  # fmt: skip
+    assert not (kept.folder / "probe").exists()
     # the page tells what the recipe picked
     assert "recipe" in (tmp_path / "out" / "report.html").read_text()
 
@@ -141,6 +152,44 @@ def test_trials_and_seed_repeats_train_with_the_recipe_and_a_resume_reuses_it(
     resumed = runner.run(compose_config([*overrides, "search.n_trials=4"]), tmp_path / "again")
     assert len(resumed.table) == 4 and (resumed.table["recipe_lr"] == choice["train.lr"]).all()
     assert (resumed.table["recipe_word_ngrams"] == choice["data.tokenizer.word_ngrams"]).all()
+
+
+@pytest.mark.parametrize("pack", [1, 4])
+def test_the_probes_fits_answer_the_first_trials_as_training_them_would(
+    tmp_path, monkeypatch, pack
+):
+    """The study's first trials are the probe's configurations with its pick: the probe's fits
+    answer them, with the figures training them again gives (same config, data and seed), and
+    the sampler then goes on as it would have. Alone and in packs (the others train packed)."""
+    base = [*TINY, "device=cpu", "train.lr=auto", "train.recipe.lr=[0.01,0.03]",
+            "search.n_trials=5", f"search.pack={pack}"]  # fmt: skip
+    fits, build = [], lone_module.Lone._build  # every model built, alone or in a pack
+
+    def counted(self, *args, **kwargs):
+        fits.append(1)
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(lone_module.Lone, "_build", counted)
+
+    def run(where: str):
+        fits.clear()
+        overrides = [*base, f"search.storage_dir={tmp_path / where}",
+                     f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+        table = runner.run(compose_config(overrides), tmp_path / where / "out").table
+        return table.sort_values("trial").reset_index(drop=True), len(fits)
+
+    answered, answered_fits = run("answered")
+    monkeypatch.setattr(RecipeFits, "answer", lambda self, params: None)  # as before: train
+    trained, trained_fits = run("trained")
+    assert answered["probe_fit"].fillna(False).tolist() == [True, True, False, False, False]
+    assert (answered_fits, trained_fits) == (2 * 2 + 3, 2 * 2 + 5)  # 2 choices x 2 points
+    # the sampler's first 4 (the probe's 2, then its Latin hypercube's) do not depend on timing
+    same = ["embedding_dim", "vocab_size", "params_total", "epochs", "best_epoch"]
+    pd.testing.assert_frame_equal(answered[same].head(4), trained[same].head(4))
+    first = ["val_accuracy", "test_accuracy", "val_loss"]
+    # one training: the same figures (a pack sums in another order: the loss to float noise)
+    pd.testing.assert_frame_equal(answered[first].head(2), trained[first].head(2), rtol=1e-5)
+    assert answered["val_history"].head(2).tolist() == trained["val_history"].head(2).tolist()
 
 
 def test_keys_set_by_hand_are_never_probed(tiny_overrides, tmp_path, fits):

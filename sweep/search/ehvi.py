@@ -50,7 +50,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 
 from sweep.common.stop import TimeBudget
 from sweep.search.gaussian_process import GaussianProcess, expected_improvement
-from sweep.search.records import is_original, is_skipped
+from sweep.search.records import is_original, is_skipped, seconds_spent
 from sweep.search.space import MAIN_AXES
 
 State = optuna.trial.TrialState
@@ -131,8 +131,9 @@ class Observations:
             if finished and quality_key in attrs and math.isfinite(float(attrs[quality_key])):
                 self.x.append((params[ROWS], params[WIDTH]))
                 self.quality.append(sign * float(attrs[quality_key]))
-            if trial.state == State.COMPLETE and trial.duration is not None:
-                self.seconds_of.append((*point, trial.duration.total_seconds()))
+            seconds = seconds_spent(trial)
+            if trial.state == State.COMPLETE and seconds is not None:
+                self.seconds_of.append((*point, seconds))
             if trial.state == State.RUNNING:
                 self.pending.append((params[ROWS], params[WIDTH]))
 

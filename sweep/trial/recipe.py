@@ -36,6 +36,7 @@ from sweep.models.fit import evaluate
 from sweep.models.frontends import frontend_of
 from sweep.search.settings import SearchError
 from sweep.search.space import SearchSpace
+from sweep.trial.recipe_fits import RecipeFits
 from sweep.trial.runner import TrialRunner
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,11 @@ def pick(cfg: DictConfig, rows: list[dict[str, Any]], right: list[torch.Tensor])
     return best if gain > 0 and gain > margin_points(cfg, right[0], right[best]) else 0
 
 
-def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData):
+def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData, on_trained=None):
     """Train one choice (``values``: {recipe name: value}) at every probe point; (its row of
-    figures, which validation documents its fits get right, concatenated)."""
+    figures, which validation documents its fits get right, concatenated, and its fits:
+    (configuration, measured figures) each). ``on_trained`` also sees each trained model (its
+    weights kept: ``RecipeFits``)."""
     trial_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()})
     runner, kept = TrialRunner(trial_cfg, data), []
 
@@ -136,6 +139,8 @@ def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData):
         right = torch.zeros(len(view.labels), dtype=torch.bool, device=view.labels.device)
         evaluate(model, view, int(trial_cfg.train.eval_batch_size), right=right)
         kept.append(right.cpu())
+        if on_trained is not None:
+            on_trained(params, seed, model)
 
     runner.on_trained = keep_right
     points = probe_points(trial_cfg, data)
@@ -146,7 +151,7 @@ def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData):
            "val_accuracy": round(100.0 * float(right.float().mean()), 3),
            "epochs": [f["epochs"] for f in fits],
            "train_seconds": round(sum(f["train_seconds"] for f in fits), 3)}  # fmt: skip
-    return row, right
+    return row, right, list(zip(points, fits, strict=True))
 
 
 def probe(
@@ -154,17 +159,22 @@ def probe(
     device: torch.device,
     beat: Callable[[], None] | None = None,
     prepared: dict[int, PreparedData] | None = None,
+    fits: RecipeFits | None = None,
 ) -> dict:
     """Pick every ``auto`` key of ``cfg`` (see the module docstring). Returns what the study
     stores: ``choice`` ({config key: value}), ``probes`` (one row per choice: its validation
     accuracy over its fits, their cutoffs, epochs and seconds), ``embedding_dim`` (of the probe
     points) and ``seconds``. ``beat`` is called after each choice (the claim's heartbeat).
     ``prepared`` ({word_ngrams: data}) holds the data the caller has loaded already; the probe
-    adds what it loads, so the caller can train on the pick without loading it again."""
+    adds what it loads, so the caller can train on the pick without loading it again. ``fits``
+    receives the pick's fits (their figures and weights), so the study need not train them
+    again (``sweep.trial.recipe_fits``)."""
     names = to_probe(cfg)
     if not names:
         return {"choice": {}, "probes": [], "embedding_dim": None, "seconds": 0.0}
     started = time.perf_counter()
+    fits = RecipeFits(None, cfg.seed) if fits is None else fits
+    fits.discard()  # the waiting weights of a probe that was killed
     prepared = {} if prepared is None else prepared  # per word_ngrams: encoding costs most
     rows: list[dict[str, Any]] = []  # per choice: its fits' figures
     right: list[torch.Tensor] = []  # per choice: which validation documents its fits get right
@@ -176,7 +186,8 @@ def probe(
             encode = frontend_of(cfg.model).encode
             prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device, encode,
                                                  words=prepared.get(1))  # fmt: skip
-        row, kept = fit_choice(cfg, values, prepared[ngrams])
+        row, kept, measured = fit_choice(cfg, values, prepared[ngrams], fits.on_trained(len(rows)))
+        fits.add(len(rows), measured)
         rows.append(row)
         right.append(kept)
         log.info("recipe probe %d: %s -> val_accuracy %.2f (%.1fs)", len(rows), values,
@@ -194,6 +205,7 @@ def probe(
         shape = {n: rows[winner][n] for n in structure}
         stage = [winner, *(fit({**shape, "lr": lr}) for lr in choices(cfg, "lr")[1:])]
         winner = stage[pick(cfg, [rows[i] for i in stage], [right[i] for i in stage])]
+    fits.settle(winner)
     return {
         "choice": {KEYS[n]: rows[winner][n] for n in names},
         "probes": rows,

@@ -106,6 +106,11 @@ def check_recipe(cfg: DictConfig) -> None:
     margin = choices.get("margin", "auto")
     _require(margin == "auto" or (isinstance(margin, (int, float)) and margin >= 0),
              f"train.recipe.margin={margin!r} must be a number of points >= 0, or auto")  # fmt: skip
+    behind = choices.get("stop_behind")
+    _require(behind is None or (isinstance(behind, (int, float)) and not isinstance(behind, bool)
+                                and behind >= 0),
+             f"train.recipe.stop_behind={behind!r} must be a number of standard errors >= 0, "
+             "or null (every choice trains at every probe point)")  # fmt: skip
     dim = choices.get("embedding_dim")
     _require(isinstance(dim, int) and dim >= 1,
              f"train.recipe.embedding_dim={dim!r} must be an integer >= 1")  # fmt: skip

@@ -179,3 +179,9 @@ def test_defaults_benchmark_runs_the_default_sweep_on_a_set(datasets, tmp_path):
         run = tmp_path / folder / "tiny" / "run"
         assert len(pd.read_csv(run / "trials.csv")) == 2
         assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == seed
+    # the whole command's time line: its phases are the run's own (timing.json), within its wall
+    phases = ["data s", "probe s", "trials s", "repeats s", "precisions + export s"]
+    assert (row[phases] >= 0).all() and row[phases].sum() <= row["wall s"]
+    assert row["probe s"] > 0 and 0 < row["probe %"] < 100  # the recipe probe ran
+    whole = pd.read_csv(tmp_path / "whole_run.csv").iloc[0]
+    assert (whole["variant"], whole["wall ratio"], whole["pick diff"]) == ("tiny", 1.0, 0.0)

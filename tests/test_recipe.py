@@ -60,6 +60,7 @@ def test_recipe_settings_are_checked_with_their_key(tiny_overrides, tmp_path):
            "train.recipe.hidden_dim=[64,-2]": r"train\.recipe\.hidden_dim=.* integers >= 0",
            "train.recipe.word_ngrams=[0]": r"train\.recipe\.word_ngrams=.* integers >= 1",
            "train.recipe.margin=-1": r"train\.recipe\.margin=-1",
+           "train.recipe.stop_behind=-1": r"train\.recipe\.stop_behind=-1 must be a number",
            "train.recipe.embedding_dim=0": r"train\.recipe\.embedding_dim=0",
            "train.lr=fast": r"train\.lr='fast' must be positive, or auto",
            "model.hidden_dim=wide": r"model\.hidden_dim='wide'",
@@ -77,10 +78,37 @@ def test_the_probe_takes_a_clearly_better_choice_and_otherwise_keeps_the_first(t
     fast_first = recipe.probe(compose_config([*base, "train.lr=auto", "train.recipe.lr=[0.01,1e-6]"]),
                               torch.device("cpu"))  # fmt: skip
     assert fast_first["choice"] == {"train.lr": 0.01}
-    # each choice trained at two cutoffs (the middle and the top of the axis), one width
+    # each choice trained at two cutoffs (the middle and the top of the axis), one width ...
     row = fast_first["probes"][0]
     assert len(row["vocab_sizes"]) == 2 and row["vocab_sizes"][0] < row["vocab_sizes"][1]
     assert fast_first["embedding_dim"] == 32 and len(row["epochs"]) == 2
+    # ... but a challenger clearly behind at the first stops there; a better one trains both
+    behind = fast_first["probes"][1]
+    assert behind["stopped"] and behind["vocab_sizes"] == row["vocab_sizes"][:1]
+    assert len(behind["epochs"]) == 1 and "stopped" not in slow_first["probes"][1]
+    every = recipe.probe(compose_config([*base, "train.lr=auto", "train.recipe.lr=[0.01,1e-6]",
+                                         "train.recipe.stop_behind=null"]), torch.device("cpu"))  # fmt: skip
+    assert [len(r["vocab_sizes"]) for r in every["probes"]] == [2, 2] and every[
+        "choice"
+    ] == fast_first["choice"]
+
+
+def test_a_challenger_is_stopped_only_when_clearly_behind_on_the_same_documents(tiny_cfg):
+    incumbent = right("1" * 80 + "0" * 20)  # 80%
+    # 60%: 20 fewer right, 20 that flip: one standard error is 100 * sqrt(20) / 100 = 4.5 points
+    far = right("1" * 60 + "0" * 40)
+    near = right("1" * 78 + "0" * 22)  # 2 behind, 2 flip: 1.4 points
+    tiny_cfg.train.recipe.stop_behind = 2
+    assert recipe.clearly_behind(tiny_cfg, incumbent, far)  # 20 > 2 x 4.5
+    assert not recipe.clearly_behind(tiny_cfg, incumbent, near)  # 2 < 2 x 1.4
+    assert not recipe.clearly_behind(tiny_cfg, incumbent, right("1" * 100))  # ahead
+    tiny_cfg.train.recipe.stop_behind = 1
+    assert recipe.clearly_behind(tiny_cfg, incumbent, near)  # 2 > 1.4
+    tiny_cfg.train.recipe.stop_behind = None
+    assert not recipe.clearly_behind(tiny_cfg, incumbent, far)
+    # a stopped row is never picked, even with the best accuracy over its one fit
+    rows = [{"val_accuracy": 60.0}, {"val_accuracy": 90.0, "stopped": True}]
+    assert recipe.pick(tiny_cfg, rows, [far, incumbent]) == 0
 
 
 def stored_recipe(tmp_path, overrides) -> dict:

@@ -24,11 +24,25 @@ folders and caches (seed 0 keeps the names above). One test split decides little
 1,400 test documents one standard error of a paired difference of two classifiers is about a
 point, so each set then gets a summary row: the mean over seeds of both picks and of
 ``pick - fastText``, with that mean's standard error across seeds (``±``).
+
+What a user waits for is the whole command, so each run also reports its own time line
+(``timing.json``): the data, the recipe probe, the trials, the seed repeats, the precisions and
+the export, and the probe's share of it. ``--variant before project=PATH`` runs another
+checkout's ``run_sweep.py`` (``git worktree add PATH REF``: the code before a change) on the
+same sets and seeds; with ``--seeds``, ``<out>/whole_run.csv`` then sets each variant against
+the first: the median wall time's ratio, the probe's share, the pick's test accuracy and its
+difference with the standard error across seeds, and the recommendation's validation accuracy
+against the pick's (issue 45)::
+
+    git worktree add ../before 8b9abdb
+    python -m sweep.benchmarks.defaults --data synthetic trec sst2 rotten_tomatoes \
+        --seeds 0 1 2 --fasttext-dims --variant before project=../before --variant after
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -66,8 +80,12 @@ def data_overrides(name: str, datasets: Path, public: Path | None = None) -> lis
 
 
 def default_sweep(name: str, variant: list[str], data: list[str], folder: Path) -> dict:
-    """Run one default sweep (``data``: the set's overrides) in a fresh study; its figures."""
-    argv = [sys.executable, str(ROOT / "run_sweep.py"), *data, *variant,
+    """Run one default sweep (``data``: the set's overrides) in a fresh study; its figures. A
+    ``project=PATH`` item of ``variant`` runs that checkout's ``run_sweep.py`` (the code of
+    another commit: ``git worktree add PATH REF``) instead of this one's."""
+    project = next((Path(v.split("=", 1)[1]) for v in variant if v.startswith("project=")), ROOT)
+    variant = [v for v in variant if not v.startswith("project=")]
+    argv = [sys.executable, str(project.resolve() / "run_sweep.py"), *data, *variant,
             f"search.storage_dir={folder / 'studies'}", f"data.cache_dir={folder.parent / 'cache'}",
             f"hydra.run.dir={folder / 'run'}"]  # fmt: skip
     subprocess.run(["rm", "-rf", str(folder)], check=True)
@@ -84,13 +102,31 @@ def default_sweep(name: str, variant: list[str], data: list[str], folder: Path) 
         "best-val trial: test acc": float(round(best["test_accuracy"], 1)),
         "its D, K": f"{int(best['embedding_dim'])}, {int(best['vocab_size'])}",
         "recommended: test acc": float(round(rec["test_accuracy"], 1)),
+        "rec - pick: val": float(round(rec["val_accuracy"] - best["val_accuracy"], 2)),
         "its params": int(rec["params_total"]),
         "wall s": round(seconds, 1),
+        **phases(folder / "run" / "timing.json"),
         "lr, hidden, ngrams": ", ".join(
             "-" if pd.isna(best[c]) else f"{best[c]:g}"
             for c in ("recipe_lr", "recipe_hidden_dim", "recipe_word_ngrams")
         ),
     }
+
+
+# The run's time line (timing.json, sweep.trial.timing) as the whole-run columns: where the
+# seconds of the command went.
+PHASES = {"data s": ("data_s",), "probe s": ("recipe_s",),
+          "trials s": ("training_s", "cutoff_s", "search_and_storage_s"),
+          "repeats s": ("repeats_s",), "precisions + export s": ("precisions_s", "export_s")}  # fmt: skip
+
+
+def phases(timing: Path) -> dict[str, float]:
+    """The run's seconds per phase and the probe's share of its own total (``probe %``)."""
+    figures = json.loads(timing.read_text())
+    out = {column: round(sum(float(figures.get(k, 0.0)) for k in keys), 1)
+           for column, keys in PHASES.items()}  # fmt: skip
+    out["probe %"] = round(100.0 * float(figures["recipe_s"]) / max(figures["total_s"], 1e-9), 1)
+    return out
 
 
 def seeded(name: str, seed: int) -> str:
@@ -160,14 +196,37 @@ def over_seeds(rows: pd.DataFrame) -> pd.DataFrame:
         if len(group) < 2:
             continue
         row = {"data": name, "variant": variant, "seed": "mean"}
-        for column in ("best-val trial: test acc", "recommended: test acc", "wall s",
-                       "fastText test acc", "pick - fastText"):  # fmt: skip
+        for column in ("best-val trial: test acc", "recommended: test acc", "rec - pick: val",
+                       "wall s", *PHASES, "probe %", "fastText test acc", "pick - fastText"):  # fmt: skip
             if column in group and group[column].notna().all():
                 row[column] = round(float(group[column].mean()), 2)
+        row["wall s median"] = round(float(group["wall s"].median()), 1)
+        se = group["best-val trial: test acc"].std(ddof=1) / len(group) ** 0.5
+        row["best-val trial: test acc ±"] = round(float(se), 2)
         if "pick - fastText" in row:
             se = group["pick - fastText"].std(ddof=1) / len(group) ** 0.5
             row["pick - fastText ±"] = round(float(se), 2)
         out.append(row)
+    return pd.DataFrame(out)
+
+
+def against_first(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per set, each variant's means over seeds (``over_seeds``) against the first variant's:
+    the median wall time's ratio, the probe's share, the best-validation trial's test accuracy
+    and its difference, with the larger of the two standard errors (``±``)."""
+    out = []
+    for name, group in summary.groupby("data", sort=False):
+        first = group.iloc[0]
+        for _, row in group.iterrows():
+            out.append({
+                "data": name, "variant": row["variant"], "wall s median": row["wall s median"],
+                "wall ratio": round(row["wall s median"] / first["wall s median"], 2),
+                "probe %": row.get("probe %"), "pick test acc": row["best-val trial: test acc"],
+                "pick diff": round(row["best-val trial: test acc"]
+                                   - first["best-val trial: test acc"], 2),
+                "±": max(row["best-val trial: test acc ±"], first["best-val trial: test acc ±"]),
+                "rec - pick: val": row.get("rec - pick: val"),
+            })  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -214,11 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         return
     table = pd.DataFrame(rows)
-    table = pd.concat([table, over_seeds(table)], ignore_index=True)
+    summary = over_seeds(table)
+    table = pd.concat([table, summary], ignore_index=True)
     table["its params"] = table["its params"].astype("Int64")  # a mean row has none
     table["overrides"] = [" ".join(next(v[1:] for v in variants if v[0] == r)) or "(defaults)"
                           for r in table["variant"]]  # fmt: skip
     save_and_print(table, out / "defaults.csv")
+    if len(summary):
+        save_and_print(against_first(summary), out / "whole_run.csv")
 
 
 if __name__ == "__main__":

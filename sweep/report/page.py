@@ -342,7 +342,8 @@ def recipe_section(stored: dict[str, Any] | None) -> tuple[str, str]:
     text = (f"Picked before the first trial: {picked}. The probe trained each choice at "
             f"embedding_dim={stored.get('embedding_dim')} and the cutoffs shown, in "
             f"{_fmt(stored.get('seconds'))} s; a choice replaces the first only where its "
-            "validation accuracy beats it by more than train.recipe.margin.")  # fmt: skip
+            "validation accuracy beats it by more than train.recipe.margin; one clearly behind "
+            "the incumbent at the first cutoff (train.recipe.stop_behind) stopped there.")  # fmt: skip
     frame = pd.DataFrame(stored.get("probes", []))
     if frame.empty:
         return text, ""

@@ -12,7 +12,8 @@ validation documents, so that one seed's noise does not move the recipe).
 
 The probe is coordinate-wise, so it stays a few fits: first the structure (every word_ngrams x
 hidden_dim pair left at auto) at the first learning rate, then the other learning rates at the
-chosen structure. What it picked is stored with the study (``sweep.search.study.settle_recipe``):
+chosen structure; a challenger that is clearly behind after its first point
+(``train.recipe.stop_behind``) trains no more. What it picked is stored with the study (``sweep.search.study.settle_recipe``):
 a resumed run or another worker reuses it, and every trial records it (columns ``recipe_lr``,
 ``recipe_hidden_dim``, ``recipe_word_ngrams``). A key the user sets is never probed.
 """
@@ -119,18 +120,36 @@ def margin_points(cfg: DictConfig, incumbent: torch.Tensor, challenger: torch.Te
 def pick(cfg: DictConfig, rows: list[dict[str, Any]], right: list[torch.Tensor]) -> int:
     """The index of the winner among ``rows`` (``right``: each row's per-document correctness):
     the incumbent (``rows[0]``, the earlier choices, the default first) unless the best row
-    beats it by more than ``margin_points``."""
-    accuracies = [row["val_accuracy"] for row in rows]
+    beats it by more than ``margin_points``. A row stopped behind (``clearly_behind``) never
+    wins."""
+    accuracies = [-math.inf if row.get("stopped") else row["val_accuracy"] for row in rows]
     best = accuracies.index(max(accuracies))  # the first of a tie
     gain = accuracies[best] - accuracies[0]
     return best if gain > 0 and gain > margin_points(cfg, right[0], right[best]) else 0
 
 
-def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData, on_trained=None):
+def clearly_behind(cfg: DictConfig, incumbent: torch.Tensor, challenger: torch.Tensor) -> bool:
+    """Whether a challenger's first probe point (``challenger``: per validation document, right
+    or wrong) is so far behind the incumbent's first point that its other points need not
+    train: more than ``train.recipe.stop_behind`` standard errors of their paired difference
+    (null: never). To be picked it would have to beat the incumbent by more than the margin over
+    all its points; the points of one choice rise and fall together, so that far behind at one
+    it does not (docs/benchmarks.md "A probe that costs a small share")."""
+    k = cfg.train.recipe.get("stop_behind")
+    if k is None:
+        return False
+    gap = 100.0 * float(incumbent.float().mean() - challenger.float().mean())
+    discordant = int((incumbent != challenger).sum())
+    return gap > 0 and gap > float(k) * 100.0 * math.sqrt(discordant) / max(len(incumbent), 1)
+
+
+def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData, on_trained=None,
+               behind: Callable[[torch.Tensor], bool] | None = None):  # fmt: skip
     """Train one choice (``values``: {recipe name: value}) at every probe point; (its row of
     figures, which validation documents its fits get right, concatenated, and its fits:
     (configuration, measured figures) each). ``on_trained`` also sees each trained model (its
-    weights kept: ``RecipeFits``)."""
+    weights kept: ``RecipeFits``). ``behind(right at the first point)`` True stops the choice
+    after its first point (its row says ``stopped``)."""
     trial_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()})
     runner, kept = TrialRunner(trial_cfg, data), []
 
@@ -144,14 +163,30 @@ def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData, on_t
 
     runner.on_trained = keep_right
     points = probe_points(trial_cfg, data)
-    fits = [runner.train(dict(point)) for point in points]
-    right = torch.cat(kept)
+    fits = [runner.train(dict(points[0]))]
+    stopped = len(points) > 1 and behind is not None and behind(kept[0])
+    if not stopped:
+        fits += [runner.train(dict(point)) for point in points[1:]]
+    points, right = points[: len(fits)], torch.cat(kept)
     row = {**values, "embedding_dim": points[0]["embedding_dim"],
-           "vocab_sizes": [point["vocab_size"] for point in points],
+           "vocab_sizes": [point["vocab_size"] for point in points], **({"stopped": True} if stopped else {}),
            "val_accuracy": round(100.0 * float(right.float().mean()), 3),
            "epochs": [f["epochs"] for f in fits],
            "train_seconds": round(sum(f["train_seconds"] for f in fits), 3)}  # fmt: skip
     return row, right, list(zip(points, fits, strict=True))
+
+
+def data_of(cfg: DictConfig, values: dict[str, Any], device, prepared: dict[int, PreparedData]):
+    """The prepared data choice ``values`` trains on: from ``prepared`` (per word_ngrams: the
+    encoding costs most), else loaded into it; n-grams from the loaded words, no second
+    tokenizing."""
+    data_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()}).data
+    ngrams = int(data_cfg.tokenizer.word_ngrams)
+    if ngrams not in prepared:
+        encode = frontend_of(cfg.model).encode
+        prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device, encode,
+                                             words=prepared.get(1))  # fmt: skip
+    return prepared[ngrams]
 
 
 def probe(
@@ -179,31 +214,29 @@ def probe(
     rows: list[dict[str, Any]] = []  # per choice: its fits' figures
     right: list[torch.Tensor] = []  # per choice: which validation documents its fits get right
 
-    def fit(values: dict[str, Any]) -> int:
-        data_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()}).data
-        ngrams = int(data_cfg.tokenizer.word_ngrams)
-        if ngrams not in prepared:  # n-grams from the loaded words, no second tokenizing
-            encode = frontend_of(cfg.model).encode
-            prepared[ngrams] = PreparedData.load(data_cfg, cfg.seed, device, encode,
-                                                 words=prepared.get(1))  # fmt: skip
-        row, kept, measured = fit_choice(cfg, values, prepared[ngrams], fits.on_trained(len(rows)))
+    def fit(values: dict[str, Any], incumbent: int | None = None) -> int:
+        behind = None if incumbent is None else (  # against the incumbent's first point
+            lambda first: clearly_behind(cfg, right[incumbent][: len(first)], first))  # fmt: skip
+        row, kept, measured = fit_choice(cfg, values, data_of(cfg, values, device, prepared),
+                                         fits.on_trained(len(rows)), behind)  # fmt: skip
         fits.add(len(rows), measured)
         rows.append(row)
         right.append(kept)
-        log.info("recipe probe %d: %s -> val_accuracy %.2f (%.1fs)", len(rows), values,
-                 row["val_accuracy"], row["train_seconds"])  # fmt: skip
+        log.info("recipe probe %d: %s -> val_accuracy %.2f (%.1fs)%s", len(rows), values,
+                 row["val_accuracy"], row["train_seconds"],
+                 ", stopped after its first cutoff: clearly behind" if row.get("stopped") else "")  # fmt: skip
         if beat is not None:
             beat()
         return len(rows) - 1
 
     structure = [n for n in names if n != "lr"]
     first_lr = {"lr": choices(cfg, "lr")[0]} if "lr" in names else {}
-    for combo in itertools.product(*(choices(cfg, n) for n in structure)):
-        fit({**dict(zip(structure, combo, strict=True)), **first_lr})
+    for i, combo in enumerate(itertools.product(*(choices(cfg, n) for n in structure))):
+        fit({**dict(zip(structure, combo, strict=True)), **first_lr}, None if i == 0 else 0)
     winner = pick(cfg, rows, right)
     if "lr" in names:
         shape = {n: rows[winner][n] for n in structure}
-        stage = [winner, *(fit({**shape, "lr": lr}) for lr in choices(cfg, "lr")[1:])]
+        stage = [winner, *(fit({**shape, "lr": lr}, winner) for lr in choices(cfg, "lr")[1:])]
         winner = stage[pick(cfg, [rows[i] for i in stage], [right[i] for i in stage])]
     fits.settle(winner)
     return {

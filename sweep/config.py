@@ -111,6 +111,10 @@ def check_recipe(cfg: DictConfig) -> None:
                                 and behind >= 0),
              f"train.recipe.stop_behind={behind!r} must be a number of standard errors >= 0, "
              "or null (every choice trains at every probe point)")  # fmt: skip
+    processes = choices.get("processes", "auto")
+    _require(processes == "auto" or (isinstance(processes, int) and not isinstance(processes, bool)
+                                     and processes >= 1),
+             f"train.recipe.processes={processes!r} must be an integer >= 1, or auto")  # fmt: skip
     dim = choices.get("embedding_dim")
     _require(isinstance(dim, int) and dim >= 1,
              f"train.recipe.embedding_dim={dim!r} must be an integer >= 1")  # fmt: skip

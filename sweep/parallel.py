@@ -18,7 +18,6 @@ parent alone) and get SIGTERM if the parent dies without passing anything on (``
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ from omegaconf import DictConfig
 
 from sweep import measure, runner
 from sweep.cli import USER_ERROR
+from sweep.common.forked import die_with_parent
 from sweep.common.overrides import override_key
 from sweep.common.secrets import mask
 from sweep.common.stop import RUN_STARTED, Stopped, TimeBudget, deferred, stop_of
@@ -65,13 +65,7 @@ def tie_to_parent() -> None:
     by SIGKILL, which no handler of the parent can pass on (Linux's PR_SET_PDEATHSIG; elsewhere
     only the parent's own stop reaches its workers). Nothing outside such a worker."""
     parent = os.environ.get(PARENT_PID)
-    if not parent or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError) as error:  # no libc to be found: the parent's stop only
-        log.debug("no parent-death signal: %s", error)
+    if not parent or not die_with_parent(signal.SIGTERM):  # elsewhere: the parent's stop only
         return
     if os.getppid() != int(parent):  # the parent died before the line above
         os.kill(os.getpid(), signal.SIGTERM)

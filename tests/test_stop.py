@@ -91,6 +91,48 @@ def test_sigterm_fails_the_running_trial_writes_the_reports_and_exits_143(tmp_pa
     assert "stopped: SIGTERM: exit 143" in (tmp_path / "out.txt").read_text()
 
 
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux's /proc/<pid>/task/*/children)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids += [int(k) for k in task.read_text().split()]
+        except OSError:
+            continue
+    return [k for k in kids if alive(k)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_the_side_by_side_probe_ends_its_children_and_the_run(tmp_path, signum):
+    """SIGTERM to the run, or Ctrl-C (SIGINT to its whole process group, as a terminal sends
+    it), while the recipe probe trains its choices in forked children: the run exits 143 or
+    130 within seconds, every child gone, and no claim is left for the next run to wait on."""
+    overrides = [*LONG, "train.lr=auto", "train.recipe.processes=2", "search.n_trials=2"]
+    name = default_study(overrides)
+    with open(tmp_path / "out.txt", "ab") as out:  # a session of its own: a group to signal
+        proc = subprocess.Popen([sys.executable, str(ROOT / "run_sweep.py"), *overrides,
+                                 "hydra.run.dir=run"], cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    deadline, kids = time.time() + 120, []
+    while time.time() < deadline and len(kids) < 2 and proc.poll() is None:
+        kids = children_of(proc.pid)
+        time.sleep(0.2)
+    assert len(kids) == 2, (tmp_path / "out.txt").read_text()[-3000:]
+    time.sleep(1.0)  # into the first fit (about 5 s)
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signum, (tmp_path / "out.txt").read_text()[-3000:]
+    deadline = time.time() + 10
+    while any(alive(k) for k in kids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [k for k in kids if alive(k)]
+    storage = journal_storage(tmp_path / "studies" / name / "journal.log")
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert name + study_module.RECIPE_SUFFIX not in names
+
+
 def test_an_interrupt_fails_the_trial_in_training_and_reports_it(tiny_overrides, tmp_path,
                                                                  monkeypatch):  # fmt: skip
     """In process, without the handlers (a notebook, a test): Ctrl-C's KeyboardInterrupt in the

@@ -12,14 +12,17 @@ validation documents, so that one seed's noise does not move the recipe).
 
 The probe is coordinate-wise, so it stays a few fits: first the structure (every word_ngrams x
 hidden_dim pair left at auto) at the first learning rate, then the other learning rates at the
-chosen structure; a challenger that is clearly behind after its first point
-(``train.recipe.stop_behind``) trains no more. What it picked is stored with the study (``sweep.search.study.settle_recipe``):
-a resumed run or another worker reuses it, and every trial records it (columns ``recipe_lr``,
-``recipe_hidden_dim``, ``recipe_word_ngrams``). A key the user sets is never probed.
+chosen structure; a challenger clearly behind after its first point
+(``train.recipe.stop_behind``) trains no more. What it picked is stored with the study
+(``sweep.search.study.settle_recipe``): a resumed run or another worker reuses it, and every
+trial records it (columns ``recipe_lr``, ``recipe_hidden_dim``, ``recipe_word_ngrams``). A key
+the user sets is never probed. The pick's own fits answer the study's first trials
+(``sweep.trial.recipe_fits``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -32,6 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import UnsupportedInterpolationType
 
+from sweep.common.forked import Forked, usable_cores
 from sweep.data.prepared import PreparedData
 from sweep.models.fit import evaluate
 from sweep.models.frontends import frontend_of
@@ -134,7 +138,7 @@ def clearly_behind(cfg: DictConfig, incumbent: torch.Tensor, challenger: torch.T
     train: more than ``train.recipe.stop_behind`` standard errors of their paired difference
     (null: never). To be picked it would have to beat the incumbent by more than the margin over
     all its points; the points of one choice rise and fall together, so that far behind at one
-    it does not (docs/benchmarks.md "A probe that costs a small share")."""
+    it does not (docs/benchmarks.md, "From command to answer")."""
     k = cfg.train.recipe.get("stop_behind")
     if k is None:
         return False
@@ -203,7 +207,8 @@ def probe(
     ``prepared`` ({word_ngrams: data}) holds the data the caller has loaded already; the probe
     adds what it loads, so the caller can train on the pick without loading it again. ``fits``
     receives the pick's fits (their figures and weights), so the study need not train them
-    again (``sweep.trial.recipe_fits``)."""
+    again (``sweep.trial.recipe_fits``). The choices of a stage train side by side where the
+    CPU has the cores (``probe_processes``); the pick is the same as one after another."""
     names = to_probe(cfg)
     if not names:
         return {"choice": {}, "probes": [], "embedding_dim": None, "seconds": 0.0}
@@ -211,40 +216,119 @@ def probe(
     fits = RecipeFits(None, cfg.seed) if fits is None else fits
     fits.discard()  # the waiting weights of a probe that was killed
     prepared = {} if prepared is None else prepared  # per word_ngrams: encoding costs most
-    rows: list[dict[str, Any]] = []  # per choice: its fits' figures
-    right: list[torch.Tensor] = []  # per choice: which validation documents its fits get right
-
-    def fit(values: dict[str, Any], incumbent: int | None = None) -> int:
-        behind = None if incumbent is None else (  # against the incumbent's first point
-            lambda first: clearly_behind(cfg, right[incumbent][: len(first)], first))  # fmt: skip
-        row, kept, measured = fit_choice(cfg, values, data_of(cfg, values, device, prepared),
-                                         fits.on_trained(len(rows)), behind)  # fmt: skip
-        fits.add(len(rows), measured)
-        rows.append(row)
-        right.append(kept)
-        log.info("recipe probe %d: %s -> val_accuracy %.2f (%.1fs)%s", len(rows), values,
-                 row["val_accuracy"], row["train_seconds"],
-                 ", stopped after its first cutoff: clearly behind" if row.get("stopped") else "")  # fmt: skip
-        if beat is not None:
-            beat()
-        return len(rows) - 1
-
     structure = [n for n in names if n != "lr"]
     first_lr = {"lr": choices(cfg, "lr")[0]} if "lr" in names else {}
-    for i, combo in enumerate(itertools.product(*(choices(cfg, n) for n in structure))):
-        fit({**dict(zip(structure, combo, strict=True)), **first_lr}, None if i == 0 else 0)
-    winner = pick(cfg, rows, right)
-    if "lr" in names:
-        shape = {n: rows[winner][n] for n in structure}
-        stage = [winner, *(fit({**shape, "lr": lr}, winner) for lr in choices(cfg, "lr")[1:])]
-        winner = stage[pick(cfg, [rows[i] for i in stage], [right[i] for i in stage])]
+    shapes = [{**dict(zip(structure, combo, strict=True)), **first_lr}
+              for combo in itertools.product(*(choices(cfg, n) for n in structure))]  # fmt: skip
+    rates = len(choices(cfg, "lr")) - 1 if "lr" in names else 0  # the second stage's
+    processes = probe_processes(cfg, device, max(len(shapes), rates))
+    if processes > 1:  # every encoding loaded before the fork: the children share it
+        for values in shapes:
+            data_of(cfg, values, device, prepared)
+    state = Stage(cfg, device, prepared, fits, beat)
+    _PROBING["stage"] = state  # what a forked child reads (the fork copies it)
+    try:
+        with Forked(processes, torch.get_num_threads()) as forked:
+            state.run(forked, [(v, None if i == 0 else 0) for i, v in enumerate(shapes)])
+            winner = pick(cfg, state.rows, state.right)
+            if "lr" in names:
+                shape = {n: state.rows[winner][n] for n in structure}
+                jobs = [({**shape, "lr": lr}, winner) for lr in choices(cfg, "lr")[1:]]
+                stage = [winner, *state.run(forked, jobs)]
+                winner = stage[pick(cfg, *state.of(stage))]
+    finally:
+        _PROBING.clear()
     fits.settle(winner)
+    if processes > 1:
+        log.info("recipe probe: %d choices side by side in %d processes", len(state.rows),
+                 processes)  # fmt: skip
     return {
-        "choice": {KEYS[n]: rows[winner][n] for n in names},
-        "probes": rows,
-        "embedding_dim": rows[0]["embedding_dim"],
+        "choice": {KEYS[n]: state.rows[winner][n] for n in names},
+        "probes": state.rows,
+        "embedding_dim": state.rows[0]["embedding_dim"],
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def probe_processes(cfg: DictConfig, device: torch.device, choices_at_once: int) -> int:
+    """How many of the probe's choices train at once (``train.recipe.processes``): ``auto``
+    takes the cores this process may use, divided by its torch threads, at most
+    ``choices_at_once``; one on a GPU, or where CUDA has started (a fork would not work)."""
+    setting = cfg.train.recipe.get("processes", "auto")
+    if device.type != "cpu" or torch.cuda.is_initialized():
+        return 1
+    if setting == "auto":
+        setting = usable_cores() // max(torch.get_num_threads(), 1)
+    return max(1, min(int(setting), choices_at_once))
+
+
+# The stage a forked child of the probe trains in (``Forked``: the child reads it from the
+# memory the fork copied; set before the children start, cleared after).
+_PROBING: dict[str, Stage] = {}
+
+
+def _fit_job(index: int, values: dict[str, Any], incumbent_first: torch.Tensor | None):
+    """One choice, in a child (or on the spot): ``fit_choice`` with what the stage holds."""
+    return _PROBING["stage"].fit(index, values, incumbent_first)
+
+
+class Stage:
+    """The probe's choices so far (``rows``, ``right``) and how one more trains."""
+
+    def __init__(self, cfg, device, prepared, fits: RecipeFits, beat):
+        self.cfg, self.device, self.prepared, self.fits, self.beat = (
+            cfg,
+            device,
+            prepared,
+            fits,
+            beat,
+        )
+        self.rows: list[dict[str, Any]] = []  # per choice: its fits' figures
+        self.right: list[torch.Tensor] = []  # per choice: which validation documents it gets right
+
+    def fit(self, index: int, values: dict[str, Any], incumbent_first: torch.Tensor | None):
+        cfg = self.cfg
+        behind = None if incumbent_first is None else (  # against the incumbent's first point
+            lambda first: clearly_behind(cfg, incumbent_first, first))  # fmt: skip
+        data = data_of(cfg, values, self.device, self.prepared)
+        return fit_choice(cfg, values, data, self.fits.on_trained(index), behind)
+
+    def of(self, indices: list[int]) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+        return [self.rows[i] for i in indices], [self.right[i] for i in indices]
+
+    def first_point(self, index: int | None) -> torch.Tensor | None:
+        """Choice ``index``'s correctness at its first point, once it has trained (else None:
+        a challenger that starts beside its incumbent trains every point)."""
+        if index is None or index >= len(self.rows):
+            return None
+        return self.right[index][: len(self.right[index]) // len(self.rows[index]["vocab_sizes"])]
+
+    def run(self, forked: Forked, jobs: list[tuple[dict[str, Any], int | None]]) -> list[int]:
+        """Train ``jobs`` ((values, the index of the choice it must beat or None) each), at
+        most ``forked.processes`` at once; their indices, in order."""
+        pending: collections.deque = collections.deque()
+        done = []
+        for values, incumbent in jobs:
+            if len(pending) >= forked.processes:
+                done.append(self.collect(*pending.popleft()))
+            index = len(self.rows) + len(pending)
+            job = forked.submit(_fit_job, index, values, self.first_point(incumbent))
+            pending.append((values, job))
+        while pending:
+            done.append(self.collect(*pending.popleft()))
+        return done
+
+    def collect(self, values: dict[str, Any], job) -> int:
+        row, kept, measured = job.get()
+        self.fits.add(len(self.rows), measured)
+        self.rows.append(row)
+        self.right.append(kept)
+        log.info("recipe probe %d: %s -> val_accuracy %.2f (%.1fs)%s", len(self.rows), values,
+                 row["val_accuracy"], row["train_seconds"],
+                 ", stopped after its first cutoff: clearly behind" if row.get("stopped") else "")  # fmt: skip
+        if self.beat is not None:
+            self.beat()
+        return len(self.rows) - 1
 
 
 _STORED_KEYS = {"choice", "probes", "embedding_dim", "seconds"}

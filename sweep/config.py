@@ -72,6 +72,9 @@ def check_config(cfg: DictConfig) -> None:
         cfg.get("threads") is None or int(cfg.threads) >= 1,
         f"threads={cfg.get('threads')} must be >= 1 or null",
     )
+    processes = cfg.get("processes", "auto")
+    _require(processes == "auto" or (type(processes) is int and processes >= 1),
+             f"processes={processes!r} must be an integer >= 1, or auto")  # fmt: skip
     sparse = cfg.model.get("sparse", "auto")
     _require(
         sparse == "auto" or isinstance(sparse, bool),
@@ -111,10 +114,6 @@ def check_recipe(cfg: DictConfig) -> None:
                                 and behind >= 0),
              f"train.recipe.stop_behind={behind!r} must be a number of standard errors >= 0, "
              "or null (every choice trains at every probe point)")  # fmt: skip
-    processes = choices.get("processes", "auto")
-    _require(processes == "auto" or (isinstance(processes, int) and not isinstance(processes, bool)
-                                     and processes >= 1),
-             f"train.recipe.processes={processes!r} must be an integer >= 1, or auto")  # fmt: skip
     dim = choices.get("embedding_dim")
     _require(isinstance(dim, int) and dim >= 1,
              f"train.recipe.embedding_dim={dim!r} must be an integer >= 1")  # fmt: skip

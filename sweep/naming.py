@@ -8,9 +8,9 @@ configs: ``run_sweep.py``, ``sweep.cli.compose_user``, ``sweep.runner.run`` and
 
 The digest covers what makes trials comparable (the data settings, the model, training, the
 search space, objectives, directions and the seed) and nothing that may change between runs of
-one study (``search.n_trials``, storage, workers, device, threads, reports, cache folders). So the
-same command resumes its study, a changed setup starts a new one, and a ``--multirun`` over any
-such key gives every job its own study.
+one study (``search.n_trials``, storage, workers, device, threads, processes, reports, cache
+folders). So the same command resumes its study, a changed setup starts a new one, and a
+``--multirun`` over any such key gives every job its own study.
 """
 
 from __future__ import annotations

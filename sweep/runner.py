@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import measure, schema
 from sweep.common.atomic import write_atomic
+from sweep.common.forked import processes_for, usable_cores
 from sweep.common.secrets import mask, mask_data, remember_config
 from sweep.common.stop import Stopped, TimeBudget, stop_of
 from sweep.config import check_config
@@ -42,6 +43,7 @@ from sweep.search.space import SearchSpace
 from sweep.ship import export
 from sweep.trial import TrialRunner, recipe
 from sweep.trial.recipe_fits import RecipeFits
+from sweep.trial.side_by_side import train_side_by_side
 
 log = logging.getLogger(__name__)
 
@@ -429,6 +431,10 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
         return
     seeds = [cfg.seed + i for i in range(1, repeats + 1)]
     pack = pack_size(cfg.search, pack_key(cfg, device=trial.data.device) is not None)
+    train_pack = trial.train_pack
+    processes = processes_for(cfg.get("processes", "auto"), trial.data.device)
+    if pack == 1 and processes > 1:  # the repeats side by side on the idle cores
+        pack, train_pack = processes, train_side_by_side(trial, processes)
     tried: set[int] = set()
     while budget is None or not budget.ended():
         numbers = repeat_round(the_study, cfg, trial, seeds, tried)
@@ -436,7 +442,7 @@ def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) ->
             return
         tried.update(numbers)
         trials.repeat_trials(the_study, numbers, seeds, trial.train, cfg.search.stale_after_s,
-                             pack=pack, train_pack=trial.train_pack, budget=budget)  # fmt: skip
+                             pack=pack, train_pack=train_pack, budget=budget)  # fmt: skip
 
 
 def repeat_round(the_study, cfg: DictConfig, trial: TrialRunner, seeds: list[int],
@@ -570,20 +576,13 @@ def plan(cfg: DictConfig, trial: TrialRunner, out_dir: Path) -> SweepResult:
     return SweepResult(Path(out_dir), table, None)
 
 
-def cores_given() -> int:
-    """CPU cores this process may run on (its affinity: taskset, cgroup cpusets), not the host's."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return os.cpu_count() or 1
-
-
 def thread_count(threads: int | None) -> int:
     """Torch CPU threads for this process: ``threads`` when set, else ``OMP_NUM_THREADS`` when
-    the environment sets it, else every core given (``cores_given``)."""
+    the environment sets it, else every core given (``usable_cores``)."""
     if threads is not None:
         return int(threads)
     from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(from_env) if from_env.isdigit() and int(from_env) >= 1 else cores_given()
+    return int(from_env) if from_env.isdigit() and int(from_env) >= 1 else usable_cores()
 
 
 def environment(device: torch.device) -> dict[str, str]:

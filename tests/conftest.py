@@ -30,6 +30,9 @@ TINY = [
     "train.lr=0.01",
     "data.tokenizer.word_ngrams=1",
     "train.recipe.hidden_dim=[64]",
+    # Trainings one after another in this process, where the tests' spies count them; the
+    # tests of processes=2 (side by side in forked children) say so.
+    "processes=1",
 ]
 
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, TINY, compose_config, run_cli
 
 from sweep import parallel, runner
-from sweep.common import atomic
+from sweep.common import atomic, forked
 from sweep.common.secrets import install_log_masking, mask
 from sweep.config import ConfigError, check_config
 from sweep.data import corpus, vocab
@@ -399,7 +399,7 @@ def test_thread_count_follows_the_setting_the_environment_and_the_cores(monkeypa
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert compose_config([]).threads == 1  # the default: one thread per trial process
     assert runner.thread_count(3) == 3
-    assert runner.thread_count(None) == runner.cores_given()
+    assert runner.thread_count(None) == forked.usable_cores()
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
     assert runner.thread_count(None) == 5 and runner.thread_count(2) == 2
 

@@ -31,7 +31,7 @@ AUTO = [
     "train.lr=auto",
     "data.tokenizer.word_ngrams=auto",
     "train.recipe.hidden_dim=[64,0]",
-    "train.recipe.processes=1",
+    "processes=1",
 ]  # one after another: the spies below count in this process
 # Enough documents (150 for validation) and epochs that learning shows past the probe's noise.
 LEARNS = ["data.synthetic.num_docs=1500", "train.epochs=4", "train.patience=4"]
@@ -196,7 +196,7 @@ def test_the_probes_fits_answer_the_first_trials_as_training_them_would(
     answer them, with the figures training them again gives (same config, data and seed), and
     the sampler then goes on as it would have. Alone and in packs (the others train packed)."""
     base = [*TINY, "device=cpu", "train.lr=auto", "train.recipe.lr=[0.01,0.03]",
-            "train.recipe.processes=1", "search.n_trials=5", f"search.pack={pack}"]  # fmt: skip
+            "processes=1", "search.n_trials=5", f"search.pack={pack}"]  # fmt: skip
     fits, build = [], lone_module.Lone._build  # every model built, alone or in a pack
 
     def counted(self, *args, **kwargs):
@@ -229,13 +229,13 @@ def test_the_probes_fits_answer_the_first_trials_as_training_them_would(
 def test_the_probes_choices_side_by_side_pick_and_measure_as_one_after_another(
     tiny_overrides, tmp_path
 ):
-    """``train.recipe.processes=2``: the choices of a stage train in two forked processes; the
+    """``processes=2``: the choices of a stage train in two forked processes; the
     rows, the pick, the stop rule and the pick's fits (figures and kept weights) are those of
     one after another, and no child is left."""
     base = [*tiny_overrides, *LEARNS, "train.lr=auto", "train.recipe.lr=[0.01,1e-6,0.03]"]
     probed = {}
     for processes in (1, 2):
-        cfg = compose_config([*base, f"train.recipe.processes={processes}"])
+        cfg = compose_config([*base, f"processes={processes}"])
         kept = export.KeptStates(tmp_path / str(processes), cfg.seed)
         fits = RecipeFits(kept, cfg.seed)
         probed[processes] = recipe.probe(cfg, torch.device("cpu"), prepared={}, fits=fits), fits
@@ -257,7 +257,7 @@ def test_the_probes_choices_side_by_side_pick_and_measure_as_one_after_another(
 
 def test_keys_set_by_hand_are_never_probed(tiny_overrides, tmp_path, fits):
     overrides = [*tiny_overrides, "train.lr=0.02", "model.hidden_dim=16",
-                 "data.tokenizer.word_ngrams=auto", "train.recipe.processes=1"]  # fmt: skip
+                 "data.tokenizer.word_ngrams=auto", "processes=1"]  # fmt: skip
     table = runner.run(compose_config(overrides), tmp_path / "out").table
     stored = stored_recipe(tmp_path, overrides)["recipe"]
     assert set(stored["choice"]) == {"data.tokenizer.word_ngrams"}

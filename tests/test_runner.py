@@ -79,6 +79,21 @@ def test_tiny_sweep_writes_every_report(tiny_cfg, tmp_path):
     assert result.recommended["trial"] == int(trials.loc[trials["recommended"], "trial"].iloc[0])
 
 
+def test_seed_repeats_side_by_side_store_what_one_after_another_stores(tiny_overrides, tmp_path):
+    """``processes=2``: a round's seed repeats train two at a time in forked children; the
+    repeats stored, the table's means and the time line's count of fits are those of one after
+    another."""
+    got = {}
+    for processes in (1, 2):
+        overrides = [*tiny_overrides, "report.repeats=2", "report.top_k=3", "search.n_trials=4",
+                     f"processes={processes}", f"search.storage_dir={tmp_path / str(processes)}"]  # fmt: skip
+        result = runner.run(compose_config(overrides), tmp_path / f"out-{processes}")
+        timing = json.loads((tmp_path / f"out-{processes}" / "timing.json").read_text())
+        means = result.table[["trial", "seeds", "val_accuracy_mean", "test_accuracy_std"]]
+        got[processes] = (means.fillna(-1).to_dict("list"), timing["repeat_fits"])
+    assert got[2] == got[1] and got[1][1] >= 2
+
+
 def test_reports_are_rewritten_within_their_share_of_the_time(
     tiny_overrides, tmp_path, monkeypatch, caplog
 ):
@@ -192,6 +207,8 @@ def test_max_failures_stops_the_sweep_and_keeps_the_reports(tiny_overrides, tmp_
         ("report.tolerance=-1", r"report\.tolerance=-1 must be >= 0"),
         ("report.time_share=0", r"report\.time_share=0 must be a number in \(0, 1\]"),
         ("device=tpu", r"device='tpu' is not"),
+        ("processes=0", r"processes=0 must be an integer >= 1, or auto"),
+        ("processes=many", r"processes='many' must be an integer >= 1, or auto"),
     ],
 )
 def test_impossible_config_fails_before_reading_data(tiny_overrides, tmp_path, override, message):

@@ -107,7 +107,7 @@ def test_a_stop_during_the_side_by_side_probe_ends_its_children_and_the_run(tmp_
     """SIGTERM to the run, or Ctrl-C (SIGINT to its whole process group, as a terminal sends
     it), while the recipe probe trains its choices in forked children: the run exits 143 or
     130 within seconds, every child gone, and no claim is left for the next run to wait on."""
-    overrides = [*LONG, "train.lr=auto", "train.recipe.processes=2", "search.n_trials=2"]
+    overrides = [*LONG, "train.lr=auto", "processes=2", "search.n_trials=2"]
     name = default_study(overrides)
     with open(tmp_path / "out.txt", "ab") as out:  # a session of its own: a group to signal
         proc = subprocess.Popen([sys.executable, str(ROOT / "run_sweep.py"), *overrides,

@@ -38,6 +38,19 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def processes_for(setting: Any, device) -> int:
+    """The ``processes`` setting as a number for a run on ``device``: ``auto`` takes the cores
+    this process may use over its torch threads; 1 on a GPU, or where CUDA has started (a
+    forked child of such a process cannot use it)."""
+    import torch  # already loaded by any caller with a device
+
+    if device.type != "cpu" or torch.cuda.is_initialized():
+        return 1
+    if setting == "auto":
+        return max(1, usable_cores() // max(torch.get_num_threads(), 1))
+    return max(int(setting), 1)
+
+
 def die_with_parent(signum: int = signal.SIGKILL) -> bool:
     """Have the kernel send ``signum`` to this process when its parent dies, even by SIGKILL,
     which no handler of the parent can pass on (Linux's PR_SET_PDEATHSIG). False elsewhere."""

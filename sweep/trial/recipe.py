@@ -35,7 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import UnsupportedInterpolationType
 
-from sweep.common.forked import Forked, usable_cores
+from sweep.common.forked import Forked, processes_for
 from sweep.data.prepared import PreparedData
 from sweep.models.fit import evaluate
 from sweep.models.frontends import frontend_of
@@ -251,15 +251,9 @@ def probe(
 
 
 def probe_processes(cfg: DictConfig, device: torch.device, choices_at_once: int) -> int:
-    """How many of the probe's choices train at once (``train.recipe.processes``): ``auto``
-    takes the cores this process may use, divided by its torch threads, at most
-    ``choices_at_once``; one on a GPU, or where CUDA has started (a fork would not work)."""
-    setting = cfg.train.recipe.get("processes", "auto")
-    if device.type != "cpu" or torch.cuda.is_initialized():
-        return 1
-    if setting == "auto":
-        setting = usable_cores() // max(torch.get_num_threads(), 1)
-    return max(1, min(int(setting), choices_at_once))
+    """How many of the probe's choices train at once: ``processes`` (``processes_for``), at
+    most ``choices_at_once``."""
+    return min(processes_for(cfg.get("processes", "auto"), device), max(choices_at_once, 1))
 
 
 # The stage a forked child of the probe trains in (``Forked``: the child reads it from the

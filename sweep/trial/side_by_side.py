@@ -1,0 +1,54 @@
+"""Trainings of one ``TrialRunner`` side by side in forked processes (``sweep.common.forked``).
+
+The seed repeats are independent trainings of known configurations: on a CPU run with idle
+cores (``processes``) they train ``train_pack``'s way, several at once, each in a child forked
+from this process (it shares the encoded corpus and the runner), exactly as alone: the same
+seed, batches and figures. What a child counts (fits, training seconds) is added to this
+process's time line as each result comes back. A child does not refresh a repeat's claim while
+it trains (the claim goes stale only after ``search.stale_after_s``, 900 s by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from sweep.common.forked import Forked
+
+# The runner a forked child trains with (the fork copies it; set before the children start).
+_RUNNING: dict[str, Any] = {}
+
+
+def _train_job(params: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    return _RUNNING["runner"].train(params, None, seed)
+
+
+def train_side_by_side(runner, processes: int) -> Callable[..., list]:
+    """A ``train_pack`` (``TrialRunner.train_pack``'s signature) that trains its
+    configurations ``processes`` at a time in forked children."""
+
+    def train_pack(params_list, on_epochs, labels, wrap_model=None, seed=None, on_result=None):
+        if wrap_model is not None:  # a benchmark's wrapper lives in this process only
+            return runner.train_pack(params_list, on_epochs, labels, wrap_model, seed, on_result)
+        results: list[Any] = []
+        _RUNNING["runner"] = runner
+        try:
+            with Forked(processes, torch.get_num_threads()) as forked:
+                jobs = [forked.submit(_train_job, dict(params), seed) for params in params_list]
+                for i, job in enumerate(jobs):
+                    try:
+                        result = job.get()
+                        runner.timing.trials += 1
+                        runner.timing.training += float(result.get("train_seconds", 0.0))
+                    except Exception as error:  # this configuration's failure, as alone
+                        result = error
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(i, result)
+        finally:
+            _RUNNING.clear()
+        return results
+
+    return train_pack

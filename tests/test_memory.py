@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import pytest
 import torch
@@ -13,7 +15,7 @@ from sweep.models.kinds import build_model
 from sweep.search import study as study_module
 from sweep.search.space import SearchSpace
 from sweep.search.storage import make_storage
-from sweep.trial import TrialRunner, recipe
+from sweep.trial import TrialRunner, recipe, side_by_side
 from sweep.trial import lone as trial_module
 
 MODELS = ["bag", "cnn", "rnn", "transformer"]
@@ -405,3 +407,16 @@ def test_packs_are_cut_to_fit_the_memory_room():
     room = MemoryRoom(limit_mb=100.0, available_mb=100.0, source="injected")
     assert [[n for n, _, _ in g] for g in fitting(pending, room)] == [[0, 1, 2], [3, 4]]
     assert fitting(pending, None) == [pending] and fitting([], None) == []
+
+
+def test_trainings_side_by_side_take_no_more_memory_than_the_device_has(monkeypatch, caplog):
+    """``processes``: the probe's choices and the seed repeats side by side, as many as the
+    available memory holds with each training's own estimate (the children share the corpus)."""
+    monkeypatch.setenv(measure.AVAILABLE_VARIABLE, "1000")  # 850 MiB with the headroom
+    caplog.set_level(logging.INFO, logger=side_by_side.__name__)
+    cpu = torch.device("cpu")
+    assert side_by_side.within_memory(4, 200.0, cpu, "seed repeats") == 4
+    assert side_by_side.within_memory(4, 300.0, cpu, "seed repeats") == 2
+    assert side_by_side.within_memory(2, 5000.0, cpu, "recipe probe") == 1  # one always trains
+    assert "recipe probe: 1 side by side, not 2" in caplog.text
+    assert side_by_side.own_mb({"memory_mb": 120.0, "est_baseline_mb": 20.0}) == 100.0

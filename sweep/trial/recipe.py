@@ -43,6 +43,7 @@ from sweep.search.settings import SearchError
 from sweep.search.space import SearchSpace
 from sweep.trial.recipe_fits import RecipeFits
 from sweep.trial.runner import TrialRunner
+from sweep.trial.side_by_side import own_mb, within_memory
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,8 @@ def probe(
     rates = len(choices(cfg, "lr")) - 1 if "lr" in names else 0  # the second stage's
     processes = probe_processes(cfg, device, max(len(shapes), rates))
     if processes > 1:  # every encoding loaded before the fork: the children share it
-        for values in shapes:
-            data_of(cfg, values, device, prepared)
+        own = max(fit_memory(cfg, v, data_of(cfg, v, device, prepared)) for v in shapes)
+        processes = within_memory(processes, own, device, "recipe probe")
     state = Stage(cfg, device, prepared, fits, beat)
     _PROBING["stage"] = state  # what a forked child reads (the fork copies it)
     try:
@@ -254,6 +255,13 @@ def probe_processes(cfg: DictConfig, device: torch.device, choices_at_once: int)
     """How many of the probe's choices train at once: ``processes`` (``processes_for``), at
     most ``choices_at_once``."""
     return min(processes_for(cfg.get("processes", "auto"), device), max(choices_at_once, 1))
+
+
+def fit_memory(cfg: DictConfig, values: dict[str, Any], data: PreparedData) -> float:
+    """The estimated own memory (MiB) of choice ``values``' largest probe fit (the top of the
+    cutoff axis), the corpus left out."""
+    runner = TrialRunner(fixed(cfg, {KEYS[n]: v for n, v in values.items()}), data)
+    return own_mb(runner.describe(probe_points(runner.cfg, data)[-1]))
 
 
 # The stage a forked child of the probe trains in (``Forked``: the child reads it from the

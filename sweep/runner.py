@@ -38,6 +38,7 @@ from sweep.naming import register_resolvers
 from sweep.report import build as report
 from sweep.search import loop as trials
 from sweep.search import storage, study
+from sweep.search.records import PROBE_FIT
 from sweep.search.settings import budgets, grid_size, pack_size, parse_bytes
 from sweep.search.space import SearchSpace
 from sweep.ship import export
@@ -389,23 +390,26 @@ class Progress:
         self.last_end = time.perf_counter()
 
     def trial_done(self, trial: optuna.trial.FrozenTrial, finished: int, table) -> None:
-        now = time.perf_counter()
-        self.durations.append(now - self.last_end)
+        now, attrs = time.perf_counter(), trial.user_attrs
+        answered = PROBE_FIT in attrs  # trained by the recipe probe: no time here, nor in the ETA
+        if not answered:
+            self.durations.append(now - self.last_end)
         self.last_end = now
         done = table[table["state"] == "COMPLETE"]
         best = done["val_accuracy"].max() if len(done) else float("nan")
         remaining = max(self.n_trials - finished, 0)
-        eta = timedelta(seconds=round(sum(self.durations) / len(self.durations) * remaining))
+        mean = sum(self.durations) / len(self.durations) if self.durations else 0.0
+        eta = timedelta(seconds=round(mean * remaining)) if self.durations else "unknown yet"
         # The Pareto front is what a multi-objective search builds; one objective has a best.
         front = "" if self.single else f", front {int(table['pareto'].sum())}"
         # A packed trial: its own training time (the pack's, up to its end), not the moments
         # since the last line (trials of a pack often end together).
-        attrs = trial.user_attrs
         packed = "pack" in attrs and "train_seconds" in attrs and "reused_from" not in attrs
-        took = (f"{attrs['train_seconds']:.1f}s (pack #{attrs['pack']})" if packed
-                else f"{self.durations[-1]:.1f}s")  # fmt: skip
+        took = ("(the recipe probe's fit, not trained again)" if answered
+                else f"in {attrs['train_seconds']:.1f}s (pack #{attrs['pack']})" if packed
+                else f"in {self.durations[-1]:.1f}s")  # fmt: skip
         log.info(
-            "trial %d/%d (#%d) %s in %s: embedding_dim=%s vocab_size=%s params=%s "
+            "trial %d/%d (#%d) %s %s: embedding_dim=%s vocab_size=%s params=%s "
             "val_accuracy=%.2f | best %.2f%s | ETA %s",
             min(finished, self.n_trials), self.n_trials, trial.number, trial.state.name.lower(),
             took, trial.params.get("embedding_dim"),

@@ -90,8 +90,8 @@ class RecipeFits:
             if figures is None:
                 return train(params, on_epoch)
             replay(figures, on_epoch)
-            log.info("trial at %s: the recipe probe's fit of the pick, not trained again",
-                     params)  # fmt: skip
+            log.debug("trial at %s: the recipe probe's fit of the pick, not trained again",
+                      params)  # fmt: skip
             return figures
 
         return answered

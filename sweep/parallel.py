@@ -102,10 +102,16 @@ def worker_commands(
 
     ``storage`` is the resolved ``search.storage``: it goes into the environment
     (``SWEEP_STORAGE_URL``), and the workers' override reads it from there. ``threads`` is
-    each worker's torch thread count (``threads=null``: the cores given, shared among them).
+    each worker's torch thread count (``threads=null``: the cores given, shared among them);
+    each trains one thing at a time (``processes=1``).
     """
-    pinned = (*_PER_WORKER, "search.storage", "threads", "report.export", "report.quantize")
+    pinned = (*_PER_WORKER, "search.storage", "threads", "processes", "report.export",
+              "report.quantize")  # fmt: skip
     base = [o for o in overrides if override_key(o) not in pinned]
+    # The workers are the side by side: each trains one thing at a time (processes=auto in
+    # every worker would start workers x cores trainings, and each would count the same free
+    # memory as its own).
+    base.append("processes=1")
     base.append("report.export=keep")  # workers keep their weights; the parent exports
     # The parent measures the front's precisions once (front); all: each trial as it trains.
     base.append(f"report.quantize={'all' if quantize == 'all' else 'none'}")

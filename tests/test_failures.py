@@ -410,6 +410,9 @@ def test_workers_share_the_cores_when_threads_is_null(tmp_path, monkeypatch):
     assert all("threads=2" in argv and "threads=null" not in argv for argv, _ in commands)
     commands = parallel.worker_commands([], 4, tmp_path, [], threads=3)
     assert all("threads=3" in argv for argv, _ in commands)
+    # the workers are the side by side: each trains one thing at a time, whatever was asked
+    commands = parallel.worker_commands(["processes=auto"], 4, tmp_path, [], threads=1)
+    assert all("processes=1" in argv and "processes=auto" not in argv for argv, _ in commands)
 
 
 def test_a_missing_optional_reader_is_named(tmp_path, monkeypatch):

@@ -255,6 +255,23 @@ def test_the_probes_choices_side_by_side_pick_and_measure_as_one_after_another(
     assert not multiprocessing.active_children()
 
 
+def test_a_challenger_beside_its_incumbent_gets_the_stop_rule_when_both_are_in(
+    tiny_overrides, monkeypatch
+):
+    """Two processes: the first structure challenger trains beside the incumbent, before the
+    incumbent's first fit is known; with every challenger clearly behind (forced here), its
+    row is cut to its first fit when both are in: the table of one after another."""
+    monkeypatch.setattr(recipe, "clearly_behind", lambda cfg, incumbent, challenger: True)
+    base = [*tiny_overrides, "train.lr=auto", "train.recipe.lr=[0.01,0.03]",
+            "data.tokenizer.word_ngrams=auto"]  # fmt: skip
+    probed = [recipe.probe(compose_config([*base, f"processes={n}"]), torch.device("cpu"))
+              for n in (1, 2)]  # fmt: skip
+    rows = [[{k: v for k, v in row.items() if k != "train_seconds"} for row in p["probes"]]
+            for p in probed]  # fmt: skip
+    assert rows[0] == rows[1] and probed[0]["choice"] == probed[1]["choice"]
+    assert [len(row["vocab_sizes"]) for row in rows[1]] == [2, 1, 1]  # every challenger stopped
+
+
 def test_keys_set_by_hand_are_never_probed(tiny_overrides, tmp_path, fits):
     overrides = [*tiny_overrides, "train.lr=0.02", "model.hidden_dim=16",
                  "data.tokenizer.word_ngrams=auto", "processes=1"]  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, TINY, compose_config, default_study, watch_study
 
 from sweep import parallel, runner
-from sweep.common import stop
+from sweep.common import forked, stop
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage
 from sweep.trial import lone as trial_module
@@ -102,11 +102,15 @@ def children_of(pid: int) -> list[int]:
     return [k for k in kids if alive(k)]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_during_the_side_by_side_probe_ends_its_children_and_the_run(tmp_path, signum):
-    """SIGTERM to the run, or Ctrl-C (SIGINT to its whole process group, as a terminal sends
-    it), while the recipe probe trains its choices in forked children: the run exits 143 or
-    130 within seconds, every child gone, and no claim is left for the next run to wait on."""
+@pytest.mark.parametrize("signum,group", [(signal.SIGTERM, False), (signal.SIGTERM, True),
+                                          (signal.SIGINT, True)])  # fmt: skip
+def test_a_stop_during_the_side_by_side_probe_ends_its_children_and_the_run(
+    tmp_path, signum, group
+):
+    """SIGTERM to the run or to its whole process group (systemd, SLURM), or Ctrl-C (SIGINT
+    to the group, as a terminal sends it), while the recipe probe trains its choices in forked
+    children: the run exits 143 or 130 within seconds, every child gone, and no claim is left
+    for the next run to wait on."""
     overrides = [*LONG, "train.lr=auto", "processes=2", "search.n_trials=2"]
     name = default_study(overrides)
     with open(tmp_path / "out.txt", "ab") as out:  # a session of its own: a group to signal
@@ -119,10 +123,10 @@ def test_a_stop_during_the_side_by_side_probe_ends_its_children_and_the_run(tmp_
         time.sleep(0.2)
     assert len(kids) == 2, (tmp_path / "out.txt").read_text()[-3000:]
     time.sleep(1.0)  # into the first fit (about 5 s)
-    if signum == signal.SIGINT:
-        os.killpg(proc.pid, signal.SIGINT)
+    if group:
+        os.killpg(proc.pid, signum)
     else:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
     assert proc.wait(timeout=30) == 128 + signum, (tmp_path / "out.txt").read_text()[-3000:]
     deadline = time.time() + 10
     while any(alive(k) for k in kids) and time.time() < deadline:
@@ -368,3 +372,32 @@ def test_sigint_during_data_preparation_ends_the_run_within_5_seconds_and_a_reru
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(pd.read_csv(tmp_path / "run" / "trials.csv")) >= 2
+
+
+def _value(x):
+    return x
+
+
+def _raise(message):
+    raise ValueError(message)
+
+
+def _killed():
+    os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer does
+
+
+def test_jobs_side_by_side_come_back_in_order_and_a_dead_child_fails_its_job():
+    """``sweep.common.forked``: results in the order submitted, a job's error raised where its
+    result is asked for, and a child killed outright (SIGKILL) fails its job with the reason
+    instead of leaving the run waiting; no child outlives the block."""
+    with forked.Forked(2) as side:
+        jobs = [side.submit(_value, i) for i in range(5)]  # 2 at a time
+        assert [job.get() for job in jobs] == list(range(5))
+        with pytest.raises(ValueError, match="its own message"):
+            side.submit(_raise, "its own message").get()
+        with pytest.raises(RuntimeError, match=r"killed by signal 9 \(SIGKILL: the out-of-memory"):
+            side.submit(_killed).get()
+        started = [job.process.pid for job in jobs]
+    assert not [pid for pid in started if alive(pid)]
+    with forked.Forked(1) as alone:  # one process: on the spot, the same answers
+        assert alone.submit(_value, 7).get() == 7

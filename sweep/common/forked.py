@@ -9,9 +9,11 @@ alone. With one process there is no child: ``submit`` runs the job on the spot, 
 
 Forking is for CPU work only: a process that has started CUDA cannot fork a usable child.
 
-Stopping: a child ignores SIGINT and dies on SIGTERM (no handler of the parent's); the parent,
-stopped (SIGTERM, Ctrl-C: ``sweep.common.stop``) or failing, terminates its children before the
-error goes on, and a child whose parent dies outright (SIGKILL) is killed by the kernel.
+Stopping: a child ignores SIGINT and SIGTERM (a terminal's Ctrl-C and a scheduler's stop reach a
+whole process group); the parent, stopped (``sweep.common.stop``) or failing, kills its
+children before the error goes on, and a child whose parent dies outright (SIGKILL) is killed
+by the kernel. Each job has a child of its own (no shared queue whose lock a killed child could
+hold), and a child that dies without a result fails its job with the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Callable
@@ -79,44 +83,130 @@ class _Done:
         return self.result
 
 
-def _child_setup(threads: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's terminate: at once
+def _child(fn: Callable[..., Any], args: tuple, threads: int, conn) -> None:
+    """A child's whole life: its signals, its threads, the job, its result down the pipe as
+    plain pickle (a tensor's data inline: nothing left for the parent to fetch from it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent stops us
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stop of the whole group: the parent too
     die_with_parent()
     import torch  # already loaded by the parent: the child's own thread count
 
     torch.set_num_threads(threads)
+    try:
+        outcome = (True, fn(*args))
+    except Exception as error:
+        outcome = (False, error)
+    try:
+        payload = pickle.dumps(outcome)
+    except Exception as error:  # an error that does not pickle: its text
+        payload = pickle.dumps((False, RuntimeError(f"{type(error).__name__}: {error}")))
+    conn.send_bytes(payload)
+    conn.close()
+
+
+class _Job:
+    """A job for a child of its own: started when a slot is free, its result read once."""
+
+    def __init__(self, owner: Forked, fn: Callable[..., Any], args: tuple):
+        self.owner, self.fn, self.args = owner, fn, args
+        self.process = self.conn = None
+        self.outcome: tuple[bool, Any] | None = None
+
+    def start(self) -> None:
+        reader, writer = self.owner.context.Pipe(duplex=False)
+        self.process = self.owner.context.Process(
+            target=_child, args=(self.fn, self.args, self.owner.threads, writer), daemon=True
+        )
+        self.process.start()
+        writer.close()  # the child's end: EOF here once it is gone
+        self.conn = reader
+
+    def poll(self) -> bool:
+        """Whether the outcome is in: the result the child sent, or, where it ended without
+        one, the error saying so."""
+        if self.outcome is not None:
+            return True
+        if self.process is None:
+            return False
+        if self.conn.poll():
+            try:
+                self.outcome = pickle.loads(self.conn.recv_bytes())
+            except EOFError:  # the child is gone without a result
+                self.process.join(timeout=10)
+                self.outcome = (False, self.lost())
+            self.finish()
+            return True
+        if not self.process.is_alive():
+            if self.conn.poll():  # sent just before it ended
+                return self.poll()
+            self.outcome = (False, self.lost())
+            self.finish()
+            return True
+        return False
+
+    def lost(self) -> RuntimeError:
+        code = self.process.exitcode
+        how = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
+        hint = " (SIGKILL: the out-of-memory killer?)" if code == -signal.SIGKILL else ""
+        return RuntimeError(f"a training side by side ended without a result: {how}{hint}; "
+                            "processes=1 trains one at a time")  # fmt: skip
+
+    def finish(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=10)
+
+    def get(self) -> Any:
+        while not self.poll():
+            self.owner.step(timeout=0.2)
+        ok, value = self.outcome
+        if not ok:
+            raise value
+        return value
 
 
 class Forked:
-    """At most ``processes`` jobs at once in forked children (``threads`` torch threads each);
-    a context manager: the children are gone when it exits, at once on an error or a stop."""
+    """At most ``processes`` jobs at once, each in a child forked for it (``threads`` torch
+    threads); a context manager: no child outlives it, and on an error or a stop the children
+    still running are killed at once. A child that dies without a result (the out-of-memory
+    killer) fails its job with a clear error instead of leaving the run waiting."""
 
     def __init__(self, processes: int, threads: int = 1):
         self.processes, self.threads = max(int(processes), 1), max(int(threads), 1)
-        self.pool = None
+        self.context = multiprocessing.get_context("fork")
+        self.jobs: list[_Job] = []
 
     def __enter__(self) -> Forked:
-        if self.processes > 1:
-            context = multiprocessing.get_context("fork")
-            self.pool = context.Pool(self.processes, _child_setup, (self.threads,))
         return self
 
     def submit(self, fn: Callable[..., Any], *args: Any):
-        """Run ``fn(*args)`` (a module-level function: the child finds it by name; what it
-        needs from this process it reads from memory the fork copied); an object whose
-        ``get()`` waits for its result or raises its error."""
-        if self.pool is None:
+        """Run ``fn(*args)`` (what it needs from this process it reads from memory the fork
+        copies when its child starts); an object whose ``get()`` waits for its result or
+        raises its error."""
+        if self.processes == 1:
             return _Done(fn, args)
-        return self.pool.apply_async(fn, args)
+        job = _Job(self, fn, args)
+        self.jobs.append(job)
+        self.step()
+        return job
+
+    def step(self, timeout: float = 0.0) -> None:
+        """Read what the running children have sent, start waiting jobs in free slots, and
+        wait up to ``timeout`` for the next child to send."""
+        for job in self.jobs:
+            job.poll()
+        running = [j for j in self.jobs if j.process is not None and j.outcome is None]
+        for job in [j for j in self.jobs if j.process is None][: self.processes - len(running)]:
+            job.start()
+            running.append(job)
+        if timeout and running:
+            multiprocessing.connection.wait([j.conn for j in running], timeout)
 
     def __exit__(self, kind, error, trace) -> None:
-        if self.pool is None:
-            return
-        if error is None:
-            self.pool.close()
-        else:  # a stop or a failure: the other jobs' results are not wanted
-            self.pool.terminate()
-        with contextlib.suppress(Exception):
-            self.pool.join()
-        self.pool = None
+        for job in self.jobs:  # on success none is alive; on a stop or a failure: at once
+            if job.process is not None and job.process.is_alive():
+                job.process.kill()
+            if job.process is not None:
+                job.process.join(timeout=10)
+                with contextlib.suppress(OSError):
+                    job.conn.close()
+        self.jobs = []

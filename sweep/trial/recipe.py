@@ -172,13 +172,29 @@ def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData, on_t
     stopped = len(points) > 1 and behind is not None and behind(kept[0])
     if not stopped:
         fits += [runner.train(dict(point)) for point in points[1:]]
-    points, right = points[: len(fits)], torch.cat(kept)
-    row = {**values, "embedding_dim": points[0]["embedding_dim"],
-           "vocab_sizes": [point["vocab_size"] for point in points], **({"stopped": True} if stopped else {}),
-           "val_accuracy": round(100.0 * float(right.float().mean()), 3),
-           "epochs": [f["epochs"] for f in fits],
-           "train_seconds": round(sum(f["train_seconds"] for f in fits), 3)}  # fmt: skip
-    return row, right, list(zip(points, fits, strict=True))
+    measured = list(zip(points[: len(fits)], fits, strict=True))
+    right = torch.cat(kept)
+    return choice_row(values, measured, right, stopped), right, measured
+
+
+def choice_row(values: dict[str, Any], measured: list, right: torch.Tensor, stopped: bool) -> dict:
+    """A choice's row of the probe's table from its fits (``measured``: (point, figures) each)
+    and which validation documents they get right."""
+    points, fits = [point for point, _ in measured], [figures for _, figures in measured]
+    return {**values, "embedding_dim": points[0]["embedding_dim"],
+            "vocab_sizes": [point["vocab_size"] for point in points],
+            **({"stopped": True} if stopped else {}),
+            "val_accuracy": round(100.0 * float(right.float().mean()), 3),
+            "epochs": [f["epochs"] for f in fits],
+            "train_seconds": round(sum(f["train_seconds"] for f in fits), 3)}  # fmt: skip
+
+
+def first_only(values: dict[str, Any], right: torch.Tensor, measured: list):
+    """A choice cut to its first fit and stopped there, as ``fit_choice`` with ``behind`` True
+    returns it: for a challenger that trained beside its incumbent, before the incumbent's
+    first fit was known, and turned out clearly behind it."""
+    first = right[: len(right) // len(measured)]
+    return choice_row(values, measured[:1], first, True), first, measured[:1]
 
 
 def data_of(cfg: DictConfig, values: dict[str, Any], device, prepared: dict[int, PreparedData]):
@@ -313,15 +329,21 @@ class Stage:
         for values, incumbent in jobs:
             if len(pending) >= forked.processes:
                 done.append(self.collect(*pending.popleft()))
-            index = len(self.rows) + len(pending)
-            job = forked.submit(_fit_job, index, values, self.first_point(incumbent))
-            pending.append((values, job))
+            index, first = len(self.rows) + len(pending), self.first_point(incumbent)
+            job = forked.submit(_fit_job, index, values, first)
+            pending.append((values, job, incumbent if first is None else None))
         while pending:
             done.append(self.collect(*pending.popleft()))
         return done
 
-    def collect(self, values: dict[str, Any], job) -> int:
+    def collect(self, values: dict[str, Any], job, late: int | None = None) -> int:
+        """Take a job's choice into the table; ``late``: the incumbent it trained beside, the
+        stop rule applied now (the same row as one after another)."""
         row, kept, measured = job.get()
+        if late is not None and len(measured) > 1:
+            n = len(kept) // len(measured)
+            if clearly_behind(self.cfg, self.first_point(late), kept[:n]):
+                row, kept, measured = first_only(values, kept, measured)
         self.fits.add(len(self.rows), measured)
         self.rows.append(row)
         self.right.append(kept)

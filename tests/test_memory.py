@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
@@ -420,3 +421,22 @@ def test_trainings_side_by_side_take_no_more_memory_than_the_device_has(monkeypa
     assert side_by_side.within_memory(2, 5000.0, cpu, "recipe probe") == 1  # one always trains
     assert "recipe probe: 1 side by side, not 2" in caplog.text
     assert side_by_side.own_mb({"memory_mb": 120.0, "est_baseline_mb": 20.0}) == 100.0
+
+
+def test_seed_repeats_cut_to_one_at_a_time_by_memory_count_each_fit_once(
+    tiny_overrides, tmp_path, monkeypatch
+):
+    """``processes=2`` where the memory holds one training: the repeats train one at a time in
+    this process, and the time line counts each of their fits once."""
+    monkeypatch.setattr(side_by_side, "within_memory", lambda processes, own, device, what: 1)
+    overrides = [
+        *tiny_overrides,
+        "report.repeats=1",
+        "report.top_k=3",
+        "search.n_trials=4",
+        "processes=2",
+    ]
+    runner.run(compose_config(overrides), tmp_path / "out")
+    timing = json.loads((tmp_path / "out" / "timing.json").read_text())
+    table = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert timing["repeat_fits"] == int(table["seeds"].notna().sum()) >= 1

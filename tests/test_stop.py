@@ -386,6 +386,38 @@ def _killed():
     os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer does
 
 
+RAN: list[str] = []
+
+
+def _record(what):
+    RAN.append(what)
+
+
+class _Planted:
+    """An object whose unpickling would run code: ``_record``."""
+
+    def __reduce__(self):
+        return (_record, ("planted",))
+
+
+def test_what_a_child_sends_back_is_read_as_data_never_as_code():
+    """DESIGN.md decision 10: a child's result comes back through ``torch.load(weights_only=
+    True)``; bytes that name code are refused, and nothing runs."""
+    import io
+
+    import torch
+
+    payload = io.BytesIO()
+    torch.save((True, _Planted()), payload)
+    with pytest.raises(Exception, match="(?i)weights_only|unpickl|unsupported"):
+        forked._decode(payload.getvalue())
+    assert RAN == []
+    ok, value = forked._decode(forked._encode((True, {"a": [1.5, 2], "t": torch.ones(2)})))
+    assert ok and value["a"] == [1.5, 2] and value["t"].tolist() == [1.0, 1.0]
+    ok, error = forked._decode(forked._encode((False, FloatingPointError("loss is nan"))))
+    assert not ok and type(error) is FloatingPointError and str(error) == "loss is nan"
+
+
 def test_jobs_side_by_side_come_back_in_order_and_a_dead_child_fails_its_job():
     """``sweep.common.forked``: results in the order submitted, a job's error raised where its
     result is asked for, and a child killed outright (SIGKILL) fails its job with the reason

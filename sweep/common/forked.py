@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
 import signal
 import sys
 from collections.abc import Callable
@@ -83,9 +83,54 @@ class _Done:
         return self.result
 
 
+# The errors a child's job may end in that come back as their own type (by name: the pipe
+# carries data, not classes); any other comes back as a RuntimeError naming it.
+_ERRORS: dict[str, type[Exception]] = {
+    e.__name__: e
+    for e in (
+        RuntimeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        FloatingPointError,
+        ArithmeticError,
+        MemoryError,
+        OSError,
+    )  # fmt: skip
+}
+
+
+def _encode(outcome: tuple[bool, Any]) -> bytes:
+    """A job's outcome as the bytes of ``torch.save``: plain values and tensors only, its data
+    inline (nothing left for the parent to fetch from a child that is gone); an error as
+    (its type's name, its message)."""
+    import torch  # already loaded by the parent
+
+    ok, value = outcome
+    if not ok:
+        value = (type(value).__name__, str(value))
+    buffer = io.BytesIO()
+    torch.save((ok, value), buffer)
+    return buffer.getvalue()
+
+
+def _decode(payload: bytes) -> tuple[bool, Any]:
+    """A child's outcome read back as data (``torch.load(weights_only=True)``: plain values and
+    tensors, no code named by the bytes runs); an error rebuilt from its name and message."""
+    import torch
+
+    ok, value = torch.load(io.BytesIO(payload), weights_only=True)
+    if not ok:
+        name, message = value
+        error = _ERRORS.get(name)
+        value = error(message) if error is not None else RuntimeError(f"{name}: {message}")
+    return ok, value
+
+
 def _child(fn: Callable[..., Any], args: tuple, threads: int, conn) -> None:
-    """A child's whole life: its signals, its threads, the job, its result down the pipe as
-    plain pickle (a tensor's data inline: nothing left for the parent to fetch from it)."""
+    """A child's whole life: its signals, its threads, the job, its outcome down the pipe
+    (``_encode``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent stops us
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stop of the whole group: the parent too
     die_with_parent()
@@ -97,9 +142,9 @@ def _child(fn: Callable[..., Any], args: tuple, threads: int, conn) -> None:
     except Exception as error:
         outcome = (False, error)
     try:
-        payload = pickle.dumps(outcome)
-    except Exception as error:  # an error that does not pickle: its text
-        payload = pickle.dumps((False, RuntimeError(f"{type(error).__name__}: {error}")))
+        payload = _encode(outcome)
+    except Exception as error:  # a result of types the pipe does not carry: a bug, named
+        payload = _encode((False, RuntimeError(f"the job's result cannot be sent back: {error}")))
     conn.send_bytes(payload)
     conn.close()
 
@@ -130,7 +175,7 @@ class _Job:
             return False
         if self.conn.poll():
             try:
-                self.outcome = pickle.loads(self.conn.recv_bytes())
+                self.outcome = _decode(self.conn.recv_bytes())
             except EOFError:  # the child is gone without a result
                 self.process.join(timeout=10)
                 self.outcome = (False, self.lost())

@@ -95,6 +95,11 @@ def fixed(cfg: DictConfig, choice: dict[str, Any] | None = None) -> DictConfig:
     return out
 
 
+def with_choice(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    """``cfg`` with a probe choice's values (``{recipe name: value}``) set (``fixed``)."""
+    return fixed(cfg, {KEYS[n]: v for n, v in values.items()})
+
+
 def probe_points(cfg: DictConfig, data: PreparedData) -> list[dict[str, Any]]:
     """The configurations the probe trains for each choice: ``train.recipe.embedding_dim`` wide
     (within the space's bounds), at the middle of the cutoff axis on a log scale (a typical
@@ -118,6 +123,13 @@ def margin_points(cfg: DictConfig, incumbent: torch.Tensor, challenger: torch.Te
     margin = cfg.train.recipe.get("margin", "auto")
     if margin != "auto":
         return float(margin)
+    return paired_se(incumbent, challenger)
+
+
+def paired_se(incumbent: torch.Tensor, challenger: torch.Tensor) -> float:
+    """One standard error (points) of the paired difference of two accuracies on the same
+    documents (each a boolean per document): ``100 * sqrt(d) / n`` for ``d`` of ``n``
+    documents that one gets right and the other wrong."""
     discordant = int((incumbent != challenger).sum())
     return 100.0 * math.sqrt(discordant) / max(len(incumbent), 1)
 
@@ -144,8 +156,7 @@ def clearly_behind(cfg: DictConfig, incumbent: torch.Tensor, challenger: torch.T
     if k is None:
         return False
     gap = 100.0 * float(incumbent.float().mean() - challenger.float().mean())
-    discordant = int((incumbent != challenger).sum())
-    return gap > 0 and gap > float(k) * 100.0 * math.sqrt(discordant) / max(len(incumbent), 1)
+    return gap > 0 and gap > float(k) * paired_se(incumbent, challenger)
 
 
 def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData, on_trained=None,
@@ -155,7 +166,7 @@ def fit_choice(cfg: DictConfig, values: dict[str, Any], data: PreparedData, on_t
     (configuration, measured figures) each). ``on_trained`` also sees each trained model (its
     weights kept: ``RecipeFits``). ``behind(right at the first point)`` True stops the choice
     after its first point (its row says ``stopped``)."""
-    trial_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()})
+    trial_cfg = with_choice(cfg, values)
     runner, kept = TrialRunner(trial_cfg, data), []
 
     def keep_right(params, seed, model) -> None:  # the best epoch's weights
@@ -201,7 +212,7 @@ def data_of(cfg: DictConfig, values: dict[str, Any], device, prepared: dict[int,
     """The prepared data choice ``values`` trains on: from ``prepared`` (per word_ngrams: the
     encoding costs most), else loaded into it; n-grams from the loaded words, no second
     tokenizing."""
-    data_cfg = fixed(cfg, {KEYS[n]: v for n, v in values.items()}).data
+    data_cfg = with_choice(cfg, values).data
     ngrams = int(data_cfg.tokenizer.word_ngrams)
     if ngrams not in prepared:
         encode = frontend_of(cfg.model).encode
@@ -276,7 +287,7 @@ def probe_processes(cfg: DictConfig, device: torch.device, choices_at_once: int)
 def fit_memory(cfg: DictConfig, values: dict[str, Any], data: PreparedData) -> float:
     """The estimated own memory (MiB) of choice ``values``' largest probe fit (the top of the
     cutoff axis), the corpus left out."""
-    runner = TrialRunner(fixed(cfg, {KEYS[n]: v for n, v in values.items()}), data)
+    runner = TrialRunner(with_choice(cfg, values), data)
     return own_mb(runner.describe(probe_points(runner.cfg, data)[-1]))
 
 
@@ -294,13 +305,8 @@ class Stage:
     """The probe's choices so far (``rows``, ``right``) and how one more trains."""
 
     def __init__(self, cfg, device, prepared, fits: RecipeFits, beat):
-        self.cfg, self.device, self.prepared, self.fits, self.beat = (
-            cfg,
-            device,
-            prepared,
-            fits,
-            beat,
-        )
+        self.cfg, self.device, self.prepared = cfg, device, prepared
+        self.fits, self.beat = fits, beat
         self.rows: list[dict[str, Any]] = []  # per choice: its fits' figures
         self.right: list[torch.Tensor] = []  # per choice: which validation documents it gets right
 

@@ -64,9 +64,9 @@ class RecipeFits:
     def settle(self, winner: int) -> None:
         """The probe picked choice ``winner``: its fits become the answers and its weights the
         kept ones; every other choice's are forgotten."""
+        staging = self.staging(winner)
         for params, figures in self.by_choice.get(winner, []):
             self.answers[_key(params)] = {**figures, PROBE_FIT: True}
-            staging = self.staging(winner)
             if staging is not None and staging.path(params).is_file():
                 with contextlib.suppress(OSError):  # not kept: the export trains it again
                     os.replace(staging.path(params), self.kept.path(params))

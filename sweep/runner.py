@@ -167,10 +167,11 @@ def with_recipe(
     started = time.perf_counter()
     first = recipe.fixed(cfg)
     probed = [] if cfg.get("plan") else recipe.to_probe(cfg)
-    encode = frontend_of(cfg.model).encode  # text -> ids as the study's front end does it
+    frontend = frontend_of(cfg.model)  # text -> ids as the study's front end does it
     # The probe's n-gram choices are derived from the word encoding's streams
-    data = PreparedData.load(first.data, first.seed, device, encode,
+    data = PreparedData.load(first.data, first.seed, device, frontend.encode,
                              keep_streams="word_ngrams" in probed)  # fmt: skip
+    frontend.check(cfg, data)  # before any study is stored: its bad settings leave none behind
     seconds = time.perf_counter() - started
     if not probed:
         return first, None, data, seconds
@@ -185,7 +186,8 @@ def with_recipe(
     data = prepared.get(int(chosen.data.tokenizer.word_ngrams))
     if data is None:  # the pick was read from the storage: its data is not loaded yet
         started = time.perf_counter()
-        data = PreparedData.load(chosen.data, chosen.seed, device, encode, words=prepared.get(1))
+        data = PreparedData.load(chosen.data, chosen.seed, device, frontend.encode,
+                                 words=prepared.get(1))  # fmt: skip
         seconds += time.perf_counter() - started
     prepared.clear()  # the other choices' encodings go; the pick's streams are not needed more
     data.drop_streams()
@@ -298,7 +300,7 @@ def page_context(cfg, data: PreparedData, space: SearchSpace, overrides, device)
     if shown_cfg.search.storage:  # resolved: the page says where the study is
         shown_cfg.search.storage = str(shown_cfg.search.storage)
     return {
-        "coverage_curve": data.coverage_curve(),
+        "coverage_curve": frontend_of(cfg.model).coverage_curve(data),
         "study_name": cfg.search.study_name,
         "storage": storage.describe_storage(cfg.search),
         "overrides": [mask(o) for o in overrides],

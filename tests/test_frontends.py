@@ -9,13 +9,13 @@ from conftest import compose_config
 
 from sweep import measure
 from sweep.data.prepared import PreparedData
-from sweep.models.frontends import FRONT_ENDS, WORD, FrontEnd, Sizes, frontend_of
+from sweep.models.frontends import FRONT_ENDS, SUBWORD, WORD, FrontEnd, Sizes, frontend_of
 from sweep.models.kinds import build_model
 from sweep.trial import TrialRunner
 
 
 def test_the_registry_names_each_kind_once():
-    assert FRONT_ENDS == {"word": WORD}
+    assert FRONT_ENDS == {"word": WORD, "subword": SUBWORD}
     for name, kind in FRONT_ENDS.items():
         assert isinstance(kind, FrontEnd) and kind.name == name
     assert frontend_of(compose_config().model) is WORD
@@ -80,7 +80,9 @@ def test_word_table_ships_its_vocabulary_and_checks_its_keys_as_data(tmp_path):
     from sweep.ship import export, manifest
 
     assert export.FILES == ("model.safetensors", "vocab.txt", "config.json")
-    assert set(WORD.config_rules) <= set(manifest.TOP)
+    assert set(WORD.config_rules) <= set(manifest.top({}))  # a folder naming no kind
+    assert set(SUBWORD.config_rules) <= set(manifest.top({"frontend": "subword"}))
+    assert manifest.frontend_in({}) is WORD
     with pytest.raises(ValueError, match="holds a newline"):
         WORD.files_of(["<pad>", "<unk>", "two\nlines"])
     (tmp_path / "vocab.txt").write_bytes(b"<pad>\n<unk>\n\xff\n")

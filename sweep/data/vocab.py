@@ -47,6 +47,9 @@ class Encoded:
     # Train tokens no id stands for (n-grams under data.ngram_min_count / data.max_ngrams: they
     # read as <unk>): in the coverage's total, never covered.
     train_unknown: int = 0
+    # A subword encoding's plain data (sweep.data.subword): the distinct words, each split's
+    # word stream, the merges; what a trial's smaller vocabulary is cut from. None otherwise.
+    subwords: dict | None = None
 
     @property
     def full_vocab_size(self) -> int:
@@ -377,7 +380,7 @@ def load_or_build(corpus: Corpus, data_cfg, keep_streams: bool = False) -> tuple
     words = tokenizer.get("char_ngrams") is None
     streams = words and (keep_streams or bool(data_cfg.get("cache_dir")))
     key = cache_key(corpus, tokenizer, max_length)
-    return _cached(
+    return cached(
         key, data_cfg, lambda: build(corpus, tokenizer, max_length, keep_streams=streams),
         keep_streams=keep_streams and words,
     ), key  # fmt: skip
@@ -396,7 +399,7 @@ def derived(words: Encoded, word_key: str, data_cfg) -> tuple[Encoded, str]:
     key = ngram_key(word_key, data_cfg)
     order, max_length = int(data_cfg.tokenizer.word_ngrams), int(data_cfg.max_length)
     make = lambda: with_ngrams(words, order, max_length, ngram_bounds(data_cfg))  # noqa: E731
-    return _cached(key, data_cfg, make), key
+    return cached(key, data_cfg, make), key
 
 
 def _plain(data_cfg) -> dict:
@@ -405,10 +408,11 @@ def _plain(data_cfg) -> dict:
     return dict(data_cfg)
 
 
-def _cached(key: str, data_cfg, make, keep_streams: bool = False) -> Encoded:
+def cached(key: str, data_cfg, make, keep_streams: bool = False, check=None) -> Encoded:
     """The encoding of ``key``: from ``data.cache_dir`` when it holds it (with its streams when
     ``keep_streams``: they sit in a file of their own, read only when asked), else ``make()``,
-    cached. A damaged cache is rebuilt, never trusted; one that cannot be written is skipped."""
+    cached. A damaged cache is rebuilt, never trusted; one that cannot be written is skipped.
+    ``check``: what else a cached encoding must pass (raises ``ValueError`` otherwise)."""
     cache_dir = data_cfg.get("cache_dir")
     if not cache_dir:
         encoded = make()
@@ -418,6 +422,8 @@ def _cached(key: str, data_cfg, make, keep_streams: bool = False) -> Encoded:
     if path.is_file() and (not keep_streams or streams_path.is_file()):
         try:
             encoded = Encoded(**_tensors_only(torch.load(path, weights_only=True)))
+            if check is not None:
+                check(encoded)
             if keep_streams:
                 encoded.streams = torch.load(streams_path, weights_only=True)
             log.info("encoded corpus: loaded from cache %s", path)
@@ -453,7 +459,7 @@ def _without_streams(encoded: Encoded) -> Encoded:
 
 
 _ENCODED_KEYS = {"ids", "lengths", "labels", "train_counts", "words", "label_names", "streams",
-                 "train_unknown"}  # fmt: skip
+                 "train_unknown", "subwords"}  # fmt: skip
 
 
 def _tensors_only(stored) -> dict:

@@ -42,7 +42,7 @@ from sweep.common.atomic import WriteError, free_space, replacing, write_atomic
 from sweep.common.digest import file_digest, json_digest
 from sweep.data.prepared import SplitTensors
 from sweep.models.fit import evaluate
-from sweep.models.frontends import WORD, frontend_of
+from sweep.models.frontends import WORD
 from sweep.models.kinds import NOT_MODEL_ARGS, SIZES, build_kind, build_model, kind_of
 from sweep.ship import manifest, quantize, tensorfile
 from sweep.ship.manifest import ExportError
@@ -240,7 +240,7 @@ class Predictor:
         self.config = config
         self.labels: list[str] = config["labels"]
         # config is checked (sweep.ship.manifest): its front end's settings are plain values
-        self._encode = frontend_of(config["model"]).encoder(config, words)
+        self._encode = manifest.frontend_in(config).encoder(config, words)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Ids as training made them (the front end's ``encoder``: for the word table,
@@ -291,7 +291,7 @@ def load(folder: str | Path) -> Predictor:
         words = _legacy_words(folder / "vocab.json")
     else:
         try:
-            words = frontend_of(config["model"]).read_vocabulary(folder)
+            words = manifest.frontend_in(config).read_vocabulary(folder)
         except ValueError as error:  # not UTF-8 text
             raise ExportError(str(error)) from None
     weights = folder / ("model.pt" if legacy else "model.safetensors")
@@ -308,7 +308,10 @@ def load(folder: str | Path) -> Predictor:
     except (KeyError, RuntimeError, ValueError) as error:
         raise ExportError(f"{folder}: the weights do not fit its config.json "
                           f"({str(error).strip()[:300]})") from None  # fmt: skip
-    return Predictor(model, config, words)
+    try:  # the front end reads its files as data (a subword vocab.txt: pieces and merges)
+        return Predictor(model, config, words)
+    except ValueError as error:
+        raise ExportError(f"{folder}: {error}") from None
 
 
 def _legacy_words(path: Path) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sweep import schema
 from sweep.common.closed import Rule, check_keys, count, of, plain
-from sweep.models.frontends import WORD, frontend_of
+from sweep.models.frontends import FRONT_ENDS, WORD
 from sweep.models.kinds import BY_TARGET, KINDS, check_settings
 
 
@@ -31,15 +31,17 @@ class ExportError(ValueError):
 
 _METADATA = "a mapping of plain JSON data (numbers, strings, lists)"
 # config.json's keys, in the order the export writes them; the front end's own in the middle
-# (sizes, cutoff, tokenizer settings: sweep.models.frontends.word.WordTable.config_rules). A
-# folder names no front-end kind: every folder so far has the word table.
-TOP = {
+# (its kind, sizes, cutoff, tokenizer settings: sweep.models.frontends, each kind's
+# config_rules). A folder that names no kind has the word table (every folder before kinds).
+BEFORE = {
     "model": of(dict, "a mapping of the model's settings"),
     "model_name": of(str, f"one of {', '.join(KINDS)}"),
     "precision": Rule(
         lambda v: v in schema.PRECISIONS, f"one of {', '.join(schema.PRECISIONS)}", required=False
     ),  # fmt: skip
-    **WORD.config_rules,
+    "frontend": Rule(lambda v: v in FRONT_ENDS, f"one of {', '.join(FRONT_ENDS)}", required=False),
+}
+AFTER = {
     "num_classes": count(1),
     "labels": Rule(
         lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
@@ -56,6 +58,19 @@ TOP = {
 }
 
 
+def frontend_in(config: dict[str, Any]):
+    """The front-end kind a checked config.json names (the word table where it names none)."""
+    return FRONT_ENDS[config.get("frontend", WORD.name)]
+
+
+def top(config: dict[str, Any]) -> dict[str, Rule]:
+    """The keys a config.json may hold: the shared ones and its front end's (``frontend``, read
+    as a name of the registry first: an unknown one gives the shared keys and their error)."""
+    kind = FRONT_ENDS.get(config.get("frontend", WORD.name)) if isinstance(
+        config.get("frontend", WORD.name), str) else None  # fmt: skip
+    return {**BEFORE, **(kind.config_rules if kind else {}), **AFTER}
+
+
 def parse(text: str, where: str) -> dict[str, Any]:
     """``config.json``'s text read against the schema; the checked mapping, or ``ExportError``
     naming ``where`` (the file) and the key."""
@@ -65,7 +80,7 @@ def parse(text: str, where: str) -> dict[str, Any]:
         raise ExportError(f"{where} is not valid JSON ({error}); export the model again") from None
     if not isinstance(config, dict):
         raise ExportError(f"{where} must hold one JSON object; export the model again")
-    check_keys(config, TOP, where, ExportError)
+    check_keys(config, top(config), where, ExportError)
     name = config["model_name"]
     if name not in KINDS and config["model"].get("_target_") in BY_TARGET:
         # model.name is a free label (a user's model=bag_wide): folders exported before the
@@ -81,7 +96,7 @@ def parse(text: str, where: str) -> dict[str, Any]:
     if len(config["labels"]) != config["num_classes"]:
         raise ExportError(f"{where}: labels must be num_classes={config['num_classes']} strings")
     try:  # the front end's keys together: the word table's tokenizer settings and row count
-        frontend_of(config["model"]).check_config(config, where)
+        frontend_in(config).check_config(config, where)
     except ValueError as error:
         raise ExportError(str(error)) from None
     return config

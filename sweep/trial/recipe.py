@@ -72,7 +72,10 @@ def to_probe(cfg: DictConfig) -> list[str]:
 
 
 def choices(cfg: DictConfig, name: str) -> list[Any]:
-    """The values ``train.recipe.<name>`` lets the probe pick from (the first: the fallback)."""
+    """The values ``train.recipe.<name>`` lets the probe pick from (the first: the fallback);
+    word n-grams only for a front end that takes them (``FrontEnd.takes_ngrams``)."""
+    if name == "word_ngrams" and not frontend_of(cfg.model).takes_ngrams:
+        return [1]
     return list(cfg.train.recipe[name])
 
 

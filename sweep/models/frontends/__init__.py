@@ -8,9 +8,10 @@ ask the kind and hold nothing of it: the data (``sweep.data.prepared``, given th
 training, the memory estimate's table term), packing (``packs``) and shipping (the folder's
 files and its keys of config.json, read back as data).
 
-The kinds (``FRONT_ENDS``): ``word`` (``word.py``: the word table cut at K, with hashed buckets
-and a factorized table). ``frontend_of`` gives a model's kind: no config key names one yet, so
-every model has the word table.
+The kinds (``FRONT_ENDS``), named by ``model.frontend``: ``word`` (``word.py``: the word table
+cut at K, with hashed buckets and a factorized table), ``subword`` (``subword.py``: BPE pieces of
+the train words, cut at K). ``frontend_of`` gives a model's kind, ``named`` the kind an exported
+folder names (its config.json's ``frontend``; a folder without one has the word table).
 """
 
 from __future__ import annotations
@@ -19,15 +20,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from sweep.models.frontends.kind import FrontEnd, Sizes
+from sweep.models.frontends.subword import SUBWORD
 from sweep.models.frontends.word import WORD
 
-FRONT_ENDS: dict[str, FrontEnd] = {kind.name: kind for kind in (WORD,)}
+FRONT_ENDS: dict[str, FrontEnd] = {kind.name: kind for kind in (WORD, SUBWORD)}
+
+
+def named(name: Any, key: str = "model.frontend") -> FrontEnd:
+    """The kind called ``name`` (``key``: where the name was read, for the error)."""
+    if not isinstance(name, str) or name not in FRONT_ENDS:
+        raise ValueError(f"{key}={name!r} is no front-end kind of this tool; the kinds are "
+                         f"{', '.join(FRONT_ENDS)}")  # fmt: skip
+    return FRONT_ENDS[name]
 
 
 def frontend_of(model_settings: Mapping[str, Any]) -> FrontEnd:
-    """The front-end kind of a model (``cfg.model``, or an exported folder's checked ``model``
-    settings): the word table, the only kind a model has today."""
-    return WORD
+    """The front-end kind of a model (``cfg.model``: its ``frontend``, word when absent)."""
+    return named(model_settings.get("frontend") or WORD.name)
 
 
-__all__ = ["FRONT_ENDS", "WORD", "FrontEnd", "Sizes", "frontend_of"]
+__all__ = ["FRONT_ENDS", "SUBWORD", "WORD", "FrontEnd", "Sizes", "frontend_of", "named"]

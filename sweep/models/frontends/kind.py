@@ -47,6 +47,9 @@ class FrontEnd(ABC):
     files: ClassVar[tuple[str, ...]]
     # the kind's keys of an exported config.json and what each may hold (read back as data)
     config_rules: ClassVar[dict[str, Rule]]
+    # whether its text may hold word n-grams (data.tokenizer.word_ngrams > 1: the recipe probe
+    # only offers them to a kind that takes them)
+    takes_ngrams: ClassVar[bool] = True
 
     # Text -> ids: once per study, then a cheap view per trial.
 
@@ -55,6 +58,16 @@ class FrontEnd(ABC):
         """The corpus encoded once for the whole study (every split), and the digest of that
         encoding (its cache key, part of the study signature); ``keep_streams``: what later
         encodings of the study derive from is kept (the word table's: its word streams)."""
+
+    def check(self, cfg, data: PreparedData) -> None:
+        """What the study's config must say for this kind given its data, checked before the
+        study starts (``ValueError`` naming the key); nothing by default."""
+        return None
+
+    def coverage_curve(self, data: PreparedData) -> dict[str, list]:
+        """The page's coverage chart (train coverage and validation unknown rate against K);
+        empty where K does not change them."""
+        return {}
 
     @abstractmethod
     def sizes(self, params: Mapping[str, Any], model_cfg, full_vocab: int) -> Sizes:

@@ -82,6 +82,9 @@ class WordTable(FrontEnd):
         ids kept untruncated, to derive word n-grams from (``sweep.data.ngrams``)."""
         return vocab.load_or_build(corpus, data_cfg, keep_streams=keep_streams)
 
+    def coverage_curve(self, data: PreparedData) -> dict[str, list]:
+        return data.coverage_curve()
+
     def sizes(self, params: Mapping[str, Any], model_cfg, full_vocab: int) -> Sizes:
         """K = ``params["vocab_size"]`` clamped to the train words, B = ``model.hash_buckets``,
         E = ``params["embedding_dim"]``: K + 2 + B rows."""

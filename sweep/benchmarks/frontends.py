@@ -1,0 +1,143 @@
+"""Benchmark: which front end, at how many bytes: the word cut against BPE pieces (issue 42).
+
+    python -m sweep.benchmarks.frontends --datasets ../shared/datasets --out bench/frontends \
+        --data synthetic trec sst2 --seeds 0 --cost-set 20newsgroups
+
+Two parts, one process at a time on this machine:
+
+- **Cost** (``--cost-set``): the set's corpus read once, then the word table's encoding
+  (``sweep.data.vocab.build``, words only) and the subword encoding (``sweep.data.subword.build``:
+  the tokenizer learned at ``data.subword_vocab``, every split laid out), each timed, no cache;
+  then one trial of each kind at the same rows and width (``--rows``, ``--dim``; a fixed recipe,
+  ``--epochs`` epochs, no early stop), its seconds per epoch including its cutoff view, and
+  the train tokens per document each kind feeds the model. Printed: both ratios (the targets:
+  preparation at most 3x, a trial at most 1.3x).
+- **Fronts** (``--data``, ``--seeds``): the default sweep (``run_sweep.py``, 12 trials, as a user
+  runs it on the set's files) once per kind, ``model.frontend=word`` and ``=subword``. Per set
+  and seed: the word cut's recommended validation accuracy R and its int8 file bytes; per kind,
+  the smallest int8 file among its finished trials whose validation accuracy is at least R
+  minus ``report.tolerance``, that trial's test accuracy, and the bytes against the word cut's
+  recommended file; the wall time of each kind's whole command. ``<out>/fronts.csv`` holds the
+  rows, ``<out>/cost.csv`` the cost part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from sweep.benchmarks.defaults import data_overrides, default_sweep, seeded
+from sweep.benchmarks.models import save_and_print
+from sweep.cli import compose_user
+from sweep.data import subword, vocab
+from sweep.data.corpus import load_corpus
+from sweep.data.prepared import PreparedData
+from sweep.models.frontends import SUBWORD, WORD
+from sweep.trial import TrialRunner, recipe
+
+KINDS = ("word", "subword")
+TOLERANCE = 0.5  # report.tolerance's default: "reaches" means within it
+
+
+def cost(name: str, datasets: Path, rows: int, dim: int, epochs: int) -> list[dict]:
+    """The cost part on set ``name`` (module docstring): one row per kind."""
+    overrides = [*data_overrides(name, datasets), "data.cache_dir=null", "train.lr=0.01",
+                 "data.tokenizer.word_ngrams=1", "model.hidden_dim=0", f"train.epochs={epochs}",
+                 f"train.patience={epochs}", "report.repeats=0", "processes=1"]  # fmt: skip
+    cfg = recipe.fixed(compose_user(overrides))
+    corpus = load_corpus(cfg.data, cfg.seed)
+    started = time.perf_counter()
+    words = vocab.build(corpus, cfg.data.tokenizer, int(cfg.data.max_length))
+    word_s = time.perf_counter() - started
+    started = time.perf_counter()
+    pieces = subword.build(corpus, cfg.data)
+    subword_s = time.perf_counter() - started
+    out = []
+    for kind, encoded, seconds in (("word", words, word_s), ("subword", pieces, subword_s)):
+        kind_cfg = cfg.copy()
+        kind_cfg.model.frontend = kind
+        frontend = WORD if kind == "word" else SUBWORD
+        data = PreparedData.from_encoded(encoded, f"{kind}-bench", corpus.stats, "cpu")
+        runner = TrialRunner(kind_cfg, data)
+        params = {"embedding_dim": dim, "vocab_size": min(rows, data.full_vocab)}
+        _, sizes = runner.setup(params)
+        started = time.perf_counter()
+        figures = runner.train(params, seed=cfg.seed)
+        trial_s = time.perf_counter() - started
+        view = frontend.view(data, "train", sizes)
+        out.append({
+            "set": name, "kind": kind, "prepare s": round(seconds, 2),
+            "rows": sizes.num_embeddings, "dim": dim, "epochs": int(figures["epochs"]),
+            "trial s/epoch": round(trial_s / max(int(figures["epochs"]), 1), 3),
+            "train tokens/doc": round(view.tokens / len(view.lengths), 1),
+            "val acc": round(float(figures["val_accuracy"]), 2),
+        })  # fmt: skip
+    for row in out:
+        row["prepare x word"] = round(row["prepare s"] / out[0]["prepare s"], 2)
+        row["trial x word"] = round(row["trial s/epoch"] / out[0]["trial s/epoch"], 2)
+    return out
+
+
+def fronts(name: str, datasets: Path, seed: int, out: Path) -> list[dict]:
+    """The fronts part on set ``name`` at ``seed`` (module docstring): one row per kind."""
+    data = data_overrides(name, datasets)
+    tables, walls = {}, {}
+    for kind in KINDS:
+        folder = out / seeded(name, seed) / kind
+        figures = default_sweep(name, [f"model.frontend={kind}", f"seed={seed}"], data, folder)
+        walls[kind] = figures["wall s"]
+        table = pd.read_csv(folder / "run" / "trials.csv")
+        tables[kind] = table[table["state"] == "COMPLETE"]
+    word = tables["word"]
+    rec = word[word["recommended"].astype(bool)].iloc[0]
+    bar = float(rec["val_accuracy"]) - TOLERANCE
+    rows = []
+    for kind, table in tables.items():
+        reaching = table[table["val_accuracy"] >= bar]
+        row = {"set": name, "seed": seed, "kind": kind, "wall s": walls[kind],
+               "word rec val": round(float(rec["val_accuracy"]), 2),
+               "word rec int8 B": int(rec["file_bytes_int8"]),
+               "best val": round(float(table["val_accuracy"].max()), 2)}  # fmt: skip
+        if reaching.empty:
+            row.update({"reaches at int8 B": None, "x word rec bytes": None, "its test acc": None})
+        else:
+            first = reaching.loc[reaching["file_bytes_int8"].idxmin()]
+            row.update({
+                "reaches at int8 B": int(first["file_bytes_int8"]),
+                "x word rec bytes": round(first["file_bytes_int8"] / rec["file_bytes_int8"], 3),
+                "its test acc": round(float(first["test_accuracy"]), 2),
+                "its D, K": f"{int(first['embedding_dim'])}, {int(first['vocab_size'])}",
+            })  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sweep.benchmarks.frontends",
+                                     description=__doc__.split("\n")[0])  # fmt: skip
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--out", type=Path, default=Path("bench/frontends"))
+    parser.add_argument("--data", nargs="*", default=["synthetic", "trec", "sst2"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--cost-set", default="20newsgroups", help="'' skips the cost part")
+    parser.add_argument("--rows", type=int, default=8000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    if args.cost_set:
+        rows = cost(args.cost_set, args.datasets, args.rows, args.dim, args.epochs)
+        save_and_print(pd.DataFrame(rows), args.out / "cost.csv")
+    rows = [row for name in args.data for seed in args.seeds
+            for row in fronts(name, args.datasets, seed, args.out)]  # fmt: skip
+    if rows:
+        save_and_print(pd.DataFrame(rows), args.out / "fronts.csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The subword table: BPE pieces of the train split's words (Hugging Face ``tokenizers``), cut at K.
+
+A word the train split never held is still read, as the pieces it is spelled with: what a word
+table cut at K cannot do. Over the data stage's subword vocabulary (``sweep.data.subword``) and
+the table module (``sweep.models.embedding``):
+
+- text: the study's words read once, BPE learned on train up to ``data.subword_vocab`` pieces,
+  every split laid out as pieces (``encode``); a trial's vocabulary of K pieces is the first K
+  (BPE's merges are ordered: the alphabet, then the merges up to K), its view the study's
+  distinct words' pieces with the merges past K undone, laid out again (``view``; no text read
+  again);
+- table: K + 2 (``<pad>``, ``<unk>``) rows of width E (``sizes``), ``EmbeddingFrontEnd``
+  (``table``, factorized as the word table's); trials train alone (``packs``: a pack shares its
+  batches, and two cutoffs give two different id sequences);
+- counts: rows x E (+ E x H) parameters, a step's gradient as the word table's (``num_params``,
+  ``grad_bytes``); the train and validation words holding a character outside the alphabet
+  (``describe``: coverage and unknown rate, per word as the word table's); the bytes of
+  ``vocab.txt`` (``file_bytes``);
+- shipping: ``vocab.txt``, a line per row: ``<pad>``, ``<unk>``, the alphabet's characters,
+  then each merge as its two pieces, a space apart (a merge that makes a piece seen already is
+  a line but no row); read back as data (``read_vocabulary``, ``encoder``), the tokenizer
+  settings in config.json as the word table's (``check_config``).
+
+A K below the alphabet is refused before the study starts (``check``), naming
+``search.space.vocab_size.low``. Hash buckets, pruning and word n-grams are word-table options:
+each is refused with the key to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from sweep import measure
+from sweep.common.closed import check_keys, count, of
+from sweep.data import subword, vocab
+from sweep.data.corpus import Corpus
+from sweep.data.prepared import PreparedData, SplitTensors
+from sweep.data.vocab import SPECIALS, Encoded
+from sweep.models.embedding import EmbeddingFrontEnd, use_sparse
+from sweep.models.frontends.kind import FrontEnd, Sizes
+from sweep.models.frontends.word import TOKENIZER, VOCAB_FILE
+
+
+class SubwordTable(FrontEnd):
+    """BPE pieces cut at K (module docstring)."""
+
+    name = "subword"
+    data_keys = ()
+    takes_ngrams = False
+    files = (VOCAB_FILE,)
+    config_rules = {
+        "num_embeddings": count(2),
+        "embedding_dim": count(1),
+        "vocab_size": count(0),
+        "tokenizer": of(dict, "a mapping of the tokenizer's settings"),
+        "max_length": count(1),
+    }
+
+    def __init__(self):
+        # The last cutoff's segmentation and views: a trial asks each split's view in turn.
+        self._cut: tuple[tuple[int, int], Any, dict[str, SplitTensors]] | None = None
+
+    def encode(self, corpus: Corpus, data_cfg, keep_streams: bool = False) -> tuple[Encoded, str]:
+        """BPE learned once for the study, every split laid out as pieces; cached under
+        ``data.cache_dir`` (``sweep.data.subword.load_or_build``)."""
+        return subword.load_or_build(corpus, data_cfg)
+
+    def check(self, cfg, data: PreparedData) -> None:
+        """No hash buckets (``sizes``), and the cutoff axis starts at the alphabet or above:
+        below it some train words could not be spelled."""
+        self.sizes({"vocab_size": 0, "embedding_dim": 1}, cfg.model, 0)
+        alphabet = data.encoded.subwords["alphabet"]
+        low = OmegaConf.select(cfg, "search.space.vocab_size.low")
+        if isinstance(low, (int, float)) and low < alphabet:
+            raise ValueError(
+                f"search.space.vocab_size.low={low} is below the subword alphabet of {alphabet} "
+                f"characters (model.frontend=subword: every piece vocabulary holds them); set "
+                f"search.space.vocab_size.low={alphabet} or more"
+            )
+
+    def sizes(self, params: Mapping[str, Any], model_cfg, full_vocab: int) -> Sizes:
+        """K = ``params["vocab_size"]`` pieces clamped to those learned, E =
+        ``params["embedding_dim"]``: K + 2 rows."""
+        if int(model_cfg.get("hash_buckets") or 0):
+            raise ValueError("model.hash_buckets: model.frontend=subword has a row for every "
+                             "piece it keeps; set model.hash_buckets=0")  # fmt: skip
+        vocab_size = min(int(params["vocab_size"]), full_vocab)
+        return Sizes(vocab_size, 0, vocab_size + len(SPECIALS), int(params["embedding_dim"]))
+
+    def view(self, data: PreparedData, split: str, sizes: Sizes) -> SplitTensors:
+        """The split at K pieces: the study's distinct words segmented by the first K (once per
+        cutoff), each document's words laid out as their pieces."""
+        payload, rows = data.encoded.subwords, sizes.num_embeddings
+        key = (id(data.encoded), rows)
+        if self._cut is None or self._cut[0] != key:
+            self._cut = (key, subword.cut(data.encoded.words, payload, rows), {})
+        _, (flat, counts), views = self._cut
+        if split not in views:
+            ids, lengths = subword.expand(flat, counts, *payload["streams"][split],
+                                          payload["max_length"])  # fmt: skip
+            views[split] = SplitTensors(ids.to(data.device), data.labels[split], lengths)
+        return views[split]
+
+    def table(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        factorized_dim: int | None = None,
+        sparse: bool = False,
+    ) -> EmbeddingFrontEnd:
+        return EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
+
+    def sparse(self, model_cfg, sizes: Sizes) -> bool:
+        return use_sparse(model_cfg.get("sparse", "auto"), sizes.num_embeddings)
+
+    def packs(self, model_settings: Mapping[str, Any], sparse: bool) -> bool:
+        """Never: a pack's trials share their batches, and each cutoff has its own ids."""
+        return False
+
+    def num_params(self, sizes: Sizes, model_cfg) -> int:
+        """rows x E, and E x H for a factorized table's projection (as the word table's)."""
+        factorized = model_cfg.get("factorized_dim")
+        projection = sizes.embedding_dim * factorized if factorized else 0
+        return sizes.num_embeddings * sizes.embedding_dim + projection
+
+    def grad_bytes(self, sizes: Sizes, *, sparse: bool, params: int, tokens: int) -> int:
+        return measure.table_grad_bytes(params, sizes.embedding_dim, sparse, tokens)
+
+    def describe(self, data: PreparedData, sizes: Sizes) -> dict[str, Any]:
+        """Its sizes; per word as the word table's, the train words it spells in full and the
+        validation words holding a character outside its alphabet (the same at every K: the
+        alphabet is in every vocabulary). No minimum frequency is equivalent to K."""
+        payload = data.encoded.subwords
+        share = lambda split: payload["unknown"][split] / max(payload["tokens"][split], 1)  # noqa: E731
+        return {
+            "embedding_dim": sizes.embedding_dim,
+            "vocab_size": sizes.vocab_size,
+            "num_embeddings": sizes.num_embeddings,
+            "hash_buckets": 0,
+            "min_freq": None,
+            "train_coverage": 1.0 - share("train"),
+            "val_oov_rate": share("validation"),
+        }
+
+    def file_bytes(self, data: PreparedData, sizes: Sizes) -> int:
+        """``vocab.txt``: its lines up to the merge that made the K-th piece, a newline each."""
+        return sum(len(line.encode("utf-8")) + 1 for line in self.vocabulary(data, sizes))
+
+    def vocabulary(self, data: PreparedData, sizes: Sizes) -> list[str]:
+        """``vocab.txt``'s lines: the specials, the alphabet, the merges kept at K."""
+        pieces, payload = data.encoded.words, data.encoded.subwords
+        merges = payload["merges"][: subword.merges_for(pieces, payload["merges"],
+                                                        sizes.num_embeddings)]  # fmt: skip
+        alphabet = pieces[: len(SPECIALS) + payload["alphabet"]]
+        return [*alphabet, *(f"{left} {right}" for left, right in merges)]
+
+    def prune(
+        self, model: nn.Module, sizes: Sizes, rows: int, by: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ValueError("report.prune_rows: model.frontend=subword keeps every piece its "
+                         "merges make; choose a smaller K instead (set report.prune_rows=null)")  # fmt: skip
+
+    def export_config(self, sizes: Sizes, data_cfg, vocab_size: int) -> dict[str, Any]:
+        return {
+            "frontend": self.name,
+            "num_embeddings": vocab_size + len(SPECIALS),
+            "embedding_dim": sizes.embedding_dim,
+            "vocab_size": vocab_size,
+            "tokenizer": OmegaConf.to_container(data_cfg.tokenizer, resolve=True),
+            "max_length": int(data_cfg.max_length),
+        }
+
+    def files_of(self, vocabulary: Sequence[str]) -> dict[str, str]:
+        return {VOCAB_FILE: "".join(f"{line}\n" for line in vocabulary)}
+
+    def read_vocabulary(self, folder: Path) -> list[str]:
+        path = Path(folder) / VOCAB_FILE
+        try:
+            return path.read_text(encoding="utf-8").split("\n")[:-1]
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                             "export the model again") from None  # fmt: skip
+
+    def check_config(self, config: Mapping[str, Any], where: str) -> None:
+        """The tokenizer's settings (words only); rows = vocab_size + 2."""
+        check_keys(config["tokenizer"], TOKENIZER, f"{where} (tokenizer)")
+        subword.check_tokenizer(config["tokenizer"])
+        rows = config["vocab_size"] + len(SPECIALS)
+        if config["num_embeddings"] != rows:
+            raise ValueError(f"{where}: num_embeddings={config['num_embeddings']} must be "
+                             f"vocab_size + 2 = {rows}")  # fmt: skip
+
+    def encoder(
+        self, config: Mapping[str, Any], vocabulary: Sequence[str]
+    ) -> Callable[[Sequence[str]], torch.Tensor]:
+        """Tokenize into words, each word into the pieces of ``vocab.txt`` (a word's pieces
+        remembered), truncate to max_length pieces."""
+        pieces, merges = read_lines(vocabulary, config["vocab_size"])
+        segmenter = subword.Segmenter(pieces, merges)
+        tokenizer = vocab.Tokenizer(**config["tokenizer"])  # checked plain settings
+        max_length = config["max_length"]
+
+        def encode(texts: Sequence[str]) -> torch.Tensor:
+            index: dict[str, int] = {}
+            words = [[index.setdefault(w, len(index)) for w in tokenizer(t)] for t in texts]
+            flat, counts = segmenter.segment(list(index))
+            stream = torch.tensor([w for doc in words for w in doc], dtype=torch.int32)
+            lengths = torch.tensor([len(doc) for doc in words], dtype=torch.int64)
+            ids, _ = subword.expand(flat, counts, stream, lengths, max_length)
+            return ids.long()
+
+        return encode
+
+
+def read_lines(lines: Sequence[str], vocab_size: int) -> tuple[list[str], list[list[str]]]:
+    """(pieces in id order, merges) from ``vocab.txt``'s lines, checked as data: the specials,
+    single characters, then merges of two known pieces; ``ValueError`` naming the file."""
+    where = f"{VOCAB_FILE} (model.frontend=subword)"
+    if list(lines[: len(SPECIALS)]) != list(SPECIALS):
+        raise ValueError(f"{where} must start with {', '.join(SPECIALS)}; export the model again")
+    pieces, merges, known = list(SPECIALS), [], set(SPECIALS)
+    for number, line in enumerate(lines[len(SPECIALS) :], start=len(SPECIALS) + 1):
+        parts = line.split(" ")
+        if len(parts) == 1 and len(line) == 1 and not merges and line not in known:
+            pieces.append(line)
+        elif len(parts) == 2 and all(p in known for p in parts):
+            merges.append(parts)
+            if parts[0] + parts[1] not in known:
+                pieces.append(parts[0] + parts[1])
+        else:
+            raise ValueError(f"{where}, line {number}: {line[:40]!r} is neither a character of "
+                             "the alphabet nor a merge of two pieces above it; export the model "
+                             "again")  # fmt: skip
+        known.add(pieces[-1])
+    if len(pieces) != vocab_size + len(SPECIALS):
+        raise ValueError(f"{where} holds {len(pieces) - len(SPECIALS)} pieces, config.json's "
+                         f"vocab_size says {vocab_size}; export the model again")  # fmt: skip
+    return pieces, merges
+
+
+SUBWORD = SubwordTable()

@@ -185,3 +185,19 @@ def test_defaults_benchmark_runs_the_default_sweep_on_a_set(datasets, tmp_path):
     assert row["probe s"] > 0 and 0 < row["probe %"] < 100  # the recipe probe ran
     whole = pd.read_csv(tmp_path / "whole_run.csv").iloc[0]
     assert (whole["variant"], whole["wall ratio"], whole["pick diff"]) == ("tiny", 1.0, 0.0)
+
+
+def test_frontends_benchmark_prices_each_kind_and_compares_their_fronts(datasets, tmp_path):
+    from sweep.benchmarks import frontends
+
+    frontends.main(["--datasets", str(datasets), "--out", str(tmp_path), "--data", "trec",
+                    "--cost-set", "20newsgroups", "--rows", "300", "--dim", "8", "--epochs", "1",
+                    "--override", "search.n_trials=3", "train.epochs=1", "report.repeats=0"])  # fmt: skip
+    cost = pd.read_csv(tmp_path / "cost.csv")
+    assert list(cost["kind"]) == ["word", "subword"] and (cost["prepare s"] > 0).all()
+    assert list(cost["rows"]) == [302, 302] and (cost["trial x word"] > 0).all()
+    fronts = pd.read_csv(tmp_path / "fronts.csv")
+    assert list(fronts["kind"]) == ["word", "subword"] and (fronts["wall s"] > 0).all()
+    word = fronts.iloc[0]
+    assert word["reaches at int8 B"] <= word["word rec int8 B"]  # its own recommendation reaches
+    assert 0 <= word["rec test acc"] <= 100 and word["unseen-word texts"] >= 0

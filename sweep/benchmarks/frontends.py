@@ -17,8 +17,10 @@ Two parts, one process at a time on this machine:
   and seed: the word cut's recommended validation accuracy R and its int8 file bytes; per kind,
   the smallest int8 file among its finished trials whose validation accuracy is at least R
   minus ``report.tolerance``, that trial's test accuracy, and the bytes against the word cut's
-  recommended file; the wall time of each kind's whole command. ``<out>/fronts.csv`` holds the
-  rows, ``<out>/cost.csv`` the cost part.
+  recommended file; the wall time of each kind's whole command; and each kind's recommended
+  model (its exported folder) on the test texts that hold a word outside the word cut's
+  recommended vocabulary (``unseen_accuracy``). ``<out>/fronts.csv`` holds the rows,
+  ``<out>/cost.csv`` the cost part.
 """
 
 from __future__ import annotations
@@ -37,15 +39,17 @@ from sweep.data import subword, vocab
 from sweep.data.corpus import load_corpus
 from sweep.data.prepared import PreparedData
 from sweep.models.frontends import SUBWORD, WORD
+from sweep.ship.export import load
 from sweep.trial import TrialRunner, recipe
 
 KINDS = ("word", "subword")
 TOLERANCE = 0.5  # report.tolerance's default: "reaches" means within it
 
 
-def cost(name: str, datasets: Path, rows: int, dim: int, epochs: int) -> list[dict]:
+def cost(name: str, datasets: Path, rows: int, dim: int, epochs: int,
+         extra: list[str] = ()) -> list[dict]:  # fmt: skip
     """The cost part on set ``name`` (module docstring): one row per kind."""
-    overrides = [*data_overrides(name, datasets), "data.cache_dir=null", "train.lr=0.01",
+    overrides = [*data_overrides(name, datasets), *extra, "data.cache_dir=null", "train.lr=0.01",
                  "data.tokenizer.word_ngrams=1", "model.hidden_dim=0", f"train.epochs={epochs}",
                  f"train.patience={epochs}", "report.repeats=0", "processes=1"]  # fmt: skip
     cfg = recipe.fixed(compose_user(overrides))
@@ -82,9 +86,10 @@ def cost(name: str, datasets: Path, rows: int, dim: int, epochs: int) -> list[di
     return out
 
 
-def fronts(name: str, datasets: Path, seed: int, out: Path) -> list[dict]:
-    """The fronts part on set ``name`` at ``seed`` (module docstring): one row per kind."""
-    data = data_overrides(name, datasets)
+def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = ()) -> list[dict]:
+    """The fronts part on set ``name`` at ``seed`` (module docstring): one row per kind;
+    ``extra``: overrides for every sweep."""
+    data = [*data_overrides(name, datasets), *extra]
     tables, walls = {}, {}
     for kind in KINDS:
         folder = out / seeded(name, seed) / kind
@@ -92,6 +97,7 @@ def fronts(name: str, datasets: Path, seed: int, out: Path) -> list[dict]:
         walls[kind] = figures["wall s"]
         table = pd.read_csv(folder / "run" / "trials.csv")
         tables[kind] = table[table["state"] == "COMPLETE"]
+    unseen = unseen_accuracy(name, datasets, seed, out)
     word = tables["word"]
     rec = word[word["recommended"].astype(bool)].iloc[0]
     bar = float(rec["val_accuracy"]) - TOLERANCE
@@ -101,7 +107,11 @@ def fronts(name: str, datasets: Path, seed: int, out: Path) -> list[dict]:
         row = {"set": name, "seed": seed, "kind": kind, "wall s": walls[kind],
                "word rec val": round(float(rec["val_accuracy"]), 2),
                "word rec int8 B": int(rec["file_bytes_int8"]),
-               "best val": round(float(table["val_accuracy"].max()), 2)}  # fmt: skip
+               "best val": round(float(table["val_accuracy"].max()), 2),
+               "rec test acc": round(float(table[table["recommended"].astype(bool)].iloc[0][
+                   "test_accuracy"]), 2),
+               "rec test acc, unseen-word texts": unseen[kind],
+               "unseen-word texts": unseen["texts"]}  # fmt: skip
         if reaching.empty:
             row.update({"reaches at int8 B": None, "x word rec bytes": None, "its test acc": None})
         else:
@@ -116,6 +126,26 @@ def fronts(name: str, datasets: Path, seed: int, out: Path) -> list[dict]:
     return rows
 
 
+def unseen_accuracy(name: str, datasets: Path, seed: int, out: Path) -> dict:
+    """Each kind's recommended model (its exported folder) on the test texts holding a word
+    outside the word cut's recommended vocabulary: where a subword table can read what a word
+    table reads as ``<unk>``. ``texts``: how many such test texts."""
+    folders = {kind: out / seeded(name, seed) / kind / "run" / "model" for kind in KINDS}
+    cfg = compose_user([*data_overrides(name, datasets), f"seed={seed}", "data.cache_dir=null"])
+    corpus = load_corpus(cfg.data, seed)
+    word_model = load(folders["word"])
+    # <unk> among the ids the word model reads (padding is <pad>, never <unk>)
+    holds = (word_model.encode(corpus.texts["test"]) == vocab.UNK).any(dim=1).tolist()
+    texts = [t for t, h in zip(corpus.texts["test"], holds, strict=True) if h]
+    truth = [corpus.label_names[y] for y, h in zip(corpus.labels["test"], holds, strict=True) if h]
+    result: dict = {"texts": len(texts)}
+    for kind, folder in folders.items():
+        predicted = load(folder).predict(texts) if texts else []
+        hits = sum(p == t for p, t in zip(predicted, truth, strict=True))
+        result[kind] = round(100.0 * hits / len(texts), 2) if texts else None
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sweep.benchmarks.frontends",
                                      description=__doc__.split("\n")[0])  # fmt: skip
@@ -127,14 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--override", nargs="*", default=[], help="KEY=VALUE for every run")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if args.cost_set:
-        rows = cost(args.cost_set, args.datasets, args.rows, args.dim, args.epochs)
+        rows = cost(args.cost_set, args.datasets, args.rows, args.dim, args.epochs, args.override)
         save_and_print(pd.DataFrame(rows), args.out / "cost.csv")
     rows = [row for name in args.data for seed in args.seeds
-            for row in fronts(name, args.datasets, seed, args.out)]  # fmt: skip
+            for row in fronts(name, args.datasets, seed, args.out, args.override)]  # fmt: skip
     if rows:
         save_and_print(pd.DataFrame(rows), args.out / "fronts.csv")
 

@@ -161,7 +161,7 @@ def export_trial(
         "model": {k: v for k, v in model_cfg.items() if k not in _SET_PER_TRIAL},
         "model_name": kind_of(model).name,  # the kind (model.name is a free label)
         "precision": precision,
-        # the front end's keys: sizes, cutoff, tokenizer settings (manifest.TOP's order)
+        # the front end's keys: kind, sizes, cutoff, tokenizer settings (manifest.top's order)
         **frontend.export_config(sizes, trial_runner.cfg.data, vocab_size),
         "num_classes": data.num_classes,
         "labels": list(data.encoded.label_names),

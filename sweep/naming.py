@@ -33,7 +33,7 @@ def setup_parts(root: DictConfig) -> dict:
 
     data = {k: v for k, v in (plain(root.get("data")) or {}).items() if k not in _DATA_PLUMBING}
     model = plain(root.get("model"))
-    if isinstance(model, dict) and model.get("frontend", "word") == "word":
+    if isinstance(model, dict) and model.get("frontend") in (None, "word"):
         # The word table's setup reads as it did before kinds were named: its studies keep
         # their names, and the other kinds' settings change nothing of it.
         model.pop("frontend", None)

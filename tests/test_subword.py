@@ -111,6 +111,14 @@ def test_subword_counts_are_the_built_tables(subword_cfg):
     text = SUBWORD.files_of(lines)["vocab.txt"]
     assert SUBWORD.file_bytes(data, sizes) == len(text.encode("utf-8"))
     assert not SUBWORD.packs(trial_cfg.model, False)
+    # The memory estimate sees the trial's view: at a small K documents are longer in pieces,
+    # and the view's ids sit on the device beside the study's.
+    small = SUBWORD.sizes({"vocab_size": 30, "embedding_dim": 8}, trial_cfg.model, data.full_vocab)
+    views = [SUBWORD.view(data, split, small).ids for split in ("train", "validation", "test")]
+    assert SUBWORD.widest(data, small) == max(v.shape[1] for v in views) > data.max_length
+    assert SUBWORD.device_bytes(data, small) == data.device_bytes + sum(
+        v.numel() * v.element_size() for v in views)  # fmt: skip
+    assert WORD.widest(data, small) == data.max_length
 
 
 def test_a_subword_sweep_exports_a_model_that_reads_unseen_words(subword_cfg, tmp_path):
@@ -159,15 +167,26 @@ def cfg_overrides(cfg, tmp_path) -> list[str]:
 def test_bad_subword_settings_name_their_key(tiny_overrides, tmp_path):
     base = [*tiny_overrides, *SUBWORDS]
     assert_refused(base, {
-        "search.space.vocab_size.low=3": r"search.space.vocab_size.low=3 is below the subword "
-                                         r"alphabet of \d+ characters",
+        "search.space.vocab_size.low=3": r"search.space.vocab_size.low holds 3, below the "
+                                         r"subword alphabet of \d+ characters .*; use \d+ or more",
         "data.tokenizer.word_ngrams=2": r"data.tokenizer.word_ngrams=2: model.frontend=subword",
         "data.tokenizer.char_ngrams=[3,5]": r"data.tokenizer.char_ngrams",
         "model.hash_buckets=8": r"model.hash_buckets: model.frontend=subword",
         "model.frontend=bpe": r"model.frontend='bpe' is no front-end kind .* word, subword",
         "data.subword_vocab=0": r"data.subword_vocab=0 must be a positive number",
+        "report.prune_rows=10": r"report.prune_rows: model.frontend=subword",
+    }, ValueError, tmp_path / "out")  # fmt: skip
+    assert_refused([*base, "search/sampler=grid"], {
+        "search.sampler.values.vocab_size=[5,1000]":
+            r"search.sampler.values.vocab_size holds 5, below the subword",
     }, ValueError, tmp_path / "out")  # fmt: skip
     assert not (tmp_path / "studies").exists() or not any((tmp_path / "studies").iterdir())
+    # A categorical cutoff axis: its smallest choice is checked.
+    cfg = compose_config(base)
+    data = PreparedData.load(cfg.data, 0, torch.device("cpu"), SUBWORD.encode)
+    cfg.search.space.vocab_size = {"type": "categorical", "choices": [300, 5]}
+    with pytest.raises(ValueError, match=r"vocab_size.choices holds 5, below the subword"):
+        SUBWORD.check(cfg, data)
 
 
 def test_a_subword_vocabulary_file_is_read_as_data():
@@ -179,6 +198,7 @@ def test_a_subword_vocabulary_file_is_read_as_data():
         ([*good[:4], "a c"], "line 5: 'a c' is neither"),  # c is no piece above it
         ([*good[:4], "import os"], "line 5"),
         ([*good[:4], "a b", "c"], "line 6"),  # the alphabet comes before the merges
+        ([*good[:4], "<unk> a"], "line 5"),  # a special is no piece
         (good, "holds 4 pieces, config.json's vocab_size says 5"),
     ]:
         with pytest.raises(ValueError, match=message):
@@ -192,3 +212,23 @@ def test_the_word_tables_studies_keep_their_names():
     assert default_study([]) == default_study(["data.subword_vocab=5"])
     assert default_study([]) != default_study(["model.frontend=subword"])
     assert frontend_of(compose_config().model) is WORD
+
+
+def test_a_damaged_subword_cache_is_rebuilt_and_a_folder_names_its_kind(subword_cfg, tmp_path):
+    """What the tool reads back is checked: a cache whose subword data do not fit together is
+    rebuilt (never trusted), and a config.json's ``frontend`` must be a kind of the registry."""
+    from sweep.ship import manifest
+
+    corpus = load_corpus(subword_cfg.data, 0)
+    encoded, key = subword.load_or_build(corpus, subword_cfg.data)
+    path = next((tmp_path / "cache").glob(f"encoded-{key}.pt"))
+    stored = torch.load(path, weights_only=True)
+    flat, counts = stored["subwords"]["segments"]
+    stored["subwords"]["segments"] = (flat + len(encoded.words), counts)  # ids past the table
+    torch.save(stored, path)
+    again, _ = subword.load_or_build(corpus, subword_cfg.data)
+    assert torch.equal(again.subwords["segments"][0], encoded.subwords["segments"][0])
+    for value, message in [("bpe", r"frontend='bpe' must be one of word, subword"),
+                           (["subword"], r"frontend=\['subword'\] must be one of")]:  # fmt: skip
+        with pytest.raises(ExportError, match=message):
+            manifest.parse(json.dumps({"frontend": value, "model": {}}), "config.json")

@@ -97,7 +97,7 @@ def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (
         walls[kind] = figures["wall s"]
         table = pd.read_csv(folder / "run" / "trials.csv")
         tables[kind] = table[table["state"] == "COMPLETE"]
-    unseen = unseen_accuracy(name, datasets, seed, out)
+    unseen = unseen_accuracy(name, datasets, seed, out, extra)
     word = tables["word"]
     rec = word[word["recommended"].astype(bool)].iloc[0]
     bar = float(rec["val_accuracy"]) - TOLERANCE
@@ -126,12 +126,13 @@ def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (
     return rows
 
 
-def unseen_accuracy(name: str, datasets: Path, seed: int, out: Path) -> dict:
+def unseen_accuracy(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = ()) -> dict:
     """Each kind's recommended model (its exported folder) on the test texts holding a word
     outside the word cut's recommended vocabulary: where a subword table can read what a word
     table reads as ``<unk>``. ``texts``: how many such test texts."""
     folders = {kind: out / seeded(name, seed) / kind / "run" / "model" for kind in KINDS}
-    cfg = compose_user([*data_overrides(name, datasets), f"seed={seed}", "data.cache_dir=null"])
+    cfg = compose_user([*data_overrides(name, datasets), *extra, f"seed={seed}",
+                        "data.cache_dir=null"])  # fmt: skip
     corpus = load_corpus(cfg.data, seed)
     word_model = load(folders["word"])
     # <unk> among the ids the word model reads (padding is <pad>, never <unk>)
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cost-set", default="20newsgroups", help="'' skips the cost part")
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--override", nargs="*", default=[], help="KEY=VALUE for every run")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ def load_or_build(corpus: Corpus, data_cfg) -> tuple[Encoded, str]:
 
 
 def _checked(encoded: Encoded) -> None:
-    check_payload(encoded.subwords)
+    check_payload(encoded.subwords, encoded.words)
 
 
 def build(corpus: Corpus, data_cfg) -> Encoded:
@@ -224,6 +224,10 @@ def cut(pieces: Sequence[str], payload: dict, rows: int) -> tuple[np.ndarray, np
     is segmented again by the smaller model)."""
     flat, counts = (t.numpy() for t in payload["segments"])
     merges, first = payload["merges"], len(SPECIALS) + payload["alphabet"]
+    if rows < first:
+        raise ValueError(f"search.space.vocab_size: {rows - len(SPECIALS)} pieces is below the "
+                         f"subword alphabet of {payload['alphabet']} characters; use "
+                         f"{payload['alphabet']} or more")  # fmt: skip
     if len(merges) != len(pieces) - first:  # a piece made twice: undoing it is ambiguous
         return Segmenter(pieces, merges, rows).segment(payload["types"])
     if rows >= len(pieces):
@@ -272,25 +276,52 @@ def expand(
     return vocab.pad(ids, kept), torch.from_numpy(kept.astype(np.int64))
 
 
-def check_payload(payload) -> dict:
-    """An encoding's subword data read back from a cache, against its closed shape (plain
-    strings, integers and tensors); ``ValueError`` otherwise."""
+def check_payload(payload, pieces: Sequence[str]) -> dict:
+    """An encoding's subword data read back from a cache (``pieces``: its vocabulary), against
+    its closed shape: plain strings, integers and int tensors that fit one another (every id
+    inside what it indexes); ``ValueError`` otherwise."""
     expected = {"types", "streams", "segments", "merges", "alphabet", "max_length", "unknown",
                 "tokens"}  # fmt: skip
-    if not isinstance(payload, dict) or set(payload) != expected:
+    if not isinstance(payload, dict) or set(payload) != expected or not _plain(payload):
         raise ValueError("not the subword data of this tool")
-    ok = (
+    flat, counts = payload["segments"]
+    words = len(payload["types"])
+    fits = (
+        len(counts) == words and int(counts.sum()) == len(flat)
+        and (len(flat) == 0 or int(flat.min()) >= 0 and int(flat.max()) < len(pieces))
+        and 0 <= payload["alphabet"] <= len(pieces) - len(SPECIALS)
+        and len(payload["merges"]) >= len(pieces) - len(SPECIALS) - payload["alphabet"]
+        and all(int(lengths.sum()) == len(stream) and int(lengths.min(initial=0)) >= 0
+                and (len(stream) == 0 or int(stream.min()) >= 0 and int(stream.max()) < words)
+                for stream, lengths in (
+                    (s.numpy(), n.numpy()) for s, n in payload["streams"].values()))
+    )  # fmt: skip
+    if not fits:
+        raise ValueError("the subword data of this cache does not fit together")
+    return payload
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _ints(tensor) -> bool:
+    return isinstance(tensor, torch.Tensor) and tensor.dim() == 1 and tensor.dtype in (
+        torch.int32, torch.int64)  # fmt: skip
+
+
+def _plain(payload: dict) -> bool:
+    """The payload's values of the right plain types (``check_payload``)."""
+    return (
         isinstance(payload["types"], list) and all(isinstance(w, str) for w in payload["types"])
         and isinstance(payload["merges"], list)
         and all(isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m)
                 for m in payload["merges"])
-        and isinstance(payload["alphabet"], int) and isinstance(payload["max_length"], int)
+        and _int(payload["alphabet"]) and _int(payload["max_length"])
+        and payload["max_length"] >= 1
         and all(isinstance(payload[k], dict) and set(payload[k]) == set(SPLITS)
                 for k in ("streams", "unknown", "tokens"))
-        and all(isinstance(t, tuple) and len(t) == 2
-                and all(isinstance(x, torch.Tensor) for x in t)
+        and all(_int(payload[k][s]) for k in ("unknown", "tokens") for s in SPLITS)
+        and all(isinstance(t, tuple) and len(t) == 2 and all(_ints(x) for x in t)
                 for t in [*payload["streams"].values(), payload["segments"]])
     )  # fmt: skip
-    if not ok:
-        raise ValueError("not the subword data of this tool")
-    return payload

@@ -39,7 +39,11 @@ BEFORE = {
     "precision": Rule(
         lambda v: v in schema.PRECISIONS, f"one of {', '.join(schema.PRECISIONS)}", required=False
     ),  # fmt: skip
-    "frontend": Rule(lambda v: v in FRONT_ENDS, f"one of {', '.join(FRONT_ENDS)}", required=False),
+    "frontend": Rule(
+        lambda v: isinstance(v, str) and v in FRONT_ENDS,
+        f"one of {', '.join(FRONT_ENDS)}",
+        required=False,
+    ),  # fmt: skip
 }
 AFTER = {
     "num_classes": count(1),
@@ -64,11 +68,10 @@ def frontend_in(config: dict[str, Any]):
 
 
 def top(config: dict[str, Any]) -> dict[str, Rule]:
-    """The keys a config.json may hold: the shared ones and its front end's (``frontend``, read
-    as a name of the registry first: an unknown one gives the shared keys and their error)."""
-    kind = FRONT_ENDS.get(config.get("frontend", WORD.name)) if isinstance(
-        config.get("frontend", WORD.name), str) else None  # fmt: skip
-    return {**BEFORE, **(kind.config_rules if kind else {}), **AFTER}
+    """The keys a config.json may hold: the shared ones and its front end's (``frontend``:
+    ``parse`` checks it first)."""
+    kind = FRONT_ENDS[config.get("frontend", WORD.name)]
+    return {**BEFORE, **kind.config_rules, **AFTER}
 
 
 def parse(text: str, where: str) -> dict[str, Any]:
@@ -80,6 +83,9 @@ def parse(text: str, where: str) -> dict[str, Any]:
         raise ExportError(f"{where} is not valid JSON ({error}); export the model again") from None
     if not isinstance(config, dict):
         raise ExportError(f"{where} must hold one JSON object; export the model again")
+    # the kind first: its name says which keys the rest may hold
+    check_keys({k: config[k] for k in ("frontend",) if k in config},
+               {"frontend": BEFORE["frontend"]}, where, ExportError)  # fmt: skip
     check_keys(config, top(config), where, ExportError)
     name = config["model_name"]
     if name not in KINDS and config["model"].get("_target_") in BY_TARGET:

@@ -43,7 +43,8 @@ class Describe:
         total = meta_model.num_params()["total"]
         embedding = frontend.num_params(sizes, trial_cfg.model)  # closed form
         sparse = frontend.sparse(trial_cfg.model, sizes)
-        tokens = train_cfg.batch_size * self.data.max_length  # a training batch at its longest
+        widest = frontend.widest(self.data, sizes)  # a document of the trial's view
+        tokens = train_cfg.batch_size * widest  # a training batch at its longest
         table_grad = frontend.grad_bytes(sizes, sparse=sparse, params=embedding, tokens=tokens)
         record = {
             **frontend.describe(self.data, sizes),
@@ -60,8 +61,8 @@ class Describe:
                 sparse=sparse,
                 batch_size=train_cfg.batch_size,
                 eval_batch_size=train_cfg.eval_batch_size,
-                max_length=self.data.max_length,
-                data_bytes=self.data.device_bytes,  # this trial's cutoff view
+                max_length=widest,
+                data_bytes=frontend.device_bytes(self.data, sizes),  # the study's ids, its view
                 capability=self.capability,
                 table_grad=table_grad,
             ),

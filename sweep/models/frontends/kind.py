@@ -64,6 +64,16 @@ class FrontEnd(ABC):
         study starts (``ValueError`` naming the key); nothing by default."""
         return None
 
+    def widest(self, data: PreparedData, sizes: Sizes) -> int:
+        """The most ids a document of the trial's view holds (the memory estimate's batch
+        length): the study's encoding's, where a view only renames ids."""
+        return data.max_length
+
+    def device_bytes(self, data: PreparedData, sizes: Sizes) -> int:
+        """Bytes the trial's data holds on the device: the study's id matrices, where a view
+        is made batch by batch from them."""
+        return data.device_bytes
+
     def coverage_curve(self, data: PreparedData) -> dict[str, list]:
         """The page's coverage chart (train coverage and validation unknown rate against K);
         empty where K does not change them."""

@@ -21,9 +21,10 @@ the table module (``sweep.models.embedding``):
   a line but no row); read back as data (``read_vocabulary``, ``encoder``), the tokenizer
   settings in config.json as the word table's (``check_config``).
 
-A K below the alphabet is refused before the study starts (``check``), naming
-``search.space.vocab_size.low``. Hash buckets, pruning and word n-grams are word-table options:
-each is refused with the key to change.
+A K below the alphabet is refused before the study starts (``check``: the axis's low, its
+choices, the grid's values), naming the key; a trial that still asks one fails with the reason
+(``sweep.data.subword.cut``). Hash buckets, pruning and word n-grams are word-table options:
+each is refused with the key to change, before the study starts.
 """
 
 from __future__ import annotations
@@ -39,12 +40,17 @@ from torch import nn
 from sweep import measure
 from sweep.common.closed import check_keys, count, of
 from sweep.data import subword, vocab
-from sweep.data.corpus import Corpus
+from sweep.data.corpus import SPLITS, Corpus
 from sweep.data.prepared import PreparedData, SplitTensors
 from sweep.data.vocab import SPECIALS, Encoded
 from sweep.models.embedding import EmbeddingFrontEnd, use_sparse
 from sweep.models.frontends.kind import FrontEnd, Sizes
 from sweep.models.frontends.word import TOKENIZER, VOCAB_FILE
+
+PRUNE = (
+    "report.prune_rows: model.frontend=subword keeps every piece its merges make; choose "
+    "a smaller K instead (set report.prune_rows=null)"
+)
 
 
 class SubwordTable(FrontEnd):
@@ -63,8 +69,9 @@ class SubwordTable(FrontEnd):
     }
 
     def __init__(self):
-        # The last cutoff's segmentation and views: a trial asks each split's view in turn.
-        self._cut: tuple[tuple[int, int], Any, dict[str, SplitTensors]] | None = None
+        # The last cutoff's segmentation and views (a trial asks each split's view in turn),
+        # with the encoding and rows they are of (held: an identity, never a reused address).
+        self._cut: tuple[Encoded, int, Any, dict[str, SplitTensors]] | None = None
 
     def encode(self, corpus: Corpus, data_cfg, keep_streams: bool = False) -> tuple[Encoded, str]:
         """BPE learned once for the study, every split laid out as pieces; cached under
@@ -72,17 +79,28 @@ class SubwordTable(FrontEnd):
         return subword.load_or_build(corpus, data_cfg)
 
     def check(self, cfg, data: PreparedData) -> None:
-        """No hash buckets (``sizes``), and the cutoff axis starts at the alphabet or above:
-        below it some train words could not be spelled."""
+        """No hash buckets (``sizes``), no pruned export, and no cutoff below the alphabet
+        (below it some train words could not be spelled): the axis's ``low``, its categorical
+        choices and the grid sampler's values."""
         self.sizes({"vocab_size": 0, "embedding_dim": 1}, cfg.model, 0)
+        if OmegaConf.select(cfg, "report.prune_rows") is not None:
+            raise ValueError(PRUNE)
         alphabet = data.encoded.subwords["alphabet"]
-        low = OmegaConf.select(cfg, "search.space.vocab_size.low")
-        if isinstance(low, (int, float)) and low < alphabet:
-            raise ValueError(
-                f"search.space.vocab_size.low={low} is below the subword alphabet of {alphabet} "
-                f"characters (model.frontend=subword: every piece vocabulary holds them); set "
-                f"search.space.vocab_size.low={alphabet} or more"
-            )
+        spec = OmegaConf.select(cfg, "search.space.vocab_size") or {}
+        given = {
+            "search.space.vocab_size.low": [spec.get("low")],
+            "search.space.vocab_size.choices": list(spec.get("choices") or []),
+            "search.sampler.values.vocab_size": list(
+                OmegaConf.select(cfg, "search.sampler.values.vocab_size") or []),
+        }  # fmt: skip
+        for key, values in given.items():
+            low = min((v for v in values if isinstance(v, (int, float))), default=None)
+            if low is not None and low < alphabet:
+                raise ValueError(
+                    f"{key} holds {low}, below the subword alphabet of {alphabet} characters "
+                    f"(model.frontend=subword: every piece vocabulary holds them); use "
+                    f"{alphabet} or more"
+                )
 
     def sizes(self, params: Mapping[str, Any], model_cfg, full_vocab: int) -> Sizes:
         """K = ``params["vocab_size"]`` pieces clamped to those learned, E =
@@ -97,15 +115,25 @@ class SubwordTable(FrontEnd):
         """The split at K pieces: the study's distinct words segmented by the first K (once per
         cutoff), each document's words laid out as their pieces."""
         payload, rows = data.encoded.subwords, sizes.num_embeddings
-        key = (id(data.encoded), rows)
-        if self._cut is None or self._cut[0] != key:
-            self._cut = (key, subword.cut(data.encoded.words, payload, rows), {})
-        _, (flat, counts), views = self._cut
+        if self._cut is None or self._cut[0] is not data.encoded or self._cut[1] != rows:
+            self._cut = None  # the last cut's views go before the next is made
+            self._cut = (data.encoded, rows, subword.cut(data.encoded.words, payload, rows), {})
+        _, _, (flat, counts), views = self._cut
         if split not in views:
             ids, lengths = subword.expand(flat, counts, *payload["streams"][split],
                                           payload["max_length"])  # fmt: skip
             views[split] = SplitTensors(ids.to(data.device), data.labels[split], lengths)
         return views[split]
+
+    def widest(self, data: PreparedData, sizes: Sizes) -> int:
+        """The widest document of the trial's views: at a small K a word is several pieces
+        (the views are made here once, and kept for the trial)."""
+        return max(int(self.view(data, s, sizes).ids.shape[1]) for s in SPLITS)
+
+    def device_bytes(self, data: PreparedData, sizes: Sizes) -> int:
+        """The study's id matrices and the trial's views beside them."""
+        views = (self.view(data, s, sizes).ids for s in SPLITS)
+        return data.device_bytes + sum(v.numel() * v.element_size() for v in views)
 
     def table(
         self,
@@ -133,9 +161,10 @@ class SubwordTable(FrontEnd):
         return measure.table_grad_bytes(params, sizes.embedding_dim, sparse, tokens)
 
     def describe(self, data: PreparedData, sizes: Sizes) -> dict[str, Any]:
-        """Its sizes; per word as the word table's, the train words it spells in full and the
-        validation words holding a character outside its alphabet (the same at every K: the
-        alphabet is in every vocabulary). No minimum frequency is equivalent to K."""
+        """Its sizes; per word (the word table's are per token at K): the share of train words
+        it spells without ``<unk>`` and of validation words holding a character outside its
+        alphabet (the same at every K: the alphabet is in every vocabulary). No minimum
+        frequency is equivalent to K."""
         payload = data.encoded.subwords
         share = lambda split: payload["unknown"][split] / max(payload["tokens"][split], 1)  # noqa: E731
         return {
@@ -163,8 +192,7 @@ class SubwordTable(FrontEnd):
     def prune(
         self, model: nn.Module, sizes: Sizes, rows: int, by: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise ValueError("report.prune_rows: model.frontend=subword keeps every piece its "
-                         "merges make; choose a smaller K instead (set report.prune_rows=null)")  # fmt: skip
+        raise ValueError(PRUNE)
 
     def export_config(self, sizes: Sizes, data_cfg, vocab_size: int) -> dict[str, Any]:
         return {
@@ -229,7 +257,7 @@ def read_lines(lines: Sequence[str], vocab_size: int) -> tuple[list[str], list[l
         parts = line.split(" ")
         if len(parts) == 1 and len(line) == 1 and not merges and line not in known:
             pieces.append(line)
-        elif len(parts) == 2 and all(p in known for p in parts):
+        elif len(parts) == 2 and all(p in known and p not in SPECIALS for p in parts):
             merges.append(parts)
             if parts[0] + parts[1] not in known:
                 pieces.append(parts[0] + parts[1])

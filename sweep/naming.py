@@ -33,11 +33,17 @@ def setup_parts(root: DictConfig) -> dict:
 
     data = {k: v for k, v in (plain(root.get("data")) or {}).items() if k not in _DATA_PLUMBING}
     model = plain(root.get("model"))
-    if isinstance(model, dict) and model.get("frontend") in (None, "word"):
-        # The word table's setup reads as it did before kinds were named: its studies keep
-        # their names, and the other kinds' settings change nothing of it.
-        model.pop("frontend", None)
-        data.pop("subword_vocab", None)
+    if isinstance(model, dict):
+        # A kind's own settings count for its studies only; the word table's setup reads as it
+        # did before kinds were named, so its studies keep their names.
+        kind = model.get("frontend") or "word"
+        if kind == "word":
+            model.pop("frontend", None)
+        if kind != "subword":
+            data.pop("subword_vocab", None)
+        if kind != "mixed":
+            model.pop("mixed_alpha", None)
+            model.pop("mixed_bands", None)
     search = root.get("search") or {}
     return {
         "data": data,

@@ -62,6 +62,27 @@ def assert_refused(base: list[str], bad: dict[str, str], error: type, out: Path)
             runner.run(compose_config([*base, override]), out)
 
 
+def assert_ships_as_measured(cfg, result, folder: Path):
+    """The exported folder's files are the recommended trial's ``file_bytes`` at its shipped
+    precision, and the loaded folder predicts the test split with the accuracy the sweep
+    measured (text read as in training). Returns the loaded predictor."""
+    import numpy as np
+
+    import sweep
+    from sweep.data.corpus import load_corpus
+
+    rec = result.recommended
+    on_disk = sum((folder / name).stat().st_size for name in ("model.safetensors", "vocab.txt"))
+    assert on_disk == rec[f"file_bytes_{rec['ship_precision']}"]
+    predictor = sweep.load(folder)
+    corpus = load_corpus(cfg.data, cfg.seed)
+    predicted = predictor.predict(corpus.texts["test"])
+    truth = [corpus.label_names[t] for t in corpus.labels["test"]]
+    accuracy = 100.0 * np.mean([p == t for p, t in zip(predicted, truth, strict=True)])
+    assert accuracy == pytest.approx(rec["ship_test_accuracy"])
+    return predictor
+
+
 def default_study(overrides: list[str] | tuple[str, ...] = TINY) -> str:
     """The default study name (``<data>-<model>-<search>-<setup digest>``) these overrides get."""
     return str(compose_config(overrides).search.study_name)

@@ -9,13 +9,13 @@ from conftest import compose_config
 
 from sweep import measure
 from sweep.data.prepared import PreparedData
-from sweep.models.frontends import FRONT_ENDS, SUBWORD, WORD, FrontEnd, Sizes, frontend_of
+from sweep.models.frontends import FRONT_ENDS, MIXED, SUBWORD, WORD, FrontEnd, Sizes, frontend_of
 from sweep.models.kinds import build_model
 from sweep.trial import TrialRunner
 
 
 def test_the_registry_names_each_kind_once():
-    assert FRONT_ENDS == {"word": WORD, "subword": SUBWORD}
+    assert FRONT_ENDS == {"word": WORD, "subword": SUBWORD, "mixed": MIXED}
     for name, kind in FRONT_ENDS.items():
         assert isinstance(kind, FrontEnd) and kind.name == name
     assert frontend_of(compose_config().model) is WORD

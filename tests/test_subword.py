@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import assert_refused, compose_config, default_study
+from conftest import assert_refused, assert_ships_as_measured, compose_config, default_study
 
 import sweep
 from sweep import runner
@@ -127,16 +127,9 @@ def test_a_subword_sweep_exports_a_model_that_reads_unseen_words(subword_cfg, tm
     assert result.table["state"].eq("COMPLETE").all()
     folder = tmp_path / "out" / "model"
     config = json.loads((folder / "config.json").read_text())
-    assert config["frontend"] == "subword" and "frontend" not in config["model"]
-    rec = result.recommended
-    on_disk = sum((folder / name).stat().st_size for name in ("model.safetensors", "vocab.txt"))
-    assert on_disk == rec[f"file_bytes_{rec['ship_precision']}"]
-    predictor = sweep.load(folder)
-    corpus = load_corpus(cfg.data, cfg.seed)
-    predicted = predictor.predict(corpus.texts["test"])
-    accuracy = 100.0 * np.mean([p == corpus.label_names[t]
-                                for p, t in zip(predicted, corpus.labels["test"], strict=True)])  # fmt: skip
-    assert accuracy == pytest.approx(rec["ship_test_accuracy"])  # read as in training
+    assert config["frontend"] == config["model"]["frontend"] == "subword"
+    assert "mixed_alpha" not in config["model"]  # another kind's option
+    predictor = assert_ships_as_measured(cfg, result, folder)
     # A word the train split never held is spelled in pieces, not <unk>.
     alphabet = [line for line in (folder / "vocab.txt").read_text().split("\n")[2:] if
                 len(line) == 1]  # fmt: skip

@@ -13,7 +13,8 @@ Two parts, one process at a time on this machine:
   the train tokens per document each kind feeds the model. Printed: both ratios (the targets:
   preparation at most 3x, a trial at most 1.3x).
 - **Fronts** (``--data``, ``--seeds``): the default sweep (``run_sweep.py``, 12 trials, as a user
-  runs it on the set's files) once per kind, ``model.frontend=word`` and ``=subword``. Per set
+  runs it on the set's files) once per kind, ``model.frontend=word``, ``=subword`` and
+  ``=mixed`` (``--kind LABEL KEY=VALUE ...``, repeated, compares others). Per set
   and seed: the word cut's recommended validation accuracy R and its int8 file bytes; per kind,
   the smallest int8 file among its finished trials whose validation accuracy is at least R
   minus ``report.tolerance``, that trial's test accuracy, and the bytes against the word cut's
@@ -42,7 +43,10 @@ from sweep.models.frontends import SUBWORD, WORD
 from sweep.ship.export import load
 from sweep.trial import TrialRunner, recipe
 
-KINDS = ("word", "subword")
+# The front ends compared by default: a label and its overrides (``--kind LABEL KEY=VALUE ...``
+# replaces them; the first is the reference, the word cut).
+KINDS = {"word": ["model.frontend=word"], "subword": ["model.frontend=subword"],
+         "mixed": ["model.frontend=mixed"]}  # fmt: skip
 TOLERANCE = 0.5  # report.tolerance's default: "reaches" means within it
 
 
@@ -86,19 +90,21 @@ def cost(name: str, datasets: Path, rows: int, dim: int, epochs: int,
     return out
 
 
-def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = ()) -> list[dict]:
-    """The fronts part on set ``name`` at ``seed`` (module docstring): one row per kind;
-    ``extra``: overrides for every sweep."""
+def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (),
+           kinds: dict[str, list[str]] | None = None) -> list[dict]:  # fmt: skip
+    """The fronts part on set ``name`` at ``seed`` (module docstring): one row per kind
+    (``kinds``: label -> overrides, the word cut first); ``extra``: overrides for every sweep."""
+    kinds = kinds or KINDS
     data = [*data_overrides(name, datasets), *extra]
     tables, walls = {}, {}
-    for kind in KINDS:
+    for kind, overrides in kinds.items():
         folder = out / seeded(name, seed) / kind
-        figures = default_sweep(name, [f"model.frontend={kind}", f"seed={seed}"], data, folder)
+        figures = default_sweep(name, [*overrides, f"seed={seed}"], data, folder)
         walls[kind] = figures["wall s"]
         table = pd.read_csv(folder / "run" / "trials.csv")
         tables[kind] = table[table["state"] == "COMPLETE"]
-    unseen = unseen_accuracy(name, datasets, seed, out, extra)
-    word = tables["word"]
+    unseen = unseen_accuracy(name, datasets, seed, out, extra, list(kinds))
+    word = tables[next(iter(kinds))]
     rec = word[word["recommended"].astype(bool)].iloc[0]
     bar = float(rec["val_accuracy"]) - TOLERANCE
     rows = []
@@ -126,15 +132,16 @@ def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (
     return rows
 
 
-def unseen_accuracy(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = ()) -> dict:
+def unseen_accuracy(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (),
+                    kinds: list[str] = tuple(KINDS)) -> dict:  # fmt: skip
     """Each kind's recommended model (its exported folder) on the test texts holding a word
     outside the word cut's recommended vocabulary: where a subword table can read what a word
     table reads as ``<unk>``. ``texts``: how many such test texts."""
-    folders = {kind: out / seeded(name, seed) / kind / "run" / "model" for kind in KINDS}
+    folders = {kind: out / seeded(name, seed) / kind / "run" / "model" for kind in kinds}
     cfg = compose_user([*data_overrides(name, datasets), *extra, f"seed={seed}",
                         "data.cache_dir=null"])  # fmt: skip
     corpus = load_corpus(cfg.data, seed)
-    word_model = load(folders["word"])
+    word_model = load(folders[kinds[0]])
     # <unk> among the ids the word model reads (padding is <pad>, never <unk>)
     holds = (word_model.encode(corpus.texts["test"]) == vocab.UNK).any(dim=1).tolist()
     texts = [t for t, h in zip(corpus.texts["test"], holds, strict=True) if h]
@@ -159,14 +166,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--override", nargs="*", default=[], help="KEY=VALUE for every run")
+    parser.add_argument(
+        "--kind",
+        nargs="+",
+        action="append",
+        metavar="LABEL [KEY=VALUE]",
+        help="a front end to compare (repeat; the first is the reference)",
+    )
     args = parser.parse_args(argv)
+    kinds = {k[0]: k[1:] for k in args.kind} if args.kind else KINDS
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     if args.cost_set:
         rows = cost(args.cost_set, args.datasets, args.rows, args.dim, args.epochs, args.override)
         save_and_print(pd.DataFrame(rows), args.out / "cost.csv")
     rows = [row for name in args.data for seed in args.seeds
-            for row in fronts(name, args.datasets, seed, args.out, args.override)]  # fmt: skip
+            for row in fronts(name, args.datasets, seed, args.out, args.override, kinds)]  # fmt: skip
     if rows:
         save_and_print(pd.DataFrame(rows), args.out / "fronts.csv")
 

@@ -18,7 +18,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sweep.data.vocab import PAD
 from sweep.models.embedding import EmbeddingFrontEnd
-from sweep.models.frontends import WORD
+from sweep.models.frontends import named
+
+
+def table(num_embeddings: int, embedding_dim: int, factorized_dim: int | None, sparse: bool,
+          frontend: str, mixed_alpha: float, mixed_bands: int) -> EmbeddingFrontEnd:  # fmt: skip
+    """The table of the front-end kind ``frontend`` (``model.frontend``), with its options."""
+    return named(frontend).table(num_embeddings, embedding_dim, factorized_dim, sparse,
+                                 alpha=mixed_alpha, bands=mixed_bands)  # fmt: skip
 
 
 class TextClassifier(nn.Module):
@@ -49,9 +56,13 @@ class BagClassifier(TextClassifier):
         dropout: float = 0.0,
         factorized_dim: int | None = None,
         sparse: bool = True,
+        frontend: str = "word",
+        mixed_alpha: float = 0.5,
+        mixed_bands: int = 4,
     ):
         super().__init__()
-        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = table(num_embeddings, embedding_dim, factorized_dim, sparse, frontend,
+                              mixed_alpha, mixed_bands)  # fmt: skip
         width = self.frontend.out_dim
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden_dim > 0:
@@ -93,9 +104,13 @@ class CNNClassifier(TextClassifier):
         dropout: float = 0.5,
         factorized_dim: int | None = None,
         sparse: bool = True,
+        frontend: str = "word",
+        mixed_alpha: float = 0.5,
+        mixed_bands: int = 4,
     ):
         super().__init__()
-        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = table(num_embeddings, embedding_dim, factorized_dim, sparse, frontend,
+                              mixed_alpha, mixed_bands)  # fmt: skip
         width = self.frontend.out_dim
         self.kernel_sizes = tuple(kernel_sizes)
         self.convs = nn.ModuleList(
@@ -154,13 +169,17 @@ class RNNClassifier(TextClassifier):
         dropout: float = 0.3,
         factorized_dim: int | None = None,
         sparse: bool = True,
+        frontend: str = "word",
+        mixed_alpha: float = 0.5,
+        mixed_bands: int = 4,
     ):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"model.cell={cell!r} is unknown: use gru or lstm")
         if pooling not in ("max", "mean"):
             raise ValueError(f"model.pooling={pooling!r} is unknown: use max or mean")
-        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = table(num_embeddings, embedding_dim, factorized_dim, sparse, frontend,
+                              mixed_alpha, mixed_bands)  # fmt: skip
         rnn_cls = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn_cls(
             self.frontend.out_dim,
@@ -214,9 +233,13 @@ class TransformerClassifier(TextClassifier):
         max_length: int = 512,
         factorized_dim: int | None = None,
         sparse: bool = True,
+        frontend: str = "word",
+        mixed_alpha: float = 0.5,
+        mixed_bands: int = 4,
     ):
         super().__init__()
-        self.frontend = WORD.table(num_embeddings, embedding_dim, factorized_dim, sparse)
+        self.frontend = table(num_embeddings, embedding_dim, factorized_dim, sparse, frontend,
+                              mixed_alpha, mixed_bands)  # fmt: skip
         width = self.frontend.out_dim
         self.heads = heads_for(width, num_heads)
         self.max_length = max_length

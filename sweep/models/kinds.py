@@ -68,11 +68,10 @@ def kind_of(model: nn.Module) -> Kind:
     raise TypeError(f"{type(model).__name__} is no model kind of sweep.models.kinds.KINDS")
 
 
-# model.* keys that are not constructor arguments: the study-name label, the front end's kind
-# (sweep.models.frontends: an exported folder says it in config.json's frontend), and its
+# model.* keys that are not constructor arguments: the study-name label, and the front end's
 # keys that act on the data view (the word table's hash buckets: sweep.data.vocab.cut; they only
 # enlarge num_embeddings).
-NOT_MODEL_ARGS = ("name", "frontend", *WORD.data_keys)
+NOT_MODEL_ARGS = ("name", *WORD.data_keys)
 
 
 def build_model(model_cfg: DictConfig, num_embeddings: int, embedding_dim: int, num_classes: int):

@@ -101,6 +101,10 @@ def parse(text: str, where: str) -> dict[str, Any]:
         raise ExportError(f"{where}: {error}") from None
     if len(config["labels"]) != config["num_classes"]:
         raise ExportError(f"{where}: labels must be num_classes={config['num_classes']} strings")
+    if config["model"].get("frontend", WORD.name) != config.get("frontend", WORD.name):
+        raise ExportError(f"{where}: model.frontend={config['model'].get('frontend')!r} and "
+                          f"frontend={config.get('frontend')!r} disagree; export the model "
+                          "again")  # fmt: skip
     try:  # the front end's keys together: the word table's tokenizer settings and row count
         frontend_in(config).check_config(config, where)
     except ValueError as error:

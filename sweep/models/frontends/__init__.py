@@ -10,7 +10,8 @@ files and its keys of config.json, read back as data).
 
 The kinds (``FRONT_ENDS``), named by ``model.frontend``: ``word`` (``word.py``: the word table
 cut at K, with hashed buckets and a factorized table), ``subword`` (``subword.py``: BPE pieces of
-the train words, cut at K). ``frontend_of`` gives a model's kind, ``named`` the kind an exported
+the train words, cut at K), ``mixed`` (``mixed.py``: the word table's rows in frequency bands of
+decreasing width, projected to D). ``frontend_of`` gives a model's kind, ``named`` the kind an exported
 folder names (its config.json's ``frontend``; a folder without one has the word table).
 """
 
@@ -20,10 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from sweep.models.frontends.kind import FrontEnd, Sizes
+from sweep.models.frontends.mixed import MIXED
 from sweep.models.frontends.subword import SUBWORD
 from sweep.models.frontends.word import WORD
 
-FRONT_ENDS: dict[str, FrontEnd] = {kind.name: kind for kind in (WORD, SUBWORD)}
+FRONT_ENDS: dict[str, FrontEnd] = {kind.name: kind for kind in (WORD, SUBWORD, MIXED)}
 
 
 def named(name: Any, key: str = "model.frontend") -> FrontEnd:
@@ -39,4 +41,4 @@ def frontend_of(model_settings: Mapping[str, Any]) -> FrontEnd:
     return named(model_settings.get("frontend") or WORD.name)
 
 
-__all__ = ["FRONT_ENDS", "SUBWORD", "WORD", "FrontEnd", "Sizes", "frontend_of", "named"]
+__all__ = ["FRONT_ENDS", "MIXED", "SUBWORD", "WORD", "FrontEnd", "Sizes", "frontend_of", "named"]

@@ -47,6 +47,9 @@ class FrontEnd(ABC):
     files: ClassVar[tuple[str, ...]]
     # the kind's keys of an exported config.json and what each may hold (read back as data)
     config_rules: ClassVar[dict[str, Rule]]
+    # model.* keys that are this kind's options only (an exported folder of another kind
+    # leaves them out)
+    own_keys: ClassVar[tuple[str, ...]] = ()
     # whether its text may hold word n-grams (data.tokenizer.word_ngrams > 1: the recipe probe
     # only offers them to a kind that takes them)
     takes_ngrams: ClassVar[bool] = True
@@ -96,8 +99,11 @@ class FrontEnd(ABC):
         embedding_dim: int,
         factorized_dim: int | None = None,
         sparse: bool = False,
+        **options: Any,
     ) -> nn.Module:
-        """The table module a model is built on: token ids -> vectors (``out_dim`` wide)."""
+        """The table module a model is built on: token ids -> vectors (``out_dim`` wide), with
+        ``mean(ids)`` (a document's mean vector) and ``num_params()``; ``options``: the kind's
+        own settings (the mixed table's ``alpha`` and ``bands``; others take none)."""
 
     @abstractmethod
     def sparse(self, model_cfg, sizes: Sizes) -> bool:

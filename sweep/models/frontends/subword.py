@@ -141,6 +141,7 @@ class SubwordTable(FrontEnd):
         embedding_dim: int,
         factorized_dim: int | None = None,
         sparse: bool = False,
+        **options: Any,
     ) -> EmbeddingFrontEnd:
         return EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
 

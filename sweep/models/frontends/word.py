@@ -104,6 +104,7 @@ class WordTable(FrontEnd):
         embedding_dim: int,
         factorized_dim: int | None = None,
         sparse: bool = False,
+        **options: Any,
     ) -> EmbeddingFrontEnd:
         return EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
 

@@ -25,6 +25,29 @@ from sweep.common.digest import json_digest
 _DATA_PLUMBING = ("cache_dir", "root", "download_retries")
 
 
+# Each front-end kind's own settings (sweep.models.frontends): model.* and data.* keys that
+# count for that kind's studies only.
+_KIND_MODEL_KEYS = {"mixed": ("mixed_alpha", "mixed_bands")}
+_KIND_DATA_KEYS = {"subword": ("subword_vocab",)}
+
+
+def kind_setup(model: dict | None, data: dict | None = None) -> tuple[dict | None, dict | None]:
+    """``model`` and ``data`` (plain copies) without what the front end's kind does not read:
+    other kinds' settings, and ``frontend`` itself for the word table. A word-table setup reads
+    as it did before kinds were named, so its studies keep their names and signatures (they
+    resume), and no other kind's setting changes them."""
+    if not isinstance(model, dict):
+        return model, data
+    kind = model.get("frontend") or "word"
+    model = {k: v for k, v in model.items()
+             if not (k == "frontend" and kind == "word")
+             and not any(k in keys for other, keys in _KIND_MODEL_KEYS.items() if other != kind)}  # fmt: skip
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items()
+                if not any(k in keys for other, keys in _KIND_DATA_KEYS.items() if other != kind)}  # fmt: skip
+    return model, data
+
+
 def setup_parts(root: DictConfig) -> dict:
     """The parts of a composed config that identify a study's setup (values resolved)."""
 
@@ -32,18 +55,7 @@ def setup_parts(root: DictConfig) -> dict:
         return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
     data = {k: v for k, v in (plain(root.get("data")) or {}).items() if k not in _DATA_PLUMBING}
-    model = plain(root.get("model"))
-    if isinstance(model, dict):
-        # A kind's own settings count for its studies only; the word table's setup reads as it
-        # did before kinds were named, so its studies keep their names.
-        kind = model.get("frontend") or "word"
-        if kind == "word":
-            model.pop("frontend", None)
-        if kind != "subword":
-            data.pop("subword_vocab", None)
-        if kind != "mixed":
-            model.pop("mixed_alpha", None)
-            model.pop("mixed_bands", None)
+    model, data = kind_setup(plain(root.get("model")), data)
     search = root.get("search") or {}
     return {
         "data": data,

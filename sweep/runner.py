@@ -34,7 +34,7 @@ from sweep.config import check_config
 from sweep.data.prepared import PreparedData
 from sweep.models.frontends import frontend_of
 from sweep.models.pack.grouping import pack_key
-from sweep.naming import register_resolvers
+from sweep.naming import kind_setup, register_resolvers
 from sweep.report import build as report
 from sweep.search import loop as trials
 from sweep.search import storage, study
@@ -200,7 +200,8 @@ def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace, budget=N
     signature = study.signature(
         {
             "data": data.key,
-            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            # as the study's name reads it: a word study made before kinds resumes
+            "model": kind_setup(OmegaConf.to_container(cfg.model, resolve=True))[0],
             "train": OmegaConf.to_container(cfg.train, resolve=True),
             "space": OmegaConf.to_container(cfg.search.space, resolve=True),
             "objectives": list(cfg.search.objectives),

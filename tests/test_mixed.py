@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import assert_refused, assert_ships_as_measured, compose_config, default_study
 
+import sweep
 from sweep import runner
 from sweep.data.vocab import PAD
 from sweep.models.frontends import MIXED, Sizes, frontend_of
@@ -96,7 +97,23 @@ def test_bad_mixed_settings_name_their_key(tiny_overrides, tmp_path):
         "model.factorized_dim=8": r"model.factorized_dim: model.frontend=mixed projects its bands",
         "model.sparse=true": r"model.sparse=True: model.frontend=mixed takes none",
         "report.prune_rows=10": r"report.prune_rows=10: model.frontend=mixed",
+        "model.mixed_bands=100000": r"model.mixed_bands=100000 must be a whole number of bands, "
+                                    r"from 1 to 64",
+        "+search.space.alpha={type:float,low:0.1,high:1.5,key:model.mixed_alpha}":
+            r"search.space.alpha \(sets model.mixed_alpha\): model.mixed_alpha=1.5 must be",
     }, ValueError, tmp_path / "out")  # fmt: skip
+
+
+def test_a_word_study_resumes_whatever_another_kinds_settings_say(tiny_overrides, tmp_path):
+    """Another kind's option (the mixed bands) is no part of a word study's setup: the same
+    study resumes, its trials kept; and a word folder's config.json names no kind."""
+    first = runner.run(compose_config(tiny_overrides), tmp_path / "first")
+    again = runner.run(compose_config([*tiny_overrides, "model.mixed_alpha=0.3",
+                                       "search.n_trials=4"]), tmp_path / "again")  # fmt: skip
+    assert len(first.table) == 3 and len(again.table) == 4
+    config = json.loads((tmp_path / "again" / "model" / "config.json").read_text())
+    assert "frontend" not in config and not {"frontend", "mixed_alpha"} & set(config["model"])
+    assert sweep.load(tmp_path / "again" / "model").predict(["a text"])
 
 
 def test_the_kinds_settings_count_for_their_own_studies_only():

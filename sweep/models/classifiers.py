@@ -17,12 +17,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sweep.data.vocab import PAD
-from sweep.models.embedding import EmbeddingFrontEnd
 from sweep.models.frontends import named
 
 
 def table(num_embeddings: int, embedding_dim: int, factorized_dim: int | None, sparse: bool,
-          frontend: str, mixed_alpha: float, mixed_bands: int) -> EmbeddingFrontEnd:  # fmt: skip
+          frontend: str, mixed_alpha: float, mixed_bands: int) -> nn.Module:  # fmt: skip
     """The table of the front-end kind ``frontend`` (``model.frontend``), with its options."""
     return named(frontend).table(num_embeddings, embedding_dim, factorized_dim, sparse,
                                  alpha=mixed_alpha, bands=mixed_bands)  # fmt: skip
@@ -31,7 +30,7 @@ def table(num_embeddings: int, embedding_dim: int, factorized_dim: int | None, s
 class TextClassifier(nn.Module):
     """Base: owns ``self.frontend`` and counts parameters."""
 
-    frontend: EmbeddingFrontEnd
+    frontend: nn.Module  # the kind's table: EmbeddingFrontEnd, or the mixed kind's bands
 
     def num_params(self) -> dict[str, int]:
         """Trainable parameters: ``embedding`` (front end: table, pad row included, and the

@@ -158,6 +158,8 @@ def export_trial(
         words, vocab_size, figures["pruned"] = prune(trial_runner, setup, model, precision)
     model_cfg = OmegaConf.to_container(trial_cfg.model, resolve=True)
     others = {k for kind in FRONT_ENDS.values() if kind is not frontend for k in kind.own_keys}
+    if frontend is WORD:  # the constructor's default: a word folder's config.json as before kinds
+        others.add("frontend")
     config = {
         "model": {k: v for k, v in model_cfg.items() if k not in (*_SET_PER_TRIAL, *others)},
         "model_name": kind_of(model).name,  # the kind (model.name is a free label)

@@ -101,7 +101,9 @@ def parse(text: str, where: str) -> dict[str, Any]:
         raise ExportError(f"{where}: {error}") from None
     if len(config["labels"]) != config["num_classes"]:
         raise ExportError(f"{where}: labels must be num_classes={config['num_classes']} strings")
-    if config["model"].get("frontend", WORD.name) != config.get("frontend", WORD.name):
+    # A word folder's model names no kind (the constructor's default); another kind's names it.
+    config["model"].setdefault("frontend", config.get("frontend", WORD.name))
+    if config["model"]["frontend"] != config.get("frontend", WORD.name):
         raise ExportError(f"{where}: model.frontend={config['model'].get('frontend')!r} and "
                           f"frontend={config.get('frontend')!r} disagree; export the model "
                           "again")  # fmt: skip

@@ -13,9 +13,9 @@ a bias-free linear map (``MixedEmbedding``); the model body sees D.
 
 Counts in closed form (``band_layout``, ``num_params``); dense gradients (the table is small
 by design); int8 and int4 as every table (each band and projection is quantized row-wise); no
-hash buckets, no factorized table (the bands already project), no sparse gradients, no packing
-(a pack's table is one matrix), no pruning: each refused before the study with the key to
-change (``check``).
+hash buckets, no factorized table (the bands already project), no sparse gradients, no pruning:
+each refused before the study with the key to change (``check``); its trials train alone (a
+pack's table is one matrix of one width).
 """
 
 from __future__ import annotations
@@ -50,14 +50,18 @@ def band_layout(rows: int, dim: int, bands: int, alpha: float) -> list[tuple[int
     return layout
 
 
+MAX_BANDS = 64  # more bands than this are refused (a folder's config.json cannot ask a million)
+
+
 def check_options(alpha, bands) -> None:
-    """``model.mixed_alpha`` in [0, 1] and ``model.mixed_bands`` a count; ``ValueError``
-    naming the key."""
+    """``model.mixed_alpha`` in [0, 1] and ``model.mixed_bands`` a count up to ``MAX_BANDS``;
+    ``ValueError`` naming the key."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ValueError(f"model.mixed_alpha={alpha!r} must be a number from 0 (every band D "
                          "wide) to 1 (width in proportion to popularity)")  # fmt: skip
-    if isinstance(bands, bool) or not isinstance(bands, int) or bands < 1:
-        raise ValueError(f"model.mixed_bands={bands!r} must be a whole number of bands, 1 or more")
+    if isinstance(bands, bool) or not isinstance(bands, int) or not 1 <= bands <= MAX_BANDS:
+        raise ValueError(f"model.mixed_bands={bands!r} must be a whole number of bands, from 1 "
+                         f"to {MAX_BANDS}")  # fmt: skip
 
 
 class MixedEmbedding(nn.Module):
@@ -131,6 +135,18 @@ class MixedTable(WordTable):
         """Its options in range, and none of the word table's it cannot take."""
         model = cfg.model
         check_options(model.get("mixed_alpha"), model.get("mixed_bands"))
+        for name, spec in (OmegaConf.select(cfg, "search.space") or {}).items():
+            key = spec.get("key")  # a searched option: its range's ends and its choices
+            if key not in ("model.mixed_alpha", "model.mixed_bands"):
+                continue
+            ends = [spec.get(end) for end in ("low", "high") if spec.get(end) is not None]
+            for value in [*ends, *(spec.get("choices") or [])]:
+                alpha, bands = model.get("mixed_alpha"), model.get("mixed_bands")
+                alpha, bands = (value, bands) if key.endswith("alpha") else (alpha, value)
+                try:
+                    check_options(alpha, bands)
+                except ValueError as error:
+                    raise ValueError(f"search.space.{name} (sets {key}): {error}") from None
         for key, why, fix in (
             ("model.hash_buckets", "the bands hold every row", "0"),
             ("model.factorized_dim", "the bands project to D themselves", "null"),

@@ -197,7 +197,7 @@ def test_frontends_benchmark_prices_each_kind_and_compares_their_fronts(datasets
     assert list(cost["kind"]) == ["word", "subword"] and (cost["prepare s"] > 0).all()
     assert list(cost["rows"]) == [302, 302] and (cost["trial x word"] > 0).all()
     fronts = pd.read_csv(tmp_path / "fronts.csv")
-    assert list(fronts["kind"]) == ["word", "subword"] and (fronts["wall s"] > 0).all()
+    assert list(fronts["kind"]) == ["word", "subword", "mixed"] and (fronts["wall s"] > 0).all()
     word = fronts.iloc[0]
     assert word["reaches at int8 B"] <= word["word rec int8 B"]  # its own recommendation reaches
     assert 0 <= word["rec test acc"] <= 100 and word["unseen-word texts"] >= 0

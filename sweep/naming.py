@@ -20,31 +20,24 @@ import os
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.common.digest import json_digest
+from sweep.models.frontends import FRONT_ENDS, left_out
 
 # data.* keys that say where files live or how to fetch them, not what the data is.
 _DATA_PLUMBING = ("cache_dir", "root", "download_retries")
 
 
-# Each front-end kind's own settings (sweep.models.frontends): model.* and data.* keys that
-# count for that kind's studies only.
-_KIND_MODEL_KEYS = {"mixed": ("mixed_alpha", "mixed_bands")}
-_KIND_DATA_KEYS = {"subword": ("subword_vocab",)}
-
-
 def kind_setup(model: dict | None, data: dict | None = None) -> tuple[dict | None, dict | None]:
-    """``model`` and ``data`` (plain copies) without what the front end's kind does not read:
-    other kinds' settings, and ``frontend`` itself for the word table. A word-table setup reads
-    as it did before kinds were named, so its studies keep their names and signatures (they
-    resume), and no other kind's setting changes them."""
+    """``model`` and ``data`` (plain copies) without what the front end's kind does not read
+    (``sweep.models.frontends.left_out``): a word-table setup reads as it did before kinds were
+    named, so its studies keep their names and signatures (they resume), and no other kind's
+    setting changes them."""
     if not isinstance(model, dict):
         return model, data
-    kind = model.get("frontend") or "word"
-    model = {k: v for k, v in model.items()
-             if not (k == "frontend" and kind == "word")
-             and not any(k in keys for other, keys in _KIND_MODEL_KEYS.items() if other != kind)}  # fmt: skip
+    name = model.get("frontend") or "word"  # an unknown kind is refused later, naming the key
+    model_keys, data_keys = left_out(FRONT_ENDS.get(name) if isinstance(name, str) else None)
+    model = {k: v for k, v in model.items() if k not in model_keys}
     if isinstance(data, dict):
-        data = {k: v for k, v in data.items()
-                if not any(k in keys for other, keys in _KIND_DATA_KEYS.items() if other != kind)}  # fmt: skip
+        data = {k: v for k, v in data.items() if k not in data_keys}
     return model, data
 
 

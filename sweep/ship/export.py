@@ -42,7 +42,7 @@ from sweep.common.atomic import WriteError, free_space, replacing, write_atomic
 from sweep.common.digest import file_digest, json_digest
 from sweep.data.prepared import SplitTensors
 from sweep.models.fit import evaluate
-from sweep.models.frontends import FRONT_ENDS, WORD
+from sweep.models.frontends import WORD, left_out
 from sweep.models.kinds import NOT_MODEL_ARGS, SIZES, build_kind, build_model, kind_of
 from sweep.ship import manifest, quantize, tensorfile
 from sweep.ship.manifest import ExportError
@@ -157,9 +157,7 @@ def export_trial(
     if report_cfg.get("prune_rows") is not None:
         words, vocab_size, figures["pruned"] = prune(trial_runner, setup, model, precision)
     model_cfg = OmegaConf.to_container(trial_cfg.model, resolve=True)
-    others = {k for kind in FRONT_ENDS.values() if kind is not frontend for k in kind.own_keys}
-    if frontend is WORD:  # the constructor's default: a word folder's config.json as before kinds
-        others.add("frontend")
+    others, _ = left_out(frontend)  # other kinds' options; a word folder's config as before kinds
     config = {
         "model": {k: v for k, v in model_cfg.items() if k not in (*_SET_PER_TRIAL, *others)},
         "model_name": kind_of(model).name,  # the kind (model.name is a free label)

@@ -41,4 +41,26 @@ def frontend_of(model_settings: Mapping[str, Any]) -> FrontEnd:
     return named(model_settings.get("frontend") or WORD.name)
 
 
-__all__ = ["FRONT_ENDS", "MIXED", "SUBWORD", "WORD", "FrontEnd", "Sizes", "frontend_of", "named"]
+def left_out(kind: FrontEnd | None) -> tuple[set[str], set[str]]:
+    """(model.* keys, data.* keys) that a study or folder of ``kind`` leaves out: the other
+    kinds' own options (every kind's for None, a name not in the registry), and for the word
+    table ``frontend`` itself (the default), so that a word-table setup reads as it did before
+    kinds were named."""
+    others = [other for other in FRONT_ENDS.values() if other is not kind]
+    model = {key for other in others for key in other.own_keys}
+    if kind is WORD:
+        model.add("frontend")
+    return model, {key for other in others for key in other.own_data_keys}
+
+
+__all__ = [
+    "FRONT_ENDS",
+    "MIXED",
+    "SUBWORD",
+    "WORD",
+    "FrontEnd",
+    "Sizes",
+    "frontend_of",
+    "left_out",
+    "named",
+]

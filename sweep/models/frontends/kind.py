@@ -47,9 +47,10 @@ class FrontEnd(ABC):
     files: ClassVar[tuple[str, ...]]
     # the kind's keys of an exported config.json and what each may hold (read back as data)
     config_rules: ClassVar[dict[str, Rule]]
-    # model.* keys that are this kind's options only (an exported folder of another kind
-    # leaves them out)
+    # model.* and data.* keys that are this kind's options only: another kind's study name,
+    # signature and exported folder leave them out (``sweep.models.frontends.left_out``)
     own_keys: ClassVar[tuple[str, ...]] = ()
+    own_data_keys: ClassVar[tuple[str, ...]] = ()
     # whether its text may hold word n-grams (data.tokenizer.word_ngrams > 1: the recipe probe
     # only offers them to a kind that takes them)
     takes_ngrams: ClassVar[bool] = True

@@ -9,8 +9,8 @@ the table module (``sweep.models.embedding``):
   (BPE's merges are ordered: the alphabet, then the merges up to K), its view the study's
   distinct words' pieces with the merges past K undone, laid out again (``view``; no text read
   again);
-- table: K + 2 (``<pad>``, ``<unk>``) rows of width E (``sizes``), ``EmbeddingFrontEnd``
-  (``table``, factorized as the word table's); trials train alone (``packs``: a pack shares its
+- table: K + 2 (``<pad>``, ``<unk>``) rows of width E (``sizes``), the word table's
+  ``EmbeddingFrontEnd`` (``table``, factorized as it); trials train alone (``packs``: a pack shares its
   batches, and two cutoffs give two different id sequences);
 - counts: rows x E (+ E x H) parameters, a step's gradient as the word table's (``num_params``,
   ``grad_bytes``); the train and validation words holding a character outside the alphabet
@@ -30,22 +30,19 @@ each is refused with the key to change, before the study starts.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sweep import measure
 from sweep.common.closed import check_keys, count, of
 from sweep.data import subword, vocab
 from sweep.data.corpus import SPLITS, Corpus
 from sweep.data.prepared import PreparedData, SplitTensors
 from sweep.data.vocab import SPECIALS, Encoded
-from sweep.models.embedding import EmbeddingFrontEnd, use_sparse
-from sweep.models.frontends.kind import FrontEnd, Sizes
-from sweep.models.frontends.word import TOKENIZER, VOCAB_FILE
+from sweep.models.frontends.kind import Sizes
+from sweep.models.frontends.word import TOKENIZER, VOCAB_FILE, WordTable
 
 PRUNE = (
     "report.prune_rows: model.frontend=subword keeps every piece its merges make; choose "
@@ -53,11 +50,14 @@ PRUNE = (
 )
 
 
-class SubwordTable(FrontEnd):
-    """BPE pieces cut at K (module docstring)."""
+class SubwordTable(WordTable):
+    """BPE pieces cut at K (module docstring). Its table, gradients, parameter count and the
+    reading of ``vocab.txt`` (a line per entry) are the word table's; every other answer is
+    its own."""
 
     name = "subword"
     data_keys = ()
+    own_data_keys = ("subword_vocab",)
     takes_ngrams = False
     files = (VOCAB_FILE,)
     config_rules = {
@@ -135,31 +135,12 @@ class SubwordTable(FrontEnd):
         views = (self.view(data, s, sizes).ids for s in SPLITS)
         return data.device_bytes + sum(v.numel() * v.element_size() for v in views)
 
-    def table(
-        self,
-        num_embeddings: int,
-        embedding_dim: int,
-        factorized_dim: int | None = None,
-        sparse: bool = False,
-        **options: Any,
-    ) -> EmbeddingFrontEnd:
-        return EmbeddingFrontEnd(num_embeddings, embedding_dim, factorized_dim, sparse)
-
-    def sparse(self, model_cfg, sizes: Sizes) -> bool:
-        return use_sparse(model_cfg.get("sparse", "auto"), sizes.num_embeddings)
+    def coverage_curve(self, data: PreparedData) -> dict[str, list]:
+        return {}  # no K changes its coverage (``describe``)
 
     def packs(self, model_settings: Mapping[str, Any], sparse: bool) -> bool:
         """Never: a pack's trials share their batches, and each cutoff has its own ids."""
         return False
-
-    def num_params(self, sizes: Sizes, model_cfg) -> int:
-        """rows x E, and E x H for a factorized table's projection (as the word table's)."""
-        factorized = model_cfg.get("factorized_dim")
-        projection = sizes.embedding_dim * factorized if factorized else 0
-        return sizes.num_embeddings * sizes.embedding_dim + projection
-
-    def grad_bytes(self, sizes: Sizes, *, sparse: bool, params: int, tokens: int) -> int:
-        return measure.table_grad_bytes(params, sizes.embedding_dim, sparse, tokens)
 
     def describe(self, data: PreparedData, sizes: Sizes) -> dict[str, Any]:
         """Its sizes; per word (the word table's are per token at K): the share of train words
@@ -204,17 +185,6 @@ class SubwordTable(FrontEnd):
             "tokenizer": OmegaConf.to_container(data_cfg.tokenizer, resolve=True),
             "max_length": int(data_cfg.max_length),
         }
-
-    def files_of(self, vocabulary: Sequence[str]) -> dict[str, str]:
-        return {VOCAB_FILE: "".join(f"{line}\n" for line in vocabulary)}
-
-    def read_vocabulary(self, folder: Path) -> list[str]:
-        path = Path(folder) / VOCAB_FILE
-        try:
-            return path.read_text(encoding="utf-8").split("\n")[:-1]
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                             "export the model again") from None  # fmt: skip
 
     def check_config(self, config: Mapping[str, Any], where: str) -> None:
         """The tokenizer's settings (words only); rows = vocab_size + 2."""

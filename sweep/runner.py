@@ -44,7 +44,7 @@ from sweep.search.space import SearchSpace
 from sweep.ship import export
 from sweep.trial import TrialRunner, recipe
 from sweep.trial.recipe_fits import RecipeFits
-from sweep.trial.side_by_side import train_side_by_side
+from sweep.trial.side_by_side import TrialsSideBySide, train_side_by_side
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = ()) -> SweepR
                 train=fits.train(trial.train), after_trial=lambda t, n: progress.trial_done(t, n, reports.after_trial()),
                 pack=pack_size(cfg.search, pack_key(cfg, device=device) is not None),
                 train_pack=fits.train_pack(trial.train_pack), validation_docs=len(data.labels["validation"]),
-                memory_room=memory_room(cfg, trial),
+                memory_room=memory_room(cfg, trial), side_by_side=trials_side_by_side(cfg, trial, fits),
             )  # fmt: skip
             with timing.phase("precisions"):
                 measure_precisions(the_study, cfg, trial, kept)
@@ -208,7 +208,8 @@ def open_study(cfg: DictConfig, data: PreparedData, space: SearchSpace, budget=N
             "seed": cfg.seed,
         }
     )
-    opened = study.open_study(cfg.search, cfg.seed, signature, space, budget)
+    concurrent = processes_for(cfg.get("processes", "auto"), data.device) > 1  # trials side by side
+    opened = study.open_study(cfg.search, cfg.seed, signature, space, budget, concurrent)
     n_trials = cfg.search.n_trials
     points = grid_size(cfg.search, space)
     if points is not None and points < n_trials:
@@ -405,11 +406,13 @@ class Progress:
         eta = timedelta(seconds=round(mean * remaining)) if self.durations else "unknown yet"
         # The Pareto front is what a multi-objective search builds; one objective has a best.
         front = "" if self.single else f", front {int(table['pareto'].sum())}"
-        # A packed trial: its own training time (the pack's, up to its end), not the moments
-        # since the last line (trials of a pack often end together).
+        # A packed trial: its own training time (the pack's, up to its end); any other: its
+        # own time from ask to tell. Not the moments since the last line: trials of a pack
+        # often end together, and trials side by side overlap.
         packed = "pack" in attrs and "train_seconds" in attrs and "reused_from" not in attrs
         took = ("(the recipe probe's fit, not trained again)" if answered
                 else f"in {attrs['train_seconds']:.1f}s (pack #{attrs['pack']})" if packed
+                else f"in {trial.duration.total_seconds():.1f}s" if trial.duration
                 else f"in {self.durations[-1]:.1f}s")  # fmt: skip
         log.info(
             "trial %d/%d (#%d) %s %s: embedding_dim=%s vocab_size=%s params=%s "
@@ -420,6 +423,15 @@ class Progress:
             f"{attrs.get('params_total', 0):,}",
             attrs.get("val_accuracy", float("nan")), best, front, eta,
         )  # fmt: skip
+
+
+def trials_side_by_side(cfg: DictConfig, trial: TrialRunner, fits: RecipeFits):
+    """The trials' slots side by side (``processes``, CPU; the trial loop opens them where no
+    pruner needs a trial's epochs and trials do not pack), or None: one at a time."""
+    processes = processes_for(cfg.get("processes", "auto"), trial.data.device)
+    if processes <= 1:
+        return None
+    return lambda: TrialsSideBySide(trial, fits, processes)
 
 
 def repeat_front(the_study, cfg: DictConfig, trial: TrialRunner, budget=None) -> None:

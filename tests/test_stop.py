@@ -137,6 +137,35 @@ def test_a_stop_during_the_side_by_side_probe_ends_its_children_and_the_run(
     assert name + study_module.RECIPE_SUFFIX not in names
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_trials_side_by_side_fails_both_and_a_rerun_completes(tmp_path, signum):
+    """``processes=2``: Ctrl-C (SIGINT to the group, as a terminal sends it) or SIGTERM while two
+    trials train in forked children: the run exits within seconds, every child gone, both
+    trials FAIL with the stop's reason, and the same command again completes the study."""
+    overrides = [*LONG, "processes=2", "search.n_trials=3"]
+    name = default_study(overrides)
+    args = [*overrides, "hydra.run.dir=run"]
+    with open(tmp_path / "out.txt", "ab") as out:  # a session of its own: a group to signal
+        proc = subprocess.Popen([sys.executable, str(ROOT / "run_sweep.py"), *args],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    watch(tmp_path, name, lambda s: len(training(s)) == 2, proc)
+    kids = children_of(proc.pid)
+    assert len(kids) == 2, (tmp_path / "out.txt").read_text()[-3000:]
+    time.sleep(1.0)  # into their fits (about 5 s each)
+    os.killpg(proc.pid, signum)
+    took = gone_within(proc, tmp_path, 30)
+    log = (tmp_path / "out.txt").read_text()
+    assert proc.returncode == 128 + signum and took < 5, (took, log[-3000:])
+    assert not [k for k in kids if alive(k)]
+    word = signal.Signals(signum).name
+    stopped = [t for t in load(tmp_path, name).get_trials()
+               if t.user_attrs.get("fail_reason") == f"stopped: {word}"]  # fmt: skip
+    assert len(stopped) == 2 and {t.state for t in stopped} == {State.FAIL}, log[-3000:]
+    check_no_running_and_rerun(tmp_path, name, args, 3)
+
+
 def test_an_interrupt_fails_the_trial_in_training_and_reports_it(tiny_overrides, tmp_path,
                                                                  monkeypatch):  # fmt: skip
     """In process, without the handlers (a notebook, a test): Ctrl-C's KeyboardInterrupt in the

@@ -289,6 +289,7 @@ def run_trials(
     validation_docs: int = 0,
     memory_room: MemoryRoom | None = None,
     budget: TimeBudget | None = None,
+    side_by_side: Callable[[], Any] | None = None,
 ) -> int:
     """Run trials until the study has ``n_trials`` finished, or ``budget``'s deadline has
     passed (no trial is asked after it); return how many ran here.
@@ -299,8 +300,11 @@ def run_trials(
     With ``pack`` > 1 each round asks up to ``pack`` trials and ``train_pack(params_list,
     on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
     ``validation_docs`` sets the size rule's automatic margin; ``memory_room`` skips a trial its
-    device cannot hold. A stop (``Stopped``: SIGTERM, SIGINT, the budget's grace) fails the trials
-    this process was running with its reason; a signal's is raised again, the budget's ends it.
+    device cannot hold. ``side_by_side()``, where given and ``pack`` is 1, opens the trials'
+    slots in child processes (``sweep.trial.side_by_side.TrialsSideBySide``): trials then train
+    side by side (``run_side_by_side``), unless a pruner needs their epochs here. A stop
+    (``Stopped``: SIGTERM, SIGINT, the budget's grace) fails the trials this process was running
+    with its reason; a signal's is raised again, the budget's ends it.
     """
     values = search_cfg.sampler.get("values")
     grid = space.grid(values) if search_cfg.sampler.name == "grid" else None
@@ -316,12 +320,18 @@ def run_trials(
         tally.check()
 
     asked: list[optuna.Trial] = []
+    prune = len(search_cfg.objectives) == 1
     try:
+        if side_by_side is not None and max(pack, 1) == 1 and not needs_epochs(study, watch, prune):
+            with side_by_side() as slots:
+                if slots.slots > 1:
+                    log.info("trials: %d side by side (processes)", slots.slots)
+                    return run_side_by_side(study, search_cfg, n_trials, budget, space, grid,
+                                            describe, slots, finish, memory_room, asked)  # fmt: skip
         while (room := room_left(study, search_cfg, n_trials, budget)) > 0:
             with deferred():  # a trial asked but not yet stamped would be nobody's
                 asked = ask(study, min(max(pack, 1), room))
             ran += len(asked)
-            prune = len(search_cfg.objectives) == 1
             if len(asked) == 1 or train_pack is None:
                 for trial in asked:
                     finish(trial, run_one(study, trial, search_cfg, space, grid, describe, train,
@@ -335,6 +345,90 @@ def run_trials(
         if stop.signum is not None:
             raise
     return ran
+
+
+def needs_epochs(study: optuna.Study, watch: SizeWatch | None, prune: bool) -> bool:
+    """Whether a trial's epochs must reach this process as it trains: the size rule, or an
+    Optuna pruner of a single objective (a child process cannot ask them)."""
+    return watch is not None or (prune and not isinstance(study.pruner, optuna.pruners.NopPruner))
+
+
+# While trials train side by side, how often this process refreshes their heartbeats (a child
+# cannot write to the storage): well within search.stale_after_s.
+HEARTBEAT_S = 30.0
+
+
+def run_side_by_side(study, search_cfg, n_trials: int, budget, space, grid, describe, slots,
+                     finish, memory_room: MemoryRoom | None, mine: list) -> int:  # fmt: skip
+    """Trials ``slots.slots`` at a time, each training in a child (``slots.start``): a trial is
+    asked as soon as a slot is free, and told as soon as it ends, so the sampler asks each
+    trial knowing every finished one and those still running (as another worker's). A trial
+    starts only where the memory room holds it beside those training (their own peaks summed on
+    one baseline, as ``fitting``); else it waits for one to end. ``mine`` holds this process's
+    trials still running (failed by the caller on a stop). Returns how many were asked."""
+    training: dict[int, tuple] = {}  # number -> (trial, figures, job, own MiB)
+    ran, beat = 0, time.monotonic()
+
+    def settle(block: bool) -> None:
+        nonlocal beat
+        if block:
+            slots.wait(timeout=1.0)
+        for number in sorted(training):
+            trial, figures, job, _ = training[number]
+            if not job.poll():
+                continue
+            del training[number]
+            mine.remove(trial)
+            try:
+                result = values_or_error(trial, figures, job.get(), search_cfg)
+            except Exception as error:  # the training's own failure, as alone
+                result = error
+            finish(trial, result)
+        if time.monotonic() - beat > HEARTBEAT_S:
+            beat = time.monotonic()
+            for trial, *_ in training.values():
+                trial.set_user_attr("heartbeat", time.time())
+
+    def own_mb(figures) -> float:
+        return float(figures.get("memory_mb", 0.0)) - float(figures.get("est_baseline_mb", 0.0))
+
+    def fits_beside(figures) -> bool:
+        if memory_room is None or not training:
+            return True
+        used = float(figures.get("est_baseline_mb", 0.0)) + sum(t[3] for t in training.values())
+        return used + own_mb(figures) <= memory_room.limit_mb
+
+    try:
+        while True:
+            while (
+                len(training) < slots.slots and room_left(study, search_cfg, n_trials, budget) > 0
+            ):
+                with deferred():  # a trial asked but not yet stamped would be nobody's
+                    (trial,) = ask(study, 1)
+                    mine.append(trial)
+                ran += 1
+                try:
+                    params, figures = prepare(study, trial, search_cfg, space, grid, describe,
+                                              memory_room)  # fmt: skip
+                except Exception as error:
+                    mine.remove(trial)
+                    finish(trial, error)
+                    continue
+                if params is None:  # a finished trial's result answers it
+                    mine.remove(trial)
+                    finish(trial, values_or_error(trial, figures, None, search_cfg))
+                    continue
+                while not fits_beside(figures):
+                    settle(block=True)
+                training[trial.number] = (trial, figures, slots.start(params), own_mb(figures))
+            if not training:
+                return ran
+            settle(block=True)
+    except Exception as error:  # the sweep ends (too many failures): the others end with it
+        fail_running(
+            study, [trial.number for trial in mine], mask(f"the sweep ended: {error}")[:500]
+        )
+        raise
 
 
 def room_left(study: optuna.Study, search_cfg, n_trials: int, budget=None) -> int:

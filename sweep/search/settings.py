@@ -120,12 +120,17 @@ def _budget_constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def make_sampler(
-    search_cfg, seed: int, space: SearchSpace, budget: TimeBudget | None = None
+    search_cfg,
+    seed: int,
+    space: SearchSpace,
+    budget: TimeBudget | None = None,
+    concurrent: bool = False,
 ) -> optuna.samplers.BaseSampler:
     """The sampler preset ``search.sampler`` (search/sampler=tpe|nsga2|random|qmc|grid|ehvi), seeded.
 
     Its settings come from the preset's YAML (configs/search/sampler/), the one place they are set.
-    ``budget``: the run's time budget, which ``ehvi`` plans within.
+    ``budget``: the run's time budget, which ``ehvi`` plans within. ``concurrent``: this process
+    asks trials while others of its own still train (side by side, ``processes``).
     """
     sampler_cfg = search_cfg.sampler
     name = sampler_cfg.name
@@ -140,9 +145,9 @@ def make_sampler(
             seed=seed,
             n_startup_trials=sampler_cfg.n_startup_trials,
             constraints_func=constraints,
-            # Packs ask several trials before telling any: treat those running as bad, so
-            # the trials of one pack differ (Optuna's constant liar).
-            constant_liar=pack_size(search_cfg) > 1,
+            # Packs ask several trials before telling any, and trials side by side ask while
+            # others train: treat those running as bad, so they differ (Optuna's constant liar).
+            constant_liar=pack_size(search_cfg) > 1 or concurrent,
         ),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(
             seed=seed,

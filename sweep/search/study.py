@@ -343,15 +343,20 @@ def signature(parts: dict[str, Any]) -> str:
     return json_digest(parts, 16)
 
 
-def open_study(search_cfg, seed: int, study_signature: str, space, budget=None) -> optuna.Study:
+def open_study(search_cfg, seed: int, study_signature: str, space, budget=None,
+               concurrent: bool = False) -> optuna.Study:  # fmt: skip
     """Create the study or load it to resume; refuse to mix trials of a different setup.
-    ``budget`` (the run's ``TimeBudget``) goes to the sampler."""
+    ``budget`` (the run's ``TimeBudget``) and ``concurrent`` go to the sampler
+    (``make_sampler``)."""
     if search_cfg.max_failures < 1:
         raise SearchError(f"search.max_failures={search_cfg.max_failures} must be at least 1")
     if len(search_cfg.objectives) != len(search_cfg.directions):
         raise SearchError("search.objectives and search.directions must have the same length")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler, pruner = make_sampler(search_cfg, seed, space, budget), make_pruner(search_cfg)
+    sampler, pruner = (
+        make_sampler(search_cfg, seed, space, budget, concurrent),
+        make_pruner(search_cfg),
+    )
     study = create_or_load(search_cfg, sampler=sampler, pruner=pruner)
     existing = len(study.get_trials(deepcopy=False))
     worker = int(search_cfg.get("worker_index", 0))
@@ -361,7 +366,9 @@ def open_study(search_cfg, seed: int, study_signature: str, space, budget=None) 
         # A resumed run must not replay the first run's random draws (they would all be
         # duplicates), nor may parallel workers draw alike: seed the sampler by the seed, how far
         # the study has come and the worker.
-        study.sampler = make_sampler(search_cfg, seed + existing + 7919 * worker, space, budget)
+        study.sampler = make_sampler(
+            search_cfg, seed + existing + 7919 * worker, space, budget, concurrent
+        )
     stored = study.user_attrs.get("signature")
     if stored is None:  # a new study; the workers of one run may all get here at once
         set_shared_attr(study, "signature", study_signature)

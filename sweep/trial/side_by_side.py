@@ -1,5 +1,9 @@
 """Trainings of one ``TrialRunner`` side by side in forked processes (``sweep.common.forked``).
 
+The study's trials (``TrialsSideBySide``): on a CPU run with idle cores, the trial loop asks a
+trial as soon as a slot is free and tells it as soon as its child ends; the sampler sees the
+trials still running as it sees another worker's.
+
 The seed repeats are independent trainings of known configurations: on a CPU run with idle
 cores (``processes``) they train ``train_pack``'s way, several at once, each in a child forked
 from this process (it shares the encoded corpus and the runner), exactly as alone: the same
@@ -12,6 +16,7 @@ it trains (the claim goes stale only after ``search.stale_after_s``, 900 s by de
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,3 +87,74 @@ def train_side_by_side(runner, processes: int) -> Callable[..., list]:
         return results
 
     return train_pack
+
+
+class _Answered:
+    """A trial the recipe probe's fit answers (``RecipeFits``): its figures, no child."""
+
+    def __init__(self, figures: dict[str, Any]):
+        self.figures = figures
+
+    def poll(self) -> bool:
+        return True
+
+    def get(self) -> dict[str, Any]:
+        return self.figures
+
+
+class _Counted:
+    """A trial training in a child: its result, counted as one fit of this run when read."""
+
+    def __init__(self, job, timing):
+        self.job, self.timing, self.counted = job, timing, False
+
+    def poll(self) -> bool:
+        return self.job.poll()
+
+    def get(self) -> dict[str, Any]:
+        try:
+            return self.job.get()
+        finally:
+            if not self.counted:
+                self.timing.trials += 1
+                self.counted = True
+
+
+class TrialsSideBySide:
+    """The study's trials ``slots`` at a time, each in a child forked for it (the trial loop's
+    ``sweep.search.loop.run_side_by_side`` asks one as soon as a slot is free); a context
+    manager: no child outlives it, and a stop or a failure kills those still training.
+
+    A child trains as ``runner.train`` alone, with no epoch callback (the loop goes side by side
+    only without a pruner). A configuration the recipe probe's fit answers (``fits``) is answered
+    here at once, not trained. Time this process spends waiting for its children counts as the
+    trials' training in the run's time line (their own seconds, summed, would exceed the wall)."""
+
+    def __init__(self, runner, fits, processes: int):
+        self.runner, self.fits, self.slots = runner, fits, max(int(processes), 1)
+        self.forked: Forked | None = None
+
+    def __enter__(self) -> TrialsSideBySide:
+        _RUNNING["runner"] = self.runner
+        self.forked = Forked(self.slots, torch.get_num_threads()).__enter__()
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            self.forked.__exit__(kind, error, trace)
+        finally:
+            _RUNNING.clear()
+
+    def start(self, params: dict[str, Any]):
+        """Start training ``params``: an object whose ``poll()`` says whether its outcome is in
+        and whose ``get()`` returns the measured figures or raises the training's error."""
+        figures = self.fits.answer(params) if self.fits is not None else None
+        if figures is not None:
+            return _Answered(figures)
+        return _Counted(self.forked.submit(_train_job, dict(params), None), self.runner.timing)
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the next child to end (its time: the training's)."""
+        started = time.perf_counter()
+        self.forked.step(timeout=timeout)
+        self.runner.timing.training += time.perf_counter() - started

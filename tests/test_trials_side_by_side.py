@@ -4,6 +4,7 @@ own trial only; trials start together only where the memory room holds them toge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -139,8 +140,8 @@ def test_trials_start_together_only_where_the_memory_room_holds_them(limit, most
         loop.tell(study, trial, optuna.trial.TrialState.COMPLETE, result)
         told.append(trial.number)
 
-    asked = loop.run_side_by_side(study, search_cfg, 6, None, space, None, describe, slots,
-                                  finish, room, [])  # fmt: skip
+    asked = loop.run_side_by_side(study, search_cfg, 6, None, space, None, describe,
+                                  lambda: contextlib.nullcontext(slots), finish, room, [])  # fmt: skip
     assert asked == 6 and sorted(told) == list(range(6)) and slots.most == most
     frame = loop.trials_frame(study)
     assert (frame["state"] == "COMPLETE").all()

@@ -300,9 +300,7 @@ def run_trials(
     With ``pack`` > 1 each round asks up to ``pack`` trials and ``train_pack(params_list,
     on_epochs, labels)`` trains those that need training together (``TrialRunner.train_pack``).
     ``validation_docs`` sets the size rule's automatic margin; ``memory_room`` skips a trial its
-    device cannot hold. ``side_by_side()``, where given and ``pack`` is 1, opens the trials'
-    slots in child processes (``sweep.trial.side_by_side.TrialsSideBySide``): trials then train
-    side by side (``run_side_by_side``), unless a pruner needs their epochs here. A stop
+    device cannot hold. ``side_by_side`` (no packs, no pruner): ``run_side_by_side``. A stop
     (``Stopped``: SIGTERM, SIGINT, the budget's grace) fails the trials this process was running
     with its reason; a signal's is raised again, the budget's ends it.
     """
@@ -312,22 +310,13 @@ def run_trials(
     rule = size_rule(search_cfg)
     watch = SizeWatch(study, rule, validation_docs) if rule is not None else None
 
-    def finish(trial, result) -> None:
-        state, values = tally.settle(trial, result)
-        with deferred():  # a trial told halfway would stay RUNNING
-            tell(study, trial, state, values)
-        after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
-        tally.check()
-
+    finish = finisher(study, tally, after_trial)
     asked: list[optuna.Trial] = []
     prune = len(search_cfg.objectives) == 1
     try:
         if side_by_side is not None and max(pack, 1) == 1 and not needs_epochs(study, watch, prune):
-            with side_by_side() as slots:
-                if slots.slots > 1:
-                    log.info("trials: %d side by side (processes)", slots.slots)
-                    return run_side_by_side(study, search_cfg, n_trials, budget, space, grid,
-                                            describe, slots, finish, memory_room, asked)  # fmt: skip
+            return run_side_by_side(study, search_cfg, n_trials, budget, space, grid, describe,
+                                    side_by_side, finish, memory_room, asked)  # fmt: skip
         while (room := room_left(study, search_cfg, n_trials, budget)) > 0:
             with deferred():  # a trial asked but not yet stamped would be nobody's
                 asked = ask(study, min(max(pack, 1), room))
@@ -347,6 +336,20 @@ def run_trials(
     return ran
 
 
+def finisher(study: optuna.Study, tally: Tally, after_trial) -> Callable[[Any, Any], None]:
+    """``finish(trial, result)``: settle a trial (``Tally.settle``), tell the study, run
+    ``after_trial`` and stop the sweep once too many failed."""
+
+    def finish(trial, result) -> None:
+        state, values = tally.settle(trial, result)
+        with deferred():  # a trial told halfway would stay RUNNING
+            tell(study, trial, state, values)
+        after_trial(study.get_trials(deepcopy=False)[trial.number], count_finished(study))
+        tally.check()
+
+    return finish
+
+
 def needs_epochs(study: optuna.Study, watch: SizeWatch | None, prune: bool) -> bool:
     """Whether a trial's epochs must reach this process as it trains: the size rule, or an
     Optuna pruner of a single objective (a child process cannot ask them)."""
@@ -358,77 +361,92 @@ def needs_epochs(study: optuna.Study, watch: SizeWatch | None, prune: bool) -> b
 HEARTBEAT_S = 30.0
 
 
-def run_side_by_side(study, search_cfg, n_trials: int, budget, space, grid, describe, slots,
-                     finish, memory_room: MemoryRoom | None, mine: list) -> int:  # fmt: skip
-    """Trials ``slots.slots`` at a time, each training in a child (``slots.start``): a trial is
-    asked as soon as a slot is free, and told as soon as it ends, so the sampler asks each
-    trial knowing every finished one and those still running (as another worker's). A trial
-    starts only where the memory room holds it beside those training (their own peaks summed on
-    one baseline, as ``fitting``); else it waits for one to end. ``mine`` holds this process's
-    trials still running (failed by the caller on a stop). Returns how many were asked."""
-    training: dict[int, tuple] = {}  # number -> (trial, figures, job, own MiB)
-    ran, beat = 0, time.monotonic()
+def run_side_by_side(study, search_cfg, n_trials: int, budget, space, grid, describe,
+                     side_by_side, finish, memory_room: MemoryRoom | None, mine: list) -> int:  # fmt: skip
+    """Trials side by side in the slots ``side_by_side()`` opens (``TrialsSideBySide``), each
+    training in a child: a trial is asked as soon as a slot is free and told as soon as it
+    ends, so the sampler asks each trial knowing every finished one and those still running
+    (as another worker's). ``mine`` holds this process's trials still running (failed by the
+    caller on a stop; here, when the sweep itself ends). Returns how many were asked."""
+    ran = 0
+    with side_by_side() as slots:
+        log.info("trials: %d side by side (processes)", slots.slots)
+        running = _Running(study, search_cfg, slots, finish, memory_room, mine)
+        try:
+            while True:
+                while (
+                    len(running.training) < slots.slots
+                    and room_left(study, search_cfg, n_trials, budget) > 0
+                ):
+                    with deferred():  # a trial asked but not yet stamped would be nobody's
+                        (trial,) = ask(study, 1)
+                        mine.append(trial)
+                    ran += 1
+                    running.start(trial, space, grid, describe)
+                if not running.training:
+                    return ran
+                running.settle(block=True)
+        except Exception as error:  # the sweep ends (too many failures): the others with it
+            numbers = [trial.number for trial in mine]
+            fail_running(study, numbers, mask(f"the sweep ended: {error}")[:500])
+            raise
 
-    def settle(block: bool) -> None:
-        nonlocal beat
+
+class _Running:
+    """The trials training side by side: started where the memory room holds them beside the
+    others (their own peaks summed on one baseline, as ``fitting``; else after one ends),
+    settled as each ends, their heartbeats refreshed here (a child cannot write to the
+    storage)."""
+
+    def __init__(self, study, search_cfg, slots, finish, memory_room, mine: list):
+        self.study, self.search_cfg, self.slots, self.finish = study, search_cfg, slots, finish
+        self.memory_room, self.mine = memory_room, mine
+        self.training: dict[int, tuple] = {}  # number -> (trial, figures, job, own MiB)
+        self.beat = time.monotonic()
+
+    def start(self, trial, space, grid, describe) -> None:
+        """Prepare an asked trial and start its training (or settle it: reused, skipped)."""
+        try:
+            params, figures = prepare(self.study, trial, self.search_cfg, space, grid, describe,
+                                      self.memory_room)  # fmt: skip
+        except Exception as error:
+            self.mine.remove(trial)
+            self.finish(trial, error)
+            return
+        if params is None:  # a finished trial's result answers it
+            self.mine.remove(trial)
+            self.finish(trial, values_or_error(trial, figures, None, self.search_cfg))
+            return
+        own = float(figures.get("memory_mb", 0.0)) - float(figures.get("est_baseline_mb", 0.0))
+        while not self.fits_beside(own, float(figures.get("est_baseline_mb", 0.0))):
+            self.settle(block=True)
+        self.training[trial.number] = (trial, figures, self.slots.start(params), own)
+
+    def fits_beside(self, own: float, baseline: float) -> bool:
+        if self.memory_room is None or not self.training:
+            return True
+        used = baseline + sum(t[3] for t in self.training.values())
+        return used + own <= self.memory_room.limit_mb
+
+    def settle(self, block: bool) -> None:
+        """Tell the trials whose child has ended (after waiting for one, with ``block``)."""
         if block:
-            slots.wait(timeout=1.0)
-        for number in sorted(training):
-            trial, figures, job, _ = training[number]
+            self.slots.wait(timeout=1.0)
+        for number in sorted(self.training):
+            trial, figures, job, _ = self.training[number]
             if not job.poll():
                 continue
-            del training[number]
-            mine.remove(trial)
+            del self.training[number]
+            self.mine.remove(trial)
             try:
-                result = values_or_error(trial, figures, job.get(), search_cfg)
+                result = values_or_error(trial, figures, job.get(), self.search_cfg)
             except Exception as error:  # the training's own failure, as alone
                 result = error
-            finish(trial, result)
-        if time.monotonic() - beat > HEARTBEAT_S:
-            beat = time.monotonic()
-            for trial, *_ in training.values():
+            self.finish(trial, result)
+        if time.monotonic() - self.beat > HEARTBEAT_S:
+            self.beat = time.monotonic()
+            for trial, *_ in self.training.values():
                 trial.set_user_attr("heartbeat", time.time())
-
-    def own_mb(figures) -> float:
-        return float(figures.get("memory_mb", 0.0)) - float(figures.get("est_baseline_mb", 0.0))
-
-    def fits_beside(figures) -> bool:
-        if memory_room is None or not training:
-            return True
-        used = float(figures.get("est_baseline_mb", 0.0)) + sum(t[3] for t in training.values())
-        return used + own_mb(figures) <= memory_room.limit_mb
-
-    try:
-        while True:
-            while (
-                len(training) < slots.slots and room_left(study, search_cfg, n_trials, budget) > 0
-            ):
-                with deferred():  # a trial asked but not yet stamped would be nobody's
-                    (trial,) = ask(study, 1)
-                    mine.append(trial)
-                ran += 1
-                try:
-                    params, figures = prepare(study, trial, search_cfg, space, grid, describe,
-                                              memory_room)  # fmt: skip
-                except Exception as error:
-                    mine.remove(trial)
-                    finish(trial, error)
-                    continue
-                if params is None:  # a finished trial's result answers it
-                    mine.remove(trial)
-                    finish(trial, values_or_error(trial, figures, None, search_cfg))
-                    continue
-                while not fits_beside(figures):
-                    settle(block=True)
-                training[trial.number] = (trial, figures, slots.start(params), own_mb(figures))
-            if not training:
-                return ran
-            settle(block=True)
-    except Exception as error:  # the sweep ends (too many failures): the others end with it
-        fail_running(
-            study, [trial.number for trial in mine], mask(f"the sweep ended: {error}")[:500]
-        )
-        raise
 
 
 def room_left(study: optuna.Study, search_cfg, n_trials: int, budget=None) -> int:

@@ -200,6 +200,47 @@ def test_a_trial_predicted_to_outlast_the_time_budget_is_not_chosen():
     assert choice(quickest / 2) == pytest.approx(quickest)
 
 
+def test_believing_a_running_point_keeps_the_mean_and_shrinks_the_doubt_around_it():
+    """The kriging believer: conditioned on a point at its own predicted mean, the process
+    predicts the same means (there and at the measured points) and is nearly sure there and
+    less unsure nearby; far away nothing changes."""
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 2)) * 0.5  # measured in the lower-left quarter only
+    process = GaussianProcess.fit(x, 80 + 10 * x[:, 0] - 5 * x[:, 1])
+    running, near, far = np.array([[0.9, 0.9]]), np.array([[0.85, 0.9]]), np.array([[0.1, 0.1]])
+    believed = process.believing(running)
+    for where in (running, near, far, x):
+        assert np.allclose(believed.predict(where)[0], process.predict(where)[0], atol=1e-6)
+    assert believed.predict(running)[1][0] < 0.1 * process.predict(running)[1][0]
+    assert believed.predict(near)[1][0] < 0.6 * process.predict(near)[1][0]
+    assert believed.predict(far)[1][0] == pytest.approx(process.predict(far)[1][0], rel=0.05)
+    assert process.believing(np.zeros((0, 2))) is process
+
+
+def test_trials_asked_while_others_run_keep_apart():
+    """Trials asked one at a time while the earlier ones still run (side by side, workers): each
+    new point lies away from the running ones, not beside them (the believer lowers the gain
+    around a running point, not only the front)."""
+    study = sweep(ehvi(), 8)
+    with mock.patch.object(FrontGainSampler, "seconds", equal_cost):
+        asked, points = [], []
+        for _ in range(3):
+            trial = study.ask()
+            asked.append(trial)
+            points.append((trial.suggest_int("vocab_size", 100, 20_000, log=True),
+                           trial.suggest_int("embedding_dim", 4, 256, log=True)))  # fmt: skip
+    units = np.array([[from_unit_inverse(k, VOCABS), from_unit_inverse(d, DIMS)]
+                      for k, d in points])  # fmt: skip
+    apart = min(np.linalg.norm(units[i] - units[j]) for i in range(3) for j in range(i))
+    assert apart > 0.1, points
+
+
+def from_unit_inverse(value: int, distribution) -> float:
+    """A value's position on its axis's log scale, 0 to 1."""
+    low, high = math.log(distribution.low), math.log(distribution.high)
+    return (math.log(value) - low) / (high - low)
+
+
 def test_a_pack_and_a_resumed_study_never_ask_a_tried_point():
     study = sweep(ehvi(), 8)
     study.sampler = ehvi(seed=7)  # resumed: reseeded

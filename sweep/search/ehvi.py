@@ -14,8 +14,10 @@ staircase of the front so far, times log10 size from the point's size to the ref
 result drawn from the prediction would add, in closed form, since the size is known. The score
 is that gain per predicted second; the next trial is the best of a grid of candidates
 (``candidates`` per axis on the log scale, rounded to integers, the configurations tried so far
-left out). Trials still running (a pack, other workers) count as if they had reached their
-predicted accuracy (the "kriging believer"), so the trials of one pack differ.
+left out). Trials still running (a pack, trials side by side, other workers) count as if they
+had reached their predicted accuracy (the "kriging believer"): the process is conditioned on
+them, so the uncertainty, and with it the gain, falls around each, and on the front they
+raise; so the trials asked while others run differ.
 
 Candidates a budget rules out (``search.max_params``, ``max_memory_mb``, ``max_model_bytes``:
 each budget's column fitted like the size) are left out, and so is every point at least as
@@ -278,6 +280,9 @@ class FrontGainSampler(optuna.samplers.BaseSampler):
         if not values:  # every candidate tried or out of bounds: leave it to the independent draws
             return {}
         process = GaussianProcess.fit(positions(seen.x, space), np.asarray(seen.quality))
+        # Running trials as if measured at their predicted accuracy: their neighbours' gain
+        # falls with the uncertainty there, so trials asked side by side differ.
+        process = process.believing(positions(seen.pending, space))
         table = np.asarray(values, float)
         rows, width = table[:, 0] + SPECIALS, table[:, 1]
         mean, sd = process.predict(units)

@@ -98,6 +98,22 @@ class GaussianProcess:
         alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
         return cls(x, lengths, noise, offset, scale, chol, alpha)
 
+    def believing(self, x) -> GaussianProcess:
+        """The process conditioned on outputs at ``x`` equal to its own predicted mean there
+        (the "kriging believer": points still being evaluated): the mean is unchanged, the
+        uncertainty near them shrinks as if they were measured. Same length scales, noise and
+        output scale."""
+        x = np.asarray(x, float)
+        if not len(x):
+            return self
+        mean = matern52(x, self.x, self.lengths) @ self.alpha  # standardised
+        both = np.concatenate([self.x, x])
+        z = np.concatenate([self.chol @ (self.chol.T @ self.alpha), mean])  # (K + noise I) alpha
+        kernel = matern52(both, both, self.lengths) + self.noise * np.eye(len(both))
+        chol = np.linalg.cholesky(kernel)
+        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
+        return GaussianProcess(both, self.lengths, self.noise, self.offset, self.scale, chol, alpha)
+
     def predict(self, x) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of the (noise-free) output at ``x``, in the outputs' units."""
         x = np.asarray(x, float)

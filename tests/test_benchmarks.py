@@ -308,3 +308,41 @@ def test_ngram_bound_benchmark_trains_each_bound_on_one_word_encoding(tmp_path, 
     rows = ngram_bound.bench_set("synthetic", tmp_path, args, str(tmp_path / "cache"))
     assert [r["min_count"] for r in rows] == [1, 3]
     assert rows[0]["words_and_ngrams"] > rows[1]["words_and_ngrams"]
+
+
+def test_fasttext_zip_compares_the_best_file_under_each_budget_by_validation():
+    """Each side's file of best validation accuracy within 100 KB and 1 MB (ties to the smaller
+    file), its test accuracy reported; our files at every precision that was measured; a
+    budget no file fits gives no row's figures, not an error."""
+    import pandas as pd
+
+    from sweep.benchmarks import fasttext_zip
+
+    word = pd.DataFrame({
+        "trial": [0, 1], "val_accuracy": [80.0, 85.0], "test_accuracy": [79.0, 84.0],
+        "file_bytes_fp32": [400_000, 2_000_000], "file_bytes_int8": [100_000, 500_000],
+        "val_accuracy_int8": [79.5, None], "test_accuracy_int8": [78.0, None],
+    })  # fmt: skip
+    mixed = pd.DataFrame({"trial": [0], "val_accuracy": [79.5], "test_accuracy": [81.0],
+                          "file_bytes_fp32": [90_000]})  # fmt: skip
+    files = fasttext_zip.our_files({"word": word, "mixed": mixed})
+    assert len(files) == 4  # trial 1's int8 accuracy was not measured
+    ftz = pd.DataFrame({
+        "quantized": [False, True, True], "cutoff": [None, 1000, 10000],
+        "dsub": [None, 2, 2], "qnorm": [None, True, False], "retrain": [None, True, True],
+        "file_bytes": [5_000_000, 60_000, 300_000], "val_accuracy": [86.0, 78.0, 84.0],
+        "test_accuracy": [85.0, 77.0, 83.0],
+    })  # fmt: skip
+    rows = {
+        r["budget"]: r for r in fasttext_zip.compare("s", 0, {"word": word, "mixed": mixed}, ftz)
+    }
+    small, large = rows["100 KB"], rows["1 MB"]
+    # 100 KB: word int8 of trial 0 (79.5, 100,000 B) ties mixed fp32 (79.5, 90,000 B): smaller
+    assert (
+        small["ours: kind, precision, trial"] == "mixed, fp32, 0" and small["ours: bytes"] == 90_000
+    )
+    assert small["ftz: test acc"] == 77.0 and small["ours - ftz"] == 4.0
+    assert large["ours: kind, precision, trial"] == "word, fp32, 0"  # 80.0 at 400 KB
+    assert large["ftz: cutoff, dsub, qnorm, retrain"] == "10000, 2, False, True"
+    assert large["ours - ftz"] == 79.0 - 83.0
+    assert fasttext_zip.best_under(files, 1_000, "val", "bytes") is None

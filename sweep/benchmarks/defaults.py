@@ -142,10 +142,6 @@ def fasttext_grid(
     set's overrides, its seed included), 2 threads; one row per fit, cached in
     ``<out>/fasttext-<name>.csv`` (``name``: ``seeded``)."""
     from sweep.benchmarks.speed import ensure_fasttext, fasttext_runs
-    from sweep.cli import compose_user
-    from sweep.data import vocab
-    from sweep.data.corpus import SPLITS, load_corpus
-    from sweep.trial import recipe
 
     cache = out / f"fasttext-{name}.csv"
     wanted = {(d, n) for d in dims for n in ngrams}
@@ -154,12 +150,7 @@ def fasttext_grid(
         if wanted <= set(zip(runs["dim"], runs["word_ngrams"], strict=True)):
             return runs[[(d, n) in wanted for d, n in zip(runs["dim"], runs["word_ngrams"],
                                                           strict=True)]]  # fmt: skip
-    # fastText makes its own n-grams (its wordNgrams): it reads our words alone
-    cfg = recipe.fixed(compose_user([*data, "data.cache_dir=null", "data.tokenizer.word_ngrams=1"]))
-    corpus = load_corpus(cfg.data, cfg.seed)
-    encoded = vocab.build(corpus, cfg.data.tokenizer, cfg.data.max_length)
-    tokenizer = vocab.Tokenizer.from_config(cfg.data.tokenizer)
-    tokens = {s: [tokenizer(t)[: cfg.data.max_length] for t in corpus.texts[s]] for s in SPLITS}
+    encoded, tokens = fasttext_inputs(data)
     python = ensure_fasttext(venv)
     runs = pd.concat(
         [
@@ -173,6 +164,23 @@ def fasttext_grid(
     cache.parent.mkdir(parents=True, exist_ok=True)
     runs.to_csv(cache, index=False)
     return runs
+
+
+def fasttext_inputs(data: list[str]):
+    """(the encoded corpus, each split's tokens per text) of the set ``data`` (its overrides,
+    its seed included), as fastText reads them: our words alone (fastText makes its own
+    n-grams, its wordNgrams), cut at ``data.max_length``."""
+    from sweep.cli import compose_user
+    from sweep.data import vocab
+    from sweep.data.corpus import SPLITS, load_corpus
+    from sweep.trial import recipe
+
+    cfg = recipe.fixed(compose_user([*data, "data.cache_dir=null", "data.tokenizer.word_ngrams=1"]))
+    corpus = load_corpus(cfg.data, cfg.seed)
+    encoded = vocab.build(corpus, cfg.data.tokenizer, cfg.data.max_length)
+    tokenizer = vocab.Tokenizer.from_config(cfg.data.tokenizer)
+    tokens = {s: [tokenizer(t)[: cfg.data.max_length] for t in corpus.texts[s]] for s in SPLITS}
+    return encoded, tokens
 
 
 def fasttext_best(runs: pd.DataFrame) -> dict:

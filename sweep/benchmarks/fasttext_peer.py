@@ -8,6 +8,9 @@ shuffled), the dimension, threads, and the grid of (lr, epoch) to try. Prints on
 configuration: training wall time (reading the file and building fastText's dictionary
 included, as in every fastText run) and validation and test accuracy in percent.
 
+A job with ``quantize`` trains one model at its settings and prints its FastText.zip files'
+bytes and accuracies over a grid of ``quantize`` settings (``quantize`` below).
+
 A job with ``autotune`` instead runs fastText's own search (``-autotune-validation``, with
 ``-autotune-modelsize`` when the job gives ``model_size``: the model is quantized to fit) for
 ``duration`` seconds, saves the model, and prints one line: the wall time of the whole call, the
@@ -54,11 +57,47 @@ def autotune(job):
     }), flush=True)  # fmt: skip
 
 
+def quantize(job):
+    """FastText.zip (Joulin et al. 2016): one supervised model at the job's settings, saved,
+    then ``model.quantize`` at each (cutoff, dsub, qnorm, retrain) of the job's grid, each from
+    that saved model; one line for the model itself, then one per quantized ``.ftz`` file."""
+    start = time.perf_counter()
+    model = fasttext.train_supervised(
+        input=job["train"], dim=job["dim"], lr=job["lr"], epoch=job["epoch"], minCount=1,
+        wordNgrams=job["word_ngrams"], thread=job["threads"], seed=job.get("seed", 0), verbose=0,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    base = os.path.join(job["work"], "model.bin")
+    model.save_model(base)
+    row = {"quantized": False, "seconds": wall, "file_bytes": os.path.getsize(base)}
+    row.update(val_accuracy=accuracy(model, job["validation"]),
+               test_accuracy=accuracy(model, job["test"]))  # fmt: skip
+    print(json.dumps(row), flush=True)
+    for cutoff, dsub, qnorm, retrain in job["grid"]:
+        model = fasttext.load_model(base)
+        start = time.perf_counter()
+        model.quantize(input=job["train"], cutoff=cutoff, dsub=dsub, qnorm=qnorm,
+                       retrain=retrain, thread=job["threads"], verbose=0)  # fmt: skip
+        seconds = time.perf_counter() - start
+        path = os.path.join(job["work"], f"model-{cutoff}-{dsub}-{int(qnorm)}-{int(retrain)}.ftz")
+        model.save_model(path)
+        print(json.dumps({
+            "quantized": True, "cutoff": cutoff, "dsub": dsub, "qnorm": qnorm,
+            "retrain": retrain, "seconds": seconds, "file_bytes": os.path.getsize(path),
+            "val_accuracy": accuracy(model, job["validation"]),
+            "test_accuracy": accuracy(model, job["test"]),
+        }), flush=True)  # fmt: skip
+        os.remove(path)  # its size is measured; a grid of them need not stay on the disk
+
+
 def main():
     with open(sys.argv[1]) as handle:
         job = json.load(handle)
     if job.get("autotune"):
         autotune(job)
+        return
+    if job.get("quantize"):
+        quantize(job)
         return
     for lr, epoch in job["grid"]:
         times = []

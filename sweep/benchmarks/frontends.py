@@ -96,13 +96,12 @@ def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (
     (``kinds``: label -> overrides, the word cut first); ``extra``: overrides for every sweep."""
     kinds = kinds or KINDS
     data = [*data_overrides(name, datasets), *extra]
-    tables, walls = {}, {}
+    walls = {}
     for kind, overrides in kinds.items():
         folder = out / seeded(name, seed) / kind
         figures = default_sweep(name, [*overrides, f"seed={seed}"], data, folder)
         walls[kind] = figures["wall s"]
-        table = pd.read_csv(folder / "run" / "trials.csv")
-        tables[kind] = table[table["state"] == "COMPLETE"]
+    tables = finished(name, seed, out, kinds)
     unseen = unseen_accuracy(name, datasets, seed, out, extra, list(kinds))
     word = tables[next(iter(kinds))]
     rec = word[word["recommended"].astype(bool)].iloc[0]
@@ -132,6 +131,15 @@ def fronts(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (
     return rows
 
 
+def finished(name: str, seed: int, out: Path, kinds) -> dict[str, pd.DataFrame]:
+    """Each kind's finished trials (its run's trials.csv) on set ``name`` at ``seed``."""
+    tables = {}
+    for kind in kinds:
+        table = pd.read_csv(out / seeded(name, seed) / kind / "run" / "trials.csv")
+        tables[kind] = table[table["state"] == "COMPLETE"]
+    return tables
+
+
 def unseen_accuracy(name: str, datasets: Path, seed: int, out: Path, extra: list[str] = (),
                     kinds: list[str] = tuple(KINDS)) -> dict:  # fmt: skip
     """Each kind's recommended model (its exported folder) on the test texts holding a word
@@ -154,6 +162,20 @@ def unseen_accuracy(name: str, datasets: Path, seed: int, out: Path, extra: list
     return result
 
 
+def on_bytes(args, kinds) -> None:
+    """The FastText.zip part (``sweep.benchmarks.fasttext_zip``) on the fronts runs in
+    ``args.out``, per set and seed: ``<out>/ftz.csv``."""
+    from sweep.benchmarks import fasttext_zip
+
+    rows = []
+    for name in args.data:
+        for seed in args.seeds:
+            ftz = fasttext_zip.ftz_files(name, args.datasets, seed, args.out, args.override,
+                                         args.fasttext_venv)  # fmt: skip
+            rows += fasttext_zip.compare(name, seed, finished(name, seed, args.out, kinds), ftz)
+    save_and_print(pd.DataFrame(rows), args.out / "ftz.csv")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sweep.benchmarks.frontends",
                                      description=__doc__.split("\n")[0])  # fmt: skip
@@ -167,6 +189,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--override", nargs="*", default=[], help="KEY=VALUE for every run")
     parser.add_argument(
+        "--ftz",
+        action="store_true",
+        help="FastText.zip against our files at 100 KB and 1 MB (fasttext_zip)",
+    )
+    parser.add_argument(
+        "--ftz-only",
+        action="store_true",
+        help="only the FastText.zip part, on the fronts runs already in --out",
+    )
+    parser.add_argument("--fasttext-venv", type=Path, default=Path("bench/fasttext-venv"))
+    parser.add_argument(
         "--kind",
         nargs="+",
         action="append",
@@ -177,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     kinds = {k[0]: k[1:] for k in args.kind} if args.kind else KINDS
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    if args.ftz or args.ftz_only:
+        on_bytes(args, kinds)
+    if args.ftz_only:
+        return
     if args.cost_set:
         rows = cost(args.cost_set, args.datasets, args.rows, args.dim, args.epochs, args.override)
         save_and_print(pd.DataFrame(rows), args.out / "cost.csv")

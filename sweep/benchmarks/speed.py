@@ -195,6 +195,22 @@ def ensure_fasttext(venv: Path) -> Path:
     return python
 
 
+def fasttext_files(encoded, texts_tokens, work: Path) -> dict[str, Path]:
+    """Each split as fastText reads it (``work/<split>.txt``): a ``__label__`` and our tokens
+    per line, the lines shuffled (fastText reads in file order and does not shuffle)."""
+    work.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split in SPLITS:
+        lines = [
+            f"__label__{int(y)} {' '.join(doc)}\n"
+            for doc, y in zip(texts_tokens[split], encoded.labels[split].tolist(), strict=True)
+        ]
+        random.Random(0).shuffle(lines)
+        files[split] = work / f"{split}.txt"
+        files[split].write_text("".join(lines))
+    return files
+
+
 def fasttext_runs(
     python: Path,
     encoded,
@@ -207,16 +223,7 @@ def fasttext_runs(
 ):
     """fastText over the lr x epoch grid (``FASTTEXT_GRID`` unless ``grid``) at ``dim`` and
     ``word_ngrams`` on shuffled lines of our tokens; one row per config."""
-    work.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for split in SPLITS:
-        lines = [
-            f"__label__{int(y)} {' '.join(doc)}\n"
-            for doc, y in zip(texts_tokens[split], encoded.labels[split].tolist(), strict=True)
-        ]
-        random.Random(0).shuffle(lines)  # fastText reads in file order and does not shuffle
-        files[split] = work / f"{split}.txt"
-        files[split].write_text("".join(lines))
+    files = fasttext_files(encoded, texts_tokens, work)
     job = work / "job.json"
     job.write_text(json.dumps({
         "train": str(files["train"]), "validation": str(files["validation"]),

@@ -210,9 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     kinds = {k[0]: k[1:] for k in args.kind} if args.kind else KINDS
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    if args.ftz or args.ftz_only:
+    if args.ftz_only:  # on the fronts runs already in --out
         on_bytes(args, kinds)
-    if args.ftz_only:
         return
     if args.cost_set:
         rows = cost(args.cost_set, args.datasets, args.rows, args.dim, args.epochs, args.override)
@@ -221,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
             for row in fronts(name, args.datasets, seed, args.out, args.override, kinds)]  # fmt: skip
     if rows:
         save_and_print(pd.DataFrame(rows), args.out / "fronts.csv")
+    if args.ftz:  # on the fronts runs just made
+        on_bytes(args, kinds)
 
 
 if __name__ == "__main__":

@@ -247,7 +247,7 @@ class Tally:
     def __init__(self, search_cfg):
         self.search_cfg = search_cfg
         self.failures = self.skips = 0
-        self.reason = ""
+        self.reason, self.last_skip = "", None
 
     def settle(self, trial: optuna.Trial, result) -> tuple[Any, list[float] | None]:
         """(state, values) of a trial whose ``result`` is its objective values, or the
@@ -256,7 +256,7 @@ class Tally:
             self.skips = self.skips + 1 if is_skipped(trial) else 0
             if self.skips:
                 log.info("trial %d %s", trial.number, result)
-                check_skips(self.skips, result, self.search_cfg)
+                self.last_skip = result  # checked once the trial is told (``check``)
             return State.PRUNED, None
         if isinstance(result, BaseException):  # recorded with its reason; the sweep goes on
             self.failures, self.skips = self.failures + 1, 0
@@ -266,6 +266,10 @@ class Tally:
         return State.COMPLETE, result
 
     def check(self) -> None:
+        """Stop the sweep (``SearchError``) after too many failures or skips in a row; called
+        once the last trial is told, so none is left RUNNING."""
+        if self.skips:
+            check_skips(self.skips, self.last_skip, self.search_cfg)
         if self.failures >= self.search_cfg.max_failures:
             raise SearchError(
                 f"{self.failures} trials failed or were skipped in this run (search.max_failures="
@@ -402,6 +406,7 @@ class _Running:
         self.study, self.search_cfg, self.slots, self.finish = study, search_cfg, slots, finish
         self.memory_room, self.mine = memory_room, mine
         self.training: dict[int, tuple] = {}  # number -> (trial, figures, job, own MiB)
+        self.placing: optuna.Trial | None = None  # asked, waiting for memory to start
         self.beat = time.monotonic()
 
     def start(self, trial, space, grid, describe) -> None:
@@ -410,17 +415,23 @@ class _Running:
             params, figures = prepare(self.study, trial, self.search_cfg, space, grid, describe,
                                       self.memory_room)  # fmt: skip
         except Exception as error:
-            self.mine.remove(trial)
-            self.finish(trial, error)
+            self.told(trial, error)
             return
         if params is None:  # a finished trial's result answers it
-            self.mine.remove(trial)
-            self.finish(trial, values_or_error(trial, figures, None, self.search_cfg))
+            self.told(trial, values_or_error(trial, figures, None, self.search_cfg))
             return
         own = float(figures.get("memory_mb", 0.0)) - float(figures.get("est_baseline_mb", 0.0))
+        self.placing = trial  # its heartbeat beats while it waits
         while not self.fits_beside(own, float(figures.get("est_baseline_mb", 0.0))):
             self.settle(block=True)
+        self.placing = None
         self.training[trial.number] = (trial, figures, self.slots.start(params), own)
+
+    def told(self, trial, result) -> None:
+        """``finish`` the trial, then drop it from this process's running ones (a stop or the
+        sweep's end while it is being told still fails it: it stays in ``mine`` till then)."""
+        self.finish(trial, result)
+        self.mine.remove(trial)
 
     def fits_beside(self, own: float, baseline: float) -> bool:
         if self.memory_room is None or not self.training:
@@ -437,15 +448,15 @@ class _Running:
             if not job.poll():
                 continue
             del self.training[number]
-            self.mine.remove(trial)
             try:
                 result = values_or_error(trial, figures, job.get(), self.search_cfg)
             except Exception as error:  # the training's own failure, as alone
                 result = error
-            self.finish(trial, result)
+            self.told(trial, result)
         if time.monotonic() - self.beat > HEARTBEAT_S:
             self.beat = time.monotonic()
-            for trial, *_ in self.training.values():
+            waiting = [self.placing] if self.placing is not None else []
+            for trial in [t for t, *_ in self.training.values()] + waiting:
                 trial.set_user_attr("heartbeat", time.time())
 
 

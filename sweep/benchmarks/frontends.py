@@ -3,7 +3,7 @@
     python -m sweep.benchmarks.frontends --datasets ../shared/datasets --out bench/frontends \
         --data synthetic trec sst2 --seeds 0 --cost-set 20newsgroups
 
-Two parts, one process at a time on this machine:
+Three parts, one process at a time on this machine:
 
 - **Cost** (``--cost-set``): the set's corpus read once, then the word table's encoding
   (``sweep.data.vocab.build``, words only) and the subword encoding (``sweep.data.subword.build``:
@@ -22,6 +22,9 @@ Two parts, one process at a time on this machine:
   model (its exported folder) on the test texts that hold a word outside the word cut's
   recommended vocabulary (``unseen_accuracy``). ``<out>/fronts.csv`` holds the rows,
   ``<out>/cost.csv`` the cost part.
+- **On bytes** (``--ftz`` after the fronts, ``--ftz-only`` on the fronts already in ``--out``):
+  FastText.zip's best file against ours at 100 KB and 1 MB (``sweep.benchmarks.fasttext_zip``),
+  in ``<out>/ftz.csv``.
 """
 
 from __future__ import annotations

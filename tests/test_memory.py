@@ -14,6 +14,7 @@ from sweep import measure, runner
 from sweep.data.prepared import PreparedData
 from sweep.models.kinds import build_model
 from sweep.search import study as study_module
+from sweep.search.loop import own_mb
 from sweep.search.space import SearchSpace
 from sweep.search.storage import make_storage
 from sweep.trial import TrialRunner, recipe, side_by_side
@@ -420,7 +421,7 @@ def test_trainings_side_by_side_take_no_more_memory_than_the_device_has(monkeypa
     assert side_by_side.within_memory(4, 300.0, cpu, "seed repeats") == 2
     assert side_by_side.within_memory(2, 5000.0, cpu, "recipe probe") == 1  # one always trains
     assert "recipe probe: 1 side by side, not 2" in caplog.text
-    assert side_by_side.own_mb({"memory_mb": 120.0, "est_baseline_mb": 20.0}) == 100.0
+    assert own_mb({"memory_mb": 120.0, "est_baseline_mb": 20.0}) == 100.0
 
 
 def test_seed_repeats_cut_to_one_at_a_time_by_memory_count_each_fit_once(

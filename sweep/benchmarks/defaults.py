@@ -183,10 +183,17 @@ def fasttext_inputs(data: list[str]):
     return encoded, tokens
 
 
-def fasttext_best(runs: pd.DataFrame) -> dict:
-    """fastText's pick (best validation accuracy, the faster fit on a tie) and the grid's cost."""
+def fasttext_pick(runs: pd.DataFrame) -> pd.Series:
+    """fastText's pick among its grid's fits: the best validation accuracy, the faster fit on a
+    tie (a diverged fit, with no accuracy, is never picked)."""
     done = runs.dropna(subset=["val_accuracy"])
-    best = done.sort_values(["val_accuracy", "train_seconds"], ascending=[False, True]).iloc[0]
+    return done.sort_values(["val_accuracy", "train_seconds"], ascending=[False, True]).iloc[0]
+
+
+def fasttext_best(runs: pd.DataFrame) -> dict:
+    """fastText's pick (``fasttext_pick``) and the grid's cost."""
+    done = runs.dropna(subset=["val_accuracy"])
+    best = fasttext_pick(runs)
     return {
         "fastText test acc": float(round(best["test_accuracy"], 1)),
         "fastText dim, lr, epochs, ngrams": (f"{int(best['dim'])}, {best['lr']}, "

@@ -28,6 +28,7 @@ from sweep.benchmarks.defaults import (
     fasttext_best,
     fasttext_grid,
     fasttext_inputs,
+    fasttext_pick,
     seeded,
 )
 from sweep.benchmarks.speed import PEER, ensure_fasttext, fasttext_files
@@ -49,8 +50,7 @@ def ftz_files(name: str, datasets: Path, seed: int, out: Path, extra: list[str],
         return pd.read_csv(cache)
     data = [*data_overrides(name, datasets), *extra, f"seed={seed}"]
     runs = fasttext_grid(label, data, out, DIMS, NGRAMS, venv)
-    done = runs.dropna(subset=["val_accuracy"])
-    best = done.sort_values(["val_accuracy", "train_seconds"], ascending=[False, True]).iloc[0]
+    best = fasttext_pick(runs)
     work = out / "fasttext" / label
     files = {s: work / f"{s}.txt" for s in ("train", "validation", "test")}
     if not all(path.is_file() for path in files.values()):  # the grid came from its cache

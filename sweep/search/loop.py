@@ -420,7 +420,7 @@ class _Running:
         if params is None:  # a finished trial's result answers it
             self.told(trial, values_or_error(trial, figures, None, self.search_cfg))
             return
-        own = float(figures.get("memory_mb", 0.0)) - float(figures.get("est_baseline_mb", 0.0))
+        own = own_mb(figures)
         self.placing = trial  # its heartbeat beats while it waits
         while not self.fits_beside(own, float(figures.get("est_baseline_mb", 0.0))):
             self.settle(block=True)
@@ -541,6 +541,12 @@ def run_pack(study, asked, search_cfg, space, grid, describe, train_pack, prune,
                    [t.number for t, _, _ in group], on_result=settle)  # fmt: skip
 
 
+def own_mb(figures: dict[str, Any]) -> float:
+    """A trial's own estimated memory (MiB; ``describe``'s figures): ``memory_mb`` less the
+    baseline its process already holds (the corpus), which trainings side by side share."""
+    return float(figures.get("memory_mb", 0.0)) - float(figures.get("est_baseline_mb", 0.0))
+
+
 def fitting(pending: list, memory_room: MemoryRoom | None) -> list[list]:
     """``pending`` (trial, params, figures) cut into packs that fit ``memory_room`` together:
     the trials' own peaks summed on one baseline (the corpus they share), in order; one pack
@@ -551,8 +557,7 @@ def fitting(pending: list, memory_room: MemoryRoom | None) -> list[list]:
     used = math.inf
     for item in pending:
         figures = item[2]
-        baseline = float(figures.get("est_baseline_mb", 0.0))
-        own = float(figures.get("memory_mb", 0.0)) - baseline
+        baseline, own = float(figures.get("est_baseline_mb", 0.0)), own_mb(figures)
         if used + own > memory_room.limit_mb:
             groups.append([])
             used = baseline

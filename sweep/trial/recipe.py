@@ -39,11 +39,12 @@ from sweep.common.forked import Forked, processes_for
 from sweep.data.prepared import PreparedData
 from sweep.models.fit import evaluate
 from sweep.models.frontends import frontend_of
+from sweep.search.loop import own_mb
 from sweep.search.settings import SearchError
 from sweep.search.space import SearchSpace
 from sweep.trial.recipe_fits import RecipeFits
 from sweep.trial.runner import TrialRunner
-from sweep.trial.side_by_side import own_mb, within_memory
+from sweep.trial.side_by_side import within_memory
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import torch
 
 from sweep import measure
 from sweep.common.forked import Forked
+from sweep.search.loop import own_mb
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +40,17 @@ def _train_job(params: dict[str, Any], seed: int | None) -> dict[str, Any]:
     return _RUNNING["runner"].train(params, None, seed)
 
 
-def within_memory(processes: int, own_mb: float, device: torch.device, what: str) -> int:
-    """``processes`` cut to as many trainings of ``own_mb`` MiB each (their own tensors: the
+def within_memory(processes: int, each_mb: float, device: torch.device, what: str) -> int:
+    """``processes`` cut to as many trainings of ``each_mb`` MiB each (their own tensors: the
     children share the corpus) as the device's available memory holds; at least one."""
-    if processes <= 1 or own_mb <= 0:
+    if processes <= 1 or each_mb <= 0:
         return processes
     available, source = measure.available_mb(device)
-    fit = max(int(HEADROOM * available // own_mb), 1)
+    fit = max(int(HEADROOM * available // each_mb), 1)
     if fit < processes:
         log.info("%s: %d side by side, not %d: each may take %.0f MiB of the %.0f MiB there (%s)",
-                 what, fit, processes, own_mb, available, source)  # fmt: skip
+                 what, fit, processes, each_mb, available, source)  # fmt: skip
     return min(processes, fit)
-
-
-def own_mb(figures: dict[str, Any]) -> float:
-    """A trial's own estimated memory (``TrialRunner.describe``'s figures), the corpus left out."""
-    return float(figures["memory_mb"]) - float(figures.get("est_baseline_mb", 0.0))
 
 
 def train_side_by_side(runner, processes: int) -> Callable[..., list]:

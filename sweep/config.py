@@ -114,6 +114,11 @@ def check_recipe(cfg: DictConfig) -> None:
                                 and behind >= 0),
              f"train.recipe.stop_behind={behind!r} must be a number of standard errors >= 0, "
              "or null (every choice trains at every probe point)")  # fmt: skip
+    texts = choices.get("max_texts")
+    _require(texts is None or (isinstance(texts, int) and not isinstance(texts, bool)
+                               and texts >= 100),
+             f"train.recipe.max_texts={texts!r} must be an integer >= 100 (the most texts of a "
+             "split the probe trains and validates on), or null (every text)")  # fmt: skip
     dim = choices.get("embedding_dim")
     _require(isinstance(dim, int) and dim >= 1,
              f"train.recipe.embedding_dim={dim!r} must be an integer >= 1")  # fmt: skip

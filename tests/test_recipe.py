@@ -19,6 +19,9 @@ from conftest import TINY, assert_refused, compose_config, default_study
 
 from sweep import runner
 from sweep.config import ConfigError
+from sweep.data.prepared import PreparedData
+from sweep.models.frontends import frontend_of
+from sweep.models.frontends.kind import Sizes
 from sweep.search import study as study_module
 from sweep.search.storage import journal_storage
 from sweep.ship import export
@@ -68,6 +71,7 @@ def test_recipe_settings_are_checked_with_their_key(tiny_overrides, tmp_path):
            "train.recipe.margin=-1": r"train\.recipe\.margin=-1",
            "train.recipe.stop_behind=-1": r"train\.recipe\.stop_behind=-1 must be a number",
            "train.recipe.embedding_dim=0": r"train\.recipe\.embedding_dim=0",
+           "train.recipe.max_texts=5": r"train\.recipe\.max_texts=5 must be an integer >= 100",
            "train.lr=fast": r"train\.lr='fast' must be positive, or auto",
            "model.hidden_dim=wide": r"model\.hidden_dim='wide'",
            "data.tokenizer.word_ngrams=0": r"data\.tokenizer\.word_ngrams=0"}  # fmt: skip
@@ -253,6 +257,61 @@ def test_the_probes_choices_side_by_side_pick_and_measure_as_one_after_another(
     # the pick's weights, trained in a child, kept where the study keeps a trial's
     assert len(list((tmp_path / "2").glob("*.pt"))) == 2 and not (tmp_path / "2" / "probe").exists()
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("frontend", ["word", "subword"])
+def test_a_sample_keeps_whole_documents_and_the_whole_corpus_vocabulary(tiny_overrides, frontend):
+    """``PreparedData.sample``: at most the limit per split, seeded, each kept document exactly
+    as in the whole data (word ids, or a subword view at any K), the same vocabulary."""
+    extra = ["model.frontend=subword", "data.subword_vocab=400"] if frontend == "subword" else []
+    cfg = compose_config([*tiny_overrides, *extra])
+    kind = frontend_of(cfg.model)
+    whole = PreparedData.load(cfg.data, cfg.seed, torch.device("cpu"), kind.encode)
+    assert whole.sample(10_000, 0) is whole  # nothing over the limit: the data itself
+    sample, again = whole.sample(30, 0), whole.sample(30, 0)
+    assert sample.encoded.words == whole.encoded.words and sample.full_vocab == whole.full_vocab
+    sizes = Sizes(embedding_dim=8, vocab_size=60, hash_buckets=0,
+                  num_embeddings=60 + 2)  # fmt: skip
+    for split in ("train", "validation", "test"):
+        assert len(sample.labels[split]) == 30 and torch.equal(sample.ids[split], again.ids[split])
+        n = len(whole.labels[split])
+        rows = [i for i in range(n) if any(torch.equal(whole.ids[split][i], r)
+                                           for r in sample.ids[split])]  # fmt: skip
+        assert len(rows) >= 30  # every sampled row is one of the whole data's rows
+        seen, kept = kind.view(whole, split, sizes), kind.view(sample, split, sizes)
+        index = [find_row(whole.ids[split], r) for r in sample.ids[split]]
+        assert index == sorted(index)  # corpus order
+        assert torch.equal(kept.lengths, seen.lengths[index])
+        width = int(kept.ids.shape[1])
+        assert torch.equal(kept.ids, seen.ids[index][:, :width])
+        assert torch.equal(sample.labels[split], whole.labels[split][index])
+    assert not whole.sample(30, 1).ids["train"].equal(sample.ids["train"])  # another seed
+
+
+def find_row(matrix: torch.Tensor, row: torch.Tensor) -> int:
+    """The first index of ``row`` in ``matrix``: duplicates sort with their first."""
+    return int(torch.nonzero((matrix == row).all(dim=1))[0])
+
+
+def test_a_probe_on_a_sample_trains_on_it_and_its_fits_are_not_trials(tmp_path, monkeypatch):
+    """``train.recipe.max_texts``: the probe's fits see at most that many texts per split, the
+    study records it, and every trial trains (its fits answer nothing: not the same data)."""
+    base = [*TINY, "device=cpu", "train.lr=auto", "train.recipe.lr=[0.01,0.03]",
+            "processes=1", "search.n_trials=3", f"search.storage_dir={tmp_path / 'studies'}",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.recipe.max_texts=100"]  # fmt: skip
+    seen, build = [], lone_module.Lone.train
+
+    def counted(self, params, *args, **kwargs):
+        seen.append(len(self.data.labels["train"]))
+        return build(self, params, *args, **kwargs)
+
+    monkeypatch.setattr(lone_module.Lone, "train", counted)
+    result = runner.run(compose_config(base), tmp_path / "out")
+    assert seen[:4] == [100] * 4 and seen[4:] == [320] * 3  # 2 choices x 2 points, 3 trials
+    assert not result.table["probe_fit"].eq(True).any()
+    attrs = stored_recipe(tmp_path, base)["recipe"]
+    assert attrs["train_texts"] == 100
+    assert "on 100 training texts" in recipe.describe(attrs)
 
 
 def test_a_challenger_beside_its_incumbent_gets_the_stop_rule_when_both_are_in(

@@ -8,6 +8,7 @@ benchmarks share this one object.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,34 @@ class PreparedData:
             val_histogram=vocab.id_histogram(encoded.ids["validation"], len(encoded.words)),
         )
 
+    def sample(self, limit: int, seed: int) -> PreparedData:
+        """At most ``limit`` documents of each split (a seeded sample, kept in corpus order),
+        with the whole corpus's vocabulary, ranks and counts: so a cutoff K keeps the same words
+        as on the whole corpus. ``self`` where no split is over ``limit``. The recipe probe
+        trains on it where the corpus is large (``train.recipe.max_texts``); no word streams
+        (n-grams are derived from the whole corpus)."""
+        encoded = self.encoded
+        sizes = {s: len(encoded.labels[s]) for s in SPLITS}
+        if all(n <= limit for n in sizes.values()):
+            return self
+        generator = torch.Generator().manual_seed(int(seed))
+        keep = {s: torch.randperm(n, generator=generator)[:limit].sort().values
+                for s, n in sizes.items()}  # fmt: skip
+        subwords = encoded.subwords
+        if subwords is not None:  # a subword view is cut from each split's word stream
+            streams = {s: stream_rows(*subwords["streams"][s], keep[s]) for s in SPLITS}
+            subwords = {**subwords, "streams": streams}
+        sampled = dataclasses.replace(
+            encoded,
+            ids={s: encoded.ids[s][keep[s]] for s in SPLITS},
+            lengths={s: encoded.lengths[s][keep[s]] for s in SPLITS},
+            labels={s: encoded.labels[s][keep[s]] for s in SPLITS},
+            streams=None,
+            subwords=subwords,
+        )
+        stats = {**self.stats, "sampled": {s: len(keep[s]) for s in SPLITS}}
+        return PreparedData.from_encoded(sampled, f"{self.key}:sample{limit}", stats, self.device)
+
     @property
     def full_vocab(self) -> int:
         """Distinct train words: the largest meaningful cutoff."""
@@ -156,3 +185,15 @@ class PreparedData:
             "vocabulary": self.full_vocab,
             "train_tokens": int(self.encoded.train_counts.sum()) + self.encoded.train_unknown,
         }
+
+
+def stream_rows(
+    stream: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Documents ``keep`` (sorted indices) of a word stream (ids laid end to end, ``lengths``
+    per document): the same pair for those documents alone."""
+    starts = torch.cumsum(lengths, 0) - lengths
+    kept = lengths[keep]
+    index = torch.repeat_interleave(starts[keep], kept)
+    index += torch.from_numpy(vocab.positions(kept.numpy())).to(index.dtype)
+    return stream[index], kept

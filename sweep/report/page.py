@@ -339,8 +339,10 @@ def recipe_section(stored: dict[str, Any] | None) -> tuple[str, str]:
         return ("No key was left at auto: every trial trained with the recipe the config sets "
                 "(columns recipe_lr, recipe_hidden_dim, recipe_word_ngrams).", "")  # fmt: skip
     picked = ", ".join(f"{key}={value}" for key, value in stored["choice"].items())
+    sample = (f" on a sample of {stored['train_texts']} training texts (train.recipe.max_texts)"
+              if stored.get("train_texts") else "")  # fmt: skip
     text = (f"Picked before the first trial: {picked}. The probe trained each choice at "
-            f"embedding_dim={stored.get('embedding_dim')} and the cutoffs shown, in "
+            f"embedding_dim={stored.get('embedding_dim')} and the cutoffs shown{sample}, in "
             f"{_fmt(stored.get('seconds'))} s; a choice replaces the first only where its "
             "validation accuracy beats it by more than train.recipe.margin; one clearly behind "
             "the incumbent at the first cutoff (train.recipe.stop_behind) stopped there.")  # fmt: skip

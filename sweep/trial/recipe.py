@@ -254,10 +254,10 @@ def probe(
               for combo in itertools.product(*(choices(cfg, n) for n in structure))]  # fmt: skip
     rates = len(choices(cfg, "lr")) - 1 if "lr" in names else 0  # the second stage's
     processes = probe_processes(cfg, device, max(len(shapes), rates))
-    if processes > 1:  # every encoding loaded before the fork: the children share it
-        own = max(fit_memory(cfg, v, data_of(cfg, v, device, prepared)) for v in shapes)
-        processes = within_memory(processes, own, device, "recipe probe")
     state = Stage(cfg, device, prepared, fits, beat)
+    if processes > 1:  # every encoding loaded before the fork: the children share it
+        own = max(fit_memory(cfg, v, state.data(v)) for v in shapes)
+        processes = within_memory(processes, own, device, "recipe probe")
     _PROBING["stage"] = state  # what a forked child reads (the fork copies it)
     try:
         with Forked(processes, torch.get_num_threads()) as forked:
@@ -279,6 +279,7 @@ def probe(
         "probes": state.rows,
         "embedding_dim": state.rows[0]["embedding_dim"],
         "seconds": round(time.perf_counter() - started, 3),
+        **({"train_texts": state.texts} if state.texts is not None else {}),
     }
 
 
@@ -313,13 +314,39 @@ class Stage:
         self.fits, self.beat = fits, beat
         self.rows: list[dict[str, Any]] = []  # per choice: its fits' figures
         self.right: list[torch.Tensor] = []  # per choice: which validation documents it gets right
+        self.sampled: dict[int, PreparedData] = {}  # per word_ngrams, where max_texts cuts
+        self.texts: int | None = None  # training texts the fits see, where sampled
+
+    def data(self, values: dict[str, Any]) -> PreparedData:
+        """The data choice ``values``' fits train on: its encoding (``data_of``), at most
+        ``train.recipe.max_texts`` documents of each split (``PreparedData.sample``)."""
+        whole = data_of(self.cfg, values, self.device, self.prepared)
+        limit = self.cfg.train.recipe.get("max_texts")
+        if limit is None:
+            return whole
+        ngrams = int(with_choice(self.cfg, values).data.tokenizer.word_ngrams)
+        if ngrams not in self.sampled:
+            self.sampled[ngrams] = whole.sample(int(limit), self.cfg.seed)
+            sample = self.sampled[ngrams]
+            if sample is not whole and self.texts is None:
+                self.texts = len(sample.encoded.labels["train"])
+                log.info("recipe probe: on %d of the %d training texts and %d of the %d "
+                         "validation texts (train.recipe.max_texts; its fits are not the "
+                         "study's trials)", self.texts, len(whole.encoded.labels["train"]),
+                         len(sample.encoded.labels["validation"]),
+                         len(whole.encoded.labels["validation"]))  # fmt: skip
+        return self.sampled[ngrams]
+
+    def whole(self, values: dict[str, Any]) -> bool:
+        """Whether choice ``values`` trains on every document (so its fits can be trials)."""
+        return self.data(values) is data_of(self.cfg, values, self.device, self.prepared)
 
     def fit(self, index: int, values: dict[str, Any], incumbent_first: torch.Tensor | None):
         cfg = self.cfg
         behind = None if incumbent_first is None else (  # against the incumbent's first point
             lambda first: clearly_behind(cfg, incumbent_first, first))  # fmt: skip
-        data = data_of(cfg, values, self.device, self.prepared)
-        return fit_choice(cfg, values, data, self.fits.on_trained(index), behind)
+        on_trained = self.fits.on_trained(index) if self.whole(values) else None
+        return fit_choice(cfg, values, self.data(values), on_trained, behind)
 
     def of(self, indices: list[int]) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
         return [self.rows[i] for i in indices], [self.right[i] for i in indices]
@@ -354,7 +381,8 @@ class Stage:
             n = len(kept) // len(measured)
             if clearly_behind(self.cfg, self.first_point(late), kept[:n]):
                 row, kept, measured = first_only(values, kept, measured)
-        self.fits.add(len(self.rows), measured)
+        if self.whole(values):  # a sample's fits are not the trials at those points
+            self.fits.add(len(self.rows), measured)
         self.rows.append(row)
         self.right.append(kept)
         log.info("recipe probe %d: %s -> val_accuracy %.2f (%.1fs)%s", len(self.rows), values,
@@ -365,7 +393,7 @@ class Stage:
         return len(self.rows) - 1
 
 
-_STORED_KEYS = {"choice", "probes", "embedding_dim", "seconds"}
+_STORED_KEYS = {"choice", "probes", "embedding_dim", "seconds", "train_texts"}
 
 
 def check_stored(cfg: DictConfig, stored: Any, where: str) -> dict:
@@ -405,6 +433,7 @@ def check_stored(cfg: DictConfig, stored: Any, where: str) -> dict:
         not rows_ok
         or not isinstance(stored.get("embedding_dim"), (int, type(None)))
         or not (isinstance(stored.get("seconds", 0.0), (int, float)))
+        or not isinstance(stored.get("train_texts", 0), int)
     ):
         raise refuse("its probe figures are not plain numbers")
     return stored
@@ -416,5 +445,6 @@ def describe(stored: dict) -> str:
         return "recipe: every key fixed"
     picked = ", ".join(f"{key}={value}" for key, value in stored["choice"].items())
     fits = sum(len(row["vocab_sizes"]) for row in stored["probes"])
+    sample = f" on {stored['train_texts']} training texts" if "train_texts" in stored else ""
     return (f"recipe: {picked} (probe: {len(stored['probes'])} choices, {fits} fits at "
-            f"embedding_dim={stored['embedding_dim']}, {stored['seconds']:.1f}s)")  # fmt: skip
+            f"embedding_dim={stored['embedding_dim']}{sample}, {stored['seconds']:.1f}s)")  # fmt: skip

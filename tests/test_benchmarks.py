@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,28 @@ def test_defaults_benchmark_averages_seeds_with_the_differences_standard_error()
     assert means.loc["synthetic", "recommended: test acc"] == 80.5
     assert pd.isna(means.loc["synthetic", "pick - fastText ±"])
     assert defaults.seeded("trec", 0) == "trec" and defaults.seeded("trec", 2) == "trec-s2"
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux's /proc")
+def test_corpus_scale_measures_a_process_trees_memory_once(tmp_path):
+    """A parent holding 200 MiB forks two children that touch 100 MiB each of their own: the
+    largest process's peak is a child's (the parent's pages and its own), the tree's Pss counts
+    the parent's pages once and each child's own: what the run takes from the machine."""
+    from sweep.benchmarks import corpus_scale
+
+    script = ("import os, time\n"
+              "def touch(mib):\n"
+              "    a = bytearray(mib << 20); a[::4096] = b'1' * len(a[::4096]); return a\n"
+              "held = touch(200)\n"
+              "for _ in range(2):\n"
+              "    if os.fork() == 0:\n"
+              "        own = touch(100); time.sleep(2.5); os._exit(0)\n"
+              "os.wait(); os.wait()\n")  # fmt: skip
+    result, wall, memory = corpus_scale.measured([sys.executable, "-c", script], tmp_path)
+    assert result.returncode == 0 and wall > 2.5
+    assert 290 <= memory["peak_rss_mb"] <= 380  # one child: the parent's 200, its own 100
+    assert 390 <= memory["peak_pss_mb"] <= 480  # 200 once, and 100 for each child
+    assert 0 < memory["peak_pss_at_s"] < wall
 
 
 def test_corpus_scale_exponents_and_the_step_timer():

@@ -6,9 +6,11 @@
 1. The default command (``python run_sweep.py``) on the synthetic corpus at each ``--docs``
    (``data.synthetic.vocab_words`` 20,000 up to 100k documents, 100,000 above), each in a fresh
    process: its wall time, its own time line (``timing.json``: data, recipe probe, trials,
-   seed repeats, precisions, export, reports), its peak resident memory (``ru_maxrss`` of the
-   process), the trials' median tokens per second, and each phase's growth exponent per 10x
-   (log10 of the time ratio: 1.0 is linear).
+   seed repeats, precisions, export, reports), its peak memory (the largest process's
+   resident peak, ``ru_maxrss``, and on Linux the peak of its whole process tree's Pss, sampled
+   every 0.5 s: what the run takes from the machine, the corpus its forked children share
+   counted once), the trials' median tokens per second, and each phase's growth exponent per
+   10x (log10 of the time ratio: 1.0 is linear).
 2. ``--prep-docs``: data preparation plus one trial (the recipe fixed) at that size, in a fresh
    process: wall time and peak memory.
 3. fastText (its own virtual environment, ``--fasttext-venv``) on the same tokens and splits at
@@ -47,23 +49,64 @@ def vocab_words(docs: int) -> int:
     return 20_000 if docs <= 100_000 else 100_000
 
 
-def measured(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run ``argv`` in a fresh wrapper process; (its result, wall seconds, the command's peak
-    resident MiB: ``ru_maxrss`` of the wrapper's only child)."""
-    wrapper = ("import json, resource, subprocess, sys\n"
-               "r = subprocess.run(sys.argv[1:])\n"
-               "print(json.dumps({'rc': r.returncode, 'peak_mb': "
-               "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")  # fmt: skip
+# Runs the command and, on Linux, sums the proportional set size (Pss: a page shared by n
+# processes counts 1/n in each) of its process tree every half second: the memory the run takes
+# from the machine, its forked children included. A forked child's ru_maxrss starts at its
+# parent's resident size, so the largest process's peak counts the shared corpus twice.
+_WRAPPER = """
+import json, os, resource, subprocess, sys, time
+def tree(root):
+    kids = {}
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                with open(f'/proc/{name}/stat') as f:
+                    kids.setdefault(int(f.read().rsplit(')', 1)[1].split()[1]), []).append(int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += kids.get(pid, [])
+    return found
+def pss(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f'/proc/{pid}/smaps_rollup') as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith('Pss:'))
+        except (OSError, StopIteration, ValueError):
+            pass
+    return total / 1024
+linux = os.path.exists('/proc/self/smaps_rollup')
+started, peak, at = time.perf_counter(), 0.0, 0.0
+r = subprocess.Popen(sys.argv[1:])
+while r.poll() is None:
+    if linux:
+        now = pss(tree(r.pid))
+        if now > peak:
+            peak, at = now, time.perf_counter() - started
+    time.sleep(0.5)
+print(json.dumps({'rc': r.returncode, 'peak_mb': resource.getrusage(
+    resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 'pss_mb': peak if linux else None, 'pss_at': at}))
+"""
+
+
+def measured(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float, dict]:
+    """Run ``argv`` in a fresh wrapper process; (its result, wall seconds, its memory):
+    ``peak_rss_mb``, the largest process's peak resident MiB (``ru_maxrss`` of the wrapper's
+    children), and on Linux ``peak_pss_mb``, the peak of the whole process tree's Pss sampled
+    every 0.5 s, with ``peak_pss_at_s``, when (seconds from the start)."""
     started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", wrapper, *argv], cwd=cwd, capture_output=True,
+    run = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], cwd=cwd, capture_output=True,
                          text=True)  # fmt: skip
     wall = time.perf_counter() - started
     tail = json.loads(run.stdout.strip().splitlines()[-1])
-    return (
-        subprocess.CompletedProcess(argv, tail["rc"], run.stdout, run.stderr),
-        wall,
-        tail["peak_mb"],
-    )
+    memory = {"peak_rss_mb": round(tail["peak_mb"])}
+    if tail.get("pss_mb") is not None:
+        memory.update(peak_pss_mb=round(tail["pss_mb"]), peak_pss_at_s=round(tail["pss_at"], 1))
+    return subprocess.CompletedProcess(argv, tail["rc"], run.stdout, run.stderr), wall, memory
 
 
 def default_command(docs: int, out: Path, overrides: list[str]) -> dict:
@@ -73,7 +116,7 @@ def default_command(docs: int, out: Path, overrides: list[str]) -> dict:
             f"data.synthetic.vocab_words={vocab_words(docs)}", f"hydra.run.dir={run_dir}",
             f"search.storage_dir={out / 'studies'}", f"data.cache_dir={out / f'cache-{docs}'}",
             f"search.study_name=scale-{docs}", *overrides]  # fmt: skip
-    result, wall, peak = measured(argv, out)
+    result, wall, memory = measured(argv, out)
     if result.returncode != 0:
         raise RuntimeError(
             f"the default command at {docs} documents failed:\n{result.stderr[-3000:]}"
@@ -81,7 +124,7 @@ def default_command(docs: int, out: Path, overrides: list[str]) -> dict:
     timing = json.loads((run_dir / "timing.json").read_text())
     trials = pd.read_csv(run_dir / "trials.csv")
     done = trials[trials["state"] == "COMPLETE"]
-    return {"documents": docs, "wall_s": round(wall, 1), "peak_rss_mb": round(peak),
+    return {"documents": docs, "wall_s": round(wall, 1), **memory,
             **{k: round(timing.get(k, 0.0), 1) for k in PHASES},
             "trials": int(timing["trials"]),
             "median_tokens_per_s": round(float(done["tokens_per_second"].median())),
@@ -96,11 +139,11 @@ def prepare_and_train(docs: int, out: Path, overrides: list[str]) -> dict:
             "model.hidden_dim=64", "data.tokenizer.word_ngrams=1", "data.cache_dir=null",
             f"hydra.run.dir={out / f'prep-{docs}'}", f"search.storage_dir={out / 'studies'}",
             f"search.study_name=prep-{docs}", *overrides]  # fmt: skip
-    result, wall, peak = measured(argv, out)
+    result, wall, memory = measured(argv, out)
     if result.returncode != 0:
         raise RuntimeError(f"preparation at {docs} documents failed:\n{result.stderr[-3000:]}")
     timing = json.loads((out / f"prep-{docs}" / "timing.json").read_text())
-    return {"documents": docs, "wall_s": round(wall, 1), "peak_rss_mb": round(peak),
+    return {"documents": docs, "wall_s": round(wall, 1), **memory,
             "data_s": round(timing["data_s"], 1), "training_s": round(timing["training_s"], 1)}  # fmt: skip
 
 
@@ -137,13 +180,13 @@ def fasttext_rows(docs: int, out: Path, python: Path, threads: list[int]) -> lis
         job.write_text(json.dumps({"train": str(files["train"]), "validation": str(files["validation"]),
                                    "test": str(files["test"]), "dim": 32, "threads": count,
                                    "grid": [[0.1, 5]], "word_ngrams": 1}))  # fmt: skip
-        result, wall, peak = measured([str(python), str(PEER), str(job)], out)
+        result, wall, memory = measured([str(python), str(PEER), str(job)], out)
         if result.returncode != 0:
             raise RuntimeError(f"fastText failed:\n{result.stderr[-3000:]}")
         line = json.loads(result.stdout.strip().splitlines()[0])
         seconds = float(line["train_seconds"])  # reading the file and its dictionary included
         rows.append({"documents": docs, "threads": count, "wall_s": round(wall, 1),
-                     "train_s": round(seconds, 1), "peak_rss_mb": round(peak),
+                     "train_s": round(seconds, 1), **memory,
                      "tokens_per_s": round(5 * tokens / seconds),
                      "test_accuracy": round(float(line.get("test_accuracy", math.nan)), 2)})  # fmt: skip
     return rows

@@ -304,6 +304,21 @@ def test_corpus_scale_measures_a_process_trees_memory_once(tmp_path):
     assert 0 < memory["peak_pss_at_s"] < wall
 
 
+def test_probe_sample_prints_each_limits_pick_against_every_texts(tmp_path):
+    from sweep.benchmarks import probe_sample
+
+    tiny = [o for o in TINY if not o.startswith(("data.synthetic.num_docs", "train.lr"))]
+    probe_sample.main(["--docs", "400", "--seeds", "0", "--limits", "null", "100", "--out",
+                       str(tmp_path), "--", *tiny, "train.lr=auto",
+                       "train.recipe.lr=[0.01,0.03]"])  # fmt: skip
+    table = pd.read_csv(tmp_path / "probe_sample-400.csv")
+    assert table["max_texts"].astype(str).tolist() == ["every", "100"]
+    assert table["train_texts"].tolist() == [320, 100] and (table["fits"] >= 3).all()
+    assert set(table["lr"]) <= {0.01, 0.03}
+    summary = pd.read_csv(tmp_path / "probe_sample-400-summary.csv")
+    assert summary.loc[summary["max_texts"] == "every", "same pick as every text"].item() == 1
+
+
 def test_corpus_scale_exponents_and_the_step_timer():
     """The growth exponent per 10x is log10 of the time ratio (1.0: linear; tiny phases are
     left out), and the step timer trains a real step on a table of the given rows."""

@@ -19,6 +19,7 @@ from conftest import TINY, assert_refused, compose_config, default_study
 
 from sweep import runner
 from sweep.config import ConfigError
+from sweep.data import vocab
 from sweep.data.prepared import PreparedData
 from sweep.models.frontends import frontend_of
 from sweep.models.frontends.kind import Sizes
@@ -297,18 +298,29 @@ def test_a_probe_on_a_sample_trains_on_it_and_its_fits_are_not_trials(tmp_path, 
     """``train.recipe.max_texts``: the probe's fits see at most that many texts per split, the
     study records it, and every trial trains (its fits answer nothing: not the same data)."""
     base = [*TINY, "device=cpu", "train.lr=auto", "train.recipe.lr=[0.01,0.03]",
+            "data.tokenizer.word_ngrams=auto", "train.recipe.stop_behind=null",
             "processes=1", "search.n_trials=3", f"search.storage_dir={tmp_path / 'studies'}",
             f"data.cache_dir={tmp_path / 'cache'}", "train.recipe.max_texts=100"]  # fmt: skip
     seen, build = [], lone_module.Lone.train
+    derived, derive = [], vocab.with_ngrams
 
     def counted(self, params, *args, **kwargs):
         seen.append(len(self.data.labels["train"]))
         return build(self, params, *args, **kwargs)
 
+    def counted_ngrams(words, *args, **kwargs):
+        derived.append(len(words.streams["train"][1]))
+        return derive(words, *args, **kwargs)
+
     monkeypatch.setattr(lone_module.Lone, "train", counted)
+    monkeypatch.setattr(vocab, "with_ngrams", counted_ngrams)
     result = runner.run(compose_config(base), tmp_path / "out")
-    assert seen[:4] == [100] * 4 and seen[4:] == [320] * 3  # 2 choices x 2 points, 3 trials
+    # words, bigrams, then the other rate: 3 choices x 2 points on the sample; 3 trials
+    assert seen[:6] == [100] * 6 and seen[6:] == [320] * 3
     assert not result.table["probe_fit"].eq(True).any()
+    # the probe's bigrams come from the sample's words; the whole corpus's only for a pick
+    picked = int(result.table["recipe_word_ngrams"].iloc[0])
+    assert derived == ([100, 320] if picked == 2 else [100])
     attrs = stored_recipe(tmp_path, base)["recipe"]
     assert attrs["train_texts"] == 100
     assert "on 100 training texts" in recipe.describe(attrs)

@@ -97,8 +97,8 @@ class PreparedData:
         """At most ``limit`` documents of each split (a seeded sample, kept in corpus order),
         with the whole corpus's vocabulary, ranks and counts: so a cutoff K keeps the same words
         as on the whole corpus. ``self`` where no split is over ``limit``. The recipe probe
-        trains on it where the corpus is large (``train.recipe.max_texts``); no word streams
-        (n-grams are derived from the whole corpus)."""
+        trains on it where the corpus is large (``train.recipe.max_texts``). Word streams are
+        kept for the sampled documents: n-grams derived from the sample are the sample's."""
         encoded = self.encoded
         sizes = {s: len(encoded.labels[s]) for s in SPLITS}
         if all(n <= limit for n in sizes.values()):
@@ -115,11 +115,13 @@ class PreparedData:
             ids={s: encoded.ids[s][keep[s]] for s in SPLITS},
             lengths={s: encoded.lengths[s][keep[s]] for s in SPLITS},
             labels={s: encoded.labels[s][keep[s]] for s in SPLITS},
-            streams=None,
+            streams=None if encoded.streams is None else {
+                s: stream_rows(*encoded.streams[s], keep[s]) for s in SPLITS},
             subwords=subwords,
-        )
+        )  # fmt: skip
         stats = {**self.stats, "sampled": {s: len(keep[s]) for s in SPLITS}}
-        return PreparedData.from_encoded(sampled, f"{self.key}:sample{limit}", stats, self.device)
+        key = f"{self.key}:sample{limit}:seed{seed}"
+        return PreparedData.from_encoded(sampled, key, stats, self.device)
 
     @property
     def full_vocab(self) -> int:

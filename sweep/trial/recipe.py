@@ -318,28 +318,42 @@ class Stage:
         self.texts: int | None = None  # training texts the fits see, where sampled
 
     def data(self, values: dict[str, Any]) -> PreparedData:
-        """The data choice ``values``' fits train on: its encoding (``data_of``), at most
-        ``train.recipe.max_texts`` documents of each split (``PreparedData.sample``)."""
-        whole = data_of(self.cfg, values, self.device, self.prepared)
-        limit = self.cfg.train.recipe.get("max_texts")
-        if limit is None:
-            return whole
+        """The data choice ``values``' fits train on: its encoding (``data_of``), or where the
+        corpus has more than ``train.recipe.max_texts`` documents in a split, a sample of that
+        many (``PreparedData.sample``): word n-grams are then derived from the sample's words,
+        so the whole corpus's n-gram encoding is made only if the probe picks n-grams."""
         ngrams = int(with_choice(self.cfg, values).data.tokenizer.word_ngrams)
         if ngrams not in self.sampled:
-            self.sampled[ngrams] = whole.sample(int(limit), self.cfg.seed)
-            sample = self.sampled[ngrams]
-            if sample is not whole and self.texts is None:
-                self.texts = len(sample.encoded.labels["train"])
-                log.info("recipe probe: on %d of the %d training texts and %d of the %d "
-                         "validation texts (train.recipe.max_texts; its fits are not the "
-                         "study's trials)", self.texts, len(whole.encoded.labels["train"]),
-                         len(sample.encoded.labels["validation"]),
-                         len(whole.encoded.labels["validation"]))  # fmt: skip
+            self.sampled[ngrams] = self._load(values, ngrams)
         return self.sampled[ngrams]
 
+    def _load(self, values: dict[str, Any], ngrams: int) -> PreparedData:
+        cfg, limit = self.cfg, self.cfg.train.recipe.get("max_texts")
+        words = self.prepared.get(1)
+        if (limit is not None and ngrams > 1 and ngrams not in self.prepared
+                and words is not None and words.encoded.streams is not None):  # fmt: skip
+            sample = self.data({**values, "word_ngrams": 1})
+            if sample is not words:
+                return PreparedData.load(with_choice(cfg, values).data, cfg.seed, self.device,
+                                         frontend_of(cfg.model).encode, words=sample)  # fmt: skip
+        whole = data_of(cfg, values, self.device, self.prepared)
+        if limit is None:
+            return whole
+        sample = whole.sample(int(limit), cfg.seed)
+        if sample is not whole and self.texts is None:
+            self.texts = len(sample.encoded.labels["train"])
+            log.info("recipe probe: on %d of the %d training texts and %d of the %d validation "
+                     "texts (train.recipe.max_texts; its fits are not the study's trials)",
+                     self.texts, len(whole.encoded.labels["train"]),
+                     len(sample.encoded.labels["validation"]),
+                     len(whole.encoded.labels["validation"]))  # fmt: skip
+        return sample
+
     def whole(self, values: dict[str, Any]) -> bool:
-        """Whether choice ``values`` trains on every document (so its fits can be trials)."""
-        return self.data(values) is data_of(self.cfg, values, self.device, self.prepared)
+        """Whether choice ``values`` trains on every document (so its fits can be trials): a
+        sample is all or nothing (every encoding has the same documents)."""
+        self.data(values)
+        return self.texts is None
 
     def fit(self, index: int, values: dict[str, Any], incumbent_first: torch.Tensor | None):
         cfg = self.cfg
